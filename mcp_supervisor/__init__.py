@@ -1,0 +1,3 @@
+"""mcp-supervisor: keeps MCP servers alive for an unattended daily job."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,137 @@
+"""The vocabulary shared by probes, the health machine, the executor and the API.
+
+Plain frozen values only: the functional core (``health.machine``) consumes ``ProbeResult`` and
+commands and emits ``Action`` values; the imperative shell (daemon executor) performs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class FailureClass(StrEnum):
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    CRASHED = "crashed"
+    AUTH = "auth"
+    PROTOCOL = "protocol"
+    CONFIG = "config"
+
+    @property
+    def needs_human(self) -> bool:
+        """Restarting cannot fix a 401 or a missing command: a person must act."""
+        return self in (FailureClass.AUTH, FailureClass.CONFIG)
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    RECOVERING = "recovering"
+    BACKOFF = "backoff"
+    FALLBACK = "fallback"
+    NEEDS_HUMAN = "needs_human"
+    PAUSED = "paused"
+
+
+class ProbeKind(StrEnum):
+    WARM = "warm"  # the frequent, cheap check (kept-open session / warm stdio instance)
+    COLD = "cold"  # full path: fresh connection or fresh spawn + handshake
+    TOOLS = "tools"  # tools/list + expected tools
+    CONTAINER = "container"  # Docker state/health only
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    failure: FailureClass | None = None
+    latency_ms: float = 0.0
+    message: str = ""
+    """Short, human, secret-free: what happened and, on failure, what to do."""
+    kind: ProbeKind = ProbeKind.WARM
+    phases_ms: dict[str, float] = field(default_factory=dict)
+    """Per-phase latency, e.g. {"connect": 3.1, "handshake": 12.0, "tools": 4.2}."""
+    degraded: str | None = None
+    """Set when the server answers but something is off (an expected tool is missing)."""
+    server_name: str | None = None
+    server_version: str | None = None
+    protocol_version: str | None = None
+    tool_count: int | None = None
+    hint: str | None = None
+    """For needs-a-human failures: the env var/header involved and the fix."""
+
+    def __post_init__(self) -> None:
+        if self.ok and self.failure is not None:
+            raise ValueError("a successful probe has no failure class")
+        if not self.ok and self.failure is None:
+            raise ValueError("a failed probe needs a failure class")
+
+
+# --- Actions: what the machine asks the shell to do --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: State
+    new: State
+    reason: str
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Restart the managed process or container."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    """Restore the server's config from the newest valid backup, then restart."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Recreate:
+    """Recreate the container from its recorded configuration."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class EnterFallback:
+    """Check the direct-API fallback URL; report ok when it answers as expected."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ProbeNow:
+    """Probe as soon as possible (after a recovery action, or on request)."""
+
+    kind: ProbeKind = ProbeKind.WARM
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell a human: kind is e.g. 'down', 'recovered', 'needs_human', 'fallback', 'token_expiry'."""
+
+    kind: str
+    detail: str
+    severity: str = "warning"  # info | warning | critical
+
+
+Action = Transition | Restart | RestoreConfig | Recreate | EnterFallback | ProbeNow | Notify
+RecoveryAction = Restart | RestoreConfig | Recreate | EnterFallback
+
+
+# --- Commands: what an operator asks (CLI/API) ---------------------------------------------------
+
+
+class Command(StrEnum):
+    RECOVER = "recover"
+    PAUSE = "pause"
+    RESUME = "resume"
+    EMERGENCY = "emergency"
