@@ -134,13 +134,15 @@ class ProbeConfig(_Model):
         return self
 
 
+Rung = Literal["restart", "restore_config", "recreate", "fallback"]
+DEFAULT_LADDER: tuple[Rung, ...] = ("restart", "restore_config", "recreate", "fallback")
+
+
 class RecoveryConfig(_Model):
     """The recovery ladder and its backoff (CrashLoopBackOff-like: 1 s, x2, cap 5 min)."""
 
     enabled: bool = True
-    ladder: list[Literal["restart", "restore_config", "recreate", "fallback"]] = Field(
-        default_factory=lambda: ["restart", "restore_config", "recreate", "fallback"]
-    )
+    ladder: list[Rung] = Field(default_factory=lambda: list(DEFAULT_LADDER))
     max_attempts: int = Field(default=5, ge=1, le=1000)
     window: Duration = 600.0
     backoff_initial: Duration = 1.0
@@ -407,22 +409,26 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
         data["configs"] = prepared_configs
     servers = data.get("servers")
     if isinstance(servers, list):
-        prepared = []
+        prepared: list[Any] = []
         for entry in servers:
             if isinstance(entry, dict):
                 if "missing_env" in entry:
                     raise _FieldProblem(("servers", len(prepared), "missing_env"), "is set by the loader, not by you")
                 entry = dict(entry)
                 missing: list[str] = []
+
+                def expand(text: str, missing: list[str] = missing) -> str:
+                    return expand_refs(text, environ, missing)
+
                 for key in _SERVER_SECRET_FIELDS:
                     if key in entry:
-                        entry[key] = _walk_strings(entry[key], lambda s, m=missing: expand_refs(s, environ, m))
+                        entry[key] = _walk_strings(entry[key], expand)
                 if isinstance(entry.get("cwd"), str):
                     cwd = Path(os.path.expanduser(expand_refs(entry["cwd"], environ, missing)))
                     entry["cwd"] = os.path.normpath(cwd if cwd.is_absolute() else base / cwd)
                 fallback = entry.get("fallback")
                 if isinstance(fallback, dict):
-                    entry["fallback"] = _walk_strings(fallback, lambda s, m=missing: expand_refs(s, environ, m))
+                    entry["fallback"] = _walk_strings(fallback, expand)
                 entry["missing_env"] = tuple(dict.fromkeys(missing))
             prepared.append(entry)
         data["servers"] = prepared
