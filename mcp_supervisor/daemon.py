@@ -1,0 +1,201 @@
+"""``mcp-supervisor``: the daemon, in the foreground, systemd style.
+
+Wiring only: config -> logging -> Supervisor (runners) -> control API on the Unix socket ->
+sd_notify READY; then signals: TERM/INT stop within ``supervisor.shutdown_timeout``, HUP reloads
+(an invalid file is rejected and the old config keeps running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mcp_supervisor import __version__
+from mcp_supervisor.config import (
+    DEFAULT_CONFIG_PATHS,
+    Config,
+    ConfigError,
+    find_config,
+    load_config,
+    resolve_socket_path,
+)
+from mcp_supervisor.events import Event
+from mcp_supervisor.logging import collect_secrets, get_logger, setup_logging
+from mcp_supervisor.sdnotify import Notifier
+
+log = get_logger("mcp_supervisor.daemon")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-supervisor",
+        description="Supervise MCP servers: probe, heal, and answer 'are MCPs ready?' on a Unix socket.",
+    )
+    parser.add_argument("--config", "-c", metavar="FILE", help="config file (default: $MCP_SUPERVISOR_CONFIG, "
+                        "then /etc/mcp-supervisor/mcp-supervisor.toml, ~/.config/mcp-supervisor/mcp-supervisor.toml)")
+    parser.add_argument("--check", action="store_true", help="validate the config and exit (0 valid, 1 invalid)")
+    parser.add_argument("--socket", metavar="PATH", help="control socket (overrides the config)")
+    parser.add_argument("--version", action="version", version=f"mcp-supervisor {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = find_config(args.config)
+    if path is None:
+        defaults = ", ".join(str(p) for p in DEFAULT_CONFIG_PATHS)
+        print(
+            f"mcp-supervisor: no config file found; pass --config FILE, set MCP_SUPERVISOR_CONFIG, or create one of: "
+            f"{defaults} (see etc/mcp-supervisor.toml)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"{path}: ok ({len(config.servers)} server(s), {len(config.configs)} watched config(s))")
+        return 0
+    setup_logging(config.supervisor.log_level, config.supervisor.log_format, collect_secrets(config))
+    socket_path = resolve_socket_path(args.socket, config)
+    try:
+        return asyncio.run(serve(config, path, socket_path))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+
+
+async def serve(config: Config, config_path: Path, socket_path: Path, notifier: Notifier | None = None) -> int:
+    from mcp_supervisor.runtime.supervisor import Supervisor
+
+    loop = asyncio.get_running_loop()
+    notifier = notifier or Notifier()
+    stop = asyncio.Event()
+    reload_wanted = asyncio.Event()
+    supervisor = Supervisor(config, config_path, on_change=lambda s: notifier.status(s.summary()))
+
+    def vault_event(kind: str, data: dict[str, Any]) -> None:
+        supervisor.bus.publish(Event(kind=kind, server=data.get("server"), data=dict(data)))
+
+    vault = _make_vault(config, vault_event)
+    supervisor.vault = vault
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
+    api: Any = None
+    try:
+        async with asyncio.TaskGroup() as tg:
+            await supervisor.start(tg)
+            api = await _start_api(supervisor, socket_path, config, vault)
+            background = [
+                tg.create_task(notifier.watchdog_loop(), name="watchdog"),
+                tg.create_task(_reload_loop(supervisor, reload_wanted, notifier), name="reload"),
+            ]
+            if vault is not None:
+                background.append(tg.create_task(_guard("vault", vault.run), name="vault"))
+            summary = supervisor.summary()
+            notifier.ready(summary)
+            log.info("started", socket=str(socket_path), config=str(config_path), servers=len(supervisor.runners),
+                     pid=os.getpid(), status=summary)
+            await stop.wait()
+            notifier.stopping()
+            log.info("stopping")
+            supervisor.bus.publish(Event(kind="daemon", data={"event": "stopping"}))
+            budget = config.supervisor.shutdown_timeout
+            try:
+                async with asyncio.timeout(max(0.2, budget - 0.2)):
+                    await _stop_api(api)
+                    api = None
+                    await supervisor.aclose()
+            except TimeoutError:
+                log.error("clean shutdown ran out of time; killing what is left")
+                supervisor.kill_now()
+            for task in background:
+                task.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        if api is not None:
+            with contextlib.suppress(Exception):
+                await _stop_api(api)
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()  # noqa: ASYNC240 - one local unlink at exit
+        notifier.close()
+    log.info("stopped")
+    return 0
+
+
+async def _reload_loop(supervisor: Any, wanted: asyncio.Event, notifier: Notifier) -> None:
+    """SIGHUP only sets a flag; reloads run here, one at a time, bursts coalesced."""
+    while True:
+        await wanted.wait()
+        wanted.clear()
+        log.info("reload requested (SIGHUP)")
+        notifier.reloading()
+        try:
+            await supervisor.reload()
+        except Exception:
+            log.exception("reload failed; the old config keeps running")
+        notifier.ready(supervisor.summary())
+
+
+async def _guard(name: str, run: Any) -> None:
+    """A background service that fails is logged and restarted, never takes the daemon down."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(f"{name} failed; restarting it in 30s")
+            await asyncio.sleep(30.0)
+
+
+def _make_vault(config: Config, on_event: Any) -> Any:
+    if not (config.configs and config.backup.locations):
+        return None
+    try:
+        from mcp_supervisor.vault.service import VaultService
+    except ImportError:
+        log.warning("vault not available in this build; backups are off")
+        return None
+    return VaultService(config, on_event=on_event)
+
+
+# --- the control API: one call to start, one to stop -------------------------------------------
+
+
+async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any) -> Any:
+    socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    from mcp_supervisor.api.server import start_api_server
+
+    return await start_api_server(
+        supervisor,
+        socket_path,
+        allowed_uids=config.supervisor.allowed_uids,
+        allowed_gids=config.supervisor.allowed_gids,
+        vault=vault,
+    )
+
+
+async def _stop_api(api: Any) -> None:
+    for name in ("aclose", "close", "cleanup", "stop"):
+        method = getattr(api, name, None)
+        if callable(method):
+            result = method()
+            if asyncio.iscoroutine(result):
+                await result
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main())
