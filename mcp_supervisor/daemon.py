@@ -80,7 +80,11 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
     notifier = notifier or Notifier()
     stop = asyncio.Event()
     reload_wanted = asyncio.Event()
-    supervisor = Supervisor(config, config_path, on_change=lambda s: notifier.status(s.summary()))
+
+    def on_change(current: Supervisor) -> None:
+        notifier.status(current.summary())
+
+    supervisor = Supervisor(config, config_path, on_change=on_change)
 
     def vault_event(kind: str, data: dict[str, Any]) -> None:
         supervisor.bus.publish(Event(kind=kind, server=data.get("server"), data=dict(data)))
