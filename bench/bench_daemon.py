@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -103,7 +104,11 @@ def pct(values: list[float], q: float) -> float:
 
 def start_host(count: int) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--host", str(count)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, __file__, "--host", str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -181,19 +186,20 @@ async def ready_roundtrips(socket_path: Path, count: int) -> list[float]:
     return times
 
 
-def cli_ready_times(socket_path: Path, count: int) -> list[float]:
-    times = []
+def cli_ready_times(socket_path: Path, count: int) -> tuple[list[float], set[int]]:
+    times, codes = [], set()
     for _ in range(count):
         t0 = time.perf_counter()
-        subprocess.run([BIN / "supervisorctl-mcp", "--socket", str(socket_path), "ready"], capture_output=True, check=False)
+        done = subprocess.run([BIN / "supervisorctl-mcp", "--socket", str(socket_path), "ready"], capture_output=True, check=False)
         times.append((time.perf_counter() - t0) * 1000)
-    return times
+        codes.add(done.returncode)
+    return times, codes
 
 
 # --- one run -------------------------------------------------------------------------------------
 
 
-def run_size(count: int, duration: float, interval: float, extra: bool) -> dict[str, Any]:
+def run_size(count: int, duration: float, interval: float, extra: bool, daemon_cmd: list[str]) -> dict[str, Any]:
     host, port = start_host(count)
     directory = Path(tempfile.mkdtemp(prefix="mcpsb-", dir="/tmp"))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -204,7 +210,7 @@ def run_size(count: int, duration: float, interval: float, extra: bool) -> dict[
         env = {**os.environ, "NOTIFY_SOCKET": str(directory / "n.sock")}
         t0 = time.monotonic()
         daemon = subprocess.Popen(
-            [BIN / "mcp-supervisor", "--config", str(config)], env=env, stderr=open(directory / "daemon.log", "wb")
+            [*daemon_cmd, "--config", str(config)], env=env, stderr=open(directory / "daemon.log", "wb")
         )
         wait_notify(notify, time.monotonic() + 30)
         ready_s = time.monotonic() - t0
@@ -235,8 +241,10 @@ def run_size(count: int, duration: float, interval: float, extra: bool) -> dict[
             times = asyncio.run(ready_roundtrips(socket_path, 1000))
             out["ready_rtt_ms"] = {"p50": round(statistics.median(times), 3), "p99": round(pct(times, 0.99), 3)}
             if (BIN / "supervisorctl-mcp").exists():
-                cli = cli_ready_times(socket_path, 20)
-                out["cli_ready_ms"] = {"p50": round(statistics.median(cli), 1), "p99": round(pct(cli, 0.99), 1)}
+                cli, codes = cli_ready_times(socket_path, 20)
+                out["cli_ready_ms"] = {
+                    "p50": round(statistics.median(cli), 1), "p99": round(pct(cli, 0.99), 1), "exit_codes": sorted(codes),
+                }
         t_stop = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=10)
@@ -262,6 +270,7 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated server counts (default 50,200)")
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--interval", type=float, default=None)
+    parser.add_argument("--daemon", default=str(BIN / "mcp-supervisor"), help="daemon command to measure")
     args = parser.parse_args()
     if args.host:
         host_main(args.host)
@@ -271,7 +280,7 @@ def main() -> None:
     interval = args.interval or (2.0 if args.quick else 10.0)
     print(f"bench_daemon: sizes={sizes} interval={interval}s window={duration}s")
     for i, size in enumerate(sizes):
-        result = run_size(size, duration, interval, extra=(i == len(sizes) - 1))
+        result = run_size(size, duration, interval, extra=(i == len(sizes) - 1), daemon_cmd=shlex.split(args.daemon))
         print(json.dumps(result))
     print("targets: 200 servers @10s: cpu < 3 % of one core, rss < 100 MB, drift p99 < 50 ms; "
           "ready p99 < 5 ms; cli ready < 150 ms")

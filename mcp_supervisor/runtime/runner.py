@@ -106,6 +106,7 @@ class ServerRunner:
         self._pending_actions: deque[Action] = deque()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._fired_deadline: float | None = None
         self._log = log.bind(server=server.name)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -219,7 +220,10 @@ class ServerRunner:
         self._wake.clear()
         now = _clock()
         deadline = self.machine.next_deadline()
+        if deadline is not None and deadline == self._fired_deadline:
+            deadline = None  # the machine kept a deadline it was already woken for: do not spin
         if deadline is not None and now >= deadline:
+            self._fired_deadline = deadline
             self._dispatch(self.machine.on_timer(now))
             return
         acting = self._action_task is not None or self.machine.busy()
