@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.health.model import ProbeKind
@@ -36,10 +40,32 @@ def test_grid_ticks_stay_on_the_grid_however_late_the_probe_runs() -> None:
 def test_grid_skips_missed_ticks_instead_of_bunching() -> None:
     grid = Grid(start=0.0, interval=1.0)
     assert grid.advance(0.0) == 0.0
-    # the loop was blocked for 5.5 s: the next probe is at 6.0, not five catch-up probes
-    assert grid.advance(5.5) == 1.0
+    # the loop was blocked for 5.5 s: the tick run now is 5.0 (ticks 1-4 are skipped, not made
+    # up in a burst) and the next one is at 6.0
+    assert grid.advance(5.5) == 5.0
+    assert grid.skipped == 4
     assert grid.next_at == 6.0
     assert not grid.due(5.9)
+
+
+@given(
+    start=st.floats(0, 1e6),
+    interval=st.floats(0.01, 600),
+    lateness=st.lists(st.floats(0, 5), min_size=1, max_size=50),
+)
+def test_grid_property_ticks_are_on_the_grid_increasing_and_never_in_the_future(
+    start: float, interval: float, lateness: list[float]
+) -> None:
+    grid = Grid(start=start, interval=interval)
+    previous = -math.inf
+    for late in lateness:
+        now = grid.next_at + late * interval
+        planned = grid.advance(now)
+        k = (planned - start) / interval
+        assert abs(k - round(k)) < 1e-6 * max(1.0, k)
+        assert previous < planned <= now
+        assert grid.next_at > now
+        previous = planned
 
 
 def test_schedule_runs_the_heaviest_due_kind_and_advances_all() -> None:

@@ -18,6 +18,7 @@ class Grid:
     start: float
     interval: float
     next_at: float = math.nan
+    skipped: int = 0
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -29,12 +30,19 @@ class Grid:
         return now >= self.next_at
 
     def advance(self, now: float) -> float:
-        """Consume the due tick; returns it (the planned time) and moves to the first tick after ``now``."""
-        planned = self.next_at
-        k = math.floor((now - self.start) / self.interval) + 1
-        self.next_at = self.start + max(k, 1) * self.interval
-        if self.next_at <= planned:  # float rounding must never schedule the same tick twice
-            self.next_at = planned + self.interval
+        """Consume the due tick and return the planned time of the tick being run.
+
+        That is the latest tick at or before ``now``; older ticks that were missed are skipped
+        (counted in ``skipped``), and the grid moves to the first tick after ``now``.
+        """
+        k = max(0, math.floor((now - self.start) / self.interval))
+        planned = max(self.next_at, self.start + k * self.interval)
+        if planned > now:  # float rounding at an exact tick
+            planned = self.next_at
+        self.skipped += max(0, round((planned - self.next_at) / self.interval))
+        self.next_at = planned + self.interval
+        while self.next_at <= now:
+            self.next_at += self.interval
         return planned
 
 
