@@ -1,0 +1,349 @@
+"""The health machine, driven as a table of (event, now) -> (state, actions) with a fake clock."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from mcp_supervisor.config import parse_config
+from mcp_supervisor.health.machine import ServerMachine
+from mcp_supervisor.health.model import (
+    Action,
+    Command,
+    EnterFallback,
+    FailureClass,
+    Notify,
+    ProbeNow,
+    ProbeResult,
+    Recreate,
+    Restart,
+    RestoreConfig,
+    State,
+    Transition,
+)
+from mcp_supervisor.health.policy import Policy, backoff_ceiling, backoff_delay
+from mcp_supervisor.health.tokens import configured_expiry, expiry_message, expiry_warning, jwt_expiry
+
+OK = ProbeResult(ok=True, latency_ms=3.0)
+DOWN = ProbeResult(ok=False, failure=FailureClass.REFUSED, message="connection refused")
+CRASH = ProbeResult(ok=False, failure=FailureClass.CRASHED, message="process exited")
+AUTH = ProbeResult(ok=False, failure=FailureClass.AUTH, message="HTTP 401", hint="renew JIRA_TOKEN")
+
+MANAGED = Policy(failure_threshold=3, success_threshold=2, probe_interval=5.0, can_restart=True, max_attempts=3)
+
+
+def transitions(actions: list[Action]) -> list[tuple[State, State]]:
+    return [(a.old, a.new) for a in actions if isinstance(a, Transition)]
+
+
+def notifies(actions: list[Action]) -> list[str]:
+    return [a.kind for a in actions if isinstance(a, Notify)]
+
+
+def healthy(policy: Policy = MANAGED, now: float = 0.0) -> ServerMachine:
+    machine = ServerMachine(policy, now, random.Random(7))
+    machine.on_probe(OK, now)
+    assert machine.state is State.HEALTHY
+    return machine
+
+
+def fail(machine: ServerMachine, start: float, count: int, result: ProbeResult = DOWN) -> list[Action]:
+    actions: list[Action] = []
+    for i in range(count):
+        actions += machine.on_probe(result, start + i)
+    return actions
+
+
+def test_policy_from_config_reflects_what_the_supervisor_can_act_on() -> None:
+    config = parse_config(
+        """
+[[configs]]
+name = "cursor"
+path = "/tmp/mcp.json"
+format = "mcp-client-json"
+[[servers]]
+name = "a"
+transport = "http"
+url = "http://127.0.0.1:1/mcp"
+managed = true
+command = "x"
+config = "cursor"
+fallback = { url = "http://127.0.0.1:2/" }
+probe = { failure_threshold = 4, interval = "2s" }
+recovery = { max_attempts = 7, backoff_max = "1m" }
+[[servers]]
+name = "b"
+transport = "http"
+url = "http://127.0.0.1:1/mcp"
+container = "jira"
+""",
+        environ={},
+    )
+    a = Policy.from_config(config.servers[0], can_restore=True)
+    assert (a.can_restart, a.can_restore, a.can_recreate, a.has_fallback) == (True, True, False, True)
+    assert (a.failure_threshold, a.probe_interval, a.max_attempts, a.backoff_max) == (4, 2.0, 7, 60.0)
+    assert a.repair_rungs == ("restart", "restore_config")
+    b = Policy.from_config(config.servers[1])
+    assert b.repair_rungs == ("restart", "recreate")
+    assert not b.fallback_enabled
+
+
+def test_first_success_makes_a_starting_server_healthy() -> None:
+    machine = ServerMachine(MANAGED, 0.0)
+    assert machine.on_probe(OK, 1.0) == [Transition(State.STARTING, State.HEALTHY, "probe succeeded")]
+
+
+def test_failures_in_start_period_do_not_count() -> None:
+    machine = ServerMachine(replace(MANAGED, start_period=10.0), 0.0)
+    assert fail(machine, 1.0, 5) == []
+    assert machine.state is State.STARTING
+    actions = fail(machine, 10.0, 3)
+    assert transitions(actions)[0] == (State.STARTING, State.FAILED)
+
+
+def test_one_failed_probe_is_not_an_outage() -> None:
+    machine = healthy()
+    assert fail(machine, 1.0, 2) == []
+    assert machine.on_probe(OK, 3.0) == []
+    assert fail(machine, 4.0, 2) == []  # the count restarted after the success
+    assert machine.state is State.HEALTHY
+
+
+def test_threshold_failures_fail_and_restart_a_managed_server() -> None:
+    machine = healthy()
+    actions = fail(machine, 1.0, 3)
+    assert transitions(actions) == [(State.HEALTHY, State.FAILED), (State.FAILED, State.RECOVERING)]
+    assert Restart(1) in actions
+    assert machine.busy()
+    assert notifies(actions) == []  # a restart that works is not worth waking anyone
+
+
+def test_degraded_when_expected_tools_are_missing_and_back() -> None:
+    machine = healthy()
+    degraded = ProbeResult(ok=True, degraded="missing tools: create_issue")
+    assert transitions(machine.on_probe(degraded, 1.0)) == [(State.HEALTHY, State.DEGRADED)]
+    assert machine.reason == "degraded: missing tools: create_issue"
+    assert transitions(machine.on_probe(OK, 2.0)) == [(State.DEGRADED, State.HEALTHY)]
+
+
+def test_restart_then_verification_needs_success_threshold() -> None:
+    machine = healthy()
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    assert machine.on_action_done(restart, True, 4.0) == [ProbeNow()]
+    assert not machine.busy()
+    assert machine.on_probe(OK, 4.5) == []  # success_threshold is 2
+    actions = machine.on_probe(OK, 5.0)
+    assert transitions(actions) == [(State.RECOVERING, State.HEALTHY)]
+    assert machine.attempt == 1
+
+
+def test_server_still_coming_up_after_restart_is_retried_quickly_not_failed() -> None:
+    machine = healthy()
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    machine.on_action_done(restart, True, 4.0)
+    assert machine.on_probe(DOWN, 4.1) == []
+    assert machine.state is State.RECOVERING
+    deadline = machine.next_deadline()
+    assert deadline is not None and deadline == pytest.approx(4.1 + MANAGED.verify_retry)
+    assert machine.on_timer(deadline) == [ProbeNow()]
+
+
+def test_crash_during_verification_fails_the_attempt_with_backoff() -> None:
+    machine = healthy()
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    machine.on_action_done(restart, True, 4.0)
+    actions = machine.on_probe(CRASH, 4.2)
+    assert transitions(actions) == [(State.RECOVERING, State.BACKOFF)]
+    deadline = machine.next_deadline()
+    assert deadline is not None and 4.2 <= deadline <= 4.2 + MANAGED.backoff_initial
+    actions = machine.on_timer(deadline)
+    assert transitions(actions) == [(State.BACKOFF, State.RECOVERING)]
+    assert Restart(2) in actions
+
+
+def test_crash_loop_backs_off_then_falls_back_with_one_alert() -> None:
+    policy = replace(MANAGED, has_fallback=True, max_attempts=4, backoff_initial=1.0, backoff_max=3.0)
+    machine = healthy(policy)
+    now = 0.0
+    actions = fail(machine, 1.0, 3)
+    now = 3.0
+    ceilings = []
+    all_actions = list(actions)
+    while machine.state is not State.FALLBACK:
+        action = next(a for a in actions if isinstance(a, Restart | EnterFallback))
+        if isinstance(action, EnterFallback):
+            actions = machine.on_action_done(action, True, now)
+            all_actions += actions
+            break
+        machine.on_action_done(action, True, now)
+        actions = machine.on_probe(CRASH, now + 0.1)
+        all_actions += actions
+        ceilings.append(backoff_ceiling(machine.attempt, policy))
+        if machine.state is State.BACKOFF:
+            deadline = machine.next_deadline()
+            assert deadline is not None
+            now = deadline
+            actions = machine.on_timer(now)
+            all_actions += actions
+    assert machine.state is State.FALLBACK
+    assert ceilings[:3] == [1.0, 2.0, 3.0]  # doubling, capped at backoff_max
+    assert sum(isinstance(a, Restart) for a in all_actions) == 4
+    assert notifies(all_actions) == ["fallback"]
+
+
+def test_exhausted_attempts_without_fallback_need_a_human() -> None:
+    policy = replace(MANAGED, max_attempts=1)
+    machine = healthy(policy)
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    actions = machine.on_action_done(restart, False, 4.0, detail="exit 127")
+    assert transitions(actions) == [(State.RECOVERING, State.NEEDS_HUMAN)]
+    assert notifies(actions) == ["needs_human"]
+    assert "exit 127" in machine.reason
+
+
+def test_auth_goes_straight_to_needs_human_and_never_restarts() -> None:
+    machine = healthy()
+    actions = machine.on_probe(AUTH, 1.0)
+    assert transitions(actions) == [(State.HEALTHY, State.FAILED), (State.FAILED, State.NEEDS_HUMAN)]
+    assert not any(isinstance(a, Restart | Recreate | RestoreConfig) for a in actions)
+    (note,) = [a for a in actions if isinstance(a, Notify)]
+    assert note.kind == "needs_human" and "renew JIRA_TOKEN" in note.detail
+    assert fail(machine, 2.0, 10, AUTH) == []  # no alert storm
+    assert transitions(machine.on_probe(OK, 20.0) + machine.on_probe(OK, 21.0)) == [
+        (State.NEEDS_HUMAN, State.HEALTHY)
+    ]
+
+
+def test_container_ladder_climbs_from_restart_to_recreate() -> None:
+    policy = Policy(failure_threshold=1, can_restart=True, can_recreate=True, max_attempts=5, probe_interval=1)
+    machine = healthy(policy)
+    first = machine.on_probe(DOWN, 1.0)
+    assert Restart(1) in first
+    machine.on_action_done(Restart(1), False, 1.5)
+    deadline = machine.next_deadline()
+    assert deadline is not None
+    assert Recreate(2) in machine.on_timer(deadline)
+
+
+def test_external_server_without_actions_alerts_once_and_recovers_by_itself() -> None:
+    machine = healthy(Policy(failure_threshold=2))
+    actions = fail(machine, 1.0, 2)
+    assert transitions(actions) == [(State.HEALTHY, State.FAILED)]
+    assert notifies(actions) == ["down"]
+    assert fail(machine, 3.0, 5) == []
+    actions = machine.on_probe(OK, 9.0)
+    assert transitions(actions) == [(State.FAILED, State.HEALTHY)]
+    assert notifies(actions) == ["recovered"]
+
+
+def test_backoff_resets_only_after_a_stable_period() -> None:
+    policy = replace(MANAGED, success_threshold=1, stable_after=60.0)
+    machine = healthy(policy)
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    machine.on_action_done(restart, True, 4.0)
+    machine.on_probe(OK, 5.0)
+    assert machine.attempt == 1 and machine.next_deadline() == 65.0
+    assert machine.on_timer(30.0) == []
+    assert machine.attempt == 1
+    machine.on_timer(65.0)
+    assert machine.attempt == 0
+
+
+def test_pause_silences_everything_and_resume_restarts_probing() -> None:
+    machine = healthy()
+    assert transitions(machine.on_command(Command.PAUSE, 1.0)) == [(State.HEALTHY, State.PAUSED)]
+    assert fail(machine, 2.0, 10) == []
+    assert machine.on_command(Command.RECOVER, 3.0) == []
+    actions = machine.on_command(Command.RESUME, 4.0)
+    assert transitions(actions) == [(State.PAUSED, State.STARTING)]
+    assert ProbeNow() in actions
+
+
+def test_pause_during_an_action_ignores_its_late_outcome() -> None:
+    machine = healthy()
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    machine.on_command(Command.PAUSE, 4.0)
+    assert machine.on_action_done(restart, False, 5.0) == []
+    assert machine.state is State.PAUSED
+
+
+def test_recover_command_walks_the_ladder_now_ignoring_backoff() -> None:
+    machine = healthy()
+    restart = next(a for a in fail(machine, 1.0, 3) if isinstance(a, Restart))
+    machine.on_action_done(restart, False, 4.0)
+    assert machine.state is State.BACKOFF
+    actions = machine.on_command(Command.RECOVER, 4.1)
+    assert transitions(actions) == [(State.BACKOFF, State.RECOVERING)]
+    assert any(isinstance(a, Restart) for a in actions)
+    assert machine.on_command(Command.RECOVER, 4.2) == []  # one action at a time
+
+
+def test_emergency_checks_fallback_and_stays_until_resumed() -> None:
+    machine = healthy(replace(MANAGED, has_fallback=True))
+    actions = machine.on_command(Command.EMERGENCY, 1.0)
+    check = next(a for a in actions if isinstance(a, EnterFallback))
+    actions = machine.on_action_done(check, True, 1.1)
+    assert transitions(actions) == [(State.RECOVERING, State.FALLBACK)]
+    assert machine.on_probe(OK, 2.0) == [] and machine.on_probe(OK, 3.0) == []
+    actions = machine.on_command(Command.RESUME, 4.0)
+    assert transitions(actions)[-1] == (State.PAUSED, State.STARTING)
+
+
+def test_emergency_without_fallback_url_still_tells_the_job() -> None:
+    machine = healthy(Policy())
+    actions = machine.on_command(Command.EMERGENCY, 1.0)
+    assert transitions(actions) == [(State.HEALTHY, State.FALLBACK)]
+    assert "no fallback URL configured" in machine.reason
+
+
+def test_failed_fallback_check_needs_a_human() -> None:
+    policy = Policy(failure_threshold=1, has_fallback=True)
+    machine = healthy(policy)
+    actions = machine.on_probe(DOWN, 1.0)
+    check = next(a for a in actions if isinstance(a, EnterFallback))
+    actions = machine.on_action_done(check, False, 1.2, "HTTP 503")
+    assert machine.state is State.NEEDS_HUMAN
+    assert notifies(actions) == ["needs_human"]
+
+
+def test_backoff_delay_is_full_jitter_under_a_capped_ceiling() -> None:
+    policy = Policy(backoff_initial=1.0, backoff_factor=2.0, backoff_max=300.0)
+    rng = random.Random(1)
+    assert [backoff_ceiling(n, policy) for n in (1, 2, 3, 9, 10, 500)] == [1, 2, 4, 256, 300, 300]
+    delays = [backoff_delay(5, policy, rng) for _ in range(500)]
+    assert 0.0 <= min(delays) < 2.0 and 14.0 < max(delays) <= 16.0
+
+
+# --- tokens ----------------------------------------------------------------------------------------
+
+
+def _jwt(exp: object) -> str:
+    import base64
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    return f"{b64(b'{}')}.{b64(json.dumps({'exp': exp, 'sub': 'x'}).encode())}.sig"
+
+
+def test_jwt_expiry_reads_exp_and_tolerates_garbage() -> None:
+    when = datetime(2026, 12, 31, 12, 0, tzinfo=UTC)
+    assert jwt_expiry(_jwt(int(when.timestamp()))) == when
+    assert jwt_expiry("Bearer " + _jwt(int(when.timestamp()))) == when
+    for garbage in ("", "abc", "a.b.c", "a.!!!.c", _jwt("soon"), _jwt(True), _jwt(10**30)):
+        assert jwt_expiry(garbage) is None
+
+
+def test_expiry_warnings_a_week_and_a_day_ahead() -> None:
+    expires = configured_expiry(date(2026, 12, 31))
+    assert expires == datetime(2027, 1, 1, tzinfo=UTC)
+    assert expiry_warning(expires, expires - timedelta(days=8)) is None
+    assert expiry_warning(expires, expires - timedelta(days=6)) == "7d"
+    assert expiry_warning(expires, expires - timedelta(hours=5)) == "1d"
+    assert expiry_warning(expires, expires) == "expired"
+    message = expiry_message("jira", "JIRA_TOKEN", expires, "7d")
+    assert "JIRA_TOKEN" in message and "renew" in message
