@@ -12,7 +12,6 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -369,7 +368,7 @@ async def test_client_events_iterator_yields_dicts(
 
 async def test_a_hung_up_long_poll_frees_its_waiter(api: ApiServer, control: DrivenControl, sock_path: Path) -> None:
     control.set_state("alpha", "failed")
-    reader, writer = await asyncio.open_unix_connection(str(sock_path))
+    _reader, writer = await asyncio.open_unix_connection(str(sock_path))
     writer.write(b"GET /v1/ready?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
     await asyncio.sleep(0.1)
@@ -384,10 +383,10 @@ async def test_a_hung_up_long_poll_frees_its_waiter(api: ApiServer, control: Dri
 
 async def test_socket_has_mode_0660_and_close_removes_it(control: DrivenControl, sock_path: Path) -> None:
     server = await start_api_server(control, sock_path)
-    mode = sock_path.lstat().st_mode
+    mode = os.lstat(sock_path).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
     await server.close()
-    assert not sock_path.exists()
+    assert not await asyncio.to_thread(os.path.lexists, sock_path)
 
 
 async def test_refuses_to_start_when_another_daemon_listens(
@@ -412,10 +411,10 @@ async def test_a_stale_socket_is_replaced(control: DrivenControl, sock_path: Pat
 
 async def test_refuses_to_replace_a_file_that_is_not_a_socket(control: DrivenControl, sock_path: Path) -> None:
     sock_path.parent.mkdir(parents=True)
-    sock_path.write_text("precious")
+    await asyncio.to_thread(sock_path.write_text, "precious")
     with pytest.raises(ApiStartError, match="not a socket"):
         await start_api_server(control, sock_path)
-    assert sock_path.read_text() == "precious"
+    assert await asyncio.to_thread(sock_path.read_text) == "precious"
 
 
 _PEER_SCRIPT = """
