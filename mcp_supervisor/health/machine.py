@@ -116,6 +116,7 @@ class ServerMachine:
         self._incident_since: float | None = None
         self._incident_notified = False
         self._forced_fallback = False
+        self._emergency_pending = False
         self._last_delay: float | None = None
 
     # --- queries ---------------------------------------------------------------------------
@@ -165,6 +166,9 @@ class ServerMachine:
         self._in_flight = None
         if self.state is not State.RECOVERING:
             return []
+        if self._emergency_pending:
+            self._emergency_pending = False
+            return self._emergency(now)
         if isinstance(action, EnterFallback):
             if ok:
                 return self._enter_fallback(now, detail or "direct API answers")
@@ -198,7 +202,7 @@ class ServerMachine:
             self._reset_incident_tracking()
             return [self._move(State.PAUSED, now, "paused by operator")]
         if cmd is Command.RESUME:
-            if self.state is not State.PAUSED and not self._forced_fallback:
+            if not (self.state is State.PAUSED or (self.state is State.FALLBACK and self._forced_fallback)):
                 return []
             self._reset_incident_tracking()
             self._started_at = now
@@ -225,13 +229,18 @@ class ServerMachine:
             return []
         self._timer = None
         self._forced_fallback = True
-        if self.policy.has_fallback:
-            return self._begin(EnterFallback(self.attempt), now, "emergency mode requested by operator")
-        self._in_flight = None
-        why = "emergency mode forced by operator (no fallback URL configured: use the service's API directly)"
-        return [self._move(State.FALLBACK, now, why), Notify("fallback", why, "critical")]
+        if self.busy():
+            self._emergency_pending = True  # one action at a time: fallback right after this one
+            return []
+        return self._emergency(now)
 
     # --- internals -------------------------------------------------------------------------
+
+    def _emergency(self, now: float) -> list[Action]:
+        if self.policy.has_fallback:
+            return self._begin(EnterFallback(self.attempt), now, "emergency mode requested by operator")
+        why = "emergency mode forced by operator (no fallback URL configured: use the service's API directly)"
+        return [self._move(State.FALLBACK, now, why), Notify("fallback", why, "critical")]
 
     def _on_success(self, result: ProbeResult, now: float) -> list[Action]:
         up = State.DEGRADED if result.degraded else State.HEALTHY
@@ -386,6 +395,7 @@ class ServerMachine:
         self._timer = None
         self._verifying_since = None
         self._forced_fallback = False
+        self._emergency_pending = False
 
     def _move(self, new: State, now: float, reason: str) -> Transition:
         old = self.state
