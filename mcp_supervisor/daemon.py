@@ -96,9 +96,14 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
     api: Any = None
     try:
+        # the socket first: if another daemon owns it, fail before starting any managed process
+        try:
+            api = await _start_api(supervisor, socket_path, config, vault)
+        except Exception as exc:
+            log.error("cannot start the control API", error=str(exc))
+            return 1
         async with asyncio.TaskGroup() as tg:
             await supervisor.start(tg)
-            api = await _start_api(supervisor, socket_path, config, vault)
             background = [
                 tg.create_task(notifier.watchdog_loop(), name="watchdog"),
                 tg.create_task(_reload_loop(supervisor, reload_wanted, notifier), name="reload"),
@@ -116,9 +121,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             budget = config.supervisor.shutdown_timeout
             try:
                 async with asyncio.timeout(max(0.2, budget - 0.2)):
-                    await _stop_api(api)
-                    api = None
-                    await supervisor.aclose()
+                    await asyncio.gather(_stop_api(api), supervisor.aclose())
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
                 supervisor.kill_now()
@@ -129,9 +132,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             loop.remove_signal_handler(sig)
         if api is not None:
             with contextlib.suppress(Exception):
-                await _stop_api(api)
-        with contextlib.suppress(FileNotFoundError):
-            socket_path.unlink()  # noqa: ASYNC240 - one local unlink at exit
+                await _stop_api(api)  # idempotent; removes the socket file if it is still ours
         notifier.close()
     log.info("stopped")
     return 0
@@ -179,7 +180,6 @@ def _make_vault(config: Config, on_event: Any) -> Any:
 
 
 async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any) -> Any:
-    socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     from mcp_supervisor.api.server import start_api_server
 
     return await start_api_server(
@@ -192,13 +192,7 @@ async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: 
 
 
 async def _stop_api(api: Any) -> None:
-    for name in ("aclose", "close", "cleanup", "stop"):
-        method = getattr(api, name, None)
-        if callable(method):
-            result = method()
-            if asyncio.iscoroutine(result):
-                await result
-            return
+    await api.close()
 
 
 if __name__ == "__main__":

@@ -162,22 +162,24 @@ class ServerRunner:
         self._wake.set()
 
     def _on_process_exit(self, *args: Any) -> None:
-        """The process died (or was stopped): look now instead of at the next tick."""
-        if self._stopping:
-            return
+        """The managed process died: act now instead of at the next tick.
+
+        A probe failure may be a blip, hence the threshold; a dead process is a fact, so the exit
+        counts as the whole threshold and recovery (a respawn) starts within the same loop turn.
+        """
+        if self._stopping or self.machine.busy():
+            return  # our own stop/restart is in progress; its outcome drives the machine
         code = args[-1] if args else None
-        if self.machine.busy():
-            return  # our own restart is in progress; its outcome drives the machine
         self._log.warning("managed process exited", returncode=code)
         self.env.bus.publish(Event(kind="process_exit", server=self.server.name, data={"returncode": code}))
-        self.observe(
-            ProbeResult(
-                ok=False,
-                failure=FailureClass.CRASHED,
-                kind=ProbeKind.WARM,
-                message=f"managed process exited (code {code})",
-            )
+        crashed = ProbeResult(
+            ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=f"managed process exited (code {code})"
         )
+        for _ in range(self.server.probe.failure_threshold):
+            before = self.machine.state
+            self.observe(crashed)
+            if self.machine.state is not before or before not in (State.STARTING, State.HEALTHY, State.DEGRADED):
+                break
         self.request_probe(ProbeKind.WARM)
 
     def observe(self, result: ProbeResult) -> None:

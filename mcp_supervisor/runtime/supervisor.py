@@ -67,6 +67,7 @@ class Supervisor:
         self._env: RunnerEnv | None = None
         self._reload_lock = asyncio.Lock()
         self.started_at = time.time()
+        self._started = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class Supervisor:
             log_dir.mkdir(parents=True, exist_ok=True)
         for server in self.config.servers:
             await self._add(server)
+        self._started = True
         self._restart_docker_events()
         self.bus.publish(Event(kind="daemon", data={"event": "started", "servers": len(self.runners)}))
 
@@ -234,6 +236,9 @@ class Supervisor:
         }
 
     def readiness(self, servers: list[str] | None = None) -> dict[str, Any]:
+        if not self._started:
+            return {"ready": False, "not_ready": [{"name": "*", "state": "starting", "reason": "the supervisor is starting"}],
+                    "fallback": []}
         if servers:
             unknown = [n for n in servers if n not in self.runners]
             if unknown:
