@@ -1,0 +1,212 @@
+"""Managed server processes, owned by the supervisor the way supervisord owns its programs.
+
+Why these choices:
+* Own process group (``start_new_session``): a server that forks helpers (npx, uvx, shells) is
+  stopped as a whole; nothing outlives a restart.
+* Exit noticed by awaiting the process in a task, never by polling: the respawn can start within
+  milliseconds of the death instead of at the next check (supervisord's ~1 s tick).
+* Output pumped into size-capped rotating files: a chatty server must not fill the disk, and a
+  crash's last words are kept for the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mcp_supervisor.config import ServerConfig
+from mcp_supervisor.logging import get_logger
+
+log = get_logger("mcp_supervisor.process")
+
+LOG_MAX_BYTES = 5 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+class ProcessStartError(RuntimeError):
+    """The command could not be started at all (not found, not executable, bad cwd)."""
+
+
+class RotatingLog:
+    """Append-only file that rotates to ``.1`` .. ``.N`` at ``max_bytes`` (like logging's handler)."""
+
+    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "ab", buffering=0)
+        self._size = self._file.tell()
+
+    def write(self, data: bytes) -> None:
+        while data:
+            room = self.max_bytes - self._size
+            if room <= 0:
+                self._rotate()
+                continue
+            chunk, data = data[:room], data[room:]
+            self._file.write(chunk)
+            self._size += len(chunk)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = 0
+
+    def tail(self, limit: int = 2000) -> str:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(max(0, self._size - limit))
+                return handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ManagedProcess:
+    def __init__(
+        self,
+        server: ServerConfig,
+        log_dir: Path,
+        *,
+        grace: float = 2.0,
+        on_exit: Callable[[int | None], None] | None = None,
+        log_max_bytes: int = LOG_MAX_BYTES,
+    ) -> None:
+        if not server.command:
+            raise ValueError(f"server {server.name!r} is managed but has no command")
+        self.server = server
+        self.grace = grace
+        self.on_exit = on_exit
+        self.log = RotatingLog(Path(log_dir) / f"{server.name}.log", max_bytes=log_max_bytes)
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.exited_at: float | None = None
+        self.returncode: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self.exited = asyncio.Event()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._start()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._stop()
+
+    async def restart(self) -> bool:
+        """Stop (the whole group) and start again; True once the new process is running."""
+        async with self._lock:
+            await self._stop()
+            await self._start()
+            self.restarts += 1
+            return self.running
+
+    def kill(self) -> None:
+        """Synchronous last resort (shutdown deadline passed): SIGKILL the whole group now."""
+        if self._proc is not None:
+            _signal_group(self._proc.pid, signal.SIGKILL)
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self.running:
+            return
+        server = self.server
+        env = {**os.environ, **server.env}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                server.command,  # type: ignore[arg-type]  # checked in __init__
+                *server.args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=str(server.cwd) if server.cwd else None,
+                env=env,
+                start_new_session=True,
+            )
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ProcessStartError(
+                f"server {server.name!r}: cannot start {server.command!r} ({reason}); check 'command' and 'cwd'"
+            ) from None
+        self._proc = proc
+        self._stopping = False
+        self.exited.clear()
+        self.started_at = time.monotonic()
+        self.returncode = None
+        self._watch = asyncio.get_running_loop().create_task(self._watch_exit(proc), name=f"proc:{server.name}")
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        pump = asyncio.get_running_loop().create_task(self._pump(proc.stdout))
+        returncode = await proc.wait()
+        self.exited_at = time.monotonic()
+        self.returncode = returncode
+        self.exited.set()
+        if not self._stopping and self.on_exit is not None:
+            try:
+                self.on_exit(returncode)
+            except Exception:
+                log.exception("on_exit callback failed", server=self.server.name)
+        # The leader is gone; its children may still hold the pipe. Drain briefly, then let go.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(pump, timeout=0.5)
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            data = await stream.read(65536)
+            if not data:
+                return
+            try:
+                self.log.write(data)
+            except OSError as exc:  # a full disk must not kill the supervisor
+                log.warning("cannot write server log", server=self.server.name, error=exc.strerror)
+
+    async def _stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._stopping = True
+        pgid = proc.pid
+        if proc.returncode is None:
+            _signal_group(pgid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited.wait()), timeout=self.grace)
+            except TimeoutError:
+                log.warning("process ignored SIGTERM; killing its group", server=self.server.name, pid=pgid)
+        # Children that ignore TERM (or outlived their leader) die with the group either way.
+        _signal_group(pgid, signal.SIGKILL)
+        if self._watch is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        self._proc = None
+        self._watch = None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,124 @@
+"""Managed processes: real children, real signals, real process groups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcp_supervisor.actuators.process import ManagedProcess, ProcessStartError, RotatingLog
+from mcp_supervisor.config import ServerConfig
+
+
+def server(*args: str, command: str = sys.executable, name: str = "p") -> ServerConfig:
+    return ServerConfig(
+        name=name, transport="http", url="http://127.0.0.1:1/mcp", managed=True, command=command, args=list(args)
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def wait_for(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(60)"
+# A leader that spawns a grandchild ignoring SIGTERM, prints its pid, then sleeps.
+FAMILY = (
+    "import os, signal, subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', "
+    "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_exit_is_noticed_at_once_with_its_code(tmp_path: Path) -> None:
+    exits: list[int | None] = []
+    noticed = asyncio.Event()
+
+    def on_exit(code: int | None) -> None:
+        exits.append(code)
+        noticed.set()
+
+    proc = ManagedProcess(server("-c", "import sys; sys.exit(3)"), tmp_path, on_exit=on_exit)
+    await proc.start()
+    await asyncio.wait_for(noticed.wait(), 10)
+    assert exits == [3]
+    assert not proc.running
+    await proc.stop()
+
+
+async def test_kill_9_then_restart_gives_a_new_running_process(tmp_path: Path) -> None:
+    noticed = asyncio.Event()
+    proc = ManagedProcess(server("-c", SLEEPER), tmp_path, on_exit=lambda code: noticed.set())
+    await proc.start()
+    first = proc.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await asyncio.wait_for(noticed.wait(), 10)
+    assert proc.returncode == -signal.SIGKILL
+    assert await proc.restart()
+    assert proc.pid != first and proc.running and proc.restarts == 1
+    second = proc.pid
+    await proc.stop()
+    assert second is not None and not alive(second)
+
+
+async def test_stop_kills_the_whole_group_even_when_it_ignores_term(tmp_path: Path) -> None:
+    proc = ManagedProcess(server("-c", FAMILY), tmp_path, grace=0.3)
+    await proc.start()
+    leader = proc.pid
+    assert leader is not None
+    await wait_for(lambda: proc.log.path.exists() and proc.log.path.read_text().strip().isdigit())
+    grandchild = int(proc.log.path.read_text().strip())
+    assert alive(grandchild)
+    started = time.monotonic()
+    await proc.stop()
+    assert time.monotonic() - started < 3.0
+    await wait_for(lambda: not alive(grandchild) and not alive(leader))
+
+
+async def test_output_goes_to_a_rotating_log(tmp_path: Path) -> None:
+    code = "import sys\nfor i in range(400): sys.stdout.write('x' * 99 + '\\n')\nsys.stdout.flush()"
+    done = asyncio.Event()
+    proc = ManagedProcess(server("-c", code), tmp_path, on_exit=lambda c: done.set(), log_max_bytes=10_000)
+    await proc.start()
+    await asyncio.wait_for(done.wait(), 10)
+    await proc.stop()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["p.log", "p.log.1", "p.log.2", "p.log.3"]
+    assert all((tmp_path / f).stat().st_size <= 10_000 for f in files)
+
+
+def test_rotating_log_keeps_the_newest_bytes(tmp_path: Path) -> None:
+    log = RotatingLog(tmp_path / "s.log", max_bytes=10, backups=2)
+    log.write(b"0123456789abcdefghij" + b"KLMNO")
+    assert (tmp_path / "s.log").read_bytes() == b"KLMNO"
+    assert (tmp_path / "s.log.1").read_bytes() == b"abcdefghij"
+    assert (tmp_path / "s.log.2").read_bytes() == b"0123456789"
+    assert log.tail(3) == "MNO"
+    log.close()
+
+
+async def test_command_not_found_is_a_clear_error(tmp_path: Path) -> None:
+    proc = ManagedProcess(server(command="/nonexistent/mcp-server"), tmp_path)
+    with pytest.raises(ProcessStartError, match=r"cannot start '/nonexistent/mcp-server'.*check 'command'"):
+        await proc.start()
+    assert proc.pid is None
