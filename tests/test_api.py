@@ -37,6 +37,8 @@ class DrivenControl:
         self.critical = set(states) if critical is None else critical
         self.commands: list[tuple[str | None, Command]] = []
         self.reload_error: str | None = None
+        self.waiting = 0
+        """Long-polls currently parked in wait_ready (lets tests know a client is waiting)."""
         self._changed = asyncio.Event()
 
     def set_state(self, name: str, state: str) -> None:
@@ -79,10 +81,13 @@ class DrivenControl:
             remaining = deadline - loop.time()
             if answer["ready"] or remaining <= 0:
                 return answer
+            self.waiting += 1
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except TimeoutError:
                 return self.readiness(servers)
+            finally:
+                self.waiting -= 1
 
     async def probe_now(self, name: str) -> dict[str, Any]:
         self._check(name)
@@ -204,7 +209,7 @@ async def test_long_poll_ready_is_released_by_a_state_change(
     loop = asyncio.get_running_loop()
     started = loop.time()
     pending = asyncio.create_task(asyncio.to_thread(client.ready, None, 30))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: control.waiting == 1)
     assert not pending.done()  # still waiting: the server is not ready
     control.set_state("alpha", "healthy")
     answer = await asyncio.wait_for(pending, 10)
@@ -371,9 +376,9 @@ async def test_a_hung_up_long_poll_frees_its_waiter(api: ApiServer, control: Dri
     _reader, writer = await asyncio.open_unix_connection(str(sock_path))
     writer.write(b"GET /v1/ready?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: control.waiting == 1)
     writer.close()
-    # the daemon still answers immediately afterwards, and the poll did not block it
+    await wait_for(lambda: control.waiting == 0)  # the handler was cancelled, not left parked for 60 s
     code, _, _ = await raw(sock_path, "GET", "/v1/ready")
     assert code == 503
 
@@ -490,7 +495,7 @@ async def test_wait_ready_function(api: ApiServer, control: DrivenControl, sock_
     assert await asyncio.to_thread(wait_ready, 0.3, None, sock_path) is False
     assert await asyncio.to_thread(wait_ready, 0.3, ["gamma"], sock_path) is True
     pending = asyncio.create_task(asyncio.to_thread(wait_ready, 30, None, sock_path))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: control.waiting == 1)
     control.set_state("alpha", "healthy")
     assert await asyncio.wait_for(pending, 10) is True
 

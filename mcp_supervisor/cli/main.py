@@ -1,0 +1,267 @@
+"""``supervisorctl-mcp``: talk to the running supervisor over its control socket.
+
+Exit codes (scripts depend on them): 0 ok/ready, 1 not ready or failed, 2 usage, 3 daemon
+unreachable. Why the imports are inside functions: ``ready`` runs before every job and must start
+in well under 150 ms, so it loads neither pydantic (the config) nor rich (tables) unless needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mcp_supervisor.api.client import ApiError, DaemonUnreachable, SupervisorClient
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Bad invocation discovered after parsing (e.g. an unreadable --config); exit 2."""
+
+
+# --- shared plumbing ----------------------------------------------------------------------------
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    """``--socket``, else ``MCP_SUPERVISOR_SOCKET``, else the config's socket, else the default."""
+    if getattr(args, "socket", None):
+        return Path(os.path.expanduser(args.socket))
+    env = os.environ.get("MCP_SUPERVISOR_SOCKET")
+    if env:
+        return Path(os.path.expanduser(env))
+    from mcp_supervisor.config import ConfigError, find_config, load_config, resolve_socket_path
+
+    path = find_config(getattr(args, "config", None))
+    config = None
+    if path is not None:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            if getattr(args, "config", None):
+                raise UsageError(f"{exc}\n(the socket path is read from this config; or pass --socket PATH)") from None
+            # an unusable default config must not stop `ready` from finding a running daemon
+    return resolve_socket_path(None, config)
+
+
+def client_for(args: argparse.Namespace, timeout: float = 10.0) -> SupervisorClient:
+    return SupervisorClient(socket_path(args), timeout=timeout)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=None if not sys.stdout.isatty() else 2, default=str) + "\n")
+
+
+def print_error(args: argparse.Namespace, code: str, message: str) -> None:
+    if args.json:
+        emit_json({"error": {"code": code, "message": message}})
+    else:
+        print(f"supervisorctl-mcp: {message}", file=sys.stderr)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = client_for(args).status()
+    if args.json:
+        emit_json(status)
+        return EXIT_OK
+    from rich.console import Console
+
+    from mcp_supervisor.cli.render import status_table
+
+    Console().print(status_table(status))
+    return EXIT_OK
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    servers: list[str] = []
+    for item in args.server or []:
+        servers.extend(n.strip() for n in item.split(",") if n.strip())
+    try:
+        answer = client_for(args).ready(servers or None, wait=args.wait)
+    except DaemonUnreachable as exc:
+        if args.json:
+            emit_json({"ready": False, "not_ready": [], "error": {"code": "unreachable", "message": str(exc)}})
+        else:
+            print(f"not ready: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        emit_json(answer)
+    else:
+        from mcp_supervisor.cli.render import ready_line
+
+        print(ready_line(answer))
+    return EXIT_OK if answer.get("ready") else EXIT_FAILED
+
+
+def _action(verb: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        client = client_for(args, timeout=30.0)
+        if verb == "emergency":
+            answer = client.emergency(args.name)
+        elif verb == "reload":
+            answer = client.reload()
+        else:
+            answer = getattr(client, verb)(args.name)
+        failed = (verb == "reload" and not answer.get("ok", True)) or (
+            verb == "probe" and not (answer.get("result") or {}).get("ok", False)
+        )
+        if args.json:
+            emit_json(answer)
+        else:
+            from mcp_supervisor.cli.render import action_line
+
+            print(action_line(verb, answer), file=sys.stderr if failed and verb == "reload" else sys.stdout)
+        return EXIT_FAILED if failed else EXIT_OK
+
+    return handler
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from mcp_supervisor.cli.render import event_line
+
+    client = client_for(args)
+    try:
+        for event in client.events(timeout=None):
+            print(json.dumps(event, default=str) if args.json else event_line(event), flush=True)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    print_error(args, "closed", "the supervisor closed the event stream (it is stopping or restarting)")
+    return EXIT_FAILED
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from mcp_supervisor.config import ConfigError, find_config, load_config
+
+    path = find_config(args.file or args.config)
+    if path is None:
+        message = "no config file found; pass FILE, --config FILE or set MCP_SUPERVISOR_CONFIG"
+        if args.json:
+            emit_json({"valid": False, "path": None, "problems": [message]})
+        else:
+            print(f"supervisorctl-mcp: {message}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if args.json:
+            emit_json({"valid": False, "path": str(exc.path), "problems": exc.problems})
+        else:
+            print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    servers = len(config.servers)
+    watched = len(getattr(config, "configs", []) or [])
+    if args.json:
+        emit_json({"valid": True, "path": str(path), "servers": servers, "watched_configs": watched})
+    else:
+        print(f"{path}: ok ({servers} server(s), {watched} watched config(s))")
+    return EXIT_OK
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command; after it they must not reset what came before."""
+    default: Any = argparse.SUPPRESS if suppress else None
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=default, help="config file (for the socket path)")
+    common.add_argument("--socket", metavar="PATH", default=default, help="control socket of the daemon")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output"
+    )
+    return common
+
+
+def _wait_seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not (0 <= value <= 300):
+        raise argparse.ArgumentTypeError("--wait takes 0 to 300 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supervisorctl-mcp",
+        parents=[_common(suppress=False)],
+        description="Control the MCP supervisor over its Unix socket.",
+        epilog="exit codes: 0 ok/ready, 1 not ready or failed, 2 usage, 3 daemon unreachable",
+    )
+    after = _common(suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, parents=[after], help=help_text, description=help_text)
+        command.set_defaults(func=handler)
+        return command
+
+    add("status", cmd_status, "every server's state, since when, last latency and last error")
+    ready = add("ready", cmd_ready, "exit 0 when the critical (or the named) servers are ready, 1 when not")
+    ready.add_argument("--wait", type=_wait_seconds, default=None, metavar="S", help="wait up to S seconds (max 300)")
+    ready.add_argument("--server", action="append", metavar="NAME", help="only these servers (repeatable)")
+    for verb, text in (
+        ("probe", "probe a server now and print the result"),
+        ("recover", "start the recovery ladder for a server now"),
+        ("pause", "stop probing and recovering a server (e.g. for maintenance)"),
+        ("resume", "resume a paused server"),
+    ):
+        add(verb, _action(verb), text).add_argument("name", metavar="NAME")
+    add("emergency", _action("emergency"), "switch one server (or all) to fallback mode").add_argument(
+        "name", metavar="NAME", nargs="?", default=None
+    )
+    add("reload", _action("reload"), "reload the daemon's config (an invalid one is rejected)")
+    add("events", cmd_events, "follow the daemon's events (Ctrl-C to stop)")
+    check = add("check-config", cmd_check_config, "validate a config file without starting anything")
+    check.add_argument("file", metavar="FILE", nargs="?", default=None)
+
+    try:
+        from mcp_supervisor.cli.vault_commands import add_vault_subcommands  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        add_vault_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "func", None)
+    if handler is None:
+        parser.print_usage(sys.stderr)
+        print("supervisorctl-mcp: error: a COMMAND is required (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print_error(args, "usage", str(exc))
+        return EXIT_USAGE
+    except DaemonUnreachable as exc:
+        print_error(args, "unreachable", str(exc))
+        return EXIT_UNREACHABLE
+    except ApiError as exc:
+        print_error(args, exc.code, f"{exc.message} ({exc.status})")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `supervisorctl-mcp events | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
