@@ -511,3 +511,25 @@ async def test_extra_routes_are_mounted(control: DrivenControl, sock_path: Path,
         assert (await asyncio.to_thread(client.request, "GET", "/v1/hello"))[1] == {"hello": "world"}
     finally:
         await server.close()
+
+
+async def test_close_ends_streams_and_answers_parked_long_polls_at_once(
+    control: DrivenControl, sock_path: Path
+) -> None:
+    server = await start_api_server(control, sock_path, heartbeat=60)
+    control.set_state("alpha", "failed")
+    poll = asyncio.create_task(raw(sock_path, "GET", "/v1/ready?wait=120"))
+    reader, writer = await asyncio.open_unix_connection(str(sock_path))
+    writer.write(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await wait_for(lambda: control.waiting == 1 and control.bus.subscriber_count == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.close()
+    assert loop.time() - started < 0.5  # not aiohttp's grace period, not the 120 s wait
+    code, _, payload = await asyncio.wait_for(poll, 5)
+    assert code == 503 and json.loads(payload)["not_ready"][0]["name"] == "alpha"
+    rest = await asyncio.wait_for(reader.read(), 5)  # the stream ends (EOF) instead of hanging
+    assert b"HTTP/1.1 200" in rest
+    writer.close()
+    assert control.bus.subscriber_count == 0

@@ -9,6 +9,7 @@ one route must never take the supervisor down, and a script must always get a pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import math
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from mcp_supervisor.api.control import SupervisorControl, UnknownServer
+from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command
 from mcp_supervisor.logging import get_logger
 
@@ -37,6 +39,7 @@ SOCKET_MODE = 0o660
 CONTROL_KEY: web.AppKey[SupervisorControl] = web.AppKey("control", SupervisorControl)
 VAULT_KEY: web.AppKey[Any] = web.AppKey("vault", object)
 HEARTBEAT_KEY: web.AppKey[float] = web.AppKey("heartbeat", float)
+STOPPING_KEY: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 
 _PEERCRED = struct.Struct("3i")
 _T = TypeVar("_T")
@@ -146,6 +149,24 @@ def _control(request: web.Request) -> SupervisorControl:
     return request.app[CONTROL_KEY]
 
 
+async def _unless_stopping(app: web.Application, coro: Coroutine[Any, Any, _T]) -> _T | None:
+    """``coro``'s result, or None if the server starts shutting down first (then ``coro`` is cancelled).
+
+    Why: a long-poll or an event stream must not hold a stopping daemon for aiohttp's grace period.
+    """
+    task = asyncio.ensure_future(coro)
+    stopping = asyncio.ensure_future(app[STOPPING_KEY].wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return task.result() if not task.cancelled() else None
+
+
 async def _finish(coro: Coroutine[Any, Any, _T]) -> _T:
     """Let a state-changing call complete even if the client hangs up mid-way."""
     return await asyncio.shield(asyncio.ensure_future(coro))
@@ -184,7 +205,9 @@ async def ready(request: web.Request) -> web.Response:
     control = _control(request)
     answer = control.readiness(servers)  # also validates names before a long wait
     if not answer["ready"] and wait > 0:
-        answer = await control.wait_ready(servers, wait)
+        waited = await _unless_stopping(request.app, control.wait_ready(servers, wait))
+        # a daemon that is stopping answers a parked long-poll now, with what it knows
+        answer = waited if waited is not None else control.readiness(servers)
     return web.json_response(answer, status=200 if answer["ready"] else 503)
 
 
@@ -237,6 +260,13 @@ def _sse_frame(event_json: dict[str, Any]) -> bytes:
     return f"id: {event_json.get('seq', '')}\nevent: {event_json.get('kind', 'message')}\ndata: {data}\n\n".encode()
 
 
+async def _next_or_none(queue: asyncio.Queue[Event], timeout: float) -> Event | None:
+    try:
+        return await asyncio.wait_for(queue.get(), timeout)
+    except TimeoutError:
+        return None
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     bus = _control(request).bus
     heartbeat = request.app[HEARTBEAT_KEY]
@@ -247,11 +277,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         try:
             await response.write(b": connected\n\n")
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), heartbeat)
-                except TimeoutError:
-                    await response.write(b": heartbeat\n\n")
+            stopping = request.app[STOPPING_KEY]
+            while not stopping.is_set():
+                event = await _unless_stopping(request.app, _next_or_none(queue, heartbeat))
+                if event is None:
+                    if not stopping.is_set():
+                        await response.write(b": heartbeat\n\n")
                     continue
                 await response.write(_sse_frame(event.to_json()))
         except (ConnectionResetError, ConnectionError):
@@ -275,6 +306,12 @@ def build_app(
     app[CONTROL_KEY] = control
     app[VAULT_KEY] = vault
     app[HEARTBEAT_KEY] = heartbeat
+    app[STOPPING_KEY] = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[STOPPING_KEY].set()
+
+    app.on_shutdown.append(on_shutdown)
     app.router.add_get("/v1/health", health)
     app.router.add_get("/v1/status", status)
     app.router.add_get("/v1/ready", ready)
