@@ -100,6 +100,22 @@ async def test_ready_wait_returns_as_soon_as_the_server_recovers(
     assert (code, out) == (0, "ready\n")
 
 
+async def test_ready_wait_also_waits_for_a_daemon_that_is_still_starting(
+    control: DrivenControl, sock_path: Path, env: dict[str, str]
+) -> None:
+    pending = asyncio.create_task(run_cli("ready", "--wait", "30", env=env))
+    await asyncio.sleep(0.3)  # the CLI finds no socket for a while (not a correctness wait)
+    assert not pending.done()
+    server = await start_api_server(control, sock_path)
+    try:
+        code, out, _ = await asyncio.wait_for(pending, 15)
+    finally:
+        await server.close()
+    assert (code, out) == (0, "ready\n")
+    code, _, err = await run_cli("ready", "--wait", "0.3", env=env)
+    assert code == 3 and "is mcp-supervisor running?" in err
+
+
 async def test_ready_json_shape(api: ApiServer, control: DrivenControl, env: dict[str, str]) -> None:
     control.set_state("alpha", "failed")
     for args in (("--json", "ready"), ("ready", "--json")):

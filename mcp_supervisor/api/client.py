@@ -161,6 +161,22 @@ class SupervisorClient:
         path = "/v1/ready" + ("?" + urlencode(query) if query else "")
         return self.request("GET", path, timeout=self.timeout + (wait or 0.0), ok=(200, 503))[1]
 
+    def ready_within(self, timeout: float, servers: list[str] | None = None) -> dict[str, Any]:
+        """Like ``ready(wait=timeout)``, but a daemon that is not listening yet (still starting,
+        restarting) is retried until the deadline; DaemonUnreachable only if it never answers."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                answer = self.ready(servers, wait=max(0.0, min(remaining, 300.0)))
+            except DaemonUnreachable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                continue
+            if answer.get("ready") or time.monotonic() >= deadline - 0.001:
+                return answer
+
     def _server_action(self, name: str, action: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/servers/{quote(name, safe='')}/{action}", body={}, timeout=self.timeout + 60)[1]
 
@@ -235,18 +251,4 @@ def wait_ready(
     raises DaemonUnreachable, because "no supervisor" is a different problem from "not ready".
     ApiError (e.g. an unknown server name) is raised as is.
     """
-    deadline = time.monotonic() + max(0.0, timeout)
-    client = SupervisorClient(socket)
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            answer = client.ready(servers, wait=max(0.0, min(remaining, 300.0)))
-        except DaemonUnreachable:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-            continue
-        if answer.get("ready"):
-            return True
-        if time.monotonic() >= deadline - 0.001:
-            return False
+    return bool(SupervisorClient(socket).ready_within(timeout, servers).get("ready"))

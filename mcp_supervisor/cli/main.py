@@ -89,7 +89,11 @@ def cmd_ready(args: argparse.Namespace) -> int:
     for item in args.server or []:
         servers.extend(n.strip() for n in item.split(",") if n.strip())
     try:
-        answer = client_for(args).ready(servers or None, wait=args.wait)
+        client = client_for(args)
+        if args.wait:
+            answer = client.ready_within(args.wait, servers or None)
+        else:
+            answer = client.ready(servers or None)
     except DaemonUnreachable as exc:
         if args.json:
             emit_json({"ready": False, "not_ready": [], "error": {"code": "unreachable", "message": str(exc)}})
@@ -211,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("status", cmd_status, "every server's state, since when, last latency and last error")
     ready = add("ready", cmd_ready, "exit 0 when the critical (or the named) servers are ready, 1 when not")
-    ready.add_argument("--wait", type=_wait_seconds, default=None, metavar="S", help="wait up to S seconds (max 300)")
+    ready.add_argument("--wait", type=_wait_seconds, default=None, metavar="S", help="wait up to S seconds (max 300), also for a daemon that is still starting")
     ready.add_argument("--server", action="append", metavar="NAME", help="only these servers (repeatable)")
     for verb, text in (
         ("probe", "probe a server now and print the result"),
