@@ -533,3 +533,9 @@ async def test_close_ends_streams_and_answers_parked_long_polls_at_once(
     assert b"HTTP/1.1 200" in rest
     writer.close()
     assert control.bus.subscriber_count == 0
+
+
+async def test_an_oversized_body_is_413_json(api: ApiServer, control: DrivenControl, sock_path: Path) -> None:
+    status, _, payload = await raw(sock_path, "POST", "/v1/emergency", b'{"server": "' + b"a" * 2_000_000 + b'"}')
+    assert status == 413 and error_of(payload)["code"] == "too_large"
+    assert control.commands == []
