@@ -244,13 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "func", None)
+    # vault_commands (and any later module) register handlers the same way: func(args) -> int
+    handler: Handler | None = getattr(args, "func", None) or getattr(args, "handler", None)
     if handler is None:
         parser.print_usage(sys.stderr)
         print("supervisorctl-mcp: error: a COMMAND is required (see --help)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return handler(args)
+        return int(handler(args) or 0)
     except UsageError as exc:
         print_error(args, "usage", str(exc))
         return EXIT_USAGE
