@@ -1,0 +1,301 @@
+"""MCP probes over stdio, Streamable HTTP and legacy SSE through the official SDK client.
+
+Cost model (see DESIGN "Cost in the probing process"): WARM reuses a kept-open session (HTTP/SSE)
+or a warm stdio instance and sends the lightest request the era has (``server/discover`` on
+2026-07-28 connections, ``ping`` on handshake-era ones); COLD builds everything fresh (the path an
+MCP client takes); TOOLS lists the tools on the kept-open session and checks ``expected_tools``.
+A kept-open HTTP session that fails for any reason but a timeout is replaced at once and the
+check retried (a restarted server answers 404/400 for the old session); a warm stdio instance that
+died is reported ``crashed`` and respawned on the next probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import IO, Any, TypeVar
+
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_supervisor.config import ServerConfig
+from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
+from mcp_supervisor.probes.classify import Observed, Verdict, classify, missing_tools
+from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
+from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionWorker
+
+T = TypeVar("T")
+
+_STDERR_TAIL_BYTES = 2048
+_STDERR_TAIL_CHARS = 240
+_MAX_TOOL_PAGES = 50
+
+
+class _Conn:
+    """One connection attempt: the worker plus what it observed (statuses, garbage, stderr)."""
+
+    def __init__(self, server: ServerConfig, context: ProbeContext) -> None:
+        self.server = server
+        self.obs = Observed(
+            transport=server.transport,
+            headers=tuple(server.headers),
+            token_env=server.token_env,
+            command=server.command,
+        )
+        self.sink: HttpSink | None = None
+        self.errfile: IO[str] | None = None
+        first_phase = "spawn" if server.transport == "stdio" else "connect"
+        transport: Callable[[], AbstractAsyncContextManager[Any]]
+        if server.transport == "stdio":
+            self.errfile = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+            params = StdioServerParameters(
+                command=server.command or "",
+                args=list(server.args),
+                env=dict(server.env) or None,
+                cwd=server.cwd,
+            )
+            errfile = self.errfile
+            transport = lambda: stdio_client(params, errlog=errfile)  # noqa: E731
+        else:
+            self.sink = HttpSink(headers=dict(server.headers), statuses=self.obs.statuses)
+            url = server.url or ""
+            if server.transport == "http":
+                http_client = context.http_client()
+                transport = lambda: streamable_http_client(url, http_client=http_client)  # noqa: E731
+            else:
+                transport = lambda: sse_client(  # noqa: E731
+                    url, timeout=server.probe.timeout, httpx_client_factory=make_http_client
+                )
+        self.worker = SessionWorker(
+            transport,
+            mode=server.protocol,
+            timeout=server.probe.timeout,
+            sink=self.sink,
+            first_phase=first_phase,
+            message_handler=self._on_message,
+        )
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception) and len(self.obs.garbage) < 5:
+            self.obs.garbage.append(f"{type(message).__name__}: {message}")
+
+    async def start(self) -> ConnectInfo:
+        return await self.worker.start()
+
+    async def aclose(self) -> None:
+        try:
+            await self.worker.aclose()
+        finally:
+            self._read_stderr()
+            if self.errfile is not None:
+                self.errfile.close()
+                self.errfile = None
+
+    def _read_stderr(self) -> None:
+        if self.errfile is None:
+            return
+        try:
+            fd = self.errfile.fileno()
+            size = os.fstat(fd).st_size
+            raw = os.pread(fd, _STDERR_TAIL_BYTES, max(0, size - _STDERR_TAIL_BYTES))
+        except (OSError, ValueError):
+            return
+        lines = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines() if ln.strip()]
+        tail = " | ".join(lines[-4:])
+        self.obs.stderr_tail = tail[-_STDERR_TAIL_CHARS:]
+
+
+async def _light_request(client: Client) -> None:
+    """The cheapest round trip the negotiated era offers."""
+    session = client.session
+    if session.initialize_result is not None:
+        await session.send_ping()
+    else:
+        await session.send_discover(client.protocol_version)
+
+
+async def _tool_names(client: Client) -> list[str]:
+    names: list[str] = []
+    cursor: str | None = None
+    for _ in range(_MAX_TOOL_PAGES):
+        page = await client.list_tools(cursor=cursor)
+        names.extend(tool.name for tool in page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return names
+
+
+class McpProber:
+    """Probes one MCP server; keeps at most one warm connection; never raises but CancelledError."""
+
+    def __init__(self, server: ServerConfig, context: ProbeContext) -> None:
+        self.server = server
+        self._context = context
+        self._warm: _Conn | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    # ---- public ------------------------------------------------------------------------------
+
+    async def probe(self, kind: ProbeKind) -> ProbeResult:
+        started = time.perf_counter()
+        if self.server.missing_env:
+            names = ", ".join(self.server.missing_env)
+            return ProbeResult(
+                ok=False,
+                failure=FailureClass.CONFIG,
+                kind=kind,
+                message=f"not probed: unresolved variables in the config: {names}",
+                hint=f"set {names} in the supervisor's environment (or fix the reference) and reload",
+            )
+        async with self._lock:
+            if self._closed:
+                return ProbeResult(ok=False, failure=FailureClass.CONFIG, kind=kind, message="prober is closed")
+            try:
+                if kind is ProbeKind.COLD:
+                    result = await self._cold(kind, started)
+                else:
+                    result = await self._warm_check(kind, started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a prober bug must not kill the daemon's loop
+                await self._drop_warm()
+                return self._failed(kind, started, {}, Verdict(FailureClass.PROTOCOL,
+                                                               f"probe error: {type(exc).__name__}"))
+        return result
+
+    async def aclose(self) -> None:
+        self._closed = True
+        async with self._lock:
+            await self._drop_warm()
+
+    # ---- kinds -------------------------------------------------------------------------------
+
+    async def _cold(self, kind: ProbeKind, started: float) -> ProbeResult:
+        if self.server.transport == "stdio":
+            async with self._context.cold_slots:
+                started = time.perf_counter()
+                return await self._cold_once(kind, started)
+        return await self._cold_once(kind, started)
+
+    async def _cold_once(self, kind: ProbeKind, started: float) -> ProbeResult:
+        conn = _Conn(self.server, self._context)
+        phases: dict[str, float] = {}
+        try:
+            info = await self._connect(conn, phases)
+            if isinstance(info, Verdict):
+                return self._failed(kind, started, phases, info)
+            t0 = time.perf_counter()
+            try:
+                names = await conn.worker.run(_tool_names, phase="tools")
+            except Exception as exc:
+                return self._failed(kind, started, phases, await self._verdict(conn, exc, "tools"))
+            phases["tools"] = _ms(t0)
+            return self._ok(kind, started, phases, info, names)
+        finally:
+            await conn.aclose()
+
+    async def _warm_check(self, kind: ProbeKind, started: float) -> ProbeResult:
+        job: Callable[[Client], Awaitable[Any]] = _tool_names if kind is ProbeKind.TOOLS else _light_request
+        phase = "tools" if kind is ProbeKind.TOOLS else "request"
+        retry = self.server.transport != "stdio"
+        phases: dict[str, float] = {}
+        fresh = False
+        while True:
+            conn = self._warm
+            if conn is None or not conn.worker.alive:
+                await self._drop_warm()
+                conn = _Conn(self.server, self._context)
+                if self.server.transport == "stdio":
+                    async with self._context.cold_slots:
+                        info = await self._connect(conn, phases)
+                else:
+                    info = await self._connect(conn, phases)
+                if isinstance(info, Verdict):
+                    await conn.aclose()
+                    return self._failed(kind, started, phases, info)
+                self._warm, fresh = conn, True
+            t0 = time.perf_counter()
+            try:
+                value = await conn.worker.run(job, phase=phase)
+            except Exception as exc:
+                if retry and not fresh and not isinstance(exc, TimeoutError):
+                    await self._drop_warm()  # expired session / restarted server: reconnect once
+                    retry = False
+                    continue
+                verdict = await self._verdict(conn, exc, phase)
+                await self._drop_warm()
+                if self.server.transport == "stdio" and verdict.failure is FailureClass.PROTOCOL and not fresh:
+                    pass
+                return self._failed(kind, started, phases, verdict)
+            phases[phase] = _ms(t0)
+            names = value if kind is ProbeKind.TOOLS else None
+            return self._ok(kind, started, phases, conn.worker.info, names)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    async def _connect(self, conn: _Conn, phases: dict[str, float]) -> ConnectInfo | Verdict:
+        try:
+            info = await conn.start()
+        except Exception as exc:
+            phase = exc.phase if isinstance(exc, PhaseTimeout) else conn.worker.phase.name
+            phases.update(conn.worker.info.phases_ms)
+            return await self._verdict(conn, exc, phase)
+        phases.update(info.phases_ms)
+        return info
+
+    async def _verdict(self, conn: _Conn, exc: BaseException, phase: str) -> Verdict:
+        await conn.aclose()  # the process is gone, so its stderr is complete
+        return classify(exc, conn.obs, phase=phase)
+
+    async def _drop_warm(self) -> None:
+        conn, self._warm = self._warm, None
+        if conn is not None:
+            await conn.aclose()
+
+    def _ok(
+        self, kind: ProbeKind, started: float, phases: dict[str, float], info: ConnectInfo, names: list[str] | None
+    ) -> ProbeResult:
+        who = " ".join(x for x in (info.server_name, info.server_version) if x) or "server"
+        parts = [f"{who} answered", f"protocol {info.protocol_version}"]
+        degraded: str | None = None
+        if names is not None:
+            parts.append(f"{len(names)} tools")
+            missing = missing_tools(self.server.probe.expected_tools, names)
+            if missing:
+                degraded = f"missing expected tools: {', '.join(missing)}"
+                parts.append(degraded)
+        return ProbeResult(
+            ok=True,
+            kind=kind,
+            latency_ms=_ms(started),
+            message=", ".join(parts),
+            phases_ms={k: round(v, 3) for k, v in phases.items()},
+            degraded=degraded,
+            server_name=info.server_name,
+            server_version=info.server_version,
+            protocol_version=info.protocol_version,
+            tool_count=len(names) if names is not None else None,
+        )
+
+    def _failed(self, kind: ProbeKind, started: float, phases: dict[str, float], verdict: Verdict) -> ProbeResult:
+        return ProbeResult(
+            ok=False,
+            failure=verdict.failure,
+            kind=kind,
+            latency_ms=_ms(started),
+            message=verdict.message,
+            phases_ms={k: round(v, 3) for k, v in phases.items()},
+            hint=verdict.hint,
+        )
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
