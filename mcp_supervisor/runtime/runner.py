@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +57,16 @@ class RunnerEnv:
     probe_context: Any
     log_dir: Any
     on_transition: Callable[[ServerRunner, Transition], None]
+    docker: Callable[[], Awaitable[Any]] = field(default=lambda: _no_docker())
     process_grace: float = 2.0
     can_restore: Callable[[ServerConfig], bool] = lambda server: False
     rng: random.Random = field(default_factory=random.Random)
     drift_ms: deque[float] = field(default_factory=lambda: deque(maxlen=8192))
     counters: dict[str, int] = field(default_factory=lambda: {"probes": 0, "actions": 0})
+
+
+async def _no_docker() -> None:
+    return None
 
 
 def _clock() -> float:
@@ -123,6 +128,8 @@ class ServerRunner:
                 self._log.info("managed process started", pid=self.process.pid)
             except Exception as exc:  # a bad command is a probe failure (config), not a daemon crash
                 self._log.error("managed process could not start", error=f"{type(exc).__name__}: {exc}")
+        if self.server.container:
+            self.request_probe(ProbeKind.CONTAINER)  # the engine's view first: it is cheap and certain
         self._task = tg.create_task(self._run(), name=f"runner:{self.server.name}")
 
     async def stop(self) -> None:
@@ -254,7 +261,7 @@ class ServerRunner:
             self.env.counters["probes"] += 1
             try:
                 async with asyncio.timeout(self.server.probe.timeout * 3 + _PROBE_SAFETY_MARGIN):
-                    result = await self.prober.probe(kind)
+                    result = await self._observe(kind)
             except TimeoutError:
                 result = ProbeResult(
                     ok=False,
@@ -284,6 +291,19 @@ class ServerRunner:
         )
         if self.machine.state is not State.PAUSED and not self._stopping:
             self._dispatch(self.machine.on_probe(result, _clock()))
+        return result
+
+    async def _observe(self, kind: ProbeKind) -> ProbeResult:
+        """CONTAINER is the engine's view (state, health); every other kind is an MCP exchange."""
+        if kind is ProbeKind.CONTAINER:
+            docker = await self.env.docker() if self.server.container else None
+            if docker is None:
+                kind = ProbeKind.WARM
+            else:
+                from mcp_supervisor.actuators.container import container_probe_result
+
+                return container_probe_result(await docker.inspect(self.server.container))
+        result: ProbeResult = await self.prober.probe(kind)
         return result
 
     # --- actions ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class Supervisor:
             probe_context=self._probe_context,
             log_dir=log_dir,
             on_transition=self._transition,
+            docker=self._get_docker,
             process_grace=min(2.0, max(0.2, self.config.supervisor.shutdown_timeout * 0.5)),
             can_restore=self._can_restore,
             rng=self._rng,
@@ -142,7 +143,8 @@ class Supervisor:
         if self._docker is None and any(s.container for s in self.config.servers):
             from mcp_supervisor.actuators.container import DockerActuator
 
-            self._docker = DockerActuator(os.environ.get("DOCKER_HOST") or self.config.docker.host)
+            required: dict[str, Iterable[str]] = {s.container: tuple(s.env) for s in self.config.servers if s.container}
+            self._docker = DockerActuator(os.environ.get("DOCKER_HOST") or self.config.docker.host, required_env=required)
         return self._docker
 
     # --- Docker events: a dead container is noticed at once -------------------------------
@@ -321,6 +323,10 @@ class Supervisor:
                 log.warning("the socket path changed; it takes effect at the next daemon restart")
             self.config = new
             REDACTOR.update(collect_secrets(new))
+            if self._docker is not None:
+                for server in new.servers:
+                    if server.container:
+                        self._docker.require_env(server.container, tuple(server.env))
             stopping = [self.runners.pop(n) for n in removed + changed if n in self.runners]
             await asyncio.gather(*(r.stop() for r in stopping), return_exceptions=True)
             # keep the config's order for status output

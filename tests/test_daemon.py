@@ -1,0 +1,285 @@
+"""The runtime in-process against real MCP servers: detection, recovery actions, readiness, reload.
+
+Every server here is a real process speaking MCP through the official SDK (examples/notes_server.py)
+or a real HTTP server; the Supervisor drives the real probes, health machine and actuators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from mcp_supervisor.config import Config, parse_config
+from mcp_supervisor.events import Event
+from mcp_supervisor.health.model import Command, EnterFallback, State
+from mcp_supervisor.runtime.executor import Executor
+from mcp_supervisor.runtime.supervisor import Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+EXAMPLE = ROOT / "examples" / "notes_server.py"
+
+pytestmark = pytest.mark.timeout(90)
+
+_UNAUTHORIZED_SERVER = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def _deny(self):
+        body = b'{"error": "invalid_token"}'
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Bearer error="invalid_token"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = do_DELETE = _deny
+    def log_message(self, *args): pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def managed_notes(name: str, port: int, **probe: Any) -> str:
+    settings = {"interval": "250ms", "timeout": "800ms", "failure_threshold": 2, **probe}
+    probe_toml = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items())
+    return f"""
+[[servers]]
+name = "{name}"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{PY}"
+args = ["{EXAMPLE}", "http", "{port}"]
+probe = {{ {probe_toml} }}
+recovery = {{ backoff_initial = "100ms", backoff_max = "1s" }}
+"""
+
+
+def make_config(tmp: Path, servers: str) -> Config:
+    text = f'[supervisor]\nstate_dir = "{tmp}/state"\nshutdown_timeout = "2s"\n' + servers
+    path = tmp / "config.toml"
+    path.write_text(text)
+    return parse_config(text, path)
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Supervisor]:
+    supervisor = Supervisor(config, config.source)
+    async with asyncio.TaskGroup() as tg:
+        await supervisor.start(tg)
+        try:
+            yield supervisor
+        finally:
+            async with asyncio.timeout(10):
+                await supervisor.aclose()
+
+
+async def until(supervisor: Supervisor, condition: Callable[[], bool], timeout: float, what: str) -> list[Event]:
+    """Wait, event-driven, until ``condition()`` holds; returns the events seen meanwhile."""
+    seen: list[Event] = []
+    with supervisor.bus.subscription() as queue:
+        async with asyncio.timeout(timeout):
+            try:
+                while not condition():
+                    seen.append(await queue.get())
+            except TimeoutError:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+        while not queue.empty():
+            seen.append(queue.get_nowait())
+    return seen
+
+
+def state(supervisor: Supervisor, name: str) -> State:
+    return supervisor.runners[name].state
+
+
+async def test_managed_server_killed_with_sigkill_comes_back_healthy(tmp_path: Path) -> None:
+    port = free_port()
+    async with running(make_config(tmp_path, managed_notes("notes", port))) as sup:
+        await until(sup, lambda: state(sup, "notes") is State.HEALTHY, 20, "notes healthy")
+        old_pid = sup.runners["notes"].process.pid
+        started = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)
+        events = await until(
+            sup,
+            lambda: state(sup, "notes") is State.HEALTHY and sup.runners["notes"].process.pid != old_pid,
+            20,
+            "notes healthy again under a new pid",
+        )
+        elapsed = time.monotonic() - started
+        kinds = [(e.kind, e.data.get("new") or e.data.get("rung")) for e in events]
+        assert ("action", "restart") in kinds
+        done = [e for e in events if e.kind == "action_done"]
+        assert done and done[0].data["ok"] is True and done[0].data["rung"] == "restart"
+        assert any(e.kind == "state" and e.data["new"] in ("failed", "recovering") for e in events)
+        assert elapsed < 15
+        assert sup.readiness()["ready"] is True
+
+
+async def test_hung_server_is_caught_by_the_probe_deadline_and_restarted(tmp_path: Path) -> None:
+    port = free_port()
+    async with running(make_config(tmp_path, managed_notes("notes", port))) as sup:
+        await until(sup, lambda: state(sup, "notes") is State.HEALTHY, 20, "notes healthy")
+        old_pid = sup.runners["notes"].process.pid
+        os.kill(old_pid, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            events = await until(
+                sup,
+                lambda: state(sup, "notes") is State.HEALTHY and sup.runners["notes"].process.pid != old_pid,
+                25,
+                "the hung server replaced by a healthy one",
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old_pid, signal.SIGCONT)
+        failures = [e.data.get("failure_class") for e in events if e.kind == "probe" and not e.data["ok"]]
+        assert "timeout" in failures
+        assert any(e.kind == "action" and e.data["rung"] == "restart" for e in events)
+        assert _zombie(old_pid)  # gone (or only an unreaped entry)
+
+
+async def test_401_server_needs_a_human_and_is_never_restarted(tmp_path: Path) -> None:
+    port = free_port()
+    servers = f"""
+[[servers]]
+name = "jira"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{PY}"
+args = ["-c", {json.dumps(_UNAUTHORIZED_SERVER)}, "{port}"]
+headers = {{ Authorization = "Bearer expired-token-123456" }}
+probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2 }}
+"""
+    async with running(make_config(tmp_path, servers)) as sup:
+        pid = sup.runners["jira"].process.pid
+        events = await until(sup, lambda: state(sup, "jira") is State.NEEDS_HUMAN, 20, "jira needs_human")
+        # stay a few probe rounds: still needs_human, still the same process, no action ever ran
+        more = await _collect(sup, 1.0)
+        assert state(sup, "jira") is State.NEEDS_HUMAN
+        assert sup.runners["jira"].process.pid == pid
+        assert not [e for e in events + more if e.kind == "action"]
+        entry = next(s for s in sup.status()["servers"] if s["name"] == "jira")
+        assert entry["failure_class"] == "auth"
+        readiness = sup.readiness()
+        assert readiness["ready"] is False and readiness["not_ready"][0]["name"] == "jira"
+        assert "expired-token-123456" not in repr(sup.status()) + repr([e.data for e in events + more])
+
+
+async def test_wait_ready_wakes_on_the_state_change_and_pause_stops_probing(tmp_path: Path) -> None:
+    port = free_port()
+    async with running(make_config(tmp_path, managed_notes("notes", port))) as sup:
+        assert sup.readiness()["ready"] is False
+        answer = await sup.wait_ready(None, timeout=20)
+        assert answer == {"ready": True, "not_ready": [], "fallback": []}
+        await sup.command("notes", Command.PAUSE)
+        assert state(sup, "notes") is State.PAUSED
+        events = await _collect(sup, 0.8)
+        assert not [e for e in events if e.kind == "probe" and e.server == "notes"]
+        await sup.command("notes", Command.RESUME)
+        await until(sup, lambda: state(sup, "notes") is State.HEALTHY, 10, "notes healthy after resume")
+
+
+async def test_reload_replaces_only_changed_servers(tmp_path: Path) -> None:
+    a, b = free_port(), free_port()
+    config = make_config(tmp_path, managed_notes("a", a) + managed_notes("b", b))
+    async with running(config) as sup:
+        await sup.wait_ready(None, timeout=20)
+        pid_a = sup.runners["a"].process.pid
+        runner_b = sup.runners["b"]
+        c = free_port()
+        assert config.source is not None
+        config.source.write_text(
+            f'[supervisor]\nstate_dir = "{tmp_path}/state"\n'
+            + managed_notes("a", a)
+            + managed_notes("c", c, interval="300ms")
+        )
+        result = await sup.reload()
+        assert result == {"ok": True, "added": ["c"], "removed": ["b"], "changed": []}
+        assert sup.runners["a"].process.pid == pid_a
+        assert runner_b.process.pid is None or not runner_b.process.running
+        answer = await sup.wait_ready(None, timeout=20)
+        assert answer["ready"] is True
+        config.source.write_text("[[servers]]\nname = 1\n")
+        rejected = await sup.reload()
+        assert rejected["ok"] is False and "servers[0]" in rejected["error"]
+        assert set(sup.runners) == {"a", "c"}
+
+
+async def test_fallback_check_is_a_plain_get_with_the_expected_status(tmp_path: Path) -> None:
+    statuses = {"/ok": 200, "/broken": 503}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=statuses[request.path], text="direct api")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+
+    async def http() -> aiohttp.ClientSession:
+        return session
+
+    async def no_docker() -> None:
+        return None
+
+    executor = Executor(no_docker, None, http)
+    try:
+        for path, expected in (("/ok", True), ("/broken", False)):
+            config = parse_config(
+                f'[[servers]]\nname = "x"\ntransport = "http"\nurl = "http://127.0.0.1:1/mcp"\n'
+                f'fallback = {{ url = "http://127.0.0.1:{port}{path}", expect_status = 200 }}\n'
+            )
+            ok, detail = await executor.execute(config.servers[0], EnterFallback(attempt=1), None)
+            assert ok is expected, detail
+        closed = parse_config(
+            '[[servers]]\nname = "x"\ntransport = "http"\nurl = "http://127.0.0.1:1/mcp"\n'
+            f'fallback = {{ url = "http://127.0.0.1:{free_port()}/", timeout = "1s" }}\n'
+        )
+        ok, detail = await executor.execute(closed.servers[0], EnterFallback(attempt=1), None)
+        assert not ok and "unreachable" in detail
+    finally:
+        await session.close()
+        await runner.cleanup()
+
+
+async def _collect(sup: Supervisor, seconds: float) -> list[Event]:
+    seen: list[Event] = []
+    with sup.bus.subscription() as queue:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    seen.append(await queue.get())
+    return seen
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"

@@ -1,0 +1,333 @@
+"""End to end: the real `mcp-supervisor` binary on a temp config, driven the way a user would.
+
+The daemon supervises an HTTP MCP server the test runs (and kills), a managed HTTP server the
+daemon runs itself, and a stdio server. The test listens on a real sd_notify socket, talks to the
+control socket with the CLI (and plain HTTP over the Unix socket), sends SIGHUP and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(PY).parent
+EXAMPLE = ROOT / "examples" / "notes_server.py"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_http_server(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [PY, str(EXAMPLE), "http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(lambda: port_open(port) or proc.poll() is not None, 20, f"HTTP server on port {port}")
+    assert proc.poll() is None, "the test HTTP server exited at start"
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def api(sock: Path, path: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, Any]:
+    conn = _UnixHTTPConnection(sock, timeout)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if body else None
+    finally:
+        conn.close()
+
+
+def cli(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "supervisorctl-mcp"), "--socket", str(sock), *args], capture_output=True, text=True, timeout=30
+    )
+
+
+def has_cli() -> bool:
+    try:
+        import mcp_supervisor.cli.main  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    dir: Path
+    config: Path
+    sock: Path
+    notify: socket.socket
+    http_port: int
+    managed_port: int
+    http_server: subprocess.Popen[bytes]
+    notes: list[str] = field(default_factory=list)
+    closing: threading.Event = field(default_factory=threading.Event)
+
+    def notifications(self) -> list[str]:
+        """Every sd_notify datagram received so far (a reader thread drains the socket, since a
+        full datagram queue would make the daemon's sends fail)."""
+        return list(self.notes)
+
+    def read_notifications(self) -> None:
+        self.notify.settimeout(0.1)
+        while not self.closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                self.notes.append(self.notify.recv(4096).decode())
+
+    def server(self, name: str) -> dict[str, Any]:
+        status, body = api(self.sock, "/v1/status")
+        assert status == 200
+        return next(s for s in body["servers"] if s["name"] == name)
+
+    def log(self) -> str:
+        return (self.dir / "daemon.log").read_text(errors="replace")
+
+
+def write_config(directory: Path, http_port: int, managed_port: int, *, broken: bool = False) -> Path:
+    text = f"""
+[supervisor]
+socket = "{directory}/ctl.sock"
+state_dir = "{directory}/state"
+log_format = "json"
+shutdown_timeout = "2s"
+
+[[servers]]
+name = "notes-http"
+transport = "http"
+url = "http://127.0.0.1:{http_port}/mcp"
+probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2 }}
+
+[[servers]]
+name = "notes-managed"
+transport = "http"
+url = "http://127.0.0.1:{managed_port}/mcp"
+managed = true
+command = "{PY}"
+args = ["{EXAMPLE}", "http", "{managed_port}"]
+probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2 }}
+recovery = {{ backoff_initial = "100ms" }}
+
+[[servers]]
+name = "notes-stdio"
+transport = "stdio"
+command = "{PY}"
+args = ["{EXAMPLE}", "stdio"]
+probe = {{ interval = "1s", timeout = "8s", expected_tools = ["add_note"] }}
+"""
+    if broken:
+        text += '\n[[servers]]\nname = "oops"\ntransport = "carrier-pigeon"\n'
+    path = directory / "mcp-supervisor.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    directory = Path(tempfile.mkdtemp(prefix="mcpe2e-", dir="/tmp"))
+    http_port, managed_port = free_port(), free_port()
+    http_server = start_http_server(http_port)
+    config = write_config(directory, http_port, managed_port)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(directory / "notify.sock"))
+    env = {**os.environ, "NOTIFY_SOCKET": str(directory / "notify.sock"), "WATCHDOG_USEC": "1000000"}
+    env.pop("MCP_SUPERVISOR_SOCKET", None)
+    with open(directory / "daemon.log", "wb") as log:
+        proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], env=env, stderr=log)
+    d = Daemon(proc, directory, config, directory / "ctl.sock", notify, http_port, managed_port, http_server)
+    reader = threading.Thread(target=d.read_notifications, daemon=True)
+    reader.start()
+    try:
+        yield d
+    finally:
+        stop(proc)
+        stop(d.http_server)
+        d.closing.set()
+        reader.join(timeout=5)
+        notify.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- the story, in order -----------------------------------------------------------------------
+
+
+def test_daemon_reports_ready_to_systemd_and_answers_on_its_socket(daemon: Daemon) -> None:
+    wait_for(lambda: any("READY=1" in n for n in daemon.notifications()), 30, "READY=1 on NOTIFY_SOCKET")
+    assert daemon.sock.exists()
+    assert oct(daemon.sock.stat().st_mode & 0o777) == oct(0o660)
+    status, body = api(daemon.sock, "/v1/ready?wait=30")
+    assert status == 200, body
+    assert body["ready"] is True
+    # the event loop pings the watchdog (WATCHDOG_USEC=1s -> every 0.5 s)
+    wait_for(lambda: any("WATCHDOG=1" in n for n in daemon.notifications()), 5, "WATCHDOG=1 pings")
+    wait_for(lambda: any("STATUS=3/3 ready" in n for n in daemon.notifications()), 10, "STATUS=3/3 ready")
+    stdio = daemon.server("notes-stdio")
+    assert stdio["state"] == "healthy"
+
+
+@pytest.mark.skipif(not has_cli(), reason="the CLI (supervisorctl-mcp) is not built yet")
+def test_cli_status_and_ready_over_the_socket(daemon: Daemon) -> None:
+    ready = cli(daemon.sock, "ready", "--json")
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    assert json.loads(ready.stdout)["ready"] is True
+    status = cli(daemon.sock, "status", "--json")
+    assert status.returncode == 0
+    names = {s["name"]: s["state"] for s in json.loads(status.stdout)["servers"]}
+    assert names == {"notes-http": "healthy", "notes-managed": "healthy", "notes-stdio": "healthy"}
+
+
+def test_killed_server_goes_failed_and_ready_says_503_then_recovers(daemon: Daemon) -> None:
+    stop(daemon.http_server, signal.SIGKILL)
+    wait_for(lambda: daemon.server("notes-http")["state"] == "failed", 15, "notes-http failed")
+    status, body = api(daemon.sock, "/v1/ready")
+    assert status == 503
+    assert [s["name"] for s in body["not_ready"]] == ["notes-http"]
+    assert body["not_ready"][0]["reason"]
+    if has_cli():
+        not_ready = cli(daemon.sock, "ready")
+        assert not_ready.returncode == 1
+        assert "notes-http" in not_ready.stdout + not_ready.stderr
+    daemon.http_server = start_http_server(daemon.http_port)
+    wait_for(lambda: daemon.server("notes-http")["state"] == "healthy", 15, "notes-http healthy again")
+    status, body = api(daemon.sock, "/v1/ready?wait=10")
+    assert status == 200, body
+
+
+def test_managed_server_killed_with_sigkill_is_restarted(daemon: Daemon) -> None:
+    before = daemon.server("notes-managed")
+    pid = before["pid"]
+    assert before["state"] == "healthy" and pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: (s := daemon.server("notes-managed"))["pid"] not in (None, pid) and s["state"] == "healthy",
+             20, "notes-managed restarted with a new pid and healthy")
+    events = daemon.log()
+    assert '"rung": "restart"' in events or '"rung":"restart"' in events
+
+
+def test_sighup_with_an_invalid_config_keeps_the_old_one_running(daemon: Daemon) -> None:
+    good = daemon.config.read_text()
+    write_config(daemon.dir, daemon.http_port, daemon.managed_port, broken=True)
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload rejected" in daemon.log(), 10, "the reload-rejected log line")
+    line = next(json.loads(x) for x in daemon.log().splitlines() if "reload rejected" in x)
+    assert "carrier-pigeon" in line["error"] and str(daemon.config) in line["error"]
+    assert daemon.proc.poll() is None
+    status, body = api(daemon.sock, "/v1/status")
+    assert status == 200 and len(body["servers"]) == 3
+    # a valid reload that drops a server: only that runner goes
+    managed_pid = daemon.server("notes-managed")["pid"]
+    daemon.config.write_text(good.split("[[servers]]\nname = \"notes-stdio\"")[0])
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(api(daemon.sock, "/v1/status")[1]["servers"]) == 2, 10, "notes-stdio removed")
+    assert daemon.server("notes-managed")["pid"] == managed_pid  # unchanged servers keep running
+    daemon.config.write_text(good)
+
+
+def test_sigterm_stops_quickly_and_leaves_nothing_behind(daemon: Daemon) -> None:
+    descendants = _children_of(daemon.proc.pid)
+    assert descendants, "expected the managed server (and the warm stdio instance) as children"
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    returncode = daemon.proc.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    assert returncode == 0
+    assert elapsed < 4.0, f"shutdown took {elapsed:.2f}s (budget 2 s + interpreter exit)"
+
+    def gone() -> bool:
+        return all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in descendants)
+
+    wait_for(gone, 5, f"daemon children {descendants} to exit")
+    assert not daemon.sock.exists()
+    wait_for(lambda: any("STOPPING=1" in n for n in daemon.notifications()), 2, "STOPPING=1")
+
+
+def _children_of(pid: int) -> set[int]:
+    """Live descendants of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return {p for p in found if not _is_zombie(p)}
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
