@@ -321,6 +321,9 @@ def build_app(
         app.router.add_post(f"/v1/servers/{{name}}/{cmd}", _command_route(cmd))
     app.router.add_post("/v1/emergency", emergency)
     app.router.add_post("/v1/reload", reload)
+    from mcp_supervisor.api.vault_routes import add_vault_routes
+
+    add_vault_routes(app)  # answer 404 "no vault configured" rather than "no route" when absent
     if extra_routes is not None:
         extra_routes(app)
     return app

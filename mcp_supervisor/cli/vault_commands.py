@@ -1,0 +1,197 @@
+"""``supervisorctl-mcp backup|backups|restore|verify|repair|key``: the vault, without the daemon.
+
+Why these work directly on the vault files: backups matter most when things are broken, including
+the daemon itself; a person with the key and the config can always list, verify and restore.
+Output never contains file contents or secret values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mcp_supervisor.vault.service import VaultService
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _vault(args: argparse.Namespace) -> VaultService:
+    from mcp_supervisor.cli.main import UsageError
+    from mcp_supervisor.config import ConfigError, find_config, load_config
+    from mcp_supervisor.vault.service import VaultService
+
+    path = find_config(getattr(args, "config", None))
+    if path is None:
+        raise UsageError("no config file found; pass --config FILE or set MCP_SUPERVISOR_CONFIG")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    from mcp_supervisor.logging import collect_secrets, setup_logging
+
+    setup_logging("error", "console", collect_secrets(config))  # the CLI reports; logs stay quiet
+    return VaultService(config)
+
+
+def _run(args: argparse.Namespace, work: Callable[[VaultService], Coroutine[Any, Any, Any]]) -> tuple[int, Any]:
+    from mcp_supervisor.vault.crypto import VaultError
+
+    try:
+        return EXIT_OK, asyncio.run(work(_vault(args)))
+    except VaultError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc)}))
+        else:
+            print(f"supervisorctl-mcp: {exc}", file=sys.stderr)
+        return EXIT_FAILED, None
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    code, result = _run(args, lambda v: v.backup("manual (supervisorctl-mcp backup)", accept=args.accept))
+    if result is None:
+        return code
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"snapshot {result['snapshot']}: {', '.join(result['files'])} -> {len(result['copies'])} location(s)")
+        for location, error in result["failed_locations"].items():
+            print(f"  FAILED {location}: {error}")
+        for name, problem in result["skipped"].items():
+            print(f"  skipped {name}: {problem}")
+        if not result["safe"]:
+            print("  NOT SAFE: fewer copies than [backup] min_copies")
+    return EXIT_OK if result["safe"] and not result["skipped"] else EXIT_FAILED
+
+
+def cmd_backups(args: argparse.Namespace) -> int:
+    code, snapshots = _run(args, lambda v: v.list_snapshots())
+    if snapshots is None:
+        return code
+    if args.json:
+        print(json.dumps({"snapshots": snapshots}))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("snapshot", "age", "files", "copies", "reason")
+    for snap in snapshots:
+        files = ", ".join(f["name"] for f in snap["files"])
+        copies = f"{snap['copies']}" + ("" if snap["safe"] else " (not safe)")
+        table.add_row(snap["id"], _age(snap["age_s"]), files, copies, snap["reason"])
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    code, result = _run(args, lambda v: v.restore(args.config_name, args.snapshot, args.to))
+    if result is None:
+        return code
+    if args.json:
+        print(json.dumps(result))
+    else:
+        what = "server map of " if result["only_server_map"] else ""
+        print(f"restored {what}{result['config']} to {result['path']} from snapshot {result['snapshot']}")
+        if result["kept_aside"]:
+            print(f"  the file it replaced is kept as {result['kept_aside']}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, result: dict[str, Any], verb: str) -> int:
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for line in result.get("repaired", []):
+            print(f"repaired {line}")
+        for line in result["bad"]:
+            print(f"BAD {line}")
+        print(f"{verb}: {'every copy is good' if result['ok'] else str(len(result['bad'])) + ' bad object(s)'}")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    code, result = _run(args, lambda v: v.verify())
+    return code if result is None else _report(args, result, "verify")
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    code, result = _run(args, lambda v: v.repair())
+    return code if result is None else _report(args, result, "repair")
+
+
+def _passphrase(confirm: bool) -> str:
+    env = os.environ.get("MCP_SUPERVISOR_KEY_PASSPHRASE")
+    if env:
+        return env
+    first = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise ValueError("the passphrases differ")
+    if len(first) < 8:
+        raise ValueError("use a passphrase of at least 8 characters")
+    return first
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    from mcp_supervisor.vault.crypto import VaultError, export_key, import_key, load_key
+    from mcp_supervisor.vault.fsutil import atomic_write
+
+    vault = _vault(args)
+    key_file = vault.settings.key_file
+    target = Path(args.file)
+    try:
+        if args.key_action == "export":
+            data = export_key(load_key(key_file, create=False), _passphrase(confirm=True))
+            atomic_write(target, data, 0o600)
+            print(f"key exported (passphrase-protected) to {target}; store it offline")
+        else:
+            key = import_key(target.read_bytes(), _passphrase(confirm=False))
+            if key_file.exists() and not args.force:
+                raise VaultError(f"{key_file} exists; pass --force to replace it (the old key is kept aside)")
+            if key_file.exists():
+                os.replace(key_file, key_file.with_name(key_file.name + ".old"))
+            atomic_write(key_file, key, 0o600)
+            print(f"key imported into {key_file}")
+    except (VaultError, ValueError, OSError) as exc:
+        print(f"supervisorctl-mcp: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def add_vault_subcommands(sub: Any) -> None:
+    from mcp_supervisor.cli.main import _common
+
+    after = _common(suppress=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
+        parser.set_defaults(func=handler)
+        return parser
+
+    add("backup", cmd_backup, "back up every watched config now (to every location)").add_argument(
+        "--accept", action="store_true", help="accept servers removed from a client config as intended"
+    )
+    add("backups", cmd_backups, "list snapshots with age, files and copies")
+    restore = add("restore", cmd_restore, "restore a watched config from the newest valid (or the given) snapshot")
+    restore.add_argument("config_name", metavar="CONFIG")
+    restore.add_argument("--snapshot", metavar="ID", default=None)
+    restore.add_argument("--to", metavar="PATH", default=None, help="write there instead of the watched path")
+    add("verify", cmd_verify, "decrypt and check every object in every location")
+    add("repair", cmd_repair, "copy good objects over missing or corrupt ones from another location")
+    key = add("key", cmd_key, "export or import the vault key (passphrase-protected, for an offline copy)")
+    key.add_argument("key_action", choices=["export", "import"])
+    key.add_argument("file", metavar="FILE")
+    key.add_argument("--force", action="store_true", help="import: replace an existing key file")
