@@ -168,11 +168,8 @@ async def _guard(name: str, run: Any) -> None:
 def _make_vault(config: Config, on_event: Any) -> Any:
     if not (config.configs and config.backup.locations):
         return None
-    try:
-        from mcp_supervisor.vault.service import VaultService
-    except ImportError:
-        log.warning("vault not available in this build; backups are off")
-        return None
+    from mcp_supervisor.vault.service import VaultService
+
     return VaultService(config, on_event=on_event)
 
 
@@ -182,11 +179,17 @@ def _make_vault(config: Config, on_event: Any) -> Any:
 async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any) -> Any:
     from mcp_supervisor.api.server import start_api_server
 
+    extra_routes = None
+    if vault is not None:
+        from mcp_supervisor.api.vault_routes import add_vault_routes
+
+        extra_routes = add_vault_routes
     return await start_api_server(
         supervisor,
         socket_path,
         allowed_uids=config.supervisor.allowed_uids,
         allowed_gids=config.supervisor.allowed_gids,
+        extra_routes=extra_routes,
         vault=vault,
     )
 

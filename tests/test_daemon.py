@@ -58,7 +58,7 @@ def free_port() -> int:
 
 
 def managed_notes(name: str, port: int, **probe: Any) -> str:
-    settings = {"interval": "250ms", "timeout": "800ms", "failure_threshold": 2, **probe}
+    settings = {"interval": "250ms", "timeout": "800ms", "failure_threshold": 2, "start_period": "10s", **probe}
     probe_toml = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items())
     return f"""
 [[servers]]
@@ -92,9 +92,12 @@ async def running(config: Config) -> AsyncIterator[Supervisor]:
                 await supervisor.aclose()
 
 
-async def until(supervisor: Supervisor, condition: Callable[[], bool], timeout: float, what: str) -> list[Event]:
-    """Wait, event-driven, until ``condition()`` holds; returns the events seen meanwhile."""
-    seen: list[Event] = []
+async def until(
+    supervisor: Supervisor, condition: Callable[[], bool], timeout: float, what: str, seen: list[Event] | None = None
+) -> list[Event]:
+    """Wait, event-driven, until ``condition()`` holds; returns the events seen meanwhile (also
+    appended to ``seen`` as they come, so the condition can look at them)."""
+    seen = [] if seen is None else seen
     with supervisor.bus.subscription() as queue:
         async with asyncio.timeout(timeout):
             try:
@@ -222,6 +225,74 @@ async def test_reload_replaces_only_changed_servers(tmp_path: Path) -> None:
         rejected = await sup.reload()
         assert rejected["ok"] is False and "servers[0]" in rejected["error"]
         assert set(sup.runners) == {"a", "c"}
+
+
+_CONFIG_READING_SERVER = """
+import json, os, sys
+config, example = sys.argv[1], sys.argv[2]
+try:
+    port = int(json.load(open(config))["port"])
+except Exception as exc:
+    sys.exit(f"bad config {config}: {exc}")
+os.execv(sys.executable, [sys.executable, example, "http", str(port)])
+"""
+
+
+async def test_corrupted_config_is_restored_by_the_ladder_and_the_server_comes_back(tmp_path: Path) -> None:
+    from mcp_supervisor.vault.service import VaultService
+
+    port = free_port()
+    app_config = tmp_path / "app.json"
+    app_config.write_text(json.dumps({"port": port}))
+    servers = f"""
+[backup]
+key_file = "{tmp_path}/vault.key"
+locations = ["{tmp_path}/backups"]
+
+[[configs]]
+name = "app"
+path = "{app_config}"
+format = "json"
+required_keys = ["port"]
+
+[[servers]]
+name = "app"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{PY}"
+args = ["-c", {json.dumps(_CONFIG_READING_SERVER)}, "{app_config}", "{EXAMPLE}"]
+config = "app"
+probe = {{ interval = "250ms", timeout = "800ms", failure_threshold = 2, start_period = "10s" }}
+recovery = {{ backoff_initial = "100ms", backoff_max = "500ms" }}
+"""
+    config = make_config(tmp_path, servers)
+    vault = VaultService(config)
+    await vault.backup("test")  # the good version is in the vault
+    supervisor = Supervisor(config, config.source, vault=vault)
+    async with asyncio.TaskGroup() as tg:
+        await supervisor.start(tg)
+        try:
+            await until(supervisor, lambda: state(supervisor, "app") is State.HEALTHY, 20, "app healthy")
+            app_config.write_text('{"port": ')  # an editor crashed mid-write
+            os.kill(supervisor.runners["app"].process.pid, signal.SIGKILL)
+            events: list[Event] = []
+            await until(
+                supervisor,
+                lambda: any(e.kind == "action_done" and e.data["rung"] == "restore_config" for e in events)
+                and state(supervisor, "app") is State.HEALTHY,
+                30,
+                "restore_config and healthy",
+                seen=events,
+            )
+        finally:
+            async with asyncio.timeout(10):
+                await supervisor.aclose()
+    rungs = [(e.data["rung"], e.data["ok"]) for e in events if e.kind == "action_done"]
+    assert ("restore_config", True) in rungs
+    assert rungs[0][0] == "restart"  # the cheapest rung is tried first
+    assert json.loads(app_config.read_text()) == {"port": port}
+    assert list(tmp_path.glob("app.json.corrupt-*")), "the damaged file is kept aside, never deleted"
 
 
 async def test_fallback_check_is_a_plain_get_with_the_expected_status(tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ url = "http://127.0.0.1:{managed_port}/mcp"
 managed = true
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{managed_port}"]
-probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2 }}
+probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2, start_period = "10s" }}
 recovery = {{ backoff_initial = "100ms" }}
 
 [[servers]]

@@ -380,6 +380,9 @@ class ServerRunner:
                 self._dispatch(self.machine.on_action_done(action, ok, _clock(), detail=detail))
                 if self._pending_actions and self._action_task is None:
                     self._start_action(self._pending_actions.popleft())
+                elif self.process is not None and not self.process.running and not self.machine.busy():
+                    # it died while the action ran (its exit was ignored then): that is the verdict
+                    self._on_process_exit(getattr(self.process, "returncode", None))
                 self._wake.set()
 
     # --- views -----------------------------------------------------------------------------
