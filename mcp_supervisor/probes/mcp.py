@@ -29,6 +29,10 @@ from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Observed, Verdict, classify, missing_tools
 from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionWorker
+from mcp_supervisor.probes.spawn import install as _install_spawn_hook
+from mcp_supervisor.probes.spawn import sweep_group
+
+_install_spawn_hook()
 
 T = TypeVar("T")
 
@@ -49,6 +53,7 @@ class _Conn:
             command=server.command,
         )
         self.sink: HttpSink | None = None
+        self.pids: list[int] = []
         self.errfile: IO[str] | None = None
         first_phase = "spawn" if server.transport == "stdio" else "connect"
         transport: Callable[[], AbstractAsyncContextManager[Any]]
@@ -77,6 +82,7 @@ class _Conn:
             mode=server.protocol,
             timeout=server.probe.timeout,
             sink=self.sink,
+            spawned=self.pids if server.transport == "stdio" else None,
             first_phase=first_phase,
             message_handler=self._on_message,
         )
@@ -91,6 +97,8 @@ class _Conn:
     async def aclose(self) -> None:
         try:
             await self.worker.aclose()
+            for pgid in self.pids:  # the leader is gone; children that ignored TERM may not be
+                await sweep_group(pgid)
         finally:
             self._read_stderr()
             if self.errfile is not None:

@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.session import MessageHandlerFnT
 
 from mcp_supervisor.probes.context import CURRENT_SINK, HttpSink
+from mcp_supervisor.probes.spawn import SPAWNED
 
 T = TypeVar("T")
 
@@ -68,6 +69,7 @@ class SessionWorker:
         mode: str,
         timeout: float,
         sink: HttpSink | None,
+        spawned: list[int] | None = None,
         first_phase: str,
         message_handler: MessageHandlerFnT | None = None,
     ) -> None:
@@ -75,6 +77,7 @@ class SessionWorker:
         self._mode = mode
         self._timeout = timeout
         self._sink = sink
+        self._spawned = spawned
         self._message_handler = message_handler
         self.phase = Phase(first_phase)
         self.info = ConnectInfo()
@@ -149,6 +152,8 @@ class SessionWorker:
     async def _main(self) -> None:
         if self._sink is not None:
             CURRENT_SINK.set(self._sink)
+        if self._spawned is not None:
+            SPAWNED.set(self._spawned)
         try:
             with anyio.CancelScope() as outer:
                 self._scope = outer

@@ -1,0 +1,164 @@
+"""Helpers to run real MCP servers in tests, for the probe tests and for other helpers' tests.
+
+Everything is stopped by pid, never by name. Servers get a free port and are waited for with a
+deadline (no sleep-and-hope).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+NOTES_SERVER = ROOT / "examples" / "notes_server.py"
+MISBEHAVE = ROOT / "tests" / "servers" / "misbehave.py"
+HTTP_AUTH = ROOT / "tests" / "servers" / "http_auth.py"
+MCP_SERVER_TIME = Path(PYTHON).parent / "mcp-server-time"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_port_open(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server pid {proc.pid} exited with {proc.returncode} before listening on {port}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+        time.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+
+
+def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> list[int]:
+    """Wait with a deadline until every pid is gone; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if pid_alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def children_of(pid: int | None = None) -> list[int]:
+    """Live direct children of ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def read_pids(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def kill_pids(pids: Sequence[int]) -> None:
+    """Last-resort cleanup of pids a test started (SIGKILL; ignores ones already gone)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class ServerProcess:
+    """A server subprocess started by a test: stop it by pid with ``stop()``."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    url: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+
+def start_http_server(
+    transport: str = "http",
+    *,
+    port: int | None = None,
+    argv: Sequence[str] | None = None,
+    path: str | None = None,
+    timeout: float = 20.0,
+    log: Path | None = None,
+) -> ServerProcess:
+    """Start an SDK server (default: examples/notes_server.py) on a free port; wait until it listens.
+
+    ``transport`` is ``http`` (Streamable HTTP, URL ends in /mcp) or ``sse`` (URL ends in /sse).
+    ``argv`` replaces the command; ``{port}`` in it is replaced by the port.
+    """
+    port = free_port() if port is None else port
+    if argv is None:
+        cmd = [PYTHON, str(NOTES_SERVER), transport, str(port)]
+    else:
+        cmd = [a.replace("{port}", str(port)) for a in argv]
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=ROOT)
+    finally:
+        if log is not None and not isinstance(out, int):
+            out.close()
+    try:
+        wait_port_open(port, timeout, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    suffix = path if path is not None else ("/sse" if transport == "sse" else "/mcp")
+    return ServerProcess(proc=proc, port=port, url=f"http://127.0.0.1:{port}{suffix}")
+
+
+@contextlib.contextmanager
+def running_http_server(transport: str = "http", **kwargs: object) -> Iterator[ServerProcess]:
+    server = start_http_server(transport, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
