@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -14,11 +16,33 @@ import pytest
 from mcp_supervisor.actuators.process import ManagedProcess, ProcessStartError, RotatingLog
 from mcp_supervisor.config import ServerConfig
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def server(*args: str, command: str = sys.executable, name: str = "p") -> ServerConfig:
     return ServerConfig(
         name=name, transport="http", url="http://127.0.0.1:1/mcp", managed=True, command=command, args=list(args)
     )
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def alive(pid: int) -> bool:
@@ -101,7 +125,7 @@ async def test_output_goes_to_a_rotating_log(tmp_path: Path) -> None:
     proc = ManagedProcess(server("-c", code), tmp_path, on_exit=lambda c: done.set(), log_max_bytes=10_000)
     await proc.start()
     await asyncio.wait_for(done.wait(), 10)
-    await proc.stop()
+    await proc.close()
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["p.log", "p.log.1", "p.log.2", "p.log.3"]
     assert all((tmp_path / f).stat().st_size <= 10_000 for f in files)
@@ -122,3 +146,98 @@ async def test_command_not_found_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ProcessStartError, match=r"cannot start '/nonexistent/mcp-server'.*check 'command'"):
         await proc.start()
     assert proc.pid is None
+
+
+# A leader whose child inherits (and keeps) its stdout: the leader's death must still be noticed.
+HOLDER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+async def test_leader_death_is_noticed_while_a_child_still_holds_its_output(tmp_path: Path) -> None:
+    noticed = asyncio.Event()
+    proc = ManagedProcess(server("-c", HOLDER), tmp_path, on_exit=lambda code: noticed.set())
+    await proc.start()
+    leader = proc.pid
+    assert leader is not None
+    await wait_for(lambda: proc.log.path.read_text().strip().isdigit())
+    child = int(proc.log.path.read_text().strip())
+    os.kill(leader, signal.SIGKILL)
+    await asyncio.wait_for(noticed.wait(), 5)  # the child (still holding stdout) sleeps 60 s
+    assert alive(child) and not proc.running
+    await proc.restart()  # the restart clears the old group, orphan included
+    await wait_for(lambda: not alive(child))
+    await proc.close()
+    assert group_members(leader) == []
+
+
+async def test_a_stopped_process_still_counts_as_running_and_stop_still_kills_it(tmp_path: Path) -> None:
+    """SIGSTOP is a hang, not an exit: only the probe's deadline can see it (not this layer)."""
+    proc = ManagedProcess(server("-c", SLEEPER), tmp_path, grace=0.2)
+    await proc.start()
+    pid = proc.pid
+    assert pid is not None
+    await wait_for(lambda: "up" in proc.log.path.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    await wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T")
+    assert proc.running and not proc.exited.is_set()
+    await proc.stop()
+    assert not alive(pid) and proc.returncode == -signal.SIGKILL
+
+
+async def test_kill_9_a_real_http_mcp_server_20_times_at_random_moments(tmp_path: Path) -> None:
+    """Every kill is noticed, every restart answers MCP again, and no process is left behind."""
+    from mcp import Client
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    port = free_port()
+    exits: list[int | None] = []
+    exited = asyncio.Event()
+
+    def on_exit(code: int | None) -> None:
+        exits.append(code)
+        exited.set()
+
+    cfg = server(str(REPO / "examples" / "notes_server.py"), "http", str(port), name="notes")
+    proc = ManagedProcess(cfg, tmp_path, grace=1.0, on_exit=on_exit)
+
+    async def answers() -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                    tools = await client.list_tools()
+                assert "add_note" in {t.name for t in tools.tools}
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    pgids: list[int] = []
+    await proc.start()
+    try:
+        for round_no in range(1, 21):
+            pid = proc.pid
+            assert pid is not None and proc.running
+            pgids.append(pid)
+            if round_no % 5 == 0:
+                await answers()  # kill a server that is serving
+            else:
+                await asyncio.sleep(rng.uniform(0, 1.5))  # kill it at a random point of its start
+            exited.clear()
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.wait_for(exited.wait(), 5)
+            await proc.restart()
+            assert group_members(pid) == [], f"round {round_no} (seed {seed}): old group still alive"
+        assert exits == [-signal.SIGKILL] * 20 and proc.restarts == 20
+        await answers()
+        assert proc.pid is not None
+        pgids.append(proc.pid)
+    finally:
+        await proc.close()
+    assert all(group_members(pgid) == [] for pgid in pgids)

@@ -7,6 +7,9 @@ Why these choices:
   milliseconds of the death instead of at the next check (supervisord's ~1 s tick).
 * Output pumped into size-capped rotating files: a chatty server must not fill the disk, and a
   crash's last words are kept for the alert.
+* The output pipe is ours (``os.pipe``), not asyncio's: on Python 3.11 ``Process.wait()`` returns
+  only once every pipe asyncio made for the child is closed, so a grandchild still holding stdout
+  would hide the leader's death. With our own pipe ``wait()`` returns when the leader is reaped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ log = get_logger("mcp_supervisor.process")
 
 LOG_MAX_BYTES = 5 * 1024 * 1024
 LOG_BACKUPS = 3
+_CHUNK = 65536
+_DRAIN_AFTER_EXIT = 1.0
 
 
 class ProcessStartError(RuntimeError):
@@ -97,6 +102,7 @@ class ManagedProcess:
         self.returncode: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._stopping = False
         self.exited = asyncio.Event()
@@ -137,32 +143,38 @@ class ManagedProcess:
             return
         server = self.server
         env = {**os.environ, **server.env}
+        read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
                 server.command,  # type: ignore[arg-type]  # checked in __init__
                 *server.args,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stdout=write_fd,
+                stderr=write_fd,
                 cwd=str(server.cwd) if server.cwd else None,
                 env=env,
                 start_new_session=True,
             )
         except (OSError, ValueError) as exc:
+            os.close(read_fd)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise ProcessStartError(
                 f"server {server.name!r}: cannot start {server.command!r} ({reason}); check 'command' and 'cwd'"
             ) from None
+        finally:
+            os.close(write_fd)
         self._proc = proc
         self._stopping = False
         self.exited.clear()
         self.started_at = time.monotonic()
         self.returncode = None
-        self._watch = asyncio.get_running_loop().create_task(self._watch_exit(proc), name=f"proc:{server.name}")
+        loop = asyncio.get_running_loop()
+        pump = loop.create_task(self._pump(read_fd), name=f"log:{server.name}")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        self._watch = loop.create_task(self._watch_exit(proc, pump), name=f"proc:{server.name}")
 
-    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        pump = asyncio.get_running_loop().create_task(self._pump(proc.stdout))
+    async def _watch_exit(self, proc: asyncio.subprocess.Process, pump: asyncio.Task[None]) -> None:
         returncode = await proc.wait()
         self.exited_at = time.monotonic()
         self.returncode = returncode
@@ -172,19 +184,28 @@ class ManagedProcess:
                 self.on_exit(returncode)
             except Exception:
                 log.exception("on_exit callback failed", server=self.server.name)
-        # The leader is gone; its children may still hold the pipe. Drain briefly, then let go.
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(pump, timeout=0.5)
+        # Children that outlive the leader may keep the pipe open; keep their output for a while,
+        # then let go so a restart loop cannot pile up readers.
+        if not pump.done():
+            asyncio.get_running_loop().call_later(_DRAIN_AFTER_EXIT, pump.cancel)
 
-    async def _pump(self, stream: asyncio.StreamReader) -> None:
-        while True:
-            data = await stream.read(65536)
-            if not data:
-                return
-            try:
-                self.log.write(data)
-            except OSError as exc:  # a full disk must not kill the supervisor
-                log.warning("cannot write server log", server=self.server.name, error=exc.strerror)
+    async def _pump(self, read_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_CHUNK)
+        pipe = os.fdopen(read_fd, "rb", buffering=0)
+        try:
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        except BaseException:
+            pipe.close()
+            raise
+        try:
+            while data := await reader.read(_CHUNK):
+                try:
+                    self.log.write(data)
+                except OSError as exc:  # a full disk must not kill the supervisor
+                    log.warning("cannot write server log", server=self.server.name, error=exc.strerror)
+        finally:
+            transport.close()
 
     async def _stop(self) -> None:
         proc = self._proc
@@ -205,6 +226,17 @@ class ManagedProcess:
                 await self._watch
         self._proc = None
         self._watch = None
+
+    async def close(self) -> None:
+        """Stop the process and wait for its output to be written (end of the daemon's life)."""
+        await self.stop()
+        pumps = list(self._pumps)
+        if pumps:
+            _, pending = await asyncio.wait(pumps, timeout=_DRAIN_AFTER_EXIT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self.log.close()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
