@@ -4,6 +4,11 @@ Started once per session with its own data/exec roots and socket, so it never to
 machine may already run; stopped by its pid at the end. No image can be pulled here, so a tiny
 image is imported from a tar of busybox-static; containers bind-mount the host's Python and the
 repository read-only and use the host network, which is enough to run a real MCP server in one.
+
+Use it from a test module with ``from tests.docker_engine import docker_engine  # noqa: F401`` (the
+fixture is session-scoped: one engine for every module that asks). It skips, with the reason, only
+where dockerd cannot run: not root, docker.io/busybox-static not installed, or the kernel refuses
+what dockerd needs (mounts, namespaces). Any other start failure is an error showing dockerd's log.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "mcp-supervisor-test:latest"
@@ -61,6 +68,13 @@ def why_no_docker() -> str | None:
     return None
 
 
+class EngineCannotRun(RuntimeError):
+    """dockerd exited at start because the kernel or sandbox refuses it (a reason to skip)."""
+
+
+_REFUSALS = ("operation not permitted", "permission denied", "not supported", "no such device")
+
+
 def _make_image_tar(root: Path) -> Path:
     busybox = shutil.which("busybox") or "/bin/busybox"
     tar_path = root / "rootfs.tar"
@@ -97,7 +111,10 @@ def running_engine() -> Iterator[DockerEngine]:
         deadline = time.monotonic() + 30
         while engine.docker("version", check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
+                tail = (root / "dockerd.log").read_text(errors="replace")[-2000:]
+                if proc.poll() is not None and any(r in tail.lower() for r in _REFUSALS):
+                    raise EngineCannotRun(tail.strip().splitlines()[-1] if tail.strip() else "no log")
+                raise RuntimeError(f"dockerd did not start (exit {proc.poll()}); its log ends:\n{tail}")
             time.sleep(0.1)
         engine.docker("import", str(_make_image_tar(root)), IMAGE)
         yield engine
@@ -113,5 +130,34 @@ def running_engine() -> Iterator[DockerEngine]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
         log.close()
-        subprocess.run(["umount", "-R", str(root / "x")], capture_output=True, check=False)
+        _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_under(root: Path) -> None:
+    """dockerd leaves mounts in its exec root (netns/default, an nsfs); unmount deepest first."""
+    prefix = str(root) + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    points = [line.split()[4] for line in lines if len(line.split()) > 4]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """One private engine for the session; skips only where dockerd cannot run at all."""
+    reason = why_no_docker()
+    if reason:
+        pytest.skip(f"no Docker engine for the container tests: {reason}")
+    try:
+        engine_cm = running_engine()
+        engine = engine_cm.__enter__()
+    except EngineCannotRun as exc:
+        pytest.skip(f"dockerd cannot run here: {exc}")
+    try:
+        yield engine
+    finally:
+        engine_cm.__exit__(None, None, None)

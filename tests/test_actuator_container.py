@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -15,24 +16,13 @@ from mcp_supervisor.actuators.container import (
     DockerActuator,
     container_probe_result,
 )
-from mcp_supervisor.health.model import FailureClass
-from tests.docker_engine import IMAGE, REPO, DockerEngine, running_engine, why_no_docker
-
-pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[DockerEngine]:
-    reason = why_no_docker()
-    if reason:
-        pytest.skip(reason)
-    with running_engine() as engine:
-        yield engine
+from mcp_supervisor.health.model import FailureClass, ProbeKind
+from tests.docker_engine import IMAGE, REPO, DockerEngine, docker_engine  # noqa: F401
 
 
 @pytest.fixture
-async def actuator(engine: DockerEngine) -> AsyncIterator[DockerActuator]:
-    actuator = DockerActuator(engine.host)
+async def actuator(docker_engine: DockerEngine) -> AsyncIterator[DockerActuator]:  # noqa: F811
+    actuator = DockerActuator(docker_engine.host)
     yield actuator
     await actuator.aclose()
 
@@ -54,115 +44,180 @@ def run_container(engine: DockerEngine, name: str, *args: str, env: tuple[str, .
     engine.docker("run", "-d", "--name", name, "--network", "host", *engine.host_mounts(), *env_args, *args)
 
 
-async def next_event(events: AsyncIterator[ContainerEvent], action_prefix: str, timeout: float = 20) -> ContainerEvent:
-    async with asyncio.timeout(timeout):
-        async for event in events:
-            if event.action.startswith(action_prefix):
-                return event
-    raise AssertionError("event stream ended")
+async def collect(
+    actuator: DockerActuator, name: str, since: float, wanted: list[str], timeout: float = 20
+) -> list[ContainerEvent]:
+    """Events for ``name`` from ``since`` (replayed by the engine, so no race) until all of ``wanted``."""
+    seen: list[ContainerEvent] = []
+    remaining = list(wanted)
+    events = actuator.events({name}, since=since)
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in events:
+                seen.append(event)
+                remaining = [w for w in remaining if not event.action.startswith(w)]
+                if not remaining:
+                    return seen
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    raise AssertionError(f"event stream ended before {remaining}; saw {[e.action for e in seen]}")
 
 
-async def test_dead_container_is_seen_by_event_and_restarted(engine: DockerEngine, actuator: DockerActuator) -> None:
-    run_container(engine, "sleeper", IMAGE, "sleep", "300")
-    state = await wait_state(actuator, "sleeper", lambda s: s.status == "running")
-    assert container_probe_result(state).ok
-    events = actuator.events({"sleeper"})
-    listener = asyncio.ensure_future(next_event(events, "die"))
-    await asyncio.sleep(0.3)  # let the subscription reach the engine before the kill
-    engine.docker("kill", "sleeper")
-    event = await listener
-    assert event.name == "sleeper"
-    await events.aclose()
-    dead = await wait_state(actuator, "sleeper", lambda s: s.status == "exited")
-    result = container_probe_result(dead)
-    assert result.failure is FailureClass.CRASHED and "exit code 137" in result.message
-    assert await actuator.restart("sleeper", timeout=1)
-    engine.docker("rm", "-f", "sleeper")
-
-
-async def test_unhealthy_container_reports_health_events(engine: DockerEngine, actuator: DockerActuator) -> None:
-    run_container(
-        engine,
-        "health",
-        "--health-cmd",
-        "test -f /tmp/ok",
-        "--health-interval",
-        "1s",
-        "--health-retries",
-        "1",
-        IMAGE,
-        "sh",
-        "-c",
-        "touch /tmp/ok; sleep 300",
-    )
-    await wait_state(actuator, "health", lambda s: s.health == "healthy")
-    events = actuator.events({"health"})
-    listener = asyncio.ensure_future(next_event(events, "health_status: unhealthy"))
-    await asyncio.sleep(0.3)
-    engine.docker("exec", "health", "rm", "/tmp/ok")
-    await listener
-    await events.aclose()
-    state = await wait_state(actuator, "health", lambda s: s.health == "unhealthy")
-    assert not container_probe_result(state).ok
-    assert await actuator.restart("health", timeout=1)  # the restart brings the file back
-    await wait_state(actuator, "health", lambda s: s.health == "healthy")
-    engine.docker("rm", "-f", "health")
-
-
-async def test_removed_container_is_recreated_from_its_recorded_config(
-    engine: DockerEngine, actuator: DockerActuator
-) -> None:
-    run_container(engine, "victim", "--label", "role=mcp", IMAGE, "sleep", "300", env=("JIRA_TOKEN=s3cret",))
-    before = await wait_state(actuator, "victim", lambda s: s.status == "running")
-    engine.docker("rm", "-f", "victim")
-    gone = await actuator.inspect("victim")
-    assert not gone.exists and not container_probe_result(gone).ok
-    assert await actuator.recreate("victim")
-    after = await wait_state(actuator, "victim", lambda s: s.status == "running")
-    labels = engine.docker("inspect", "-f", "{{.Config.Labels.role}} {{.Config.Cmd}}", "victim").stdout.strip()
-    assert labels == "mcp [sleep 300]"
-    assert after.exists and before.exists
-    engine.docker("rm", "-f", "victim")
-
-
-async def test_missing_required_env_is_named_without_values(engine: DockerEngine, actuator: DockerActuator) -> None:
-    run_container(engine, "envy", IMAGE, "sleep", "300", env=("GITLAB_URL=http://x", "OTHER=value-secret"))
-    actuator.require_env("envy", ["GITLAB_URL", "GITLAB_TOKEN"])
-    state = await wait_state(actuator, "envy", lambda s: s.status == "running")
-    result = container_probe_result(state)
-    assert result.failure is FailureClass.CONFIG
-    assert "GITLAB_TOKEN" in result.message and "GITLAB_URL" not in result.message
-    assert "value-secret" not in result.message + (result.hint or "")
-    engine.docker("rm", "-f", "envy")
-
-
-async def test_container_runs_a_real_mcp_server_the_host_reaches(engine: DockerEngine, actuator: DockerActuator) -> None:
-    from mcp import Client
-
-    port = _free_port()
-    run_container(
-        engine, "mcp", "-w", str(REPO), IMAGE, sys.executable, str(REPO / "examples" / "notes_server.py"), "http",
-        str(port),
-    )  # fmt: skip
-    await wait_state(actuator, "mcp", lambda s: s.status == "running")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
-                tools = await client.list_tools()
-                break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-    assert {t.name for t in tools.tools} >= {"add_note", "list_notes"}
-    engine.docker("rm", "-f", "mcp")
-
-
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
+
+# --- the engine's view mapped to probe results (pure) ----------------------------------------
+
+
+def test_probe_result_maps_each_container_state() -> None:
+    def result(**kw: object) -> tuple[bool, FailureClass | None]:
+        r = container_probe_result(ContainerState(name="c", **kw))  # type: ignore[arg-type]
+        assert r.kind is ProbeKind.CONTAINER
+        return r.ok, r.failure
+
+    assert result(exists=True, status="running", health="healthy") == (True, None)
+    assert result(exists=True, status="running") == (True, None)
+    assert result(exists=True, status="running", health="starting") == (True, None)
+    assert result(exists=True, status="running", health="unhealthy") == (False, FailureClass.CRASHED)
+    assert result(exists=True, status="exited", exit_code=1) == (False, FailureClass.CRASHED)
+    assert result(exists=False) == (False, FailureClass.CRASHED)
+    assert result(exists=True, status="running", missing_env=("TOKEN",)) == (False, FailureClass.CONFIG)
+    assert result(exists=False, engine_error="ConnectionRefusedError") == (False, FailureClass.REFUSED)
+    oom = container_probe_result(ContainerState(name="c", exists=True, status="exited", exit_code=137, oom_killed=True))
+    assert "OOM" in oom.message and "137" in oom.message
+
+
+async def test_unreachable_engine_is_a_refused_probe_not_an_exception(short_tmp: object) -> None:
+    actuator = DockerActuator(f"unix://{short_tmp}/no-such.sock")
+    try:
+        state = await actuator.inspect("anything")
+    finally:
+        await actuator.aclose()
+    result = container_probe_result(state)
+    assert result.failure is FailureClass.REFUSED and "DOCKER_HOST" in (result.hint or "")
+
+
+# --- a real engine ---------------------------------------------------------------------------
+
+@pytest.mark.docker
+async def test_dead_container_is_seen_by_event_and_restarted(
+    docker_engine: DockerEngine, actuator: DockerActuator  # noqa: F811
+) -> None:
+    run_container(docker_engine, "sleeper", IMAGE, "sleep", "300")
+    state = await wait_state(actuator, "sleeper", lambda s: s.status == "running")
+    assert container_probe_result(state).ok
+    since = time.time()
+    docker_engine.docker("kill", "sleeper")
+    events = await collect(actuator, "sleeper", since, ["die"])
+    assert events[-1].name == "sleeper" and events[-1].attributes.get("exitCode") == "137"
+    dead = await actuator.inspect("sleeper")
+    result = container_probe_result(dead)
+    assert result.failure is FailureClass.CRASHED and "exit code 137" in result.message
+    since = time.time()
+    assert await actuator.restart("sleeper", timeout=1)
+    assert [e.action for e in await collect(actuator, "sleeper", since, ["start"])][-1] == "start"
+    docker_engine.docker("rm", "-f", "sleeper")
+
+
+@pytest.mark.docker
+async def test_unhealthy_container_reports_health_events(
+    docker_engine: DockerEngine, actuator: DockerActuator  # noqa: F811
+) -> None:
+    run_container(
+        docker_engine, "health", "--health-cmd", "test -f /tmp/ok", "--health-interval", "1s",
+        "--health-retries", "1", IMAGE, "sh", "-c", "touch /tmp/ok; sleep 300",
+    )  # fmt: skip
+    await wait_state(actuator, "health", lambda s: s.health == "healthy")
+    since = time.time()
+    docker_engine.docker("exec", "health", "rm", "/tmp/ok")
+    events = await collect(actuator, "health", since, ["health_status: unhealthy"])
+    assert events[-1].action == "health_status: unhealthy"
+    state = await actuator.inspect("health")
+    assert state.health == "unhealthy"
+    assert not container_probe_result(state).ok
+    assert await actuator.restart("health", timeout=1)  # the restart brings the file back
+    await wait_state(actuator, "health", lambda s: s.health == "healthy")
+    docker_engine.docker("rm", "-f", "health")
+
+
+@pytest.mark.docker
+async def test_removed_container_is_recreated_from_its_recorded_config(
+    docker_engine: DockerEngine, actuator: DockerActuator  # noqa: F811
+) -> None:
+    run_container(
+        docker_engine, "victim", "--label", "role=mcp", "--health-cmd", "true", "--health-interval", "1s",
+        IMAGE, "sleep", "300", env=("JIRA_TOKEN=s3cret",),
+    )  # fmt: skip
+    before = await wait_state(actuator, "victim", lambda s: s.status == "running")
+    since = time.time()
+    docker_engine.docker("rm", "-f", "victim")
+    gone = await actuator.inspect("victim")
+    assert not gone.exists and gone.engine_error is None and not container_probe_result(gone).ok
+    assert await actuator.recreate("victim")
+    actions = [e.action for e in await collect(actuator, "victim", since, ["destroy", "start"])]
+    assert actions.index("destroy") < actions.index("start")
+    after = await wait_state(actuator, "victim", lambda s: s.health == "healthy")
+    fmt = "{{.Config.Labels.role}} {{.Config.Cmd}} {{.HostConfig.NetworkMode}} {{len .HostConfig.Binds}}"
+    assert docker_engine.docker("inspect", "-f", fmt, "victim").stdout.split()[:4] == [
+        "mcp", "[sleep", "300]", "host"
+    ]
+    env = docker_engine.docker("inspect", "-f", "{{json .Config.Env}}", "victim").stdout
+    assert "JIRA_TOKEN=s3cret" in env  # the same configuration, secrets included, but never logged
+    assert after.exists and before.exists
+    docker_engine.docker("rm", "-f", "victim")
+
+
+@pytest.mark.docker
+async def test_recreate_of_a_never_seen_container_says_what_to_do(actuator: DockerActuator) -> None:
+    with pytest.raises(RuntimeError, match="never seen by the supervisor"):
+        await actuator.recreate("ghost")
+
+
+@pytest.mark.docker
+async def test_missing_required_env_is_named_without_values(
+    docker_engine: DockerEngine, actuator: DockerActuator  # noqa: F811
+) -> None:
+    run_container(docker_engine, "envy", IMAGE, "sleep", "300", env=("GITLAB_URL=http://x", "OTHER=value-secret"))
+    actuator.require_env("envy", ["GITLAB_URL", "GITLAB_TOKEN"])
+    state = await wait_state(actuator, "envy", lambda s: s.status == "running")
+    assert state.missing_env == ("GITLAB_TOKEN",)
+    result = container_probe_result(state)
+    assert result.failure is FailureClass.CONFIG
+    assert "GITLAB_TOKEN" in result.message and "GITLAB_URL" not in result.message
+    assert "value-secret" not in result.message + (result.hint or "") + repr(state)
+    docker_engine.docker("rm", "-f", "envy")
+
+
+@pytest.mark.docker
+async def test_a_real_mcp_server_in_a_container_answers_again_after_kill_and_restart(
+    docker_engine: DockerEngine, actuator: DockerActuator  # noqa: F811
+) -> None:
+    from mcp import Client
+
+    port = free_port()
+    run_container(
+        docker_engine, "mcp", "-w", str(REPO), IMAGE, sys.executable, str(REPO / "examples" / "notes_server.py"),
+        "http", str(port),
+    )  # fmt: skip
+
+    async def tool_names() -> set[str]:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                    return {t.name for t in (await client.list_tools()).tools}
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    assert {"add_note", "list_notes"} <= await tool_names()
+    since = time.time()
+    docker_engine.docker("kill", "mcp")
+    await collect(actuator, "mcp", since, ["die"])
+    assert await actuator.restart("mcp", timeout=1)
+    assert {"add_note", "list_notes"} <= await tool_names()
+    docker_engine.docker("rm", "-f", "mcp")

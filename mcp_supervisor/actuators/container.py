@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiodocker
+import aiohttp
 
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.logging import get_logger
@@ -42,6 +43,8 @@ class ContainerState:
     oom_killed: bool = False
     missing_env: tuple[str, ...] = ()
     health_log: str = ""
+    engine_error: str | None = None
+    """Set when the engine could not be asked at all (down, wrong DOCKER_HOST): state unknown."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,14 @@ def env_names(env: Iterable[str] | None) -> set[str]:
 def container_probe_result(state: ContainerState) -> ProbeResult:
     """Pure: what the container's state says about the server (the MCP probe says the rest)."""
     kind = ProbeKind.CONTAINER
+    if state.engine_error is not None:
+        return ProbeResult(
+            ok=False,
+            failure=FailureClass.REFUSED,
+            kind=kind,
+            message=f"Docker engine unreachable while checking container {state.name}: {state.engine_error}",
+            hint="is dockerd running? check DOCKER_HOST or [docker] host in the supervisor config",
+        )
     if not state.exists:
         return ProbeResult(
             ok=False, failure=FailureClass.CRASHED, kind=kind, message=f"container {state.name} does not exist"
@@ -104,13 +115,16 @@ class DockerActuator:
         return self._docker
 
     async def inspect(self, name: str) -> ContainerState:
+        """Never raises for an unreachable engine: that is a state too (``engine_error``)."""
         try:
             data = await self._client().containers.get(name)
             info: dict[str, Any] = data._container
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 return ContainerState(name=name, exists=False)
-            raise
+            return ContainerState(name=name, exists=False, engine_error=f"HTTP {exc.status}: {exc.message}"[:200])
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return ContainerState(name=name, exists=False, engine_error=f"{type(exc).__name__}: {exc}"[:200])
         self._recorded[name] = info
         state = info.get("State", {})
         health = state.get("Health") or {}
@@ -136,10 +150,7 @@ class DockerActuator:
 
     async def recreate(self, name: str) -> bool:
         """Remove (if present) and create again from the recorded configuration, then start."""
-        try:
-            await self.inspect(name)
-        except aiodocker.DockerError:
-            pass
+        await self.inspect(name)  # refreshes the record when the container still exists
         info = self._recorded.get(name)
         if info is None:
             raise RuntimeError(
@@ -160,12 +171,18 @@ class DockerActuator:
         log.info("container recreated", container=name)
         return (await self.inspect(name)).status == "running"
 
-    async def events(self, names: Iterable[str]) -> AsyncIterator[ContainerEvent]:
-        """The engine's event stream, filtered to our containers; ends when the stream ends."""
+    async def events(self, names: Iterable[str], since: float | None = None) -> AsyncIterator[ContainerEvent]:
+        """The engine's event stream, filtered to our containers; ends when the stream ends.
+
+        ``since`` (a Unix time) makes the engine replay what happened from then on, so a caller
+        that reconnects after a dropped stream (or a test) misses nothing in between.
+        """
         wanted = set(names)
-        filters = json.dumps({"type": ["container"], "container": sorted(wanted)})
+        params = {"filters": json.dumps({"type": ["container"], "container": sorted(wanted)})}
+        if since is not None:
+            params["since"] = f"{since:.9f}"
         client = self._client()
-        async with client._query("events", method="GET", params={"filters": filters}, timeout=None) as response:
+        async with client._query("events", method="GET", params=params, timeout=None) as response:
             buffer = b""
             async for chunk in response.content.iter_any():
                 buffer += chunk
