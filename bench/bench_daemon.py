@@ -74,7 +74,7 @@ def host_main(count: int) -> None:
 
     async def run() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
+        while not server.started:  # uvicorn exposes only a flag, no event
             await asyncio.sleep(0.05)
         print(f"READY {port}", flush=True)
         await task
