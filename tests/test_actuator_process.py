@@ -168,8 +168,9 @@ async def test_leader_death_is_noticed_while_a_child_still_holds_its_output(tmp_
     os.kill(leader, signal.SIGKILL)
     await asyncio.wait_for(noticed.wait(), 5)  # the child (still holding stdout) sleeps 60 s
     assert alive(child) and not proc.running
-    await proc.restart()  # the restart clears the old group, orphan included
+    await proc.start()  # starting again first clears the old group, orphan included
     await wait_for(lambda: not alive(child))
+    assert proc.running and proc.pid != leader
     await proc.close()
     assert group_members(leader) == []
 

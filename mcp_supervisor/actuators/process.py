@@ -81,6 +81,11 @@ class RotatingLog:
 
 
 class ManagedProcess:
+    """One supervised server process; ``on_exit`` fires (once per unexpected exit) as it dies.
+
+    ``stop()``/``restart()`` do not fire ``on_exit``: the caller asked for that exit.
+    """
+
     def __init__(
         self,
         server: ServerConfig,
@@ -141,6 +146,8 @@ class ManagedProcess:
     async def _start(self) -> None:
         if self.running:
             return
+        if self._proc is not None:  # the leader exited on its own: clear what is left of its group
+            await self._stop()
         server = self.server
         env = {**os.environ, **server.env}
         read_fd, write_fd = os.pipe()
