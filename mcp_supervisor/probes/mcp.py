@@ -12,6 +12,7 @@ died is reported ``crashed`` and respawned on the next probe.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import time
@@ -35,6 +36,7 @@ from mcp_supervisor.probes.spawn import sweep_group
 _install_spawn_hook()
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 _STDERR_TAIL_BYTES = 2048
 _STDERR_TAIL_CHARS = 240
@@ -55,6 +57,7 @@ class _Conn:
         self.sink: HttpSink | None = None
         self.pids: list[int] = []
         self.errfile: IO[str] | None = None
+        self.on_close: Callable[[_Conn], None] | None = None
         first_phase = "spawn" if server.transport == "stdio" else "connect"
         transport: Callable[[], AbstractAsyncContextManager[Any]]
         if server.transport == "stdio":
@@ -95,6 +98,8 @@ class _Conn:
         return await self.worker.start()
 
     async def aclose(self) -> None:
+        if self.on_close is not None:
+            self.on_close(self)
         try:
             await self.worker.aclose()
             for pgid in self.pids:  # the leader is gone; children that ignored TERM may not be
@@ -147,6 +152,7 @@ class McpProber:
         self.server = server
         self._context = context
         self._warm: _Conn | None = None
+        self._open: set[_Conn] = set()
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -172,12 +178,22 @@ class McpProber:
                 else:
                     result = await self._warm_check(kind, started)
             except asyncio.CancelledError:
+                await self._abort()
                 raise
             except Exception as exc:  # a prober bug must not kill the daemon's loop
+                _log.exception("probe of %s failed unexpectedly", self.server.name)
                 await self._drop_warm()
                 return self._failed(kind, started, {}, Verdict(FailureClass.PROTOCOL,
                                                                f"probe error: {type(exc).__name__}"))
         return result
+
+    @property
+    def warm_pid(self) -> int | None:
+        """Pid (= process group) of the warm stdio instance, if one is running."""
+        conn = self._warm
+        if conn is None or not conn.worker.alive or not conn.pids:
+            return None
+        return conn.pids[-1]
 
     async def aclose(self) -> None:
         self._closed = True
@@ -194,7 +210,7 @@ class McpProber:
         return await self._cold_once(kind, started)
 
     async def _cold_once(self, kind: ProbeKind, started: float) -> ProbeResult:
-        conn = _Conn(self.server, self._context)
+        conn = self._new_conn()
         phases: dict[str, float] = {}
         try:
             info = await self._connect(conn, phases)
@@ -220,7 +236,7 @@ class McpProber:
             conn = self._warm
             if conn is None or not conn.worker.alive:
                 await self._drop_warm()
-                conn = _Conn(self.server, self._context)
+                conn = self._new_conn()
                 if self.server.transport == "stdio":
                     async with self._context.cold_slots:
                         info = await self._connect(conn, phases)
@@ -262,6 +278,23 @@ class McpProber:
     async def _verdict(self, conn: _Conn, exc: BaseException, phase: str) -> Verdict:
         await conn.aclose()  # the process is gone, so its stderr is complete
         return classify(exc, conn.obs, phase=phase)
+
+    def _new_conn(self) -> _Conn:
+        conn = _Conn(self.server, self._context)
+        self._open.add(conn)
+        conn.on_close = self._open.discard
+        return conn
+
+    async def _abort(self) -> None:
+        """The probe was cancelled: stop every connection it had open before the cancel goes on."""
+        self._warm = None
+        for conn in list(self._open):
+            try:
+                await conn.aclose()
+            except asyncio.CancelledError:
+                continue
+            except Exception:  # best effort; the next probe starts clean anyway
+                continue
 
     async def _drop_warm(self) -> None:
         conn, self._warm = self._warm, None

@@ -30,6 +30,12 @@ _CLOSE_GRACE = 8.0
 """Upper bound to wait for a worker to finish its transport shutdown (TERM, 2 s, KILL, flush)."""
 
 
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Mark an outcome as seen: a caller that was cancelled no longer awaits it."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class PhaseTimeout(TimeoutError):
     def __init__(self, phase: str, seconds: float) -> None:
         super().__init__(f"{phase} took longer than {seconds:g} s")
@@ -84,6 +90,7 @@ class SessionWorker:
         self._jobs: asyncio.Queue[tuple[Callable[[Client], Awaitable[Any]], asyncio.Future[Any], float, str] | None]
         self._jobs = asyncio.Queue()
         self._ready: asyncio.Future[ConnectInfo] = asyncio.get_running_loop().create_future()
+        self._ready.add_done_callback(_consume)
         self._scope: anyio.CancelScope | None = None
         self._stop_requested = False
         self.error: BaseException | None = None
@@ -110,6 +117,7 @@ class SessionWorker:
         if not self.alive:
             raise self.error if isinstance(self.error, Exception) else SessionClosed("session is closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_consume)
         self._jobs.put_nowait((fn, fut, self._timeout, phase))
         try:
             result: T = await asyncio.shield(fut)
