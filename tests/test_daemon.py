@@ -187,6 +187,23 @@ probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2 }}
         assert "expired-token-123456" not in repr(sup.status()) + repr([e.data for e in events + more])
 
 
+async def test_managed_command_that_cannot_start_needs_a_human_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    servers = f"""
+[[servers]]
+name = "ghost"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{tmp_path}/no-such-server"
+"""
+    async with running(make_config(tmp_path, servers)) as sup:
+        await until(sup, lambda: state(sup, "ghost") is State.NEEDS_HUMAN, 10, "ghost needs_human")
+        entry = next(s for s in sup.status()["servers"] if s["name"] == "ghost")
+        assert entry["failure_class"] == "config"
+        assert "no-such-server" in entry["message"] and "recover ghost" in entry["hint"]
+
+
 async def test_wait_ready_wakes_on_the_state_change_and_pause_stops_probing(tmp_path: Path) -> None:
     port = free_port()
     async with running(make_config(tmp_path, managed_notes("notes", port))) as sup:

@@ -126,8 +126,17 @@ class ServerRunner:
             try:
                 await self.process.start()
                 self._log.info("managed process started", pid=self.process.pid)
-            except Exception as exc:  # a bad command is a probe failure (config), not a daemon crash
-                self._log.error("managed process could not start", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bad command is a config failure of this server, not a daemon crash
+                self._log.error("managed process could not start", error=str(exc))
+                self.observe(
+                    ProbeResult(
+                        ok=False,
+                        failure=FailureClass.CONFIG,
+                        message=str(exc)[:300],
+                        hint="fix 'command', 'args' or 'cwd' of this server, then: supervisorctl-mcp recover "
+                        + self.server.name,
+                    )
+                )
         if self.server.container:
             self.request_probe(ProbeKind.CONTAINER)  # the engine's view first: it is cheap and certain
         self._task = tg.create_task(self._run(), name=f"runner:{self.server.name}")
