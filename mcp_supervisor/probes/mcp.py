@@ -97,11 +97,11 @@ class _Conn:
     async def start(self) -> ConnectInfo:
         return await self.worker.start()
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, force: bool = False) -> None:
         if self.on_close is not None:
             self.on_close(self)
         try:
-            await self.worker.aclose()
+            await self.worker.aclose(force=force)
             for pgid in self.pids:  # the leader is gone; children that ignored TERM may not be
                 await sweep_group(pgid)
         finally:
@@ -276,7 +276,7 @@ class McpProber:
         return info
 
     async def _verdict(self, conn: _Conn, exc: BaseException, phase: str) -> Verdict:
-        await conn.aclose()  # the process is gone, so its stderr is complete
+        await conn.aclose(force=True)  # the process is gone, so its stderr is complete
         return classify(exc, conn.obs, phase=phase)
 
     def _new_conn(self) -> _Conn:
@@ -290,7 +290,7 @@ class McpProber:
         self._warm = None
         for conn in list(self._open):
             try:
-                await conn.aclose()
+                await conn.aclose(force=True)
             except asyncio.CancelledError:
                 continue
             except Exception:  # best effort; the next probe starts clean anyway

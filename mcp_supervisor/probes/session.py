@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.session import MessageHandlerFnT
 
 from mcp_supervisor.probes.context import CURRENT_SINK, HttpSink
-from mcp_supervisor.probes.spawn import SPAWNED
+from mcp_supervisor.probes.spawn import SPAWNED, kill_groups
 
 T = TypeVar("T")
 
@@ -40,6 +40,10 @@ class PhaseTimeout(TimeoutError):
     def __init__(self, phase: str, seconds: float) -> None:
         super().__init__(f"{phase} took longer than {seconds:g} s")
         self.phase = phase
+
+
+class _Abandon(Exception):
+    """Leave the session through the failure path (its job's caller already has the error)."""
 
 
 class SessionClosed(ConnectionError):
@@ -96,6 +100,7 @@ class SessionWorker:
         self.error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[Any] | None = None
+        self._idle = False
 
     # ---- caller side -------------------------------------------------------------------------
 
@@ -126,14 +131,20 @@ class SessionWorker:
             await self._close_after_cancel()
             raise
 
-    async def aclose(self) -> None:
-        """Stop the session and wait until its transport is shut down (stdio: process group gone)."""
+    async def aclose(self, *, force: bool = False) -> None:
+        """Stop the session and wait until its transport is shut down (stdio: process group gone).
+
+        Polite (the default) on an idle session: stdin is closed and the server may exit on its
+        own, as an MCP client would leave it. ``force`` (or a session busy connecting or running a
+        job) cancels it, and a stdio server's process group is killed at once: a server that
+        failed its probe gets no grace period to hang in.
+        """
         self._stop_requested = True
         task = self._task
         if task is None or task.done():
             return
         self._jobs.put_nowait(None)
-        if self._scope is not None:
+        if (force or not self._idle) and self._scope is not None:
             self._scope.cancel()
         done, _ = await asyncio.wait({task}, timeout=_CLOSE_GRACE)
         if not done:  # should not happen: every wait in the SDK's shutdown is bounded
@@ -143,7 +154,7 @@ class SessionWorker:
     async def _close_after_cancel(self) -> None:
         """The caller was cancelled: still finish the shutdown before letting the cancel through."""
         try:
-            await self.aclose()
+            await self.aclose(force=True)
         except asyncio.CancelledError:
             pass
 
@@ -155,7 +166,11 @@ class SessionWorker:
             self.info.phases_ms[self.phase.name] = (time.perf_counter() - started) * 1000
             self.phase.name = "handshake"
             scope.deadline = anyio.current_time() + self._timeout  # a fresh deadline per phase
-            yield streams
+            try:
+                yield streams
+            except BaseException:
+                kill_groups(self._spawned or ())  # failed or cancelled: no grace for the server
+                raise
 
     async def _main(self) -> None:
         if self._sink is not None:
@@ -212,7 +227,9 @@ class SessionWorker:
 
     async def _loop(self, client: Client) -> None:
         while True:
+            self._idle = True
             job = await self._jobs.get()
+            self._idle = False
             if job is None:
                 return
             fn, fut, timeout, phase = job
@@ -225,11 +242,11 @@ class SessionWorker:
             except TimeoutError:
                 if not fut.done():
                     fut.set_exception(PhaseTimeout(phase, timeout))
-                return  # an abandoned request leaves the session in doubt: reconnect next time
+                raise _Abandon from None  # a request left in doubt: end the session, reconnect later
             except Exception as exc:  # handed to the caller
                 if not fut.done():
                     fut.set_exception(exc)
-                return
+                raise _Abandon from None
             if not fut.done():
                 fut.set_result(result)
             self._inflight = None

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,15 @@ def install() -> None:
 
     _sdk_stdio._create_platform_compatible_process = spawn
     _installed = True
+
+
+def kill_groups(pgids: Iterable[int]) -> None:
+    """SIGKILL whole process groups at once (a failed or abandoned stdio instance)."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def group_alive(pgid: int) -> bool:
