@@ -188,15 +188,23 @@ class ServerRunner:
         code = args[-1] if args else None
         self._log.warning("managed process exited", returncode=code)
         self.env.bus.publish(Event(kind="process_exit", server=self.server.name, data={"returncode": code}))
-        crashed = ProbeResult(
-            ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=f"managed process exited (code {code})"
+        self._certain_failure(
+            ProbeResult(
+                ok=False,
+                failure=FailureClass.CRASHED,
+                kind=ProbeKind.WARM,
+                message=f"managed process exited (code {code})",
+            )
         )
+        self.request_probe(ProbeKind.WARM)
+
+    def _certain_failure(self, result: ProbeResult) -> None:
+        """A dead process or container is a fact, not a blip: it counts as the whole threshold."""
         for _ in range(self.server.probe.failure_threshold):
             before = self.machine.state
-            self.observe(crashed)
+            self.observe(result)
             if self.machine.state is not before or before not in (State.STARTING, State.HEALTHY, State.DEGRADED):
                 break
-        self.request_probe(ProbeKind.WARM)
 
     def observe(self, result: ProbeResult) -> None:
         """Feed an observation made outside the probe loop (process exit, container event)."""
@@ -299,7 +307,10 @@ class ServerRunner:
                   "latency_ms": round(result.latency_ms, 2)})
         )
         if self.machine.state is not State.PAUSED and not self._stopping:
-            self._dispatch(self.machine.on_probe(result, _clock()))
+            if kind is ProbeKind.CONTAINER and result.failure is FailureClass.CRASHED:
+                self._certain_failure(result)
+            else:
+                self._dispatch(self.machine.on_probe(result, _clock()))
         return result
 
     async def _observe(self, kind: ProbeKind) -> ProbeResult:
