@@ -221,3 +221,23 @@ async def test_a_real_mcp_server_in_a_container_answers_again_after_kill_and_res
     assert await actuator.restart("mcp", timeout=1)
     assert {"add_note", "list_notes"} <= await tool_names()
     docker_engine.docker("rm", "-f", "mcp")
+
+
+@pytest.mark.docker
+async def test_oom_killed_container_is_reported_as_such(
+    docker_engine: DockerEngine, actuator: DockerActuator  # noqa: F811
+) -> None:
+    if docker_engine.docker("info", "-f", "{{.MemoryLimit}}").stdout.strip() != "true":
+        pytest.skip("this kernel gives dockerd no memory cgroup: a memory limit cannot be set")
+    since = time.time()
+    hog = "x = []\nwhile True: x.append(bytearray(1 << 20))"
+    run_container(
+        docker_engine, "hog", "--memory", "32m", "--memory-swap", "32m", IMAGE, sys.executable, "-c", hog
+    )
+    actions = [e.action for e in await collect(actuator, "hog", since, ["oom", "die"])]
+    assert "oom" in actions
+    state = await wait_state(actuator, "hog", lambda s: s.status == "exited")
+    assert state.oom_killed and state.exit_code == 137
+    result = container_probe_result(state)
+    assert result.failure is FailureClass.CRASHED and "OOM" in result.message
+    docker_engine.docker("rm", "-f", "hog")
