@@ -68,6 +68,7 @@ class Supervisor:
         self._reload_lock = asyncio.Lock()
         self.started_at = time.time()
         self._started = False
+        self._closing: list[ServerRunner] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -103,13 +104,14 @@ class Supervisor:
             self._docker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._docker_task
-        runners = list(self.runners.values())
+        self._closing = list(self.runners.values())
         self.runners.clear()
-        await asyncio.gather(*(r.stop() for r in runners), return_exceptions=True)
+        await asyncio.gather(*(r.stop() for r in self._closing), return_exceptions=True)
         await self._close_shared()
 
     def kill_now(self) -> None:
-        for runner in self.runners.values():
+        """The clean stop ran out of time: SIGKILL every managed process group still there."""
+        for runner in [*self._closing, *self.runners.values()]:
             runner.kill_now()
 
     async def _close_shared(self) -> None:
@@ -158,16 +160,21 @@ class Supervisor:
             self._docker_task = self._tg.create_task(self._follow_docker(names), name="docker-events")
 
     async def _follow_docker(self, names: list[str]) -> None:
+        """Follow the engine's events; ``since`` makes it replay whatever happened while the
+        stream was not yet (or no longer) connected, so a death is never missed."""
+        since = time.time()
         while True:
             try:
                 docker = await self._get_docker()
-                async for event in docker.events(names):
+                async for event in docker.events(names, since=since):
+                    since = max(since, time.time() - 1.0)  # a replayed duplicate only costs a check
                     self._on_docker_event(event)
+                log.info("docker event stream ended; reconnecting")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("docker event stream ended; retrying in 5s", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(5.0)
+                log.warning("docker event stream failed; retrying in 2s", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(2.0)
 
     def _on_docker_event(self, event: Any) -> None:
         def get(key: str) -> Any:
@@ -319,8 +326,13 @@ class Supervisor:
             removed = [n for n in old_servers if n not in new_servers]
             added = [n for n in new_servers if n not in old_servers]
             changed = [n for n in new_servers if n in old_servers and new_servers[n] != old_servers[n]]
-            if new.supervisor.socket != self.config.supervisor.socket:
-                log.warning("the socket path changed; it takes effect at the next daemon restart")
+            for what, before, after in (
+                ("the socket path", self.config.supervisor.socket, new.supervisor.socket),
+                ("[backup] and [[configs]]", (self.config.backup, self.config.configs), (new.backup, new.configs)),
+                ("[supervisor] logging", self.config.supervisor.log_level, new.supervisor.log_level),
+            ):
+                if before != after:
+                    log.warning(f"{what} changed; this takes effect at the next daemon restart")
             self.config = new
             REDACTOR.update(collect_secrets(new))
             if self._docker is not None:
