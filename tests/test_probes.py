@@ -255,6 +255,38 @@ async def test_http_401_and_403_are_auth_with_a_hint_and_no_secret(
         await runner.cleanup()
 
 
+@pytest.mark.parametrize(
+    ("transport", "path", "failure", "words"),
+    [
+        ("sse", "/sse", FailureClass.AUTH, "401"),
+        ("http", "/html", FailureClass.PROTOCOL, "text/html"),
+        ("sse", "/html", FailureClass.PROTOCOL, "not an MCP SSE endpoint"),
+        ("http", "/hang", FailureClass.TIMEOUT, "handshake"),
+    ],
+)
+async def test_misbehaving_http_endpoints(
+    context: ProbeContext, probers: list[Prober], transport: str, path: str, failure: FailureClass, words: str
+) -> None:
+    runner, url = await http_auth.start()
+    try:
+        server = ServerConfig(name="odd", transport=transport,  # type: ignore[arg-type]
+                              url=url.rsplit("/", 1)[0] + path, probe=ProbeConfig(timeout=1.0))
+        result = await make(probers, context, server).probe(ProbeKind.COLD)
+        assert not result.ok and result.failure is failure
+        assert words in result.message
+    finally:
+        await runner.cleanup()
+
+
+async def test_unresolvable_host_is_a_config_failure(context: ProbeContext, probers: list[Prober]) -> None:
+    server = ServerConfig(name="typo", transport="http", url="http://mcp-host-that-does-not-exist.invalid/mcp",
+                          probe=ProbeConfig(timeout=3.0))
+    result = await make(probers, context, server).probe(ProbeKind.WARM)
+    assert not result.ok and result.failure in (FailureClass.CONFIG, FailureClass.TIMEOUT)
+    if result.failure is FailureClass.CONFIG:
+        assert "url" in result.message
+
+
 async def test_closed_port_is_refused(context: ProbeContext, probers: list[Prober]) -> None:
     server = ServerConfig(name="gone", transport="http", url=f"http://127.0.0.1:{free_port()}/mcp")
     for kind in (ProbeKind.COLD, ProbeKind.WARM):

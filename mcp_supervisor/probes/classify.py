@@ -68,7 +68,8 @@ def _auth_hint(obs: Observed, status: int) -> str:
     if obs.headers:
         where.append("header " + ", ".join(sorted(obs.headers)))
     if not where:
-        where.append("the server's credentials (no headers are configured: add one, e.g. Authorization)")
+        return (f"the server answered {status} and no credentials are configured: add a header "
+                "(e.g. headers.Authorization = \"Bearer ${TOKEN}\") with a token from the environment")
     verb = "rejected" if status == 401 else "refused access with"
     return f"the server {verb} the credentials in {' / '.join(where)}: renew the token and reload"
 
@@ -137,6 +138,8 @@ def _classify_one(err: BaseException, obs: Observed, phase: str) -> Verdict | No
     if isinstance(err, httpx2.HTTPStatusError):
         status = err.response.status_code
         return Verdict(FailureClass.PROTOCOL, f"unexpected HTTP {status} during {phase}")
+    if isinstance(err, httpx2.SSEError):
+        return Verdict(FailureClass.PROTOCOL, _short(f"{phase}: not an MCP SSE endpoint ({err})"))
     if isinstance(err, httpx2.TransportError):
         return Verdict(FailureClass.REFUSED, _short(f"connection failed during {phase}: {type(err).__name__}"))
     if isinstance(err, FileNotFoundError | PermissionError | NotADirectoryError) and phase in ("spawn", "connect"):
