@@ -74,7 +74,7 @@ class _Conn:
             self.sink = HttpSink(headers=dict(server.headers), statuses=self.obs.statuses)
             url = server.url or ""
             if server.transport == "http":
-                http_client = context.http_client()
+                http_client = context.http_client(url)
                 transport = lambda: streamable_http_client(url, http_client=http_client)  # noqa: E731
             else:
                 transport = lambda: sse_client(  # noqa: E731
