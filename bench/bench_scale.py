@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+KEEP_ALIVE = int(__import__("os").environ.get("BENCH_KEEP_ALIVE", "5"))
+"""Seconds uvicorn keeps an idle connection (its default, like Node's)."""
+
+
 def serve(count: int, port: int) -> None:
     """Subprocess side: N MCP endpoints in one uvicorn server."""
     import uvicorn
@@ -51,7 +55,7 @@ def serve(count: int, port: int) -> None:
             yield
 
     app = Starlette(routes=[Mount(f"/s{i}", app=sub) for i, sub in enumerate(apps)], lifespan=lifespan)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE)
 
 
 def rss_mb() -> float:

@@ -16,8 +16,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from typing import IO, Any, TypeVar
 
 from mcp import Client, StdioServerParameters
@@ -203,11 +204,30 @@ class McpProber:
     # ---- kinds -------------------------------------------------------------------------------
 
     async def _cold(self, kind: ProbeKind, started: float) -> ProbeResult:
-        if self.server.transport == "stdio":
-            async with self._context.cold_slots:
-                started = time.perf_counter()
-                return await self._cold_once(kind, started)
-        return await self._cold_once(kind, started)
+        if self.server.transport != "stdio":
+            return await self._cold_once(kind, started)
+        async with self._cold_slot() as got:
+            if got:
+                return await self._cold_once(kind, time.perf_counter())
+        # Every slot stayed busy for a whole timeout: a queue is not an outage. Check the warm
+        # instance instead; the next cold probe gets its turn.
+        result = await self._warm_check(ProbeKind.WARM, started)
+        return replace(result, message=f"{result.message} (cold spawn deferred: spawn slots busy)")
+
+    @asynccontextmanager
+    async def _cold_slot(self) -> AsyncIterator[bool]:
+        """A spawn slot from the context, waiting at most one timeout (False: none came free)."""
+        slots = self._context.cold_slots
+        try:
+            async with asyncio.timeout(self.server.probe.timeout):
+                await slots.acquire()
+        except TimeoutError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            slots.release()
 
     async def _cold_once(self, kind: ProbeKind, started: float) -> ProbeResult:
         conn = self._new_conn()
@@ -238,7 +258,7 @@ class McpProber:
                 await self._drop_warm()
                 conn = self._new_conn()
                 if self.server.transport == "stdio":
-                    async with self._context.cold_slots:
+                    async with self._cold_slot():  # spawn anyway if no slot comes free in time
                         info = await self._connect(conn, phases)
                 else:
                     info = await self._connect(conn, phases)
@@ -256,8 +276,6 @@ class McpProber:
                     continue
                 verdict = await self._verdict(conn, exc, phase)
                 await self._drop_warm()
-                if self.server.transport == "stdio" and verdict.failure is FailureClass.PROTOCOL and not fresh:
-                    pass
                 return self._failed(kind, started, phases, verdict)
             phases[phase] = _ms(t0)
             names = value if kind is ProbeKind.TOOLS else None
