@@ -417,3 +417,31 @@ async def test_cold_spawns_are_limited_by_the_context(probers: list[Prober], pid
         assert all(r.failure is FailureClass.TIMEOUT for r in results)
     finally:
         await ctx.aclose()
+
+
+async def test_cold_probe_defers_to_a_warm_check_when_spawn_slots_stay_busy(
+    probers: list[Prober], tmp_path: Path
+) -> None:
+    ctx = ProbeContext(max_concurrent_cold=1)
+    slow_pids, quick_pids = tmp_path / "slow", tmp_path / "quick"
+    try:
+        holder = make(probers, ctx, misbehaving("hang", slow_pids, timeout=2.0))
+        waiter = make(probers, ctx, misbehaving("hang", quick_pids, timeout=0.3))
+        holding = asyncio.create_task(holder.probe(ProbeKind.COLD))
+        await _wait_for_pids(slow_pids, 1)
+        result = await waiter.probe(ProbeKind.COLD)
+        assert result.kind is ProbeKind.WARM and "cold spawn deferred" in result.message
+        assert result.failure is FailureClass.TIMEOUT, "the deferred check still reports what it saw"
+        assert (await holding).failure is FailureClass.TIMEOUT
+        assert wait_gone(read_pids(slow_pids) + read_pids(quick_pids), 1.0) == []
+    finally:
+        await ctx.aclose()
+
+
+async def test_stdio_legacy_handshake_era(context: ProbeContext, probers: list[Prober]) -> None:
+    prober = make(probers, context, stdio("notes-legacy", str(NOTES_SERVER), "stdio", protocol="legacy"))
+    for kind in (ProbeKind.WARM, ProbeKind.WARM, ProbeKind.TOOLS):
+        result = await prober.probe(kind)
+        assert result.ok, result.message
+        assert result.protocol_version == "2025-11-25"
+    assert result.tool_count == 3
