@@ -184,6 +184,18 @@ async def test_server_that_exits_at_once_is_crashed_with_its_stderr(
     assert "JIRA_URL is not set" in result.message
 
 
+async def test_secrets_a_server_prints_are_not_repeated(
+    context: ProbeContext, probers: list[Prober], pidfile: Path
+) -> None:
+    secret = "sk-live-0123456789abcdef"
+    server = misbehaving("exit-leak", pidfile)
+    server = server.model_copy(update={"env": {**server.env, "API_TOKEN": secret}})
+    result = await make(probers, context, server).probe(ProbeKind.COLD)
+    assert result.failure is FailureClass.CRASHED
+    assert "auth failed with token ***" in result.message
+    assert secret not in result.message
+
+
 async def test_server_that_never_answers_times_out_and_is_stopped(
     context: ProbeContext, probers: list[Prober], pidfile: Path
 ) -> None:

@@ -132,7 +132,7 @@ def _classify_one(err: BaseException, obs: Observed, phase: str) -> Verdict | No
             return Verdict(FailureClass.CONFIG, f"cannot resolve the host in the URL during {phase}; fix 'url'")
         return Verdict(FailureClass.REFUSED, f"connection refused during {phase} (is the server listening?)")
     if isinstance(err, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
-        return Verdict(FailureClass.CONFIG, _short(f"bad URL: {err}; fix 'url'"))
+        return Verdict(FailureClass.CONFIG, f"bad URL ({type(err).__name__}); fix 'url'")
     if isinstance(err, ConnectionRefusedError):
         return Verdict(FailureClass.REFUSED, f"connection refused during {phase} (is the server listening?)")
     if isinstance(err, httpx2.HTTPStatusError):

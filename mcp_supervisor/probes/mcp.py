@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
 
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
@@ -154,6 +155,7 @@ class McpProber:
         self._context = context
         self._warm: _Conn | None = None
         self._open: set[_Conn] = set()
+        self._secrets = _secrets_of(server)
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -350,10 +352,27 @@ class McpProber:
             failure=verdict.failure,
             kind=kind,
             latency_ms=_ms(started),
-            message=verdict.message,
+            message=self._redact(verdict.message),
             phases_ms={k: round(v, 3) for k, v in phases.items()},
-            hint=verdict.hint,
+            hint=self._redact(verdict.hint) if verdict.hint else None,
         )
+
+    def _redact(self, text: str) -> str:
+        """Blank out configured secrets that a server's stderr or an error text may echo."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secrets_of(server: ServerConfig) -> list[str]:
+    """Header and env values, URL userinfo and query: whatever may hold a token, longest first."""
+    values = [*server.headers.values(), *server.env.values()]
+    for value in server.headers.values():  # "Bearer sk-..." -> also the bare token
+        values.extend(value.split()[1:])
+    if server.url:
+        parts = urlsplit(server.url)
+        values.extend(x for x in (parts.query, parts.password or "", parts.username or "") if x)
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
 def _ms(since: float) -> float:

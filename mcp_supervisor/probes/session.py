@@ -188,8 +188,8 @@ class SessionWorker:
             if not self._ready.done():
                 if isinstance(exc, Exception):
                     self._ready.set_exception(exc)
-                else:
-                    self._ready.cancel()
+                else:  # never hand the caller a CancelledError it did not ask for
+                    self._ready.set_exception(SessionClosed(f"session task ended: {type(exc).__name__}"))
             if not isinstance(exc, Exception):
                 raise
         finally:

@@ -2,6 +2,7 @@
 
 Usage: python tests/servers/misbehave.py MODE
   exit          writes a message to stderr and exits at once with status 3
+  exit-leak     prints $API_TOKEN on stderr and exits (the probe must not repeat it)
   hang          reads stdin and never answers (no import of the SDK: starts in ~30 ms)
   garbage       answers every line with text that is not JSON-RPC
   badversion    answers server/discover with -32022 naming only an unknown version, and
@@ -80,6 +81,9 @@ def _sdk_server() -> None:
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     _record_pid(os.getpid())
+    if mode == "exit-leak":  # a careless server that prints its token when it gives up
+        sys.stderr.write(f"auth failed with token {os.environ.get('API_TOKEN', '')}\n")
+        raise SystemExit(4)
     if mode == "exit":
         sys.stderr.write("fatal: JIRA_URL is not set; cannot start\n")
         sys.stderr.flush()
