@@ -70,7 +70,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-async def run_scale(count: int, duration: float, interval: float) -> None:
+async def run_scale(count: int, duration: float, interval: float, slot: float = 0.0) -> None:
     from mcp_supervisor.config import ProbeConfig, ServerConfig
     from mcp_supervisor.health.model import ProbeKind
     from mcp_supervisor.probes import ProbeContext, create_prober
@@ -97,7 +97,8 @@ async def run_scale(count: int, duration: float, interval: float) -> None:
 
         async def runner(index: int, prober: Any) -> None:
             nonlocal failures
-            when = start + interval * index / count
+            offset = interval * index / count
+            when = start + (offset - offset % slot if slot > 0 else offset)
             while when < start + duration:
                 await asyncio.sleep(max(0.0, when - loop.time()))
                 result = await prober.probe(ProbeKind.WARM)
@@ -111,7 +112,7 @@ async def run_scale(count: int, duration: float, interval: float) -> None:
         await asyncio.gather(*(runner(i, p) for i, p in enumerate(probers)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         n = len(latencies)
-        print(f"  N={count:<4} window {wall:5.1f} s  probes {n:<5} failures {failures:<3}"
+        print(f"  N={count:<4} slot {slot:g} s  window {wall:5.1f} s  probes {n:<5} failures {failures:<3}"
               f" CPU {cpu / wall * 100:5.2f} % of one core  CPU/probe {cpu * 1000 / max(n, 1):5.2f} ms"
               f"  RSS {rss_mb():6.1f} MB (before window {rss_before:.1f})"
               f"  latency p50 {statistics.median(latencies):.2f} ms p99 {pct(latencies, 0.99):.2f} ms")
@@ -122,10 +123,13 @@ async def run_scale(count: int, duration: float, interval: float) -> None:
         host.stop()
 
 
-async def main(counts: list[int], duration: float, interval: float) -> None:
+async def main(counts: list[int], duration: float, interval: float, slots: list[float]) -> None:
     print(f"WARM probes every {interval:g} s for {duration:g} s per N (target: 200 at 10 s < 3 % CPU, < 100 MB)")
+    print("slot 0: start times spread evenly; slot S: starts rounded down to S-second slots, so the probes")
+    print("of one slot run back to back (CPU caches stay warm: ~0.9 ms instead of ~2 ms per probe)")
     for count in counts:
-        await run_scale(count, duration, interval)
+        for slot in slots:
+            await run_scale(count, duration, interval, slot)
 
 
 if __name__ == "__main__":
@@ -136,5 +140,7 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--counts", default="50,200")
+    parser.add_argument("--slots", default="0,1", help="comma-separated slot widths in seconds (0 = spread)")
     args = parser.parse_args()
-    asyncio.run(main([int(c) for c in args.counts.split(",")], args.duration, args.interval))
+    asyncio.run(main([int(c) for c in args.counts.split(",")], args.duration, args.interval,
+                     [float(x) for x in args.slots.split(",")]))
