@@ -31,7 +31,7 @@ from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Observed, Verdict, classify, missing_tools
 from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
-from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionWorker
+from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed, SessionWorker
 from mcp_supervisor.probes.spawn import install as _install_spawn_hook
 from mcp_supervisor.probes.spawn import sweep_group
 
@@ -256,6 +256,15 @@ class McpProber:
         fresh = False
         while True:
             conn = self._warm
+            if conn is not None and not conn.worker.alive and self.server.transport == "stdio":
+                # the warm instance ended on its own since the last probe: that is a crash to
+                # report; the next probe spawns a new one
+                error = conn.worker.error or SessionClosed("warm instance ended")
+                verdict = await self._verdict(conn, error, "request")
+                self._warm = None
+                if verdict.failure is not FailureClass.CRASHED:
+                    verdict = Verdict(FailureClass.CRASHED, _crash_text(conn), verdict.hint)
+                return self._failed(kind, started, phases, verdict)
             if conn is None or not conn.worker.alive:
                 await self._drop_warm()
                 conn = self._new_conn()
@@ -362,6 +371,11 @@ class McpProber:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _crash_text(conn: _Conn) -> str:
+    tail = conn.obs.stderr_tail.strip()
+    return f"warm instance exited between probes; stderr: {tail}" if tail else "warm instance exited between probes"
 
 
 def _secrets_of(server: ServerConfig) -> list[str]:
