@@ -213,7 +213,7 @@ class McpProber:
                 return await self._cold_once(kind, time.perf_counter())
         # Every slot stayed busy for a whole timeout: a queue is not an outage. Check the warm
         # instance instead; the next cold probe gets its turn.
-        result = await self._warm_check(ProbeKind.WARM, started)
+        result = await self._warm_check(ProbeKind.WARM, started, wait_for_slot=False)
         return replace(result, message=f"{result.message} (cold spawn deferred: spawn slots busy)")
 
     @asynccontextmanager
@@ -248,7 +248,7 @@ class McpProber:
         finally:
             await conn.aclose()
 
-    async def _warm_check(self, kind: ProbeKind, started: float) -> ProbeResult:
+    async def _warm_check(self, kind: ProbeKind, started: float, *, wait_for_slot: bool = True) -> ProbeResult:
         job: Callable[[Client], Awaitable[Any]] = _tool_names if kind is ProbeKind.TOOLS else _light_request
         phase = "tools" if kind is ProbeKind.TOOLS else "request"
         retry = self.server.transport != "stdio"
@@ -268,7 +268,7 @@ class McpProber:
             if conn is None or not conn.worker.alive:
                 await self._drop_warm()
                 conn = self._new_conn()
-                if self.server.transport == "stdio":
+                if self.server.transport == "stdio" and wait_for_slot:
                     async with self._cold_slot():  # spawn anyway if no slot comes free in time
                         info = await self._connect(conn, phases)
                 else:
