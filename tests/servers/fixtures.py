@@ -120,6 +120,10 @@ class ServerProcess:
                 self.proc.wait(timeout)
 
 
+RunningServer = ServerProcess
+"""The name other tests use for a started server (pid, url, port, stop())."""
+
+
 def start_http_server(
     transport: str = "http",
     *,
