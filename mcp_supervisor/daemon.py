@@ -28,6 +28,7 @@ from mcp_supervisor.config import (
 )
 from mcp_supervisor.events import Event
 from mcp_supervisor.logging import collect_secrets, get_logger, setup_logging
+from mcp_supervisor.runtime.token_watch import watch_token_expiry
 from mcp_supervisor.sdnotify import Notifier
 
 log = get_logger("mcp_supervisor.daemon")
@@ -110,6 +111,12 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             ]
             if vault is not None:
                 background.append(tg.create_task(_guard("vault", vault.run), name="vault"))
+            background.append(
+                tg.create_task(
+                    _guard("token watch", lambda: watch_token_expiry(lambda: supervisor.config, supervisor.bus)),
+                    name="token-watch",
+                )
+            )
             summary = supervisor.summary()
             notifier.ready(summary)
             log.info("started", socket=str(socket_path), config=str(config_path), servers=len(supervisor.runners),

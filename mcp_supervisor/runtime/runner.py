@@ -277,7 +277,7 @@ class ServerRunner:
                 self.env.drift_ms.append((started - planned) * 1000.0)
             self.env.counters["probes"] += 1
             try:
-                async with asyncio.timeout(self.server.probe.timeout * 3 + _PROBE_SAFETY_MARGIN):
+                async with asyncio.timeout(self.server.probe.timeout * 4 + _PROBE_SAFETY_MARGIN):
                     result = await self._observe(kind)
             except TimeoutError:
                 result = ProbeResult(
