@@ -15,6 +15,7 @@ import pytest
 
 from mcp_supervisor.actuators.process import ManagedProcess, ProcessStartError, RotatingLog
 from mcp_supervisor.config import ServerConfig
+from tests.servers.fixtures import pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,14 +44,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def wait_for(predicate: object, timeout: float = 5.0) -> None:
@@ -102,7 +95,7 @@ async def test_kill_9_then_restart_gives_a_new_running_process(tmp_path: Path) -
     assert proc.pid != first and proc.running and proc.restarts == 1
     second = proc.pid
     await proc.stop()
-    assert second is not None and not alive(second)
+    assert second is not None and not pid_alive(second)
 
 
 async def test_stop_kills_the_whole_group_even_when_it_ignores_term(tmp_path: Path) -> None:
@@ -112,11 +105,11 @@ async def test_stop_kills_the_whole_group_even_when_it_ignores_term(tmp_path: Pa
     assert leader is not None
     await wait_for(lambda: proc.log.path.exists() and proc.log.path.read_text().strip().isdigit())
     grandchild = int(proc.log.path.read_text().strip())
-    assert alive(grandchild)
+    assert pid_alive(grandchild)
     started = time.monotonic()
     await proc.stop()
     assert time.monotonic() - started < 3.0
-    await wait_for(lambda: not alive(grandchild) and not alive(leader))
+    await wait_for(lambda: not pid_alive(grandchild) and not pid_alive(leader))
 
 
 async def test_output_goes_to_a_rotating_log(tmp_path: Path) -> None:
@@ -167,9 +160,9 @@ async def test_leader_death_is_noticed_while_a_child_still_holds_its_output(tmp_
     child = int(proc.log.path.read_text().strip())
     os.kill(leader, signal.SIGKILL)
     await asyncio.wait_for(noticed.wait(), 5)  # the child (still holding stdout) sleeps 60 s
-    assert alive(child) and not proc.running
+    assert pid_alive(child) and not proc.running
     await proc.start()  # starting again first clears the old group, orphan included
-    await wait_for(lambda: not alive(child))
+    await wait_for(lambda: not pid_alive(child))
     assert proc.running and proc.pid != leader
     await proc.close()
     assert group_members(leader) == []
@@ -186,7 +179,7 @@ async def test_a_stopped_process_still_counts_as_running_and_stop_still_kills_it
     await wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T")
     assert proc.running and not proc.exited.is_set()
     await proc.stop()
-    assert not alive(pid) and proc.returncode == -signal.SIGKILL
+    assert not pid_alive(pid) and proc.returncode == -signal.SIGKILL
 
 
 async def test_kill_9_a_real_http_mcp_server_20_times_at_random_moments(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
+from tests.servers.fixtures import pid_alive
 from tests.test_daemon import PY, free_port, make_config, managed_notes, running, state, until
 
 KILLS = int(os.environ.get("MCP_SUPERVISOR_KILL_ROUNDS", "25"))
@@ -74,14 +75,7 @@ async def test_kill_9_at_random_moments_always_comes_back(tmp_path: Path) -> Non
         assert actions >= KILLS
         assert len(pids) >= KILLS
         for pid in pids - {runner.process.pid}:
-            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"pid {pid} outlived its restart"
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+            assert not pid_alive(pid), f"pid {pid} outlived its restart"
 
 
 async def test_crash_loop_backs_off_then_falls_back_with_one_alert(tmp_path: Path) -> None:
