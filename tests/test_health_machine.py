@@ -309,12 +309,12 @@ def test_failed_fallback_check_needs_a_human() -> None:
     assert notifies(actions) == ["needs_human"]
 
 
-def test_backoff_delay_is_full_jitter_under_a_capped_ceiling() -> None:
+def test_backoff_delay_is_equal_jitter_under_a_capped_ceiling() -> None:
     policy = Policy(backoff_initial=1.0, backoff_factor=2.0, backoff_max=300.0)
     rng = random.Random(1)
     assert [backoff_ceiling(n, policy) for n in (1, 2, 3, 9, 10, 500)] == [1, 2, 4, 256, 300, 300]
-    delays = [backoff_delay(5, policy, rng) for _ in range(500)]
-    assert 0.0 <= min(delays) < 2.0 and 14.0 < max(delays) <= 16.0
+    delays = [backoff_delay(backoff_ceiling(5, policy), rng) for _ in range(500)]
+    assert 8.0 <= min(delays) < 8.5 and 15.5 < max(delays) <= 16.0
 
 
 # --- tokens ----------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ class Shell:
                 if state is not None:
                     assert action.old is state, "a transition was skipped"
                 state = action.new
-                if action.new in (State.HEALTHY, State.DEGRADED, State.PAUSED, State.STARTING):
+                if action.new in (State.PAUSED, State.STARTING):
                     self.incident_alerts = 0
             elif isinstance(action, RecoveryAction):
                 assert self.pending is None, f"second action {action} while {self.pending} runs"
@@ -100,9 +100,25 @@ class Shell:
                 if not command:
                     self.incident_alerts += 1
                     assert self.incident_alerts <= 1, "more than one alert in one incident"
+            elif isinstance(action, Notify) and action.kind == "recovered":
+                assert self.incident_alerts == 1 or command, "a resolution without an alert"
+                self.incident_alerts = 0
         if state is not None:
             assert self.machine.state is state
         assert self.machine.busy() == (self.pending is not None) or self.machine.state is State.PAUSED
+        self.check_eventually_retries()
+
+    def check_eventually_retries(self) -> None:
+        """In every state but paused, a restartable server that is failing has its next attempt
+        scheduled (an action running, or a timer that starts one): healing never just stops."""
+        machine = self.machine
+        if machine.state in (State.PAUSED, State.STARTING, State.HEALTHY, State.DEGRADED):
+            return
+        if machine.restartable_failure():
+            assert machine.retry_pending(), f"{machine.state} with no next attempt: {machine.snapshot()}"
+            deadline = machine.next_deadline()
+            bound = self.now + self.policy.backoff_max + self.policy.verify_window + self.policy.probe_interval
+            assert machine.busy() or (deadline is not None and deadline <= bound)
 
     def step(self, event: tuple[str, object], dt: float) -> None:
         self.now += dt
@@ -137,9 +153,11 @@ def test_random_histories_keep_every_invariant(policy: Policy, history: list[tup
     shell = Shell(policy, ServerMachine(policy, 0.0, random.Random(0)))
     for event, dt in history:
         shell.step(event, dt)
-        # never more than max_attempts machine-initiated repairs inside any window
+        # restarts never stop, but they slow down: past max_attempts in a window (a person has
+        # been alerted) they come at most every backoff_max/2 (equal jitter under the cap)
         recent = [t for t in shell.repair_times if t > shell.now - policy.window]
-        assert len(recent) <= policy.max_attempts
+        budgets = policy.window / policy.stable_after + 1  # stable_after of health renews the budget
+        assert len(recent) <= budgets * policy.max_attempts + policy.window / (policy.backoff_max / 2) + 1
 
 
 @settings(max_examples=200, deadline=None)

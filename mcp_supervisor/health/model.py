@@ -135,3 +135,35 @@ class Command(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     EMERGENCY = "emergency"
+
+
+# --- What the server itself said ------------------------------------------------------------------
+
+_STDERR_MARKER = "stderr: "
+
+
+def server_line(message: str) -> str | None:
+    """The server's own last stderr line inside a probe or exit message, if it printed one.
+
+    Why parse the message: probes and the process actuator report a dead server as
+    ``"<what happened>; stderr: <line> | <line> | <last line>"``; the last line is what the server
+    said as it died (the exception, "does not exist"), the one thing an operator wants first.
+    """
+    at = message.rfind(_STDERR_MARKER)
+    if at < 0:
+        return None
+    tail = message[at + len(_STDERR_MARKER) :].strip()
+    line = tail.split(" | ")[-1].strip()
+    return line or None
+
+
+def headline(result: ProbeResult) -> str:
+    """A failure in one line that starts with the server's own words when there are any, so a
+    reason cut to 60 characters still shows them."""
+    what = f"{result.failure}: {result.message}".rstrip(": ") if result.failure else result.message
+    said = server_line(result.message)
+    if said is None:
+        return what
+    before = result.message[: result.message.rfind(_STDERR_MARKER)].rstrip("; ").strip()
+    fresh = " on a fresh start" if result.kind is ProbeKind.COLD else ""
+    return f"{said} ({result.failure}{fresh}: {before})" if before else f"{said} ({result.failure}{fresh})"

@@ -94,7 +94,8 @@ def backoff_ceiling(attempt: int, policy: Policy) -> float:
     return min(policy.backoff_max, ceiling)
 
 
-def backoff_delay(attempt: int, policy: Policy, rng: random.Random) -> float:
-    """Full jitter (AWS architecture blog): uniform in [0, ceiling], so a fleet of servers that
-    failed together does not retry in lockstep. The ceiling doubles per attempt and is capped."""
-    return rng.uniform(0.0, backoff_ceiling(attempt, policy))
+def backoff_delay(ceiling: float, rng: random.Random) -> float:
+    """"Equal jitter" (AWS architecture blog): uniform in [ceiling/2, ceiling]. The jitter keeps a
+    fleet of servers that failed together from retrying in lockstep; the floor keeps the delays
+    growing with the ceiling (a crash loop visibly slows down), which full jitter would not."""
+    return rng.uniform(ceiling / 2.0, ceiling)
