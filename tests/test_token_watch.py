@@ -11,8 +11,7 @@ import pytest
 
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.events import EventBus
-from mcp_supervisor.health.tokens import ExpiryWarning
-from mcp_supervisor.runtime.token_watch import due_warnings, watch_token_expiry
+from mcp_supervisor.runtime.token_watch import Sent, due_warnings, watch_token_expiry
 
 NOW = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 
@@ -52,7 +51,7 @@ def test_each_level_is_warned_once_naming_the_variable_never_the_token() -> None
     token = jwt(NOW + timedelta(hours=20))
     environ = {"JIRA_TOKEN": token}
     config = config_for(environ)
-    sent: set[tuple[str, ExpiryWarning]] = set()
+    sent: Sent = set()
     first = due_warnings(config, NOW, sent, environ)  # type: ignore[arg-type]
     assert [(s.name, level) for s, level, _ in first] == [("jira", "1d"), ("gitlab", "7d")]
     jira_message = first[0][2]
@@ -60,6 +59,24 @@ def test_each_level_is_warned_once_naming_the_variable_never_the_token() -> None
     assert due_warnings(config, NOW, sent, environ) == []  # type: ignore[arg-type]
     later = due_warnings(config, NOW + timedelta(days=6), sent, environ)  # type: ignore[arg-type]
     assert [(s.name, level) for s, level, _ in later] == [("jira", "expired"), ("gitlab", "expired")]
+
+
+def test_a_renewed_token_is_warned_about_again() -> None:
+    """Renewing the token (a reload, a new value in the env file) re-arms 7d, 1d and expired."""
+    old = {"JIRA_TOKEN": jwt(NOW + timedelta(hours=20))}
+    sent: Sent = set()
+    first = due_warnings(config_for(old), NOW, sent, old)  # type: ignore[arg-type]
+    assert ("jira", "1d") in [(s.name, level) for s, level, _ in first]
+    renewed = {"JIRA_TOKEN": jwt(NOW + timedelta(days=30))}
+    assert [s.name for s, _, _ in due_warnings(config_for(renewed), NOW, sent, renewed)] == []  # type: ignore[arg-type]
+    levels = []
+    for days in (24, 29, 31):  # the new token's own week, day and expiry
+        for server, level, message in due_warnings(config_for(renewed), NOW + timedelta(days=days), sent, renewed):  # type: ignore[arg-type]
+            if server.name == "jira":
+                levels.append(level)
+                assert renewed["JIRA_TOKEN"] not in message
+    assert levels == ["7d", "1d", "expired"]
+    assert not any(renewed["JIRA_TOKEN"] in str(key) or old["JIRA_TOKEN"] in str(key) for key in sent)
 
 
 async def test_the_watcher_publishes_notify_events(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,7 +139,7 @@ class Command(StrEnum):
 
 # --- What the server itself said ------------------------------------------------------------------
 
-_STDERR_MARKER = "stderr: "
+_MARKERS = ("stderr: ", "last output: ")
 
 
 def server_line(message: str) -> str | None:
@@ -149,12 +149,16 @@ def server_line(message: str) -> str | None:
     ``"<what happened>; stderr: <line> | <line> | <last line>"``; the last line is what the server
     said as it died (the exception, "does not exist"), the one thing an operator wants first.
     """
-    at = message.rfind(_STDERR_MARKER)
+    at, marker = _marker(message)
     if at < 0:
         return None
-    tail = message[at + len(_STDERR_MARKER) :].strip()
+    tail = message[at + len(marker) :].strip()
     line = tail.split(" | ")[-1].strip()
     return line or None
+
+
+def _marker(message: str) -> tuple[int, str]:
+    return max((message.rfind(m), m) for m in _MARKERS)
 
 
 def headline(result: ProbeResult) -> str:
@@ -164,6 +168,6 @@ def headline(result: ProbeResult) -> str:
     said = server_line(result.message)
     if said is None:
         return what
-    before = result.message[: result.message.rfind(_STDERR_MARKER)].rstrip("; ").strip()
+    before = result.message[: _marker(result.message)[0]].rstrip("; ").strip()
     fresh = " on a fresh start" if result.kind is ProbeKind.COLD else ""
     return f"{said} ({result.failure}{fresh}: {before})" if before else f"{said} ({result.failure}{fresh})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -104,6 +105,12 @@ class ServerRunner:
         self.process: Any = None
         self.last_result: ProbeResult | None = None
         self.last_probe_wall: float | None = None
+        self.tool_count: int | None = None
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self._epoch = 0
+        """Bumped by every action, exit and command: a probe that started before one never counts
+        as the check after it (it may have talked to the process that was just replaced)."""
         self._wake = asyncio.Event()
         self._urgent: ProbeKind | None = None
         self._probe_lock = asyncio.Lock()
@@ -186,17 +193,22 @@ class ServerRunner:
         if self._stopping or self.machine.busy():
             return  # our own stop/restart is in progress; its outcome drives the machine
         code = args[-1] if args else None
-        self._log.warning("managed process exited", returncode=code)
-        self.env.bus.publish(Event(kind="process_exit", server=self.server.name, data={"returncode": code}))
-        self._certain_failure(
-            ProbeResult(
-                ok=False,
-                failure=FailureClass.CRASHED,
-                kind=ProbeKind.WARM,
-                message=f"managed process exited (code {code})",
-            )
+        self._epoch += 1
+        self.last_exit = exit_text(code)
+        said = self._last_output_line()
+        self._log.warning("managed process exited", returncode=code, exit=self.last_exit)
+        self.env.bus.publish(
+            Event(kind="process_exit", server=self.server.name, data={"returncode": code, "exit": self.last_exit})
         )
+        message = f"managed process {self.last_exit}" + (f"; last output: {said}" if said else "")
+        self._certain_failure(ProbeResult(ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=message))
         self.request_probe(ProbeKind.WARM)
+
+    def _last_output_line(self) -> str | None:
+        log_file = getattr(self.process, "log", None)
+        tail = log_file.tail(2000) if log_file is not None else ""
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        return lines[-1][-300:] if lines else None
 
     def _certain_failure(self, result: ProbeResult) -> None:
         """A dead process or container is a fact, not a blip: it counts as the whole threshold."""
@@ -214,12 +226,16 @@ class ServerRunner:
         self._dispatch(self.machine.on_probe(result, _clock()))
 
     def command(self, cmd: Command) -> list[Action]:
+        self._epoch += 1
         actions = self.machine.on_command(cmd, _clock())
         self._dispatch(actions)
         self._wake.set()
         return actions
 
     async def probe_now(self, kind: ProbeKind = ProbeKind.WARM) -> ProbeResult:
+        """An on-demand probe (API): waits for a running recovery action instead of racing it."""
+        while (task := self._action_task) is not None and not task.done():
+            await asyncio.wait({task})
         return await self._probe(kind, planned=None)
 
     # --- the loop --------------------------------------------------------------------------
@@ -256,12 +272,12 @@ class ServerRunner:
         paused = self.machine.state is State.PAUSED
         if self._urgent is not None and not acting and not paused:
             kind, self._urgent = self._urgent, None
-            await self._probe(kind, planned=None)
+            await self._probe(self._kind_for(kind), planned=None)
             return
         taken = schedule.take(now)
         if taken is not None:
             if not acting and not paused:
-                await self._probe(taken[0], planned=taken[1])
+                await self._probe(self._kind_for(taken[0]), planned=taken[1])
             return  # a tick while acting or paused is skipped, not made up later
         wake_at = schedule.next_at()
         if deadline is not None:
@@ -270,8 +286,15 @@ class ServerRunner:
             async with asyncio.timeout_at(wake_at):
                 await self._wake.wait()
 
+    def _kind_for(self, kind: ProbeKind) -> ProbeKind:
+        """While a fresh start fails, every check of a stdio server is a fresh start (until one passes)."""
+        if self.server.transport == "stdio" and kind in (ProbeKind.WARM, ProbeKind.TOOLS) and self.machine.wants_cold():
+            return ProbeKind.COLD
+        return kind
+
     async def _probe(self, kind: ProbeKind, planned: float | None) -> ProbeResult:
         async with self._probe_lock:
+            epoch = self._epoch
             started = _clock()
             if planned is not None:
                 self.env.drift_ms.append((started - planned) * 1000.0)
@@ -294,18 +317,24 @@ class ServerRunner:
                 result = ProbeResult(
                     ok=False, failure=FailureClass.PROTOCOL, kind=kind, message=f"probe error: {type(exc).__name__}"
                 )
+        stale = epoch != self._epoch
+        self.env.bus.publish(
+            Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
+                  "failure_class": str(result.failure) if result.failure else None,
+                  "latency_ms": round(result.latency_ms, 2), "stale": stale})
+        )
+        if stale:  # it started before an action, exit or command: it is not the check after it
+            self._log.debug("stale probe result dropped", kind=str(kind), ok=result.ok)
+            return result
         self.last_result = result
         self.last_probe_wall = time.time()
+        if result.tool_count is not None:
+            self.tool_count = result.tool_count
         if not result.ok:
             self._log.info(
                 "probe failed", kind=str(kind), failure=str(result.failure), message=result.message,
                 latency_ms=round(result.latency_ms, 1),
             )
-        self.env.bus.publish(
-            Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
-                  "failure_class": str(result.failure) if result.failure else None,
-                  "latency_ms": round(result.latency_ms, 2)})
-        )
         if self.machine.state is not State.PAUSED and not self._stopping:
             if kind is ProbeKind.CONTAINER and result.failure is FailureClass.CRASHED:
                 self._certain_failure(result)
@@ -384,11 +413,15 @@ class ServerRunner:
         )
         started = _clock()
         ok, detail = False, "cancelled"
+        self._epoch += 1
+        if not isinstance(action, EnterFallback):
+            self.restarts += 1
         try:
             ok, detail = await self.env.executor.execute(self.server, action, self.process)  # type: ignore[arg-type]
         finally:
             duration = _clock() - started
             self._action_task = None
+            self._epoch += 1
             if not self._stopping:
                 self._log.log(20 if ok else 30, "action done", rung=rung, attempt=attempt, ok=ok,
                               duration_s=round(duration, 3), detail=detail)
@@ -446,9 +479,35 @@ class ServerRunner:
             "last_probe_at": round(self.last_probe_wall, 3) if self.last_probe_wall else None,
             "degraded": result.degraded if result else None,
             "hint": result.hint if result else None,
-            "tool_count": result.tool_count if result else None,
+            "tool_count": self.tool_count,
             "protocol_version": result.protocol_version if result else None,
+            **self._process_fields(wall_offset),
         }
-        if self.process is not None:
-            entry["pid"] = getattr(self.process, "pid", None)
         return entry
+
+    def _process_fields(self, wall_offset: float) -> dict[str, Any]:
+        """What an operator of supervisord or systemd expects: pid, uptime, restarts, last exit."""
+        process = self.process
+        running = process is not None and bool(getattr(process, "running", False))
+        started = getattr(process, "started_at", None) if running else None
+        next_at = self.machine.next_attempt_at()
+        return {
+            "pid": getattr(process, "pid", None) if running else None,
+            # ManagedProcess stamps time.monotonic(), the event loop's clock too
+            "started_at": round(started + wall_offset, 3) if isinstance(started, int | float) else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "next_attempt_at": round(next_at + wall_offset, 3) if next_at is not None else None,
+        }
+
+
+def exit_text(code: int | None) -> str:
+    """'exited with code 1' or 'killed by SIGKILL', as an operator reads it (systemd-style)."""
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"

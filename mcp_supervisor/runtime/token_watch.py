@@ -3,11 +3,15 @@
 Why in the daemon and not only on a 401: by the time the server answers 401 the morning job has
 already failed. The token's own ``exp`` (JWTs) or the config's ``token_expires`` says when; the
 person gets one warning per level naming the server and the variable to renew, never the token.
+Warnings are remembered per token (its expiry and a hash, never the text): a renewed token (a
+reload, a new value in a ``${file:...}``) is a new token, and its 7-day, 1-day and expired warnings
+fire again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -20,11 +24,21 @@ from mcp_supervisor.logging import get_logger
 log = get_logger("mcp_supervisor.tokens")
 CHECK_INTERVAL = 3600.0
 
+Sent = set[tuple[str, ExpiryWarning, str]]
+"""(server, level, token identity): what was already said about which token."""
+
 
 def token_expiry(server: ServerConfig, environ: Mapping[str, str]) -> tuple[datetime, str] | None:
     """When the server's token expires and where it lives (a variable or header name), if known."""
+    found = _token(server, environ)
+    return (found[0], found[1]) if found is not None else None
+
+
+def _token(server: ServerConfig, environ: Mapping[str, str]) -> tuple[datetime, str, str] | None:
+    """Expiry, where it lives, and an identity of the token (a hash prefix; never the token)."""
     if server.token_expires is not None:
-        return configured_expiry(server.token_expires), server.token_env or "the configured token"
+        expires = configured_expiry(server.token_expires)
+        return expires, server.token_env or "the configured token", f"date:{expires.isoformat()}"
     candidates: list[tuple[str, str]] = []
     if server.token_env and environ.get(server.token_env):
         candidates.append((environ[server.token_env], server.token_env))
@@ -32,32 +46,41 @@ def token_expiry(server: ServerConfig, environ: Mapping[str, str]) -> tuple[date
         if header.lower() == "authorization":
             candidates.append((value, server.token_env or f"header {header}"))
     for token, source in candidates:
-        expires = jwt_expiry(token)
-        if expires is not None:
-            return expires, source
+        exp = jwt_expiry(token)
+        if exp is not None:
+            return exp, source, hashlib.sha256(token.encode()).hexdigest()[:16]
     return None
 
 
 def due_warnings(
-    config: Config, now: datetime, sent: set[tuple[str, ExpiryWarning]], environ: Mapping[str, str]
+    config: Config, now: datetime, sent: Sent, environ: Mapping[str, str]
 ) -> list[tuple[ServerConfig, ExpiryWarning, str]]:
-    """Pure apart from ``sent``: the warnings to send now, each once per server and level."""
+    """Pure apart from ``sent``: the warnings to send now, each once per server, level and token.
+
+    What was said about a token that is no longer configured is forgotten, so a renewed token
+    starts with a clean slate (and ``sent`` cannot grow without bound).
+    """
     due = []
+    current: Sent = set()
     for server in config.servers:
-        found = token_expiry(server, environ)
+        found = _token(server, environ)
         if found is None:
             continue
-        expires, source = found
+        expires, source, identity = found
+        current |= {key for key in sent if key[0] == server.name and key[2] == identity}
         level = expiry_warning(expires, now)
-        if level is None or (server.name, level) in sent:
+        if level is None or (server.name, level, identity) in sent:
             continue
-        sent.add((server.name, level))
+        key = (server.name, level, identity)
+        current.add(key)
         due.append((server, level, expiry_message(server.name, source, expires, level)))
+    sent.clear()
+    sent.update(current)
     return due
 
 
 async def watch_token_expiry(config: Callable[[], Config], bus: EventBus, interval: float = CHECK_INTERVAL) -> None:
-    sent: set[tuple[str, ExpiryWarning]] = set()
+    sent: Sent = set()
     while True:
         for server, level, message in due_warnings(config(), datetime.now(UTC), sent, os.environ):
             severity = "critical" if level in ("expired", "1d") else "warning"
