@@ -208,8 +208,10 @@ class ServerMachine:
             return self._on_success(result, now)
         self._successes = 0
         self.last_failure = result
-        if self.state is State.STARTING and now - self._started_at < self.policy.start_period:
-            return []  # still starting: failures do not count yet
+        assert result.failure is not None  # ProbeResult guarantees it for ok=False
+        booting = self.state is State.STARTING and now - self._started_at < self.policy.start_period
+        if booting and not (result.failure.needs_human or result.failure is FailureClass.CRASHED):
+            return []  # still starting: failures do not count yet (but a 401 or an exit is no boot)
         self._failures += 1
         return self._on_failure(result, now)
 
@@ -425,6 +427,7 @@ class ServerMachine:
         if not rungs:
             return actions
         if self._step == 0 and not self._incident_notified:
+            self._last_delay = None
             return actions + self._start_attempt(now, why)
         ceiling = self.policy.backoff_max if self._incident_notified else backoff_ceiling(self._step, self.policy)
         delay = backoff_delay(ceiling, self.rng)
