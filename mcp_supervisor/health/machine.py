@@ -48,6 +48,9 @@ from mcp_supervisor.health.model import (
 )
 from mcp_supervisor.health.policy import Policy, backoff_ceiling, backoff_delay
 
+_CERTAIN_AT_START = frozenset({FailureClass.CRASHED, FailureClass.CONFIG, FailureClass.AUTH})
+"""Failures that count even inside ``start_period``: waiting longer cannot change them."""
+
 # Every transition the machine may make; the property tests hold it to this table.
 ALLOWED_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
     {
@@ -155,8 +158,12 @@ class ServerMachine:
             self._successes += 1
             return self._on_success(result, now)
         self._successes = 0
-        if self.state is State.STARTING and now - self._started_at < self.policy.start_period:
-            return []  # still starting: failures do not count yet
+        if (
+            self.state is State.STARTING
+            and now - self._started_at < self.policy.start_period
+            and result.failure not in _CERTAIN_AT_START
+        ):
+            return []  # still starting: failures do not count yet (an exit or a 401 is no blip)
         self._failures += 1
         return self._on_failure(result, now)
 

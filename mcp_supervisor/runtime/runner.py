@@ -38,6 +38,7 @@ from mcp_supervisor.health.model import (
 from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.executor import Executor
+from mcp_supervisor.runtime.port_conflict import exit_port_conflict
 from mcp_supervisor.runtime.schedule import ProbeSchedule
 
 log = get_logger("mcp_supervisor.runner")
@@ -188,12 +189,14 @@ class ServerRunner:
         code = args[-1] if args else None
         self._log.warning("managed process exited", returncode=code)
         self.env.bus.publish(Event(kind="process_exit", server=self.server.name, data={"returncode": code}))
+        conflict = exit_port_conflict(self.server.name, self.server.url, self.process)  # i7life: names a port holder
         self._certain_failure(
             ProbeResult(
                 ok=False,
                 failure=FailureClass.CRASHED,
                 kind=ProbeKind.WARM,
-                message=f"managed process exited (code {code})",
+                message=f"{conflict} (the process exited, code {code})" if conflict
+                else f"managed process exited (code {code})",
             )
         )
         self.request_probe(ProbeKind.WARM)
