@@ -112,6 +112,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
+MANAGED_START_PERIOD = 60.0
+"""Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
+
+
 class ProbeConfig(_Model):
     """Kubernetes-style probe settings: one failed probe is not an outage (thresholds)."""
 
@@ -186,6 +190,20 @@ class ServerConfig(_Model):
     fallback: FallbackConfig | None = None
     missing_env: tuple[str, ...] = ()
     """Filled by the loader: references in this server's fields that could not be resolved."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _startup_allowance(cls, data: Any) -> Any:
+        """A managed server (process or container) gets ``start_period`` = 60 s unless set: it
+        may take a while to bind its port, like a Kubernetes startup probe; its exit still
+        counts at once."""
+        if isinstance(data, dict) and (data.get("managed") is True or data.get("container")):
+            probe = data.get("probe")
+            if probe is None:
+                data = {**data, "probe": {"start_period": MANAGED_START_PERIOD}}
+            elif isinstance(probe, dict) and "start_period" not in probe:
+                data = {**data, "probe": {**probe, "start_period": MANAGED_START_PERIOD}}
+        return data
 
     @field_validator("name")
     @classmethod

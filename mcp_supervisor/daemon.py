@@ -3,6 +3,11 @@
 Wiring only: config -> logging -> Supervisor (runners) -> control API on the Unix socket ->
 sd_notify READY; then signals: TERM/INT stop within ``supervisor.shutdown_timeout``, HUP reloads
 (an invalid file is rejected and the old config keeps running).
+
+The lifecycle rules (docs/architecture.md, "Runtime rules"): the first TERM/INT makes every
+readiness answer "no" at once and arms a hard deadline (``runtime/hard_stop.py``): whatever is
+stuck, the process ends within ``shutdown_timeout`` with its children killed, and a second
+TERM/INT ends it at once. A failure while starting stops every managed process already started.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mcp_supervisor.config import (
 )
 from mcp_supervisor.events import Event
 from mcp_supervisor.logging import collect_secrets, get_logger, setup_logging
+from mcp_supervisor.runtime.hard_stop import HardStop
 from mcp_supervisor.runtime.token_watch import watch_token_expiry
 from mcp_supervisor.sdnotify import Notifier
 
@@ -92,10 +98,26 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
 
     vault = _make_vault(config, vault_event)
     supervisor.vault = vault
+    budget = config.supervisor.shutdown_timeout
+    hard_stop = HardStop(lambda: supervisor.records.live() if supervisor.records is not None else [])
+
+    def begin_shutdown() -> None:
+        """The first TERM/INT (or a failed start): not ready from now on, and the whole shutdown
+        is bounded from here; a second TERM/INT is handled by ``hard_stop`` even if the loop is
+        stuck."""
+        if stop.is_set():
+            return
+        stop.set()
+        supervisor.begin_stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        hard_stop.arm(budget)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, begin_shutdown)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
     api: Any = None
+    exit_code = 0
     try:
         # the socket first: if another daemon owns it, fail before starting any managed process
         try:
@@ -104,7 +126,12 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             log.error("cannot start the control API", error=str(exc))
             return 1
         async with asyncio.TaskGroup() as tg:
-            await supervisor.start(tg)
+            try:
+                await supervisor.start(tg)
+            except Exception as exc:  # it has already stopped every managed process it started
+                log.error("cannot start the servers; stopped what was started", error=f"{type(exc).__name__}: {exc}")
+                exit_code = 1
+                begin_shutdown()
             background = [
                 tg.create_task(notifier.watchdog_loop(), name="watchdog"),
                 tg.create_task(_reload_loop(supervisor, reload_wanted, notifier), name="reload"),
@@ -117,17 +144,21 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                     name="token-watch",
                 )
             )
-            summary = supervisor.summary()
-            notifier.ready(summary)
-            log.info("started", socket=str(socket_path), config=str(config_path), servers=len(supervisor.runners),
-                     pid=os.getpid(), status=summary)
+            if not stop.is_set():
+                summary = supervisor.summary()
+                notifier.ready(summary)
+                log.info("started", socket=str(socket_path), config=str(config_path),
+                         servers=len(supervisor.runners), pid=os.getpid(), status=summary)
             await stop.wait()
             notifier.stopping()
             log.info("stopping")
+            begin_shutdown()  # a no-op after a signal
             supervisor.bus.publish(Event(kind="daemon", data={"event": "stopping"}))
-            budget = config.supervisor.shutdown_timeout
+            await asyncio.sleep(0)  # parked long-polls are answered "daemon stopping" before the API closes
             try:
-                async with asyncio.timeout(max(0.2, budget - 0.2)):
+                # the clean part gets most of the budget; the hard deadline (armed at the
+                # signal) ends the process at the full budget whatever is still stuck
+                async with asyncio.timeout(max(0.2, budget * 0.75)):
                     await asyncio.gather(_stop_api(api), supervisor.aclose())
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
@@ -135,6 +166,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             for task in background:
                 task.cancel()
     finally:
+        supervisor.kill_now()  # a no-op after a clean stop; after any error, no child outlives us
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if api is not None:
@@ -142,7 +174,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 await _stop_api(api)  # idempotent; removes the socket file if it is still ours
         notifier.close()
     log.info("stopped")
-    return 0
+    return exit_code
 
 
 async def _reload_loop(supervisor: Any, wanted: asyncio.Event, notifier: Notifier) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.logging import get_logger
+from mcp_supervisor.runtime.process_records import ProcessRecords, records_for
 
 log = get_logger("mcp_supervisor.process")
 
@@ -94,6 +95,7 @@ class ManagedProcess:
         grace: float = 2.0,
         on_exit: Callable[[int | None], None] | None = None,
         log_max_bytes: int = LOG_MAX_BYTES,
+        records: ProcessRecords | None = None,
     ) -> None:
         if not server.command:
             raise ValueError(f"server {server.name!r} is managed but has no command")
@@ -101,6 +103,9 @@ class ManagedProcess:
         self.grace = grace
         self.on_exit = on_exit
         self.log = RotatingLog(Path(log_dir) / f"{server.name}.log", max_bytes=log_max_bytes)
+        # on record while it runs, so a daemon killed with -9 leaves nothing unsupervised (the log
+        # directory is <state_dir>/logs; the records live beside it)
+        self.records = records if records is not None else records_for(Path(log_dir).parent)
         self.restarts = 0
         self.started_at: float | None = None
         self.exited_at: float | None = None
@@ -114,7 +119,8 @@ class ManagedProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        """The running leader's pid; None once it exited (status never shows a dead pid)."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     @property
     def running(self) -> bool:
@@ -171,6 +177,7 @@ class ManagedProcess:
         finally:
             os.close(write_fd)
         self._proc = proc
+        self.records.record(server.name, proc.pid)
         self._stopping = False
         self.exited.clear()
         self.started_at = time.monotonic()
@@ -231,6 +238,7 @@ class ManagedProcess:
         if self._watch is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        self.records.forget(self.server.name, pgid)
         self._proc = None
         self._watch = None
 

@@ -174,7 +174,8 @@ class SupervisorClient:
                     raise
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
                 continue
-            if answer.get("ready") or time.monotonic() >= deadline - 0.001:
+            # a stopping daemon's "no" is final: the job hears it now, not at its deadline
+            if answer.get("ready") or answer.get("daemon") == "stopping" or time.monotonic() >= deadline - 0.001:
                 return answer
 
     def _server_action(self, name: str, action: str) -> dict[str, Any]:

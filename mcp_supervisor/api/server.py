@@ -204,11 +204,20 @@ async def ready(request: web.Request) -> web.Response:
     wait = parse_wait(request.query.get("wait"))
     control = _control(request)
     answer = control.readiness(servers)  # also validates names before a long wait
-    if not answer["ready"] and wait > 0:
+    if not answer["ready"] and wait > 0 and not request.app[STOPPING_KEY].is_set():
         waited = await _unless_stopping(request.app, control.wait_ready(servers, wait))
-        # a daemon that is stopping answers a parked long-poll now, with what it knows
         answer = waited if waited is not None else control.readiness(servers)
+    if request.app[STOPPING_KEY].is_set():
+        answer = stopping_answer(answer)  # a daemon on its way out is never "ready"
     return web.json_response(answer, status=200 if answer["ready"] else 503)
+
+
+def stopping_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` as a stopping daemon must give it: not ready, and saying why."""
+    not_ready = list(answer.get("not_ready") or []) or [
+        {"name": "*", "state": "stopping", "reason": "daemon stopping"}
+    ]
+    return {**answer, "ready": False, "daemon": "stopping", "not_ready": not_ready}
 
 
 async def probe(request: web.Request) -> web.Response:

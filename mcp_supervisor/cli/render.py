@@ -2,6 +2,11 @@
 
 Why rich is imported inside ``status_table`` only: ``supervisorctl-mcp ready`` runs in scripts on
 every job start and must not pay rich's import time.
+
+Why every cell is a ``rich.text.Text``: names, messages and reasons come from servers (a stderr
+tail, an exception text). Printed as a plain ``str``, rich reads them as console markup: ``[/INFO]``
+raises MarkupError (status exits 1, which a job reads as "not ready") and ``[crashed]`` silently
+vanishes. A ``Text`` is printed as is: no markup, no emoji codes, no highlighting.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def status_table(status: dict[str, Any]) -> Any:
     for column in ("server", "state", "since", "latency", "message"):
         table.add_column(column, no_wrap=column != "message", overflow="fold")
     for name, state, since, lat, message in status_rows(status):
-        table.add_row(name, Text(state, style=_STATE_STYLES.get(state, "")), since, lat, message)
+        table.add_row(Text(name), Text(state, style=_STATE_STYLES.get(state, "")), Text(since), Text(lat), Text(message))
     return table
 
 
@@ -104,11 +109,16 @@ def ready_line(answer: dict[str, Any]) -> str:
     if answer.get("ready"):
         line = "ready"
         if fallback:
-            line += f" (in fallback: {', '.join(fallback)})"
+            line += f" (in fallback: {', '.join(str(n) for n in fallback)})"
         return line
+    if answer.get("daemon") == "stopping":
+        return "not ready: daemon stopping"
     reasons = []
     for item in answer.get("not_ready", []):
-        reason = one_line(item.get("reason") or "", 60)
+        reason = one_line(str(item.get("reason") or ""), 60)
+        if item.get("name") == "*":  # the daemon as a whole (starting, no servers)
+            reasons.append(reason or str(item.get("state")))
+            continue
         reasons.append(f"{item.get('name')} is {item.get('state')}" + (f" ({reason})" if reason else ""))
     return "not ready: " + ("; ".join(reasons) if reasons else "no answer")
 

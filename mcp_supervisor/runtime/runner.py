@@ -39,6 +39,7 @@ from mcp_supervisor.health.model import (
 from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.executor import Executor
+from mcp_supervisor.runtime.port_conflict import exit_port_conflict
 from mcp_supervisor.runtime.schedule import ProbeSchedule
 
 log = get_logger("mcp_supervisor.runner")
@@ -200,7 +201,10 @@ class ServerRunner:
         self.env.bus.publish(
             Event(kind="process_exit", server=self.server.name, data={"returncode": code, "exit": self.last_exit})
         )
+        conflict = exit_port_conflict(self.server.name, self.server.url, self.process)  # names a port holder
         message = f"managed process {self.last_exit}" + (f"; last output: {said}" if said else "")
+        if conflict:
+            message = f"{conflict} (the process {self.last_exit})"
         self._certain_failure(ProbeResult(ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=message))
         self.request_probe(ProbeKind.WARM)
 

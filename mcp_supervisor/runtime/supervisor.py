@@ -3,6 +3,12 @@
 Why readiness is computed from the machines on demand: ``/v1/ready`` is the hot path a job polls,
 and the truth is the machines' states; there is no second copy to get out of sync. ``wait_ready``
 is event-driven: every state change wakes its waiters, nothing polls.
+
+Why the daemon's own ``phase`` (starting, running, reloading, stopping) is part of readiness:
+"ready" must be true or it must be "no". While the daemon starts, nothing has been checked; while
+it stops, the servers are going away; while a reload replaces a server, the old runner is gone and
+the new one has not probed yet. In each case the affected servers answer not ready and say why,
+and an empty set of runners is never read as "all ready".
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -24,11 +31,14 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import Command, ProbeKind, State, Transition
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
 from mcp_supervisor.runtime.executor import Executor
+from mcp_supervisor.runtime.process_records import ProcessRecords, kill_group, records_for
 from mcp_supervisor.runtime.runner import RunnerEnv, ServerRunner, result_json
 
 log = get_logger("mcp_supervisor.supervisor")
 
 _READY_STATES = frozenset({State.HEALTHY, State.DEGRADED})
+Phase = Literal["starting", "running", "reloading", "stopping"]
+_PHASE_REASON = {"starting": "daemon starting", "reloading": "reloading", "stopping": "daemon stopping"}
 _DOCKER_TRIGGERS = ("die", "oom", "kill", "stop", "unhealthy", "health_status: unhealthy", "destroy")
 
 
@@ -69,6 +79,12 @@ class Supervisor:
         self.started_at = time.time()
         self._started = False
         self._closing: list[ServerRunner] = []
+        self.phase: Phase = "starting"
+        self._replacing: dict[str, bool] = {}
+        """Servers a reload is stopping or starting right now, with whether each is critical."""
+        self._retiring: asyncio.Future[Any] | None = None
+        self._retiring_runners: list[ServerRunner] = []
+        self.records: ProcessRecords | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -90,29 +106,72 @@ class Supervisor:
             can_restore=self._can_restore,
             rng=self._rng,
         )
-        if any(s.managed for s in self.config.servers):
-            log_dir.mkdir(parents=True, exist_ok=True)
-        for server in self.config.servers:
-            await self._add(server)
+        try:
+            if any(s.managed for s in self.config.servers):
+                log_dir.mkdir(parents=True, exist_ok=True)
+            await self._stop_previous_life()
+            for server in self.config.servers:
+                if self.phase == "stopping":
+                    break
+                await self._add(server)
+        except BaseException:
+            # a runner that cannot start must not leave the ones already started running
+            log.error("starting the servers failed; stopping every managed process already started")
+            try:
+                await asyncio.shield(self.aclose())
+            finally:
+                self.kill_now()
+            raise
         self._started = True
+        if self.phase == "starting":
+            self._set_phase("running")
         self._restart_docker_events()
         self.bus.publish(Event(kind="daemon", data={"event": "started", "servers": len(self.runners)}))
 
+    async def _stop_previous_life(self) -> None:
+        """Stop what a daemon that died left running, before starting anything of ours."""
+        self.records = records_for(Path(self.config.state_dir))
+        if not self.records.directory.is_dir() and not any(s.managed for s in self.config.servers):
+            return  # no managed server now or in a previous life: nothing to look for
+        assert self._env is not None
+        stopped = await self.records.stop_leftovers(grace=max(self._env.process_grace, 1.0))
+        if stopped:
+            log.warning("stopped managed processes left by a previous daemon", processes=stopped)
+            self.bus.publish(Event(kind="daemon", data={"event": "orphans_stopped", "processes": stopped}))
+
+    def begin_stop(self) -> None:
+        """Shutdown starts: from now on nothing is ready, and parked long-polls hear it at once."""
+        if self.phase != "stopping":
+            self._set_phase("stopping")
+
+    @property
+    def stopping(self) -> bool:
+        return self.phase == "stopping"
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self._transition_all()
+
     async def aclose(self) -> None:
         """Stop every runner concurrently (closing probers and managed processes)."""
+        self.begin_stop()
         if self._docker_task is not None:
             self._docker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._docker_task
         self._closing = list(self.runners.values())
         self.runners.clear()
-        await asyncio.gather(*(r.stop() for r in self._closing), return_exceptions=True)
+        retiring = [self._retiring] if self._retiring is not None else []  # a reload's stops in flight
+        await asyncio.gather(*(r.stop() for r in self._closing), *retiring, return_exceptions=True)
         await self._close_shared()
 
     def kill_now(self) -> None:
         """The clean stop ran out of time: SIGKILL every managed process group still there."""
-        for runner in [*self._closing, *self.runners.values()]:
+        for runner in [*self._closing, *self._retiring_runners, *self.runners.values()]:
             runner.kill_now()
+        if self.records is not None:
+            for record in self.records.live():
+                kill_group(record, signal.SIGKILL)
 
     async def _close_shared(self) -> None:
         if self._http is not None:
@@ -129,6 +188,8 @@ class Supervisor:
 
     async def _add(self, server: ServerConfig) -> None:
         assert self._env is not None and self._tg is not None
+        if self.phase == "stopping":
+            return  # a reload racing the shutdown must not start what nobody will stop
         runner = ServerRunner(server, self._env)
         self.runners[server.name] = runner
         await runner.start(self._tg)
@@ -230,6 +291,7 @@ class Supervisor:
             "servers": [r.status(offset) for r in self.runners.values()],
             "daemon": {
                 "pid": os.getpid(),
+                "state": self.phase,
                 "config": str(self.config_path) if self.config_path else None,
                 "started_at": round(self.started_at, 3),
                 "summary": self.summary(),
@@ -245,25 +307,37 @@ class Supervisor:
         }
 
     def readiness(self, servers: list[str] | None = None) -> dict[str, Any]:
-        if not self._started:
-            return {"ready": False, "not_ready": [{"name": "*", "state": "starting", "reason": "the supervisor is starting"}],
-                    "fallback": []}
+        phase = self.phase
+        known = {s.name: s.critical for s in self.config.servers} | self._replacing
         if servers:
-            unknown = [n for n in servers if n not in self.runners]
+            unknown = [n for n in servers if n not in known and n not in self.runners]
             if unknown:
                 raise UnknownServer(unknown[0])
-            chosen = [self.runners[n] for n in servers]
-        else:
-            chosen = [r for r in self.runners.values() if r.server.critical]
+        if phase in ("starting", "stopping") or not self._started:
+            names = servers or [n for n, critical in known.items() if critical]
+            reason = _PHASE_REASON["stopping" if phase == "stopping" else "starting"]
+            state = "stopping" if phase == "stopping" else "starting"
+            items = [{"name": n, "state": state, "reason": reason} for n in names]
+            return {"ready": False, "daemon": phase, "not_ready": items or [{"name": "*", "state": state,
+                    "reason": reason}], "fallback": []}
+        wanted = servers or [n for n, critical in known.items() if critical]
         not_ready = []
         fallback = []
-        for runner in chosen:
+        for name in wanted:
+            runner = self.runners.get(name)
+            if name in self._replacing or runner is None:
+                not_ready.append({"name": name, "state": "reloading" if name in self._replacing else "starting",
+                                  "reason": _PHASE_REASON["reloading"] if name in self._replacing else
+                                  "no runner for this server"})
+                continue
             if self._counts_ready(runner):
                 if runner.state is State.FALLBACK:
                     fallback.append(runner.server.name)
                 continue
             not_ready.append({"name": runner.server.name, "state": str(runner.state), "reason": runner.reason()})
-        return {"ready": not not_ready, "not_ready": not_ready, "fallback": fallback}
+        if not self.runners and self.config.servers and not not_ready:
+            not_ready.append({"name": "*", "state": "starting", "reason": "no server is running"})
+        return {"ready": not not_ready, "daemon": phase, "not_ready": not_ready, "fallback": fallback}
 
     async def wait_ready(self, servers: list[str] | None, timeout: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -271,8 +345,8 @@ class Supervisor:
         while True:
             answer = self.readiness(servers)
             remaining = deadline - loop.time()
-            if answer["ready"] or remaining <= 0:
-                return answer
+            if answer["ready"] or remaining <= 0 or answer["daemon"] == "stopping":
+                return answer  # a stopping daemon answers "no" now rather than at the deadline
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
             try:
@@ -321,6 +395,8 @@ class Supervisor:
                 log.error("reload rejected; the old config keeps running", error=problem)
                 self.bus.publish(Event(kind="config", data={"event": "reload_rejected", "error": str(exc)}))
                 return {"ok": False, "error": str(exc)}
+            if self.phase == "stopping":
+                return {"ok": False, "error": "the daemon is stopping; the reload was not applied"}
             old_servers = {s.name: s for s in self.config.servers}
             new_servers = {s.name: s for s in new.servers}
             removed = [n for n in old_servers if n not in new_servers]
@@ -339,12 +415,31 @@ class Supervisor:
                 for server in new.servers:
                     if server.container:
                         self._docker.require_env(server.container, tuple(server.env))
-            stopping = [self.runners.pop(n) for n in removed + changed if n in self.runners]
-            await asyncio.gather(*(r.stop() for r in stopping), return_exceptions=True)
-            # keep the config's order for status output
-            for name in added + changed:
-                await self._add(new_servers[name])
-            self.runners = {n: self.runners[n] for n in new_servers if n in self.runners}
+            # the affected servers are "reloading" (not ready) until their new runner exists; then
+            # "starting" until its first probe
+            self._replacing = {n: old_servers[n].critical for n in removed} | {
+                n: new_servers[n].critical or (n in old_servers and old_servers[n].critical) for n in added + changed
+            }
+            if self._replacing:
+                self._set_phase("reloading")
+            try:
+                stopping = [self.runners.pop(n) for n in removed + changed if n in self.runners]
+                # shielded (and awaited by aclose): a stop cut short would leave a managed process
+                # that nobody supervises
+                self._retiring_runners = stopping
+                self._retiring = asyncio.ensure_future(asyncio.gather(*(r.stop() for r in stopping),
+                                                                      return_exceptions=True))
+                await asyncio.shield(self._retiring)
+                # keep the config's order for status output
+                for name in added + changed:
+                    await self._add(new_servers[name])
+                    self._replacing.pop(name, None)
+                if not self.stopping:
+                    self.runners = {n: self.runners[n] for n in new_servers if n in self.runners}
+            finally:
+                self._replacing = {}
+                if self.phase == "reloading":
+                    self._set_phase("running")
             self._restart_docker_events()
             log.info("config reloaded", added=added, removed=removed, changed=changed)
             self.bus.publish(

@@ -1,0 +1,69 @@
+"""Why a managed server could not come up: its port is held by another process.
+
+The classic case is an orphan (a server started by a daemon that died, or by hand): the new copy
+dies with "address already in use" while the orphan answers the probes. The operator needs the
+holder's pid and command, not "exited (code 1)".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from mcp_supervisor.runtime import procfs
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "[::1]"})
+_BIND_ERRORS = ("address already in use", "eaddrinuse", "errno 98")
+
+
+def local_port(url: str | None) -> int | None:
+    """The TCP port of a URL served on this machine; None for a remote host or no URL."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return port if (parts.hostname or "") in _LOCAL_HOSTS else None
+
+
+def says_address_in_use(output: str) -> bool:
+    lowered = output.lower()
+    return any(marker in lowered for marker in _BIND_ERRORS)
+
+
+def port_conflict(url: str | None, own_pgid: int | None, output: str = "") -> str | None:
+    """A sentence naming who holds the server's port, if a process outside the server's own
+    process group does (or its output says the address is in use); None otherwise."""
+    port = local_port(url)
+    if port is None:
+        return None
+    holders = [pid for pid in procfs.port_listeners(port) if own_pgid is None or _pgid(pid) != own_pgid]
+    if holders:
+        return (
+            f"cannot bind port {port}: it is held by {procfs.describe(holders[0])}, which this supervisor "
+            "does not manage; stop that process or change the server's port"
+        )
+    if output and says_address_in_use(output[-2000:]):
+        return f"cannot bind port {port}: address already in use"
+    return None
+
+
+def _pgid(pid: int) -> int | None:
+    stat = procfs.read_stat(pid)
+    return stat.pgid if stat is not None else None
+
+
+def exit_port_conflict(server: str, url: str | None, process: Any) -> str | None:
+    """``port_conflict`` for a managed process that just exited (its output and group known)."""
+    if local_port(url) is None or process is None:
+        return None
+    records = getattr(process, "records", None)
+    record = records.current(server) if records is not None else None
+    log = getattr(process, "log", None)
+    try:
+        output = log.tail() if log is not None else ""
+    except Exception:
+        output = ""
+    return port_conflict(url, record.pgid if record is not None else None, output)
