@@ -13,6 +13,7 @@ Pure parts (``build_request``, ``check_answer``) are separate from the one I/O f
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ CLIENT_CAPABILITIES_META_KEY = "io.modelcontextprotocol/clientCapabilities"
 _REQUEST_ID = 1
 _CLIENT_INFO = {"name": "mcp-supervisor", "version": __version__}
 _MAX_ANSWER_BYTES = 1 << 20
+_DRAIN_GRACE = 0.25
 
 
 class LightFailure(Exception):
@@ -146,6 +148,23 @@ async def _read_event_stream(response: aiohttp.ClientResponse) -> None:
     check_answer(200, "text/event-stream", b"".join(event))  # a last event without its blank line
 
 
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read the end of an SSE answer so its connection goes back to the pool.
+
+    SDK servers end the stream right after the answer; a connection left with unread bytes is
+    closed instead, and the next check pays a new TCP connection (most of its cost, measured).
+    A server that keeps the stream open gets a short grace, then the connection is dropped.
+    """
+    if response.content.at_eof():
+        return
+    try:
+        async with asyncio.timeout(_DRAIN_GRACE):
+            while await response.content.readany():
+                pass
+    except TimeoutError:
+        pass
+
+
 async def send(session: aiohttp.ClientSession, request: LightRequest) -> None:
     """Post the request and check the answer; the caller bounds the time it may take.
 
@@ -161,6 +180,7 @@ async def send(session: aiohttp.ClientSession, request: LightRequest) -> None:
                 content_type = response.headers.get("Content-Type", "")
                 if response.status == 200 and content_type.startswith("text/event-stream"):
                     await _read_event_stream(response)
+                    await _drain(response)
                     return
                 length = response.content_length
                 if length is not None and length > _MAX_ANSWER_BYTES:
