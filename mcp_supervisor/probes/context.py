@@ -13,9 +13,13 @@ import asyncio
 import contextvars
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx2
+
+if TYPE_CHECKING:
+    import aiohttp
 
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 _LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=4, keepalive_expiry=60.0)
@@ -34,10 +38,12 @@ def _shared_ssl() -> ssl.SSLContext:
 
 @dataclass
 class HttpSink:
-    """Per-session HTTP facts: headers to send, statuses seen (bounded)."""
+    """Per-session HTTP facts: headers to send, statuses seen (bounded), the session id given."""
 
     headers: dict[str, str] = field(default_factory=dict)
     statuses: list[int] = field(default_factory=list)
+    session_id: str | None = None
+    """``Mcp-Session-Id`` of a handshake-era session: the light warm check sends it back."""
 
     def record(self, status: int) -> None:
         self.statuses.append(status)
@@ -59,6 +65,9 @@ async def _on_response(response: httpx2.Response) -> None:
     sink = CURRENT_SINK.get()
     if sink is not None:
         sink.record(response.status_code)
+        session_id = response.headers.get("mcp-session-id")
+        if session_id:
+            sink.session_id = session_id
 
 
 def make_http_client(
@@ -84,6 +93,7 @@ class ProbeContext:
         self.max_concurrent_cold = max_concurrent_cold
         self._cold: asyncio.Semaphore | None = None
         self._http: dict[tuple[str, str, int | None], httpx2.AsyncClient] = {}
+        self._light: aiohttp.ClientSession | None = None
         self._closed = False
 
     @property
@@ -108,8 +118,36 @@ class ProbeContext:
             client = self._http[key] = make_http_client()
         return client
 
+    def light_session(self) -> aiohttp.ClientSession:
+        """The aiohttp session of the light warm checks (``probes/light.py``), made on first use.
+
+        One for all servers: aiohttp's pool hands out a kept-alive connection per host in O(1),
+        so unlike httpx it needs no split per origin. Proxies from the environment are honoured
+        as the SDK's httpx client honours them, but only looked up per request when one is set.
+        """
+        if self._closed:
+            raise RuntimeError("ProbeContext is closed")
+        if self._light is None:
+            import urllib.request
+
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, ssl=_shared_ssl(), keepalive_timeout=60.0, ttl_dns_cache=300
+            )
+            self._light = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=bool(urllib.request.getproxies_environment()),
+                timeout=aiohttp.ClientTimeout(total=None),  # the prober bounds every check itself
+            )
+        return self._light
+
     async def aclose(self) -> None:
         self._closed = True
         clients, self._http = list(self._http.values()), {}
+        light, self._light = self._light, None
         for client in clients:
             await client.aclose()
+        if light is not None:
+            await light.close()

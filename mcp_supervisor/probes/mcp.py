@@ -31,6 +31,8 @@ from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Observed, Verdict, classify, missing_tools
 from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
+from mcp_supervisor.probes.light import LightRequest, build_request
+from mcp_supervisor.probes.light import send as send_light
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed, SessionWorker
 from mcp_supervisor.probes.spawn import install as _install_spawn_hook
 from mcp_supervisor.probes.spawn import sweep_group
@@ -60,6 +62,7 @@ class _Conn:
         self.pids: list[int] = []
         self.errfile: IO[str] | None = None
         self.on_close: Callable[[_Conn], None] | None = None
+        self._light: LightRequest | None = None
         first_phase = "spawn" if server.transport == "stdio" else "connect"
         transport: Callable[[], AbstractAsyncContextManager[Any]]
         if server.transport == "stdio":
@@ -98,6 +101,20 @@ class _Conn:
 
     async def start(self) -> ConnectInfo:
         return await self.worker.start()
+
+    def light_request(self) -> LightRequest | None:
+        """The prebuilt raw warm check of a connected Streamable-HTTP session (None: use the SDK)."""
+        if self._light is None and self.server.transport == "http" and self.sink is not None:
+            info = self.worker.info
+            if info.protocol_version and self.worker.alive:
+                self._light = build_request(
+                    self.server.url or "",
+                    legacy=info.legacy,
+                    protocol_version=info.protocol_version,
+                    session_id=self.sink.session_id,
+                    headers=self.server.headers,
+                )
+        return self._light
 
     async def aclose(self, *, force: bool = False) -> None:
         if self.on_close is not None:
@@ -278,6 +295,22 @@ class McpProber:
                     return self._failed(kind, started, phases, info)
                 self._warm, fresh = conn, True
             t0 = time.perf_counter()
+            light = conn.light_request() if kind is ProbeKind.WARM and not fresh else None
+            if light is not None:
+                try:
+                    async with asyncio.timeout(self.server.probe.timeout):
+                        await send_light(self._context.light_session(), light)
+                except TimeoutError:
+                    verdict = await self._verdict(conn, PhaseTimeout(phase, self.server.probe.timeout), phase)
+                    await self._drop_warm()
+                    return self._failed(kind, started, phases, verdict)
+                except Exception as exc:  # refused, 401, 404 (expired session), bad reply: the SDK says which
+                    _log.debug("light check of %s failed (%s); reconnecting", self.server.name, type(exc).__name__)
+                    await self._drop_warm()
+                    retry = False
+                    continue
+                phases[phase] = _ms(t0)
+                return self._ok(kind, started, phases, conn.worker.info, None)
             try:
                 value = await conn.worker.run(job, phase=phase)
             except Exception as exc:
