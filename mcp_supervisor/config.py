@@ -184,6 +184,18 @@ class ServerConfig(_Model):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     fallback: FallbackConfig | None = None
+    # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
+    user: str | None = None
+    """Account a managed process runs as; unset under a root daemon means ``nobody``."""
+    group: str | None = None
+    """Primary group (name or number); default: the user's own primary group."""
+    inherit_env: list[str] = Field(default_factory=list)
+    """Names of the daemon's environment variables passed to a managed process besides the base."""
+    stop_signal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
+    stop_timeout: Duration | None = None
+    """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
+    secret_args: list[int] = Field(default_factory=list)
+    """Indexes into ``args`` whose values are secrets (masked everywhere, like env values)."""
     missing_env: tuple[str, ...] = ()
     """Filled by the loader: references in this server's fields that could not be resolved."""
 
@@ -234,6 +246,22 @@ class ServerConfig(_Model):
                 raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
             if self.managed and self.container:
                 raise ValueError("use either 'managed = true' (a process) or 'container', not both")
+        return self
+
+    @model_validator(mode="after")
+    def _process_fields(self) -> ServerConfig:
+        for index in self.secret_args:
+            if not 0 <= index < len(self.args):
+                raise ValueError(
+                    f"secret_args: {index} is not an index into args (0..{len(self.args) - 1}); "
+                    "count args from 0"
+                )
+        if not self.managed:
+            for key in ("user", "group", "stop_timeout"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' applies to managed servers only (managed = true); remove it here")
+            if self.inherit_env or self.stop_signal != "TERM":
+                raise ValueError("'inherit_env' and 'stop_signal' apply to managed servers only (managed = true)")
         return self
 
     @property
@@ -345,7 +373,7 @@ class Config(_Model):
 # Loading
 
 
-_SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers")
+_SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers", "user", "group", "inherit_env")
 _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
@@ -531,14 +559,29 @@ def find_config(explicit: str | Path | None, environ: Mapping[str, str] | None =
     return None
 
 
-def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_RUNTIME_DIR/mcp-supervisor/control.sock``, or ``/run/mcp-supervisor/`` as root."""
-    environ = os.environ if environ is None else environ
-    if os.geteuid() != 0 and environ.get("XDG_RUNTIME_DIR"):
-        return Path(environ["XDG_RUNTIME_DIR"]) / "mcp-supervisor" / "control.sock"
-    if os.geteuid() == 0:
+def default_socket_path(owner_uid: int | None = None, run_user: Path = Path("/run/user")) -> Path:
+    """The socket a config implies, from the uid that owns the config, never from who asks.
+
+    Why not the reader's uid or ``$XDG_RUNTIME_DIR``: an unprivileged ``supervisorctl-mcp`` reading
+    the system config, a cron job without a login session and the daemon itself must all arrive at
+    the same path. Root's config -> ``/run/mcp-supervisor/``; uid N's -> ``/run/user/N/`` when
+    logind made it, else ``/tmp/mcp-supervisor-N/`` (whose owner and mode the daemon checks).
+    """
+    uid = os.geteuid() if owner_uid is None else owner_uid
+    if uid == 0:
         return Path("/run/mcp-supervisor/control.sock")
-    return Path(f"/tmp/mcp-supervisor-{os.geteuid()}/control.sock")
+    if (run_user / str(uid)).is_dir():
+        return run_user / str(uid) / "mcp-supervisor" / "control.sock"
+    return Path(f"/tmp/mcp-supervisor-{uid}/control.sock")
+
+
+def _config_owner(config: Config | None) -> int | None:
+    if config is None or config.source is None or config.source.name == "<string>":
+        return None
+    try:
+        return config.source.stat().st_uid
+    except OSError:
+        return None
 
 
 def resolve_socket_path(
@@ -552,4 +595,4 @@ def resolve_socket_path(
         return Path(os.path.expanduser(environ["MCP_SUPERVISOR_SOCKET"]))
     if config is not None and config.supervisor.socket is not None:
         return config.supervisor.socket
-    return default_socket_path(environ)
+    return default_socket_path(_config_owner(config))
