@@ -18,6 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ DEFAULT_CONFIG_PATHS = (
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _REF_RE = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_FILE_VALUES: ContextVar[set[str] | None] = ContextVar("config_file_values", default=None)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -88,7 +90,11 @@ def expand_refs(text: str, environ: Mapping[str, str], missing: list[str] | None
         if ref.startswith("file:"):
             path = Path(os.path.expanduser(ref[5:]))
             try:
-                return path.read_text(encoding="utf-8").splitlines()[0].strip()
+                secret = path.read_text(encoding="utf-8").splitlines()[0].strip()
+                sink = _FILE_VALUES.get()
+                if sink is not None:  # the redactor must know it, wherever in the config it lands
+                    sink.add(secret)
+                return secret
             except (OSError, IndexError, UnicodeDecodeError) as exc:
                 problem = f"secret file {path} cannot be read ({type(exc).__name__})"
                 if missing is None:
@@ -340,6 +346,8 @@ class Config(_Model):
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     source: Path | None = None
+    file_secrets: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
+    """Filled by the loader: every ``${file:...}`` value, for the redactor."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -523,11 +531,18 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     base = source.parent.resolve() if source.name != "<string>" else Path.cwd()
+    if "file_secrets" in raw:
+        raise ConfigError(source, ["file_secrets: is set by the loader, not by you"])
+    file_values: set[str] = set()
+    token = _FILE_VALUES.set(file_values)
     try:
         data = _prepare(raw, environ, base)
     except _FieldProblem as exc:
         raise ConfigError(source, [f"{_format_loc(exc.loc, raw)}: {exc.message}"]) from None
+    finally:
+        _FILE_VALUES.reset(token)
     data["source"] = str(source)
+    data["file_secrets"] = frozenset(file_values)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
