@@ -123,3 +123,18 @@ def collect_secrets(config: Config, environ: Mapping[str, str] | None = None) ->
 
 REDACTOR = Redactor()
 """The process-wide instance: the daemon and the CLI load it from their config."""
+
+
+class RedactingStream:
+    """A text stream that masks known secrets on the way out (the CLI's stdout and stderr)."""
+
+    def __init__(self, stream: Any, redactor: Redactor = REDACTOR) -> None:
+        self._stream = stream
+        self._redactor = redactor
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._redactor.text(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, name)
