@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ async def harness_main(port: int, log_dir: Path) -> None:
     server = ServerConfig(
         name="notes", transport="http", url=f"http://127.0.0.1:{port}/mcp", managed=True,
         command=sys.executable, args=[str(SERVER), "http", str(port)],
+        user=pwd.getpwuid(os.geteuid()).pw_name,  # as root, no user means nobody
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     proc: ManagedProcess

@@ -18,6 +18,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ DEFAULT_CONFIG_PATHS = (
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _REF_RE = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_FILE_VALUES: ContextVar[set[str] | None] = ContextVar("config_file_values", default=None)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -88,7 +90,11 @@ def expand_refs(text: str, environ: Mapping[str, str], missing: list[str] | None
         if ref.startswith("file:"):
             path = Path(os.path.expanduser(ref[5:]))
             try:
-                return path.read_text(encoding="utf-8").splitlines()[0].strip()
+                secret = path.read_text(encoding="utf-8").splitlines()[0].strip()
+                sink = _FILE_VALUES.get()
+                if sink is not None:  # the redactor must know it, wherever in the config it lands
+                    sink.add(secret)
+                return secret
             except (OSError, IndexError, UnicodeDecodeError) as exc:
                 problem = f"secret file {path} cannot be read ({type(exc).__name__})"
                 if missing is None:
@@ -188,6 +194,18 @@ class ServerConfig(_Model):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     fallback: FallbackConfig | None = None
+    # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
+    user: str | None = None
+    """Account a managed process runs as; unset under a root daemon means ``nobody``."""
+    group: str | None = None
+    """Primary group (name or number); default: the user's own primary group."""
+    inherit_env: list[str] = Field(default_factory=list)
+    """Names of the daemon's environment variables passed to a managed process besides the base."""
+    stop_signal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
+    stop_timeout: Duration | None = None
+    """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
+    secret_args: list[int] = Field(default_factory=list)
+    """Indexes into ``args`` whose values are secrets (masked everywhere, like env values)."""
     missing_env: tuple[str, ...] = ()
     """Filled by the loader: references in this server's fields that could not be resolved."""
 
@@ -252,6 +270,22 @@ class ServerConfig(_Model):
                 raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
             if self.managed and self.container:
                 raise ValueError("use either 'managed = true' (a process) or 'container', not both")
+        return self
+
+    @model_validator(mode="after")
+    def _process_fields(self) -> ServerConfig:
+        for index in self.secret_args:
+            if not 0 <= index < len(self.args):
+                raise ValueError(
+                    f"secret_args: {index} is not an index into args (0..{len(self.args) - 1}); "
+                    "count args from 0"
+                )
+        if not self.managed:
+            for key in ("user", "group", "stop_timeout"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' applies to managed servers only (managed = true); remove it here")
+            if self.inherit_env or self.stop_signal != "TERM":
+                raise ValueError("'inherit_env' and 'stop_signal' apply to managed servers only (managed = true)")
         return self
 
     @property
@@ -330,6 +364,8 @@ class Config(_Model):
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     source: Path | None = None
+    file_secrets: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
+    """Filled by the loader: every ``${file:...}`` value, for the redactor."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Config:
@@ -363,7 +399,7 @@ class Config(_Model):
 # Loading
 
 
-_SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers")
+_SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers", "user", "group", "inherit_env")
 _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
@@ -513,11 +549,18 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     base = source.parent.resolve() if source.name != "<string>" else Path.cwd()
+    if "file_secrets" in raw:
+        raise ConfigError(source, ["file_secrets: is set by the loader, not by you"])
+    file_values: set[str] = set()
+    token = _FILE_VALUES.set(file_values)
     try:
         data = _prepare(raw, environ, base)
     except _FieldProblem as exc:
         raise ConfigError(source, [f"{_format_loc(exc.loc, raw)}: {exc.message}"]) from None
+    finally:
+        _FILE_VALUES.reset(token)
     data["source"] = str(source)
+    data["file_secrets"] = frozenset(file_values)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -549,14 +592,29 @@ def find_config(explicit: str | Path | None, environ: Mapping[str, str] | None =
     return None
 
 
-def default_socket_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_RUNTIME_DIR/mcp-supervisor/control.sock``, or ``/run/mcp-supervisor/`` as root."""
-    environ = os.environ if environ is None else environ
-    if os.geteuid() != 0 and environ.get("XDG_RUNTIME_DIR"):
-        return Path(environ["XDG_RUNTIME_DIR"]) / "mcp-supervisor" / "control.sock"
-    if os.geteuid() == 0:
+def default_socket_path(owner_uid: int | None = None, run_user: Path = Path("/run/user")) -> Path:
+    """The socket a config implies, from the uid that owns the config, never from who asks.
+
+    Why not the reader's uid or ``$XDG_RUNTIME_DIR``: an unprivileged ``supervisorctl-mcp`` reading
+    the system config, a cron job without a login session and the daemon itself must all arrive at
+    the same path. Root's config -> ``/run/mcp-supervisor/``; uid N's -> ``/run/user/N/`` when
+    logind made it, else ``/tmp/mcp-supervisor-N/`` (whose owner and mode the daemon checks).
+    """
+    uid = os.geteuid() if owner_uid is None else owner_uid
+    if uid == 0:
         return Path("/run/mcp-supervisor/control.sock")
-    return Path(f"/tmp/mcp-supervisor-{os.geteuid()}/control.sock")
+    if (run_user / str(uid)).is_dir():
+        return run_user / str(uid) / "mcp-supervisor" / "control.sock"
+    return Path(f"/tmp/mcp-supervisor-{uid}/control.sock")
+
+
+def _config_owner(config: Config | None) -> int | None:
+    if config is None or config.source is None or config.source.name == "<string>":
+        return None
+    try:
+        return config.source.stat().st_uid
+    except OSError:
+        return None
 
 
 def resolve_socket_path(
@@ -570,4 +628,4 @@ def resolve_socket_path(
         return Path(os.path.expanduser(environ["MCP_SUPERVISOR_SOCKET"]))
     if config is not None and config.supervisor.socket is not None:
         return config.supervisor.socket
-    return default_socket_path(environ)
+    return default_socket_path(_config_owner(config))

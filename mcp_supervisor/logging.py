@@ -1,91 +1,37 @@
 """structlog setup: a console renderer on a terminal, JSON lines otherwise (journald, files).
 
-Why redaction lives here: a token must never reach a log line, whatever code logged it. The
-processor masks every known secret value (collected from the config: server env and header values,
-fallback header values, the Slack token, bearer tokens named by ``token_env``) wherever it occurs
-in an event, and masks whole values under keys that look secret (token, authorization, ...).
+Why stdlib records go through structlog's ``ProcessorFormatter``: aiohttp, the MCP SDK and asyncio
+log through the stdlib; with ``log_format = "json"`` each of their lines (tracebacks included, as
+an ``exception`` field) must be one JSON object, so ``journalctl -o cat | jq`` never chokes, and
+must pass the same redactor as our own lines (``mcp_supervisor.redact``).
+
+Why the SDK's client tracebacks are cut to one line: the SDK logs a full traceback for every
+connection a probe loses (a killed SSE server: 60 lines per probe); the probe result already says
+what happened, so the log keeps the exception's type and message only. A malformed request
+(a header over 8 KB) is the client's error, not ours: aiohttp's traceback for it becomes one
+warning line.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import structlog
 
-from mcp_supervisor.config import Config
+from mcp_supervisor.redact import MASK, REDACTOR, Redactor, collect_secrets
 
-MASK = "***"
-_SECRET_KEY_RE = re.compile(r"(token|authorization|password|passwd|secret|api[_-]?key|cookie|credential)", re.I)
-_MIN_SECRET_LEN = 6
-"""Shorter values ("1", "true") are not worth masking and would garble unrelated text."""
+__all__ = ["MASK", "REDACTOR", "Redactor", "collect_secrets", "get_logger", "setup_logging"]
 
-
-class Redactor:
-    """A structlog processor; ``update()`` swaps the secret set on reload."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._pattern: re.Pattern[str] | None = None
-        self.update(secrets)
-
-    def update(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
-
-    def scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self._pattern.sub(MASK, value) if self._pattern is not None else value
-        if isinstance(value, dict):
-            return {k: self._scrub_item(str(k), v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return type(value)(self.scrub(v) for v in value)
-        if isinstance(value, BaseException | os.PathLike) or not isinstance(value, int | float | bool | None):
-            return self.scrub(str(value))
-        return value
-
-    def _scrub_item(self, key: str, value: Any) -> Any:
-        if _SECRET_KEY_RE.search(key) and isinstance(value, str | bytes) and value:
-            return MASK
-        return self.scrub(value)
-
-    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        for key in list(event_dict):
-            event_dict[key] = self._scrub_item(key, event_dict[key])
-        return event_dict
+QUIET_TRACEBACK_LOGGERS = ("mcp.client", "mcp.shared")
+"""Loggers whose tracebacks are reduced to ``type: message`` (the probe result has the story)."""
 
 
-def collect_secrets(config: Config, environ: MutableMapping[str, str] | None = None) -> set[str]:
-    """Every value in the config that could be a credential."""
-    environ = os.environ if environ is None else environ
-    found: set[str] = set()
-
-    def add(value: str | None) -> None:
-        if not value:
-            return
-        found.add(value)
-        scheme, _, rest = value.partition(" ")
-        if rest and scheme.lower() in ("bearer", "basic", "token"):
-            found.add(rest.strip())
-
-    for server in config.servers:
-        for value in server.env.values():
-            add(value)
-        for value in server.headers.values():
-            add(value)
-        if server.fallback is not None:
-            for value in server.fallback.headers.values():
-                add(value)
-        if server.token_env:
-            add(environ.get(server.token_env))
-    add(config.slack.token)
-    return found
-
-
-REDACTOR = Redactor()
+def _renderer(fmt: str, stream: TextIO) -> Any:
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    return structlog.dev.ConsoleRenderer(colors=True) if use_console else structlog.processors.JSONRenderer()
 
 
 def setup_logging(
@@ -94,17 +40,19 @@ def setup_logging(
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
 ) -> Redactor:
-    """Configure structlog (and route the stdlib's warnings through the same stream)."""
+    """Configure structlog, and route the stdlib's records through the same renderer and redactor."""
     stream = sys.stderr if stream is None else stream
     REDACTOR.update(secrets)
-    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer(colors=True) if use_console else structlog.processors.JSONRenderer()
+    renderer = _renderer(fmt, stream)
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             REDACTOR,
             renderer,
@@ -113,23 +61,57 @@ def setup_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            REDACTOR,
+            renderer,
+        ],
+    )
     root = logging.getLogger()
-    if not any(getattr(h, "_mcp_supervisor", False) for h in root.handlers):
-        handler = logging.StreamHandler(stream)
-        handler.addFilter(_StdlibRedactFilter())
-        handler._mcp_supervisor = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
+    for old in [h for h in root.handlers if getattr(h, "_mcp_supervisor", False)]:
+        root.removeHandler(old)  # a second setup (tests, the CLI) replaces, never doubles, the handler
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(_QuietTracebacks())
+    handler._mcp_supervisor = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
     root.setLevel(max(numeric, logging.WARNING))
     return REDACTOR
 
 
-class _StdlibRedactFilter(logging.Filter):
-    """Third-party libraries log through the stdlib; their messages get the same scrubbing."""
+def _client_error(exc: BaseException) -> bool:
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    return isinstance(exc, HttpProcessingError)
+
+
+class _QuietTracebacks(logging.Filter):
+    """SDK client tracebacks and aiohttp's traces of malformed requests become one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = REDACTOR.scrub(record.getMessage())
-        record.args = None
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        if record.name.startswith(QUIET_TRACEBACK_LOGGERS) or (
+            record.name == "aiohttp.server" and _client_error(exc)
+        ):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {_one_line(exc)}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            if record.name == "aiohttp.server":
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(f"{type(e).__name__}: {_one_line(e)}" for e in exc.exceptions[:3])
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(text).split())[:300]
 
 
 def get_logger(name: str = "mcp_supervisor") -> Any:

@@ -15,14 +15,15 @@ import pytest
 
 from mcp_supervisor.actuators.process import ManagedProcess, ProcessStartError, RotatingLog
 from mcp_supervisor.config import ServerConfig
-from tests.servers.fixtures import pid_alive
+from tests.servers.fixtures import TEST_USER, pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def server(*args: str, command: str = sys.executable, name: str = "p") -> ServerConfig:
     return ServerConfig(
-        name=name, transport="http", url="http://127.0.0.1:1/mcp", managed=True, command=command, args=list(args)
+        name=name, transport="http", url="http://127.0.0.1:1/mcp", managed=True, command=command, args=list(args),
+        user=TEST_USER,
     )
 
 

@@ -26,6 +26,7 @@ from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command, EnterFallback, State
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.supervisor import Supervisor
+from tests.servers.fixtures import RUN_AS
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -66,6 +67,7 @@ name = "{name}"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{port}"]
 probe = {{ {probe_toml} }}
@@ -167,6 +169,7 @@ name = "jira"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["-c", {json.dumps(_UNAUTHORIZED_SERVER)}, "{port}"]
 headers = {{ Authorization = "Bearer expired-token-123456" }}
@@ -195,6 +198,7 @@ name = "ghost"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{tmp_path}/no-such-server"
 """
     async with running(make_config(tmp_path, servers)) as sup:
@@ -277,6 +281,7 @@ name = "app"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["-c", {json.dumps(_CONFIG_READING_SERVER)}, "{app_config}", "{EXAMPLE}"]
 config = "app"

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers.fixtures import RUN_AS
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
@@ -168,6 +170,7 @@ name = "notes-managed"
 transport = "http"
 url = "http://127.0.0.1:{managed_port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{managed_port}"]
 probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2, start_period = "10s" }}

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
-from tests.servers.fixtures import pid_alive
+from tests.servers.fixtures import RUN_AS, pid_alive
 from tests.test_daemon import PY, free_port, make_config, managed_notes, running, state, until
 
 KILLS = int(os.environ.get("MCP_SUPERVISOR_KILL_ROUNDS", "25"))
@@ -100,6 +100,7 @@ name = "jira"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["-c", "import sys; print('token rejected', file=sys.stderr); sys.exit(1)"]
 probe = {{ interval = "200ms", timeout = "500ms", failure_threshold = 1 }}

@@ -182,15 +182,17 @@ class DockerActuator:
         if since is not None:
             params["since"] = f"{since:.9f}"
         client = self._client()
-        async with client._query("events", method="GET", params=params, timeout=None) as response:
-            buffer = b""
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    event = _parse_event(line, wanted)
-                    if event is not None:
-                        yield event
+        # aiodocker's public events API: one background reader per client, published to
+        # subscribers; stop() ends it (and re-raises what ended it) so a later call starts anew.
+        stream: Any = client.events  # untyped in aiodocker
+        subscriber = stream.subscribe(**params)
+        try:
+            while (data := await subscriber.get()) is not None:
+                event = _event_from(data, wanted)
+                if event is not None:
+                    yield event
+        finally:
+            await stream.stop()
 
     async def aclose(self) -> None:
         if self._docker is not None:
@@ -198,11 +200,7 @@ class DockerActuator:
             self._docker = None
 
 
-def _parse_event(line: bytes, wanted: set[str]) -> ContainerEvent | None:
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
+def _event_from(data: dict[str, Any], wanted: set[str]) -> ContainerEvent | None:
     actor = data.get("Actor") or {}
     attributes = {k: str(v) for k, v in (actor.get("Attributes") or {}).items() if k in ("name", "image", "exitCode")}
     name = attributes.get("name", "")

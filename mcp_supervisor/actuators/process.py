@@ -7,6 +7,10 @@ Why these choices:
   milliseconds of the death instead of at the next check (supervisord's ~1 s tick).
 * Output pumped into size-capped rotating files: a chatty server must not fill the disk, and a
   crash's last words are kept for the alert.
+* Least privilege (``process_env``): the process runs as its ``user`` (``nobody`` under a root
+  daemon when none is named) with a clean environment, never the daemon's whole environment.
+* Log writes (and rotation's renames) run in a worker thread: a slow or full disk must not stall
+  the event loop that answers probes and the control socket.
 * The output pipe is ours (``os.pipe``), not asyncio's: on Python 3.11 ``Process.wait()`` returns
   only once every pipe asyncio made for the child is closed, so a grandchild still holding stdout
   would hide the leader's death. With our own pipe ``wait()`` returns when the leader is reaped.
@@ -18,10 +22,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from mcp_supervisor.actuators.process_env import IdentityError, build_environment, resolve_identity, stop_signal
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.process_records import ProcessRecords, records_for
@@ -48,8 +55,14 @@ class RotatingLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab", buffering=0)
         self._size = self._file.tell()
+        self._lock = threading.Lock()
+        """Writes come from worker threads; an old instance's pump may still drain beside a new one."""
 
     def write(self, data: bytes) -> None:
+        with self._lock:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         while data:
             room = self.max_bytes - self._size
             if room <= 0:
@@ -78,7 +91,8 @@ class RotatingLog:
             return ""
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._file.close()
 
 
 class ManagedProcess:
@@ -100,7 +114,8 @@ class ManagedProcess:
         if not server.command:
             raise ValueError(f"server {server.name!r} is managed but has no command")
         self.server = server
-        self.grace = grace
+        self.grace = server.stop_timeout if server.stop_timeout is not None else grace
+        self._told_default_user = False
         self.on_exit = on_exit
         self.log = RotatingLog(Path(log_dir) / f"{server.name}.log", max_bytes=log_max_bytes)
         # on record while it runs, so a daemon killed with -9 leaves nothing unsupervised (the log
@@ -155,7 +170,18 @@ class ManagedProcess:
         if self._proc is not None:  # the leader exited on its own: clear what is left of its group
             await self._stop()
         server = self.server
-        env = {**os.environ, **server.env}
+        try:
+            identity = resolve_identity(server)
+        except IdentityError as exc:
+            raise ProcessStartError(str(exc)) from None
+        if identity.defaulted and not self._told_default_user:
+            self._told_default_user = True
+            log.warning("managed server runs as nobody: the daemon is root and 'user' is not set "
+                        "(set user = \"ACCOUNT\" in its [[servers]] table)", server=server.name)
+        env = build_environment(server, identity, os.environ)
+        switch: dict[str, Any] = {}
+        if identity.switch:  # extra_groups always: else the child keeps root's supplementary groups
+            switch = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -167,13 +193,16 @@ class ManagedProcess:
                 cwd=str(server.cwd) if server.cwd else None,
                 env=env,
                 start_new_session=True,
+                **switch,
             )
         except (OSError, ValueError) as exc:
             os.close(read_fd)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ProcessStartError(
-                f"server {server.name!r}: cannot start {server.command!r} ({reason}); check 'command' and 'cwd'"
-            ) from None
+            who = f" as {identity.name} (uid {identity.uid})" if identity.switch else ""
+            fix = "check 'command' and 'cwd'"
+            if identity.defaulted:
+                fix += "; it runs as nobody because 'user' is not set: set user = \"ACCOUNT\" (or \"root\" deliberately)"
+            raise ProcessStartError(f"server {server.name!r}: cannot start {server.command!r}{who} ({reason}); {fix}") from None
         finally:
             os.close(write_fd)
         self._proc = proc
@@ -215,7 +244,7 @@ class ManagedProcess:
         try:
             while data := await reader.read(_CHUNK):
                 try:
-                    self.log.write(data)
+                    await asyncio.to_thread(self.log.write, data)
                 except OSError as exc:  # a full disk must not kill the supervisor
                     log.warning("cannot write server log", server=self.server.name, error=exc.strerror)
         finally:
@@ -228,11 +257,13 @@ class ManagedProcess:
         self._stopping = True
         pgid = proc.pid
         if proc.returncode is None:
-            _signal_group(pgid, signal.SIGTERM)
+            sig = stop_signal(self.server)
+            _signal_group(pgid, sig)
             try:
                 await asyncio.wait_for(asyncio.shield(self.exited.wait()), timeout=self.grace)
             except TimeoutError:
-                log.warning("process ignored SIGTERM; killing its group", server=self.server.name, pid=pgid)
+                log.warning(f"process ignored SIG{self.server.stop_signal}; killing its group",
+                            server=self.server.name, pid=pgid, stop_timeout=self.grace)
         # Children that ignore TERM (or outlived their leader) die with the group either way.
         _signal_group(pgid, signal.SIGKILL)
         if self._watch is not None:

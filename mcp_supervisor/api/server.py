@@ -1,32 +1,42 @@
 """The control API: aiohttp over a Unix socket, versioned ``/v1`` JSON routes and SSE events.
 
 Why a Unix socket with SO_PEERCRED instead of a TCP port with tokens: the kernel tells us who the
-peer is, so there is no secret to leak, and filesystem permissions (mode 0660) are a second wall.
-Why a middleware that turns every unexpected exception into a JSON 500: a bad request or a bug in
-one route must never take the supervisor down, and a script must always get a parseable answer.
+peer is, so there is no secret to leak, and filesystem permissions are a second wall. The socket
+and its directory live in ``api/unix_socket.py``; what every request passes through (peer check,
+bounded bodies, errors as JSON, redaction) in ``api/middleware.py``; the routes are here.
+Why connections idle for ``IDLE_TIMEOUT`` are closed: a client that connects and never finishes
+its request (or 500 of them) must not hold the daemon's file descriptors forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import math
 import os
-import socket
-import stat
-import struct
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from mcp_supervisor.api.control import SupervisorControl, UnknownServer
+from mcp_supervisor.api.control import SupervisorControl
+from mcp_supervisor.api.middleware import (
+    MAX_BODY,
+    AccessLogger,
+    ApiError,
+    Handler,
+    error_response,
+    errors_middleware,
+    json_body,
+    make_peer_middleware,
+)
+from mcp_supervisor.api.unix_socket import ApiStartError, bind_socket, peer_credentials
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command
 from mcp_supervisor.logging import get_logger
+from mcp_supervisor.redact import REDACTOR
 
 log = get_logger("mcp_supervisor.api")
 
@@ -34,112 +44,23 @@ MAX_WAIT = 300.0
 """Cap for ``/v1/ready?wait=``: a long-poll longer than this is a client bug or a stuck script."""
 HEARTBEAT = 15.0
 """Seconds between SSE comment lines; they keep proxies awake and detect vanished clients."""
-SOCKET_MODE = 0o660
+IDLE_TIMEOUT = 5.0
+"""Seconds a connection may sit without a complete request (before the first and between requests)."""
 
 CONTROL_KEY: web.AppKey[SupervisorControl] = web.AppKey("control", SupervisorControl)
 VAULT_KEY: web.AppKey[Any] = web.AppKey("vault", object)
 HEARTBEAT_KEY: web.AppKey[float] = web.AppKey("heartbeat", float)
 STOPPING_KEY: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 
-_PEERCRED = struct.Struct("3i")
 _T = TypeVar("_T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiStartError(RuntimeError):
-    """The API cannot listen on its socket; ``str()`` says why and what to do."""
-
-
-class ApiError(Exception):
-    """A request the API refuses; becomes ``{"error": {"code", "message"}}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-# --- middlewares --------------------------------------------------------------------------------
-
-
-_HTTP_CODES = {
-    400: "bad_request",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "timeout",
-    413: "too_large",
-    415: "unsupported_media_type",
-}
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    except UnknownServer as exc:
-        name = exc.args[0] if exc.args else "?"
-        return error_response(404, "unknown_server", f"no server named {name!r} in the running config")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason
-        if exc.status == 404:
-            message = f"no route {request.method} {request.path} (see GET /v1/status, /v1/ready, /v1/events)"
-        elif exc.status == 405:
-            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-            message = f"{request.method} is not allowed on {request.path}" + (f"; use {allowed}" if allowed else "")
-        response = error_response(exc.status, code, message)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("api handler failed", method=request.method, path=request.path)
-        return error_response(500, "internal", "internal error in the supervisor; see its log")
-
-
-def peer_credentials(request: web.Request) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of the peer, from the kernel; None when the transport has no socket."""
-    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
-    if sock is None or sock.family != socket.AF_UNIX:
-        return None
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    pid, uid, gid = _PEERCRED.unpack(raw)
-    return pid, uid, gid
-
-
-def make_peer_middleware(allowed_uids: Iterable[int], allowed_gids: Iterable[int]) -> Any:
-    uids = {0, os.getuid(), *allowed_uids}
-    gids = set(allowed_gids)
-
-    @web.middleware
-    async def peer_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        creds = peer_credentials(request)
-        if creds is None:
-            log.warning("refused a peer without credentials", path=request.path)
-            return error_response(403, "forbidden", "peer credentials unavailable; connect over the Unix socket")
-        pid, uid, gid = creds
-        if uid not in uids and gid not in gids:
-            log.warning("refused a peer", pid=pid, uid=uid, gid=gid, path=request.path)
-            return error_response(
-                403,
-                "forbidden",
-                f"uid {uid} is not allowed on this socket; add it to [supervisor] allowed_uids "
-                "(or its group to allowed_gids)",
-            )
-        return await handler(request)
-
-    return peer_middleware
+# the names route plug-ins (api/*_routes.py) and tests import from here
+__all__ = [
+    "CONTROL_KEY", "VAULT_KEY", "ApiError", "ApiServer", "ApiStartError", "_json_body", "bind_socket",
+    "build_app", "error_response", "json_body", "parse_wait", "peer_credentials", "start_api_server",
+]
+_json_body = json_body
 
 
 # --- routes -------------------------------------------------------------------------------------
@@ -234,22 +155,8 @@ def _command_route(cmd: Command) -> Handler:
     return handler
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The optional JSON object body; an empty body is ``{}``."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    return body
-
-
 async def emergency(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     name = body.get("server")
     if name is not None and (not isinstance(name, str) or not name):
         raise ApiError(400, "bad_request", '"server" must be a server name (a non-empty string)')
@@ -265,6 +172,7 @@ async def reload(request: web.Request) -> web.Response:
 
 
 def _sse_frame(event_json: dict[str, Any]) -> bytes:
+    event_json = REDACTOR.payload(event_json)
     data = json.dumps(event_json, separators=(",", ":"), default=str)
     return f"id: {event_json.get('seq', '')}\nevent: {event_json.get('kind', 'message')}\ndata: {data}\n\n".encode()
 
@@ -310,7 +218,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application(
         middlewares=[errors_middleware, make_peer_middleware(allowed_uids, allowed_gids)],
-        client_max_size=1024 * 1024,
+        client_max_size=MAX_BODY,
     )
     app[CONTROL_KEY] = control
     app[VAULT_KEY] = vault
@@ -336,56 +244,6 @@ def build_app(
     if extra_routes is not None:
         extra_routes(app)
     return app
-
-
-# --- the socket ---------------------------------------------------------------------------------
-
-
-def _someone_listens(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            return False
-        return True  # e.g. EAGAIN (backlog full) or a timeout: something is there
-    finally:
-        probe.close()
-    return True
-
-
-def bind_socket(path: Path) -> socket.socket:
-    """A listening socket at ``path`` with mode 0660, replacing only a stale (dead) socket file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    if path.exists() or path.is_symlink():
-        mode = path.lstat().st_mode
-        if not stat.S_ISSOCK(mode):
-            raise ApiStartError(
-                f"{path} exists and is not a socket; refusing to replace it (remove it or choose "
-                "another path with --socket or [supervisor] socket)"
-            )
-        if _someone_listens(path):
-            raise ApiStartError(
-                f"another mcp-supervisor is already listening on {path}; stop it first "
-                "(or give this one another --socket)"
-            )
-        log.info("removing a stale control socket", socket=str(path))
-        path.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        # before listen() nobody can connect, so there is no window with a wider mode; a
-        # process-wide umask change would race with other threads creating files
-        os.chmod(path, SOCKET_MODE)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise ApiStartError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    return sock
 
 
 class ApiServer:
@@ -429,6 +287,7 @@ async def start_api_server(
 ) -> ApiServer:
     """Listen on ``socket_path``. Raises ApiStartError if another daemon is already there."""
     socket_path = Path(socket_path)
+    allowed_uids, allowed_gids = list(allowed_uids), list(allowed_gids)
     app = build_app(
         control,
         allowed_uids=allowed_uids,
@@ -437,11 +296,14 @@ async def start_api_server(
         vault=vault,
         heartbeat=heartbeat,
     )
-    sock = bind_socket(socket_path)
+    sock, socket_path = bind_socket(socket_path, shared=bool(allowed_uids or allowed_gids))
     inode = socket_path.lstat().st_ino
     # handler_cancellation: a long-poll or SSE client that hangs up frees its waiter at once;
     # state-changing routes are shielded so they still complete.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log_class=AccessLogger, shutdown_timeout=1.0,
+        keepalive_timeout=IDLE_TIMEOUT,
+    )  # fmt: skip
     try:
         await runner.setup()
         site = web.SockSite(runner, sock)

@@ -50,6 +50,10 @@ def socket_path(args: argparse.Namespace) -> Path:
             if getattr(args, "config", None):
                 raise UsageError(f"{exc}\n(the socket path is read from this config; or pass --socket PATH)") from None
             # an unusable default config must not stop `ready` from finding a running daemon
+    if config is not None:
+        from mcp_supervisor.redact import REDACTOR, collect_secrets
+
+        REDACTOR.update(collect_secrets(config))  # what this command prints is masked (main())
     return resolve_socket_path(None, config)
 
 
@@ -250,6 +254,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("supervisorctl-mcp: error: a COMMAND is required (see --help)", file=sys.stderr)
         return EXIT_USAGE
+    from mcp_supervisor.redact import RedactingStream
+
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(stdout), RedactingStream(stderr)
+    try:
+        return _run(handler, args)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _run(handler: Handler, args: argparse.Namespace) -> int:
     try:
         return int(handler(args) or 0)
     except UsageError as exc:

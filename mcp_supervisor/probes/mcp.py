@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import IO, Any, TypeVar
-from urllib.parse import urlsplit
 
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
@@ -36,6 +35,7 @@ from mcp_supervisor.probes.light import send as send_light
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed, SessionWorker
 from mcp_supervisor.probes.spawn import install as _install_spawn_hook
 from mcp_supervisor.probes.spawn import sweep_group
+from mcp_supervisor.redact import REDACTOR, Redactor, server_secrets
 
 _install_spawn_hook()
 
@@ -172,7 +172,7 @@ class McpProber:
         self._context = context
         self._warm: _Conn | None = None
         self._open: set[_Conn] = set()
-        self._secrets = _secrets_of(server)
+        self._redactor = Redactor(server_secrets(server))
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -400,26 +400,13 @@ class McpProber:
         )
 
     def _redact(self, text: str) -> str:
-        """Blank out configured secrets that a server's stderr or an error text may echo."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        """Blank out secrets a server's stderr or an error text may echo (the shared redactor's rules)."""
+        return REDACTOR.text(self._redactor.text(text))
 
 
 def _crash_text(conn: _Conn) -> str:
     tail = conn.obs.stderr_tail.strip()
     return f"warm instance exited between probes; stderr: {tail}" if tail else "warm instance exited between probes"
-
-
-def _secrets_of(server: ServerConfig) -> list[str]:
-    """Header and env values, URL userinfo and query: whatever may hold a token, longest first."""
-    values = [*server.headers.values(), *server.env.values()]
-    for value in server.headers.values():  # "Bearer sk-..." -> also the bare token
-        values.extend(value.split()[1:])
-    if server.url:
-        parts = urlsplit(server.url)
-        values.extend(x for x in (parts.query, parts.password or "", parts.username or "") if x)
-    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 
 def _ms(since: float) -> float:
