@@ -95,7 +95,7 @@ def holders(root: Path) -> list[LockInfo]:
 
 
 @contextlib.contextmanager
-def location_lock(root: Path, *, exclusive: bool, wait: float = WAIT_S) -> Iterator[None]:
+def location_lock(root: Path, *, exclusive: bool, wait: float | None = None) -> Iterator[None]:
     """Hold a shared or exclusive lock on vault location ``root`` (which must exist).
 
     Fairness: a shared locker steps back whenever an exclusive lock file exists; an exclusive one
@@ -107,7 +107,7 @@ def location_lock(root: Path, *, exclusive: bool, wait: float = WAIT_S) -> Itera
     host = socket.gethostname()
     mine = folder / secrets.token_hex(16)
     body = json.dumps({"pid": os.getpid(), "host": host, "time": time.time(), "exclusive": exclusive}).encode()
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + (WAIT_S if wait is None else wait)
     present = False
     try:
         while True:
