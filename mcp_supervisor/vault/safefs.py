@@ -182,14 +182,24 @@ def rename_noreplace(dir_fd: int, old: str, new: str) -> None:
 
 
 def set_aside(dir_fd: int, name: str, label: str) -> str | None:
-    """Move whatever is at ``name`` (file, link, folder) to a new unique kept name; None if nothing."""
+    """Keep whatever is at ``name`` (file, link, folder) under a new unique name; None if nothing.
+
+    A file or link is kept by a hard link, so ``name`` never disappears while its replacement is
+    written (a reader sees the old file or the new one); a folder can only be renamed away.
+    """
     try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
     for _ in range(8):
         kept = kept_name(name, label)
         try:
+            if not stat.S_ISDIR(info.st_mode):
+                try:
+                    os.link(name, kept, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+                    return kept
+                except PermissionError:
+                    pass  # protected_hardlinks: not ours to link; rename it instead
             rename_noreplace(dir_fd, name, kept)
             return kept
         except FileExistsError:
