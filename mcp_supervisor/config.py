@@ -341,6 +341,8 @@ class WatchedConfig(_Model):
     secret_keys: list[str] | None = None
     """dotenv keys whose values are secrets; None means every value is treated as secret."""
     check_interval: Duration = 60.0
+    on_server_loss: Literal["restore", "alert", "ignore"] | None = None
+    """mcp-client-json: what a shrunken server map means; None judges (wiped map: restore; a few gone: alert)."""
 
     @field_validator("name")
     @classmethod

@@ -36,7 +36,7 @@ from mcp_supervisor.vault.crypto import (
 )
 from mcp_supervisor.vault.retention import select_keep
 from mcp_supervisor.vault.service import RestoreError, VaultService
-from mcp_supervisor.vault.validate import strip_jsonc, validate
+from mcp_supervisor.vault.validate import judge_server_loss, parse_json, validate
 
 CANARY = "tok-CANARY-7f3a9c"
 MCP_JSON = {
@@ -125,7 +125,7 @@ def test_key_export_import_round_trip_and_wrong_passphrase() -> None:
 
 def test_jsonc_comments_and_trailing_commas_are_accepted() -> None:
     text = '{\n // VS Code\n "servers": {"a": {"type": "stdio", "command": "x // not a comment",},},\n}'
-    assert json.loads(strip_jsonc(text))["servers"]["a"]["command"] == "x // not a comment"
+    assert parse_json(text.encode(), jsonc=True)["servers"]["a"]["command"] == "x // not a comment"
     assert validate("mcp-client-json", text.encode()).ok
 
 
@@ -145,9 +145,23 @@ def test_client_json_damage_is_named(content: bytes, problem: str) -> None:
     assert not result.ok and problem in "; ".join(result.problems)
 
 
-def test_lost_servers_count_as_damage() -> None:
-    result = validate("mcp-client-json", b'{"mcpServers": {"jira": {"command": "x"}}}', (), frozenset({"jira", "gitlab"}))
-    assert not result.ok and "lost server(s) gitlab" in result.problems[0]
+def test_server_loss_is_judged_like_a_person_would() -> None:
+    before = frozenset({"jira", "gitlab"})
+    one_gone = validate("mcp-client-json", b'{"mcpServers": {"jira": {"command": "x"}}}')
+    wiped = validate("mcp-client-json", b'{"mcpServers": {}}')
+    gone = validate("mcp-client-json", b'{"theme": "dark"}')
+    assert one_gone.ok
+    edit = judge_server_loss(before, one_gone, None)
+    assert edit is not None and edit.action == "alert" and edit.lost == ("gitlab",)
+    assert judge_server_loss(before, wiped, None).action == "restore"  # type: ignore[union-attr]
+    assert judge_server_loss(before, gone, None).action == "restore"  # type: ignore[union-attr]
+    assert judge_server_loss(None, gone, None).action == "restore"  # type: ignore[union-attr]
+    assert judge_server_loss(before, one_gone, "restore").action == "restore"  # type: ignore[union-attr]
+    assert judge_server_loss(before, wiped, "alert").action == "alert"  # type: ignore[union-attr]
+    assert judge_server_loss(before, gone, "ignore").action == "keep"  # type: ignore[union-attr]
+    assert judge_server_loss(frozenset(), gone, None).action == "keep"  # type: ignore[union-attr]  # accepted as empty
+    broken = validate("mcp-client-json", b'{"mcpServers": {"a": {}}}')
+    assert judge_server_loss(before, broken, "ignore") is None  # damage of another kind is not a loss question
 
 
 # --- snapshots, restore, verify, repair ----------------------------------------------------------
@@ -184,12 +198,40 @@ async def test_restore_keeps_the_replaced_file_aside(vault: VaultService, tmp_pa
 async def test_restore_to_another_path_and_unknown_names(vault: VaultService, tmp_path: Path) -> None:
     await vault.backup()
     out = tmp_path / "elsewhere" / "mcp.json"
-    await vault.restore("cursor", to=out)
-    assert json.loads(out.read_text()) == MCP_JSON
+    with pytest.raises(RestoreError, match=r"elsewhere does not exist \(restore --to creates no folders\)"):
+        await vault.restore("cursor", to=out)
+    assert not out.parent.exists()
+    out.parent.mkdir()
+    result = await vault.restore("cursor", to=out)
+    assert json.loads(out.read_text()) == MCP_JSON and result["kept_aside"] is None
+    again = await vault.restore("cursor", to=out)  # a valid file it replaces is "replaced", not "corrupt"
+    assert Path(again["kept_aside"]).name.startswith("mcp.json.replaced-")
+    out.write_text("{")
+    third = await vault.restore("cursor", to=out)
+    assert Path(third["kept_aside"]).name.startswith("mcp.json.corrupt-")
+    assert len(list(out.parent.iterdir())) == 3  # nothing kept was overwritten
     with pytest.raises(RestoreError, match="no watched config named 'nope'"):
         await vault.restore("nope")
     with pytest.raises(RestoreError, match="snapshot x not found"):
         await vault.restore("cursor", snapshot_id="x")
+
+
+async def test_restore_to_refuses_directories_devices_and_links(vault: VaultService, tmp_path: Path) -> None:
+    await vault.backup()
+    populated = tmp_path / "populated"
+    populated.mkdir()
+    (populated / "keep.txt").write_text("mine")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for target, what in ((populated, "a directory"), (Path("/dev/null"), "a device node"), (link, "a symbolic link")):
+        with pytest.raises(RestoreError, match=f"is {what}: restore --to writes only regular files"):
+            await vault.restore("cursor", to=target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing renamed, nothing created
+    assert (populated / "keep.txt").read_text() == "mine" and victim.read_text() == "not yours"
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and not list(Path("/dev").glob("null.*"))
 
 
 async def test_corrupt_copies_are_never_restored_other_location_or_older_snapshot_used(
@@ -245,15 +287,55 @@ async def test_flipped_manifest_falls_back_to_an_older_snapshot(vault: VaultServ
     assert (tmp_path / "home" / "mcp.json").read_bytes() == good
 
 
-async def test_wrong_key_is_a_clear_error(vault: VaultService, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loss", ["deleted", "wrong"])
+async def test_a_lost_or_wrong_key_is_never_replaced_silently(vault: VaultService, tmp_path: Path, loss: str) -> None:
     await vault.backup()
-    (tmp_path / "keys" / "vault.key").write_bytes(os.urandom(32))
-    other = VaultService(vault.config)
-    assert await other.list_snapshots() == []
-    with pytest.raises(RestoreError, match="no valid backup"):
-        await other.restore("cursor")
-    verify = await other.verify()
-    assert not verify["ok"] and "authentication failed" in verify["bad"][0]
+    key_file = tmp_path / "keys" / "vault.key"
+    if loss == "deleted":
+        key_file.unlink()
+    else:
+        key_file.write_bytes(os.urandom(32))
+    events: list[tuple[str, dict[str, Any]]] = []
+    other = VaultService(vault.config, on_event=lambda k, d: events.append((k, d)))
+    expected = "missing, but 1 snapshot" if loss == "deleted" else "decrypts none of the 1 snapshot"
+    for call in (other.list_snapshots, other.backup, lambda: other.restore("cursor"), other.verify, other.repair):
+        with pytest.raises(KeyFileError, match=expected) as caught:
+            await call()
+        assert str(key_file) in str(caught.value) and "supervisorctl-mcp key import" in str(caught.value)
+    assert os.path.exists(key_file) == (loss == "wrong") and list(key_file.parent.iterdir()) == ([key_file] if loss == "wrong" else [])
+    # the daemon's service: says so once, creates nothing, keeps waiting
+    task = asyncio.create_task(other.run())
+    try:
+        await wait_until(lambda: any(k == "vault_error" for k, _ in events))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert "key import" in next(d["error"] for k, d in events if k == "vault_error")
+    assert os.path.exists(key_file) == (loss == "wrong")
+
+
+async def test_only_a_backup_into_an_empty_vault_makes_a_key(tmp_path: Path) -> None:
+    vault = VaultService(write_config(tmp_path))
+    key_file = tmp_path / "keys" / "vault.key"
+    assert await vault.list_snapshots() == []
+    assert (await vault.verify())["ok"]
+    with pytest.raises(VaultError, match="no backups yet"):
+        await vault.restore("cursor")
+    assert not key_file.exists()
+    await vault.backup()
+    assert key_file.exists() and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+async def test_backups_lists_snapshots_it_cannot_decrypt(vault: VaultService, tmp_path: Path) -> None:
+    first = await vault.backup()
+    second = await vault.backup()
+    for loc in ("backup0", "backup1"):
+        manifest = tmp_path / loc / "snapshots" / first["snapshot"]
+        manifest.write_bytes(manifest.read_bytes()[:-2] + b"xx")
+    listed = await VaultService(vault.config).list_snapshots()
+    assert [(s["id"], s["readable"]) for s in listed] == [(second["snapshot"], True), (first["snapshot"], False)]
+    assert "cannot decrypt" in listed[1]["problem"] and len(listed[1]["locations"]) == 2
 
 
 async def test_read_only_location_does_not_stop_the_others(tmp_path: Path) -> None:
@@ -325,8 +407,13 @@ asyncio.run(main())
 """
     (tmp_path / "sup.toml").write_text(_config_text(tmp_path))
     rng = random.Random(4)
-    for _ in range(12):
+    snapshots = tmp_path / "backup1" / "snapshots"
+    for round_ in range(12):
         child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if round_ == 0:  # a loaded machine may take seconds to start Python: kill only once it backs up
+            deadline = time.monotonic() + 60
+            while not (snapshots.is_dir() and any(snapshots.iterdir())) and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(0.7 + rng.random() * 0.4)
         child.kill()
         child.wait(timeout=10)
@@ -399,8 +486,10 @@ def _corrupt(kind: str, path: Path) -> None:
         path.write_bytes(os.urandom(300))
     elif kind == "shape":
         path.write_text('{"mcpServers": ["jira", "gitlab"]}')
-    elif kind == "lost_servers":
-        path.write_text('{"mcpServers": {"jira": {"command": "npx"}}, "theme": "dark"}')
+    elif kind == "wiped_map":  # what Claude Desktop does to its own file: an empty server map
+        path.write_text('{"mcpServers": {}, "theme": "dark"}')
+    elif kind == "map_gone":
+        path.write_text('{"theme": "dark"}')
     elif kind == "delete":
         path.unlink()
     elif kind == "chmod000":
@@ -419,7 +508,8 @@ def _corrupt(kind: str, path: Path) -> None:
         ("cursor", "cut"),
         ("cursor", "random"),
         ("cursor", "shape"),
-        ("cursor", "lost_servers"),
+        ("cursor", "wiped_map"),
+        ("cursor", "map_gone"),
         ("cursor", "delete"),
         ("cursor", "chmod000"),
         ("cursor", "directory"),
@@ -438,6 +528,7 @@ async def test_watcher_restores_every_kind_of_damage(tmp_path: Path, config: str
         _corrupt(kind, path)
         await wait_until(
             lambda: path.is_file() and path.read_bytes() == original and stat.S_IMODE(path.stat().st_mode) & 0o400
+            and any(k == "restore" for k, _ in events)
         )
     finally:
         task.cancel()

@@ -25,12 +25,13 @@ def _vault(request: web.Request) -> Any:
 
 async def _guard(call: Any) -> Any:
     from mcp_supervisor.vault.crypto import VaultError
-    from mcp_supervisor.vault.service import RestoreError
+    from mcp_supervisor.vault.service import NoBackupsYet, RestoreError
 
     try:
         return await call
     except RestoreError as exc:
-        status = 404 if "no watched config" in str(exc) or "not found" in str(exc) else 409
+        missing = isinstance(exc, NoBackupsYet) or "no watched config" in str(exc) or "not found" in str(exc)
+        status = 404 if missing else 409
         raise ApiError(status, "restore_failed", str(exc)) from None
     except VaultError as exc:
         raise ApiError(409, "vault_error", str(exc)) from None

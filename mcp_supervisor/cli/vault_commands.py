@@ -41,23 +41,57 @@ def _vault(args: argparse.Namespace) -> VaultService:
     return VaultService(config)
 
 
+def print_failure(args: argparse.Namespace, message: str) -> None:
+    if args.json:
+        print(json.dumps({"ok": False, "error": message}))
+    else:
+        print(f"supervisorctl-mcp: {message}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace, work: Callable[[VaultService], Coroutine[Any, Any, Any]]) -> tuple[int, Any]:
     from mcp_supervisor.vault.crypto import VaultError
 
     try:
         return EXIT_OK, asyncio.run(work(_vault(args)))
     except VaultError as exc:
-        if args.json:
-            print(json.dumps({"ok": False, "error": str(exc)}))
-        else:
-            print(f"supervisorctl-mcp: {exc}", file=sys.stderr)
+        print_failure(args, str(exc))
         return EXIT_FAILED, None
 
 
+def _through_daemon(args: argparse.Namespace, accept: bool) -> dict[str, Any] | None:
+    """The daemon's answer to a backup when one runs with a vault, else None (then the CLI does it).
+
+    Why: the daemon's watcher remembers what it last saw; a backup (above all ``--accept``) made
+    beside it would not tell it that a removal was intended, and it would put the servers back.
+    """
+    from mcp_supervisor.api.client import ApiError, DaemonUnreachable, SupervisorClient
+    from mcp_supervisor.cli.main import UsageError, socket_path
+
+    try:
+        client = SupervisorClient(socket_path(args), timeout=120.0)
+        return client.request("POST", "/v1/backups", {"accept": accept})[1]
+    except (DaemonUnreachable, UsageError):
+        return None
+    except ApiError as exc:
+        if exc.status == 404:  # an older daemon, or one without a vault: do it here
+            return None
+        from mcp_supervisor.vault.crypto import VaultError
+
+        raise VaultError(f"the daemon refused the backup: {exc.message}") from None
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
-    code, result = _run(args, lambda v: v.backup("manual (supervisorctl-mcp backup)", accept=args.accept))
+    from mcp_supervisor.vault.crypto import VaultError
+
+    try:
+        result = _through_daemon(args, args.accept)
+    except VaultError as exc:
+        print_failure(args, str(exc))
+        return EXIT_FAILED
     if result is None:
-        return code
+        code, result = _run(args, lambda v: v.backup("manual (supervisorctl-mcp backup)", accept=args.accept))
+        if result is None:
+            return code
     if args.json:
         print(json.dumps(result))
     else:
@@ -82,11 +116,19 @@ def cmd_backups(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table("snapshot", "age", "files", "copies", "reason")
+    unreadable = 0
     for snap in snapshots:
+        if not snap.get("readable", True):
+            unreadable += 1
+            table.add_row(snap["id"], "?", "CANNOT DECRYPT", "0", snap.get("problem", ""))
+            continue
         files = ", ".join(f["name"] for f in snap["files"])
         copies = f"{snap['copies']}" + ("" if snap["safe"] else " (not safe)")
         table.add_row(snap["id"], _age(snap["age_s"]), files, copies, snap["reason"])
     Console().print(table)
+    if unreadable:
+        print(f"{unreadable} snapshot(s) cannot be decrypted with this key (damaged, or made with another key); "
+              "see: supervisorctl-mcp verify")
     return EXIT_OK
 
 
@@ -152,10 +194,12 @@ def cmd_key(args: argparse.Namespace) -> int:
             print(f"key exported (passphrase-protected) to {target}; store it offline")
         else:
             key = import_key(target.read_bytes(), _passphrase(confirm=False))
-            if key_file.exists() and not args.force:
-                raise VaultError(f"{key_file} exists; pass --force to replace it (the old key is kept aside)")
-            if key_file.exists():
-                os.replace(key_file, key_file.with_name(key_file.name + ".old"))
+            if os.path.lexists(key_file) and not args.force:
+                raise VaultError(f"{key_file} exists; pass --force to replace it (the old key is kept beside it)")
+            if os.path.lexists(key_file):  # kept under a new name: an earlier kept key is never overwritten
+                from mcp_supervisor.vault.safefs import kept_name
+
+                os.link(key_file, key_file.with_name(kept_name(key_file.name, "old")), follow_symlinks=False)
             atomic_write(key_file, key, 0o600)
             print(f"key imported into {key_file}")
     except (VaultError, ValueError, OSError) as exc:
@@ -182,7 +226,9 @@ def add_vault_subcommands(sub: Any) -> None:
         return parser
 
     add("backup", cmd_backup, "back up every watched config now (to every location)").add_argument(
-        "--accept", action="store_true", help="accept servers removed from a client config as intended"
+        "--accept",
+        action="store_true",
+        help="servers removed from a client config were removed on purpose (the daemon keeps them removed)",
     )
     add("backups", cmd_backups, "list snapshots with age, files and copies")
     restore = add("restore", cmd_restore, "restore a watched config from the newest valid (or the given) snapshot")

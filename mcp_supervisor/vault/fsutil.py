@@ -1,4 +1,4 @@
-"""Crash-safe file writes and advisory locks.
+"""Crash-safe file writes in the daemon's own folders (vault locations, key, state) and path locks.
 
 Why every step: a power cut or kill -9 between write and rename must leave either the old file or
 the new one, never a torn mix (write to a temp file in the same directory, fsync it, rename over
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -43,11 +44,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``<path>.lock`` so two writers never interleave."""
-    lock_path = path.with_name(f".{path.name}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+def path_lock(state_dir: Path, path: Path) -> Iterator[None]:
+    """An exclusive advisory lock for writes to ``path``, so the daemon and a CLI never interleave.
+
+    Why in the state directory, named by a hash of the path: a lock file beside the user's file is
+    a name the user controls (a planted symlink there once made the root daemon create any file it
+    pointed at); the state directory belongs to the daemon.
+    """
+    locks = Path(os.path.expanduser(str(state_dir))) / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = hashlib.sha256(os.fsencode(str(path))).hexdigest()[:32]
+    fd = os.open(locks / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

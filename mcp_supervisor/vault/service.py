@@ -1,8 +1,14 @@
 """The vault as the daemon, the API and the CLI use it: backup, list, restore, verify, repair, watch.
 
-Why a service object with async methods over a synchronous store: file I/O and AES run in a worker
-thread so the event loop (probes, the control API, the watchdog) never stalls on a slow disk, and
-one lock serialises vault operations so retention never collects a blob a running backup needs.
+Why a service object with async methods over a synchronous store: file I/O, hashing, key loading
+and AES run in a worker thread so the event loop (probes, the control API, the watchdog) never
+stalls on a slow disk; one lock serialises vault operations in this process, and lock files in
+each location (``locks.py``) serialise them with other processes. Events are collected in the
+thread and published on the loop afterwards (the bus is not thread-safe).
+
+Why the key is guarded: a new key silently made over a lost one would orphan every snapshot, so
+only ``backup`` on an empty vault creates one; anything else names the key file and
+``key import``.
 
 Secrets: results carry names, paths, hashes and sizes, never file contents or dotenv values.
 """
@@ -10,6 +16,7 @@ Secrets: results carry names, paths, hashes and sizes, never file contents or do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import time
@@ -21,20 +28,29 @@ from typing import Any
 
 from mcp_supervisor.config import Config, WatchedConfig
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.vault.crypto import IntegrityError, VaultError, load_key
-from mcp_supervisor.vault.fsutil import atomic_write, file_lock
+from mcp_supervisor.vault.crypto import IntegrityError, KeyFileError, VaultError, load_key
+from mcp_supervisor.vault.fsutil import path_lock
+from mcp_supervisor.vault.safefs import PathRefused, as_owner_of, describe_mode, open_dir, put_file, read_regular
 from mcp_supervisor.vault.snapshots import FileEntry, Manifest, SnapshotStore, file_entry, sha256
-from mcp_supervisor.vault.validate import Validation, merge_server_map, validate
+from mcp_supervisor.vault.validate import Validation, judge_server_loss, merge_server_map, validate
+from mcp_supervisor.vault.watcher import FolderWatcher
 
 log = get_logger("mcp_supervisor.vault")
 
 EventCallback = Callable[[str, dict[str, Any]], None]
-POLL_INTERVAL = 0.1
+Events = list[tuple[str, dict[str, Any]]]
 DEBOUNCE = 0.3
+SAFETY_INTERVAL = 5.0
+"""Seconds between lstat re-checks of every watched file (the net under inotify)."""
+RETRY_INTERVAL = 30.0
 
 
 class RestoreError(VaultError):
     pass
+
+
+class NoBackupsYet(RestoreError):
+    """No key file and no snapshot anywhere: nothing was ever backed up."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +59,25 @@ class FileCheck:
 
     exists: bool
     content: bytes | None
-    mode: int | None
     problem: str | None  # None when usable
     validation: Validation | None
+    info: os.stat_result | None = None
+    digest: str | None = None
+
+    @property
+    def map_missing_only(self) -> bool:
+        v = self.validation
+        return v is not None and v.map_missing and len(v.problems) == 1 and self.problem == v.problems[0]
 
 
 def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, PathRefused):
+        return str(exc)
+    return f"{exc.strerror or type(exc).__name__}" + (f" ({exc.filename})" if exc.filename else "")
 
 
 class VaultService:
@@ -62,17 +90,55 @@ class VaultService:
         self._lock = asyncio.Lock()
         self._known_servers: dict[str, frozenset[str]] = {}
         self._last_backed_up: dict[str, str] = {}
+        self._last_snapshot: dict[str, str] = {}
+        self._alerted: dict[str, str] = {}
+        self._reverted: dict[str, tuple[str, bytes]] = {}
+        """After a server-loss restore: (digest of what we wrote, what the user had): ``accept`` puts it back."""
 
     # --- plumbing ---------------------------------------------------------------------------
 
     @property
+    def key_file(self) -> Path:
+        return Path(os.path.expanduser(str(self.settings.key_file)))
+
+    def _open_store(self, *, create_key: bool) -> SnapshotStore:
+        """The store, its key checked against the snapshots present (sync: run in a thread)."""
+        if self._store is not None:
+            return self._store
+        if not self.settings.locations:
+            raise VaultError("no backup location configured: add [backup] locations = [...] to the config")
+        locations = [Path(p) for p in self.settings.locations]
+        count = SnapshotStore(locations, bytes(32)).snapshot_count()
+        where = ", ".join(str(p) for p in locations)
+        key_file = self.key_file
+        if not os.path.lexists(key_file):
+            if count:
+                raise KeyFileError(
+                    f"key file {key_file} is missing, but {count} snapshot(s) in {where} were encrypted with it; "
+                    "no new key was made (it would orphan them). Put the key back with: "
+                    "supervisorctl-mcp key import FILE (the copy saved with 'key export')"
+                )
+            if not create_key:
+                raise NoBackupsYet(
+                    f"no backups yet: no snapshot in {where} and no key file {key_file}; "
+                    "make the first with: supervisorctl-mcp backup"
+                )
+            key = load_key(key_file, create=True)
+        else:
+            key = load_key(key_file, create=False)
+        store = SnapshotStore(locations, key)
+        if count and not store.key_opens_any():
+            raise KeyFileError(
+                f"key file {key_file} decrypts none of the {count} snapshot(s) in {where}: it is not the key "
+                "they were made with (or every manifest is damaged). Put the right key back with: "
+                "supervisorctl-mcp key import FILE --force"
+            )
+        self._store = store
+        return store
+
+    @property
     def store(self) -> SnapshotStore:
-        if self._store is None:
-            if not self.settings.locations:
-                raise VaultError("no backup location configured: add [backup] locations = [...] to the config")
-            key = load_key(self.settings.key_file)
-            self._store = SnapshotStore(list(self.settings.locations), key)
-        return self._store
+        return self._open_store(create_key=False)
 
     def _config(self, name: str) -> WatchedConfig:
         try:
@@ -87,55 +153,74 @@ class VaultService:
         except Exception:
             log.exception("vault event callback failed")
 
+    async def _call(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run ``work(events, *args)`` in a thread; publish the events it collected on the loop."""
+        events: Events = []
+        try:
+            return await asyncio.to_thread(work, events, *args)
+        finally:
+            for kind, data in events:
+                self._emit(kind, **data)
+
     # --- checks (sync, run in a thread) ---------------------------------------------------------
 
     def check_file(self, watched: WatchedConfig) -> FileCheck:
         path = watched.path
         try:
-            info = os.stat(path)
+            folder = open_dir(str(path.parent))
         except FileNotFoundError:
-            return FileCheck(False, None, None, "file is missing", None)
+            return FileCheck(False, None, f"its folder {path.parent} is missing", None)
         except OSError as exc:
-            return FileCheck(False, None, None, f"cannot stat: {exc.strerror}", None)
-        mode = stat.S_IMODE(info.st_mode)
-        if not stat.S_ISREG(info.st_mode):
-            return FileCheck(True, None, mode, "not a regular file (replaced by a directory or device?)", None)
+            return FileCheck(False, None, f"cannot open its folder: {_reason(exc)}", None)
         try:
-            content = Path(path).read_bytes()
+            read = read_regular(folder, path.name)
+        except FileNotFoundError:
+            return FileCheck(False, None, "file is missing", None)
         except OSError as exc:
-            return FileCheck(True, None, mode, f"cannot read: {exc.strerror}", None)
+            return FileCheck(True, None, _reason(exc) if isinstance(exc, PathRefused) else f"cannot read: {_reason(exc)}", None)
+        finally:
+            os.close(folder)
+        mode = stat.S_IMODE(read.info.st_mode)
+        digest = sha256(read.content)
         if not mode & stat.S_IRUSR:
-            return FileCheck(True, content, mode, f"mode {mode:04o}: the owner cannot read it", None)
-        result = validate(watched.format, content, watched.required_keys, self._known_servers.get(watched.name))
+            return FileCheck(True, read.content, f"mode {mode:04o}: the owner cannot read it", None, read.info, digest)
+        result = validate(watched.format, read.content, watched.required_keys)
         problem = None if result.ok else "; ".join(result.problems)
-        return FileCheck(True, content, mode, problem, result)
+        return FileCheck(True, read.content, problem, result, read.info, digest)
 
     # --- backup --------------------------------------------------------------------------------
 
     async def backup(self, reason: str = "manual", *, accept: bool = False) -> dict[str, Any]:
         async with self._lock:
-            return await asyncio.to_thread(self._backup_sync, reason, accept)
+            result: dict[str, Any] = await self._call(self._backup_sync, reason, accept)
+            return result
 
-    def _backup_sync(self, reason: str, accept: bool) -> dict[str, Any]:
+    def _backup_sync(self, events: Events, reason: str, accept: bool) -> dict[str, Any]:
+        store = self._open_store(create_key=True)
+        if accept:
+            self._put_back_reverted(events)
         files: list[tuple[FileEntry, bytes]] = []
+        servers: dict[str, frozenset[str]] = {}
         skipped: dict[str, str] = {}
         for watched in self.watched.values():
-            if accept:
-                self._known_servers.pop(watched.name, None)
             check = self.check_file(watched)
-            if check.problem is not None or check.content is None:
+            wanted_empty = check.map_missing_only and (accept or self._known_servers.get(watched.name) == frozenset())
+            if (check.problem is not None and not wanted_empty) or check.content is None or check.info is None:
                 skipped[watched.name] = check.problem or "unreadable"
                 continue
-            files.append((file_entry(watched.name, watched.path, check.content), check.content))
-            if check.validation is not None and check.validation.servers:
-                self._known_servers[watched.name] = check.validation.servers
+            files.append((file_entry(watched.name, watched.path, check.content, check.info), check.content))
+            if check.validation is not None and (check.validation.servers or wanted_empty):
+                servers[watched.name] = check.validation.servers
         if not files:
             raise VaultError("nothing to back up: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-        report = self.store.write(files, reason)
-        for entry, _ in files:
-            self._last_backed_up[entry.name] = entry.sha256
+        report = store.write(files, reason)
+        if report.copies:
+            for entry, _ in files:
+                self._last_backed_up[entry.name] = entry.sha256
+                self._last_snapshot[entry.name] = report.snapshot_id
+            self._known_servers.update(servers)
         safe = len(report.copies) >= self.settings.min_copies
-        self.store.forget(
+        store.forget(
             keep_last=self.settings.keep_last,
             keep_daily=self.settings.keep_daily,
             keep_weekly=self.settings.keep_weekly,
@@ -149,19 +234,36 @@ class VaultService:
             "copies": report.copies,
             "failed_locations": report.failures,
             "safe": safe,
+            "accepted": accept,
         }
-        self._emit("backup", **result)
+        events.append(("backup", dict(result)))
         if report.failures:
             log.warning("backup location failed", failures=report.failures, snapshot=report.snapshot_id)
         return result
 
+    def _put_back_reverted(self, events: Events) -> None:
+        """``accept``: the servers the watcher put back were removed on purpose; undo its restore."""
+        for name, (restored, theirs) in list(self._reverted.items()):
+            del self._reverted[name]
+            watched = self.watched.get(name)
+            if watched is None:
+                continue
+            if self.check_file(watched).digest != restored:
+                continue  # changed since: what is there now is what gets accepted
+            self._write(watched.path, theirs, mode=None, uid=None, gid=None, label=None, only_regular=True)
+            events.append(("accepted", {"config": name, "path": str(watched.path)}))
+
     async def list_snapshots(self) -> list[dict[str, Any]]:
         async with self._lock:
-            manifests = await asyncio.to_thread(self.store.manifests)
+            try:
+                manifests, unreadable = await asyncio.to_thread(self._list_sync)
+            except NoBackupsYet:
+                return []
         now = datetime.now(UTC)
-        return [
+        listed: list[dict[str, Any]] = [
             {
                 "id": sid,
+                "readable": True,
                 "created": manifest.created.isoformat(),
                 "age_s": round((now - manifest.created).total_seconds(), 1),
                 "reason": manifest.reason,
@@ -170,29 +272,57 @@ class VaultService:
                 "copies": len(holders),
                 "safe": len(holders) >= self.settings.min_copies,
             }
-            for sid, (manifest, holders) in reversed(list(manifests.items()))
+            for sid, (manifest, holders) in manifests.items()
         ]
+        listed += [
+            {
+                "id": sid,
+                "readable": False,
+                "problem": f"cannot decrypt: {problem}",
+                "created": None,
+                "age_s": None,
+                "reason": None,
+                "files": [],
+                "locations": holders,
+                "copies": 0,
+                "safe": False,
+            }
+            for sid, (holders, problem) in unreadable.items()
+        ]
+        return sorted(listed, key=lambda s: s["id"], reverse=True)
+
+    def _list_sync(self) -> tuple[dict[str, tuple[Manifest, list[str]]], dict[str, tuple[list[str], str]]]:
+        store = self._open_store(create_key=False)
+        manifests = store.manifests()
+        return manifests, store.unreadable(set(manifests))
 
     # --- restore -------------------------------------------------------------------------------
 
     async def restore(self, name: str, snapshot_id: str | None = None, to: Path | str | None = None) -> dict[str, Any]:
         async with self._lock:
-            return await asyncio.to_thread(self._restore_sync, name, snapshot_id, Path(to) if to else None, "manual")
+            result: dict[str, Any] = await self._call(
+                self._restore_sync, name, snapshot_id, Path(to) if to else None, "manual", None
+            )
+            return result
 
-    def _candidates(self, name: str, snapshot_id: str | None) -> list[tuple[Manifest, FileEntry]]:
-        manifests = self.store.manifests()
+    def _candidates(self, store: SnapshotStore, name: str, snapshot_id: str | None) -> list[tuple[Manifest, FileEntry]]:
+        manifests = store.manifests()
         if snapshot_id is not None and snapshot_id not in manifests:
             raise RestoreError(f"snapshot {snapshot_id} not found (list them with: supervisorctl-mcp backups)")
         chosen = [manifests[snapshot_id][0]] if snapshot_id else [m for m, _ in reversed(manifests.values())]
         return [(m, entry) for m in chosen if (entry := m.file(name)) is not None]
 
-    def _restore_sync(self, name: str, snapshot_id: str | None, to: Path | None, why: str) -> dict[str, Any]:
+    def _restore_sync(
+        self, events: Events, name: str, snapshot_id: str | None, to: Path | None, why: str, label: str | None
+    ) -> dict[str, Any]:
         watched = self._config(name)
-        target = to or watched.path
+        store = self._open_store(create_key=False)
+        if to is not None and not to.is_absolute():
+            to = Path.cwd() / to
         rejected: list[str] = []
-        for manifest, entry in self._candidates(name, snapshot_id):
+        for manifest, entry in self._candidates(store, name, snapshot_id):
             try:
-                content = self.store.read_file(entry)
+                content = store.read_file(entry)
             except IntegrityError as exc:
                 rejected.append(f"{manifest.id}: {exc}")
                 continue
@@ -200,66 +330,140 @@ class VaultService:
             if not check.ok:
                 rejected.append(f"{manifest.id}: content does not validate ({'; '.join(check.problems)})")
                 continue
-            return self._put_back(watched, target, content, entry, manifest, check, why, rejected)
+            result = self._put_back(watched, to, content, entry, manifest, check, why, label)
+            result["skipped_snapshots"] = rejected
+            events.append(("restore", dict(result)))
+            log.warning("config restored", **{k: v for k, v in result.items() if k != "skipped_snapshots"})
+            return result
         detail = "; ".join(rejected) if rejected else "no snapshot holds it"
         raise RestoreError(f"no valid backup of {name!r} to restore ({detail})")
 
     def _put_back(
         self,
         watched: WatchedConfig,
-        target: Path,
+        to: Path | None,
         content: bytes,
         entry: FileEntry,
         manifest: Manifest,
         check: Validation,
         why: str,
-        rejected: list[str],
+        label: str | None,
     ) -> dict[str, Any]:
-        mode = (entry.mode & 0o7777) | stat.S_IRUSR | stat.S_IWUSR
+        target = to or watched.path
+        mode = (entry.mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR
         if watched.format == "dotenv" or watched.secret_keys is not None:
             mode = 0o600
-        kept_aside: str | None = None
+        current = self._current(target, only_regular=to is not None)
+        if label is None:
+            label = "replaced" if current is not None and validate(watched.format, current, watched.required_keys).ok else "corrupt"
         partial = False
-        with file_lock(target):
-            current = self.check_file(watched) if target == watched.path else None
-            if target.exists() or target.is_symlink():
-                label = "corrupt" if current is None or current.problem else "replaced"
-                aside = target.with_name(f"{target.name}.{label}-{utc_stamp()}")
-                if current is not None and current.content is not None and check.server_key:
-                    merged = merge_server_map(current.content, content, check.server_key)
-                    if merged is not None and validate(watched.format, merged, watched.required_keys).ok:
-                        content, partial = merged, True
-                os.replace(target, aside)
-                kept_aside = str(aside)
-            atomic_write(target, content, mode)
-        if check.servers:
-            self._known_servers[watched.name] = check.servers
-        self._last_backed_up[watched.name] = sha256(content) if partial else entry.sha256
-        result = {
+        if to is None and current is not None and check.server_key:
+            merged = merge_server_map(current, content, check.server_key)
+            if merged is not None and validate(watched.format, merged, watched.required_keys).ok:
+                content, partial = merged, True
+        # the recorded owner; manifests from before owners were recorded: the folder's owner
+        uid, gid = (None, None) if to is not None else (entry.uid, entry.gid)
+        kept = self._write(target, content, mode=mode, uid=uid, gid=gid, label=label, only_regular=to is not None)
+        digest = sha256(content)
+        if to is None:
+            if check.servers:
+                self._known_servers[watched.name] = check.servers
+            self._last_backed_up[watched.name] = digest if partial else entry.sha256
+        return {
             "config": watched.name,
             "path": str(target),
             "snapshot": manifest.id,
-            "kept_aside": kept_aside,
+            "kept_aside": kept,
             "only_server_map": partial,
-            "skipped_snapshots": rejected,
             "reason": why,
         }
-        self._emit("restore", **result)
-        log.warning("config restored", **{k: v for k, v in result.items() if k != "skipped_snapshots"})
-        return result
+
+    def _current(self, target: Path, *, only_regular: bool) -> bytes | None:
+        """What is at ``target`` now, if it is a readable regular file; refuses non-files for --to."""
+        try:
+            folder = open_dir(str(target.parent))
+        except FileNotFoundError:
+            raise RestoreError(
+                f"folder {target.parent} does not exist" + (" (restore --to creates no folders)" if only_regular else "")
+            ) from None
+        except OSError as exc:
+            raise RestoreError(f"cannot restore into {target.parent}: {_reason(exc)}") from None
+        try:
+            try:
+                info = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if only_regular and not stat.S_ISREG(info.st_mode):
+                raise RestoreError(
+                    f"{target} is {describe_mode(info.st_mode)}: restore --to writes only regular files "
+                    "(name a new or existing file); nothing was changed"
+                )
+            try:
+                return read_regular(folder, target.name).content
+            except OSError:
+                return None
+        finally:
+            os.close(folder)
+
+    def _write(
+        self,
+        target: Path,
+        content: bytes,
+        *,
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        label: str | None,
+        only_regular: bool,
+    ) -> str | None:
+        """Put ``content`` at ``target`` as the folder's owner would; returns the kept copy's path."""
+        try:
+            folder = open_dir(str(target.parent))
+        except OSError as exc:
+            raise RestoreError(f"cannot restore into {target.parent}: {_reason(exc)}") from None
+        try:
+            owner = os.fstat(folder)
+            if mode is None:
+                try:
+                    info = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
+                    mode, uid, gid = stat.S_IMODE(info.st_mode) & 0o777, info.st_uid, info.st_gid
+                except FileNotFoundError:
+                    mode = 0o600
+            if os.geteuid() == 0 and uid is None and not only_regular:
+                uid, gid = owner.st_uid, owner.st_gid
+            final_mode = mode
+
+            def work() -> dict[str, Any]:
+                return put_file(
+                    folder, target.name, content, mode=final_mode, uid=uid, gid=gid,
+                    aside_label=label, only_regular=only_regular,
+                )
+
+            try:
+                with path_lock(self.config.state_dir, target):
+                    reply = as_owner_of(folder, work)
+            except OSError as exc:
+                raise RestoreError(f"cannot write {target}: {_reason(exc)}") from None
+        finally:
+            os.close(folder)
+        kept = reply.get("kept")
+        return str(target.parent / kept) if kept else None
 
     # --- verify / repair -----------------------------------------------------------------------
 
     async def verify(self) -> dict[str, Any]:
         async with self._lock:
-            bad = await asyncio.to_thread(self.store.verify)
+            try:
+                bad = await asyncio.to_thread(lambda: self._open_store(create_key=False).verify())
+            except NoBackupsYet:
+                bad = []
         result = {"ok": not bad, "bad": [str(b) for b in bad]}
         self._emit("verify", **result)
         return result
 
     async def repair(self) -> dict[str, Any]:
         async with self._lock:
-            repaired, bad = await asyncio.to_thread(self.store.repair)
+            repaired, bad = await asyncio.to_thread(lambda: self._open_store(create_key=False).repair())
         result = {"ok": not bad, "repaired": repaired, "bad": [str(b) for b in bad]}
         self._emit("repair", **result)
         return result
@@ -267,74 +471,159 @@ class VaultService:
     # --- the watcher ---------------------------------------------------------------------------
 
     async def heal(self, name: str, why: str = "watch") -> dict[str, Any] | None:
-        """Check one file now: back up a valid change, restore a corrupt or missing file."""
+        """Check one file now: back up a valid change, restore a damaged one; never raises.
+
+        Why it never raises: one file in a strange state (a folder where the file was, a folder
+        that became a link) must not stop the watcher guarding the others; it is reported.
+        """
         watched = self._config(name)
         async with self._lock:
-            check = await asyncio.to_thread(self.check_file, watched)
-            if check.problem is None and check.content is not None:
-                digest = sha256(check.content)
-                if self._last_backed_up.get(name) == digest:
-                    return None
-                return await asyncio.to_thread(self._backup_sync, f"change of {name}", False)
-            self._emit("config_corrupt", config=name, path=str(watched.path), problem=check.problem)
-            log.warning("watched config is damaged", config=name, problem=check.problem)
             try:
-                return await asyncio.to_thread(self._restore_sync, name, None, None, why)
-            except VaultError as exc:
-                self._emit("restore_failed", config=name, error=str(exc))
-                log.error("cannot restore watched config", config=name, error=str(exc))
-                return {"config": name, "error": str(exc)}
+                result: dict[str, Any] | None = await self._call(self._heal_sync, name, why)
+                return result
+            except Exception as exc:
+                error = str(exc) or type(exc).__name__
+                log.error("checking a watched config failed", config=name, error=error)
+                self._emit("vault_error", config=name, path=str(watched.path), error=error)
+                return {"config": name, "error": error}
+
+    def _heal_sync(self, events: Events, name: str, why: str) -> dict[str, Any] | None:
+        watched = self._config(name)
+        check = self.check_file(watched)
+        verdict = None
+        if check.validation is not None and watched.format == "mcp-client-json":
+            verdict = judge_server_loss(self._known_servers.get(name), check.validation, watched.on_server_loss)
+        damaged = check.problem is not None
+        problem = check.problem
+        if verdict is not None:
+            damaged = verdict.action == "restore"
+            if damaged:
+                problem = f"{verdict.reason} (if on purpose: supervisorctl-mcp backup --accept)"
+        if not damaged:
+            if verdict is not None and verdict.action == "alert" and self._alerted.get(name) != check.digest:
+                self._alerted[name] = check.digest or ""
+                snapshot = self._last_snapshot.get(name)
+                events.append(("servers_removed", {
+                    "config": name,
+                    "path": str(watched.path),
+                    "removed": list(verdict.lost),
+                    "reason": verdict.reason,
+                    "snapshot": snapshot,
+                    "command": f"supervisorctl-mcp restore {name} --snapshot {snapshot}" if snapshot else None,
+                }))
+                log.warning("servers removed from a watched config; kept", config=name, removed=list(verdict.lost))
+            if check.problem is not None or check.digest == self._last_backed_up.get(name):
+                return None
+            return self._backup_sync(events, f"change of {name}", False)
+        events.append(("config_corrupt", {"config": name, "path": str(watched.path), "problem": problem}))
+        log.warning("watched config is damaged", config=name, problem=problem)
+        try:
+            result = self._restore_sync(events, name, None, None, why, "corrupt")
+        except VaultError as exc:
+            events.append(("restore_failed", {"config": name, "path": str(watched.path), "error": str(exc)}))
+            log.error("cannot restore watched config", config=name, error=str(exc))
+            return {"config": name, "error": str(exc)}
+        if verdict is not None and verdict.action == "restore" and check.content is not None:
+            self._reverted[name] = (self._last_backed_up[name], check.content)
+        return result
 
     async def run(self) -> None:
-        """Watch every file (stat polling with debounce), verify and back up on schedule."""
+        """Watch every file (inotify + a slow re-check), verify and back up on schedule."""
         if not self.watched:
             return
-        await self._initial_backup()
-        signatures = {name: _signature(w.path) for name, w in self.watched.items()}
-        changed_at: dict[str, float] = {}
-        next_check = {name: time.monotonic() + w.check_interval for name, w in self.watched.items()}
-        next_verify = time.monotonic() + self.settings.verify_interval
-        next_full = time.monotonic() + self.settings.full_backup_interval
+        watcher = FolderWatcher({name: w.path for name, w in self.watched.items()})
+        inotify = asyncio.create_task(watcher.run(), name="vault-inotify")
+        try:
+            await watcher.started.wait()  # a change during the startup checks is not missed
+            await self._start()
+            await self._watch(watcher)
+        finally:
+            inotify.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await inotify
+
+    async def _watch(self, watcher: FolderWatcher) -> None:
+        now = time.monotonic()
+        next_check = {name: now + w.check_interval for name, w in self.watched.items()}
+        next_safety = now + SAFETY_INTERVAL
+        next_verify = now + self.settings.verify_interval
+        next_full = now + self.settings.full_backup_interval
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
             now = time.monotonic()
+            due_at = min(
+                next_safety, next_verify, next_full, *next_check.values(),
+                *(t + DEBOUNCE for t in watcher.changed.values()),
+            )
+            if due_at > now and not watcher.wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(due_at - now):
+                        await watcher.wake.wait()
+            watcher.wake.clear()
+            now = time.monotonic()
+            if now >= next_safety:
+                next_safety = now + SAFETY_INTERVAL
+                await watcher.safety_check()
             for name, watched in self.watched.items():
-                signature = _signature(watched.path)
-                if signature != signatures[name]:
-                    signatures[name] = signature
-                    changed_at[name] = now  # debounce: editors write in several steps
-                due = name in changed_at and now - changed_at[name] >= DEBOUNCE
-                if due or now >= next_check[name]:
-                    changed_at.pop(name, None)
+                changed_at = watcher.changed.get(name)
+                if (changed_at is not None and now - changed_at >= DEBOUNCE) or now >= next_check[name]:
+                    watcher.changed.pop(name, None)
                     next_check[name] = now + watched.check_interval
-                    await self.heal(name)
-                    signatures[name] = _signature(watched.path)
+                    await self.heal(name)  # editors write in several steps: debounced above
             if now >= next_verify:
                 next_verify = now + self.settings.verify_interval
-                result = await self.verify()
-                if not result["ok"]:
-                    log.error("vault verify found bad objects; repairing", bad=result["bad"][:10])
-                    await self.repair()
+                await self._scheduled("verify", self._verify_and_repair)
             if now >= next_full:
                 next_full = now + self.settings.full_backup_interval
-                await self.backup("scheduled full backup")
+                await self._scheduled("full backup", lambda: self.backup("scheduled full backup"))
 
-    async def _initial_backup(self) -> None:
+    async def _verify_and_repair(self) -> None:
+        result = await self.verify()
+        if not result["ok"]:
+            log.error("vault verify found bad objects; repairing", bad=result["bad"][:10])
+            await self.repair()
+
+    async def _scheduled(self, what: str, work: Callable[[], Any]) -> None:
         try:
-            manifests = await asyncio.to_thread(self.store.manifests)
-        except VaultError as exc:
-            log.error("vault unavailable", error=str(exc))
-            raise
-        for manifest, _ in manifests.values():
-            for entry in manifest.files:
-                self._last_backed_up[entry.name] = entry.sha256
+            await work()
+        except Exception as exc:
+            log.error(f"scheduled vault {what} failed", error=str(exc))
+            self._emit("vault_error", error=f"scheduled {what}: {exc}")
+
+    async def _start(self) -> None:
+        """Learn what was backed up last; wait (and say why) while the vault cannot be opened."""
+        reported = None
+        while True:
+            try:
+                async with self._lock:
+                    await asyncio.to_thread(self._load_state)
+                break
+            except VaultError as exc:
+                if str(exc) != reported:
+                    reported = str(exc)
+                    log.error("vault unavailable: watched configs are not guarded until it is fixed", error=reported)
+                    self._emit("vault_error", error=reported)
+                await asyncio.sleep(RETRY_INTERVAL)
         for name in self.watched:
             await self.heal(name, why="startup check")
 
-
-def _signature(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    return (info.st_mtime_ns, info.st_size, info.st_ino, info.st_mode)
+    def _load_state(self) -> None:
+        try:
+            store = self._open_store(create_key=False)
+        except NoBackupsYet:
+            return
+        newest: dict[str, FileEntry] = {}
+        for snapshot_id, (manifest, _) in store.manifests().items():
+            for entry in manifest.files:
+                self._last_backed_up[entry.name] = entry.sha256
+                self._last_snapshot[entry.name] = snapshot_id
+                newest[entry.name] = entry
+        for name, watched in self.watched.items():
+            if watched.format != "mcp-client-json" or name not in newest:
+                continue
+            try:
+                content = store.read_file(newest[name])
+            except IntegrityError:
+                continue
+            validation = validate(watched.format, content, watched.required_keys)
+            if validation.ok:
+                self._known_servers[name] = validation.servers

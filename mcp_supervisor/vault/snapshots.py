@@ -14,18 +14,22 @@ A location that fails (missing mount, read-only, full disk) is reported and the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.vault.crypto import IntegrityError, decrypt, encrypt
+from mcp_supervisor.vault.crypto import IntegrityError, VaultError, decrypt, encrypt
 from mcp_supervisor.vault.fsutil import atomic_write
+from mcp_supervisor.vault.locks import collect_torn, location_lock
 from mcp_supervisor.vault.retention import select_keep
+from mcp_supervisor.vault.safefs import TEMP_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class FileEntry:
     size: int
     mode: int
     mtime: float
+    uid: int | None = None
+    """Owner and group at backup time (None in manifests written before they were recorded)."""
+    gid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +52,8 @@ class FileEntry:
             "size": self.size,
             "mode": self.mode,
             "mtime": self.mtime,
+            "uid": self.uid,
+            "gid": self.gid,
         }
 
 
@@ -77,8 +86,11 @@ class Manifest:
             id=raw["id"],
             created=datetime.fromisoformat(raw["created"]),
             reason=raw.get("reason", ""),
-            files=tuple(FileEntry(**f) for f in raw["files"]),
+            files=tuple(FileEntry(**{k: v for k, v in f.items() if k in _ENTRY_FIELDS}) for f in raw["files"]),
         )
+
+
+_ENTRY_FIELDS = frozenset(FileEntry.__dataclass_fields__)
 
 
 @dataclass
@@ -179,16 +191,33 @@ class Location:
     def remove_snapshot(self, snapshot_id: str) -> None:
         self.manifest_path(snapshot_id).unlink(missing_ok=True)
 
-    def collect_garbage(self, referenced: set[str]) -> int:
+    def collect_garbage(self, referenced: set[str], now: float | None = None) -> int:
+        """Remove unreferenced blobs and the temp files of writes killed midway (dot-files ending
+        ``.tmp``, older than a minute: the caller holds the exclusive lock, so no cooperating
+        writer is active; the age spares one that does not lock)."""
         removed = 0
-        objects = self.root / "objects"
-        if not objects.is_dir():
-            return 0
-        for path in objects.glob("*/*"):
-            if path.name not in referenced and not path.name.startswith("."):
-                path.unlink(missing_ok=True)
-                removed += 1
+        cutoff = (now or time.time()) - TEMP_GRACE_S
+        for path in [*(self.root / "objects").glob("*/*"), *(self.root / "snapshots").glob(".*")]:
+            if path.name.startswith("."):
+                if not path.name.endswith(".tmp"):
+                    continue
+                try:
+                    if path.lstat().st_mtime >= cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
+            elif path.parent.name == "snapshots" or path.name in referenced:
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+        collect_torn(self.root, TEMP_GRACE_S)
         return removed
+
+    def shared(self) -> Any:
+        return location_lock(self.root, exclusive=False)
+
+    def exclusive(self) -> Any:
+        return location_lock(self.root, exclusive=True)
 
 
 class SnapshotStore:
@@ -204,13 +233,49 @@ class SnapshotStore:
         for location in self.locations:
             try:
                 location.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-                for entry, content in files:
-                    location.write_object(entry.sha256, content)
-                location.write_manifest(manifest)  # last: the snapshot exists only when complete
+                with location.shared():
+                    for entry, content in files:
+                        location.write_object(entry.sha256, content)
+                    location.write_manifest(manifest)  # last: the snapshot exists only when complete
                 report.copies.append(str(location))
             except OSError as exc:
                 report.failures[str(location)] = _describe(exc)
+            except VaultError as exc:  # locked by a stuck process: this location fails, the others go on
+                report.failures[str(location)] = str(exc)
         return report
+
+    def snapshot_count(self) -> int:
+        """Snapshots present in any location, readable or not (needs no key)."""
+        return len({sid for location in self.locations for sid in location.snapshot_ids()})
+
+    def unreadable(self, readable: set[str]) -> dict[str, tuple[list[str], str]]:
+        """Snapshots no location can decrypt: id -> (locations holding it, why)."""
+        found: dict[str, tuple[list[str], str]] = {}
+        for location in self.locations:
+            for snapshot_id in location.snapshot_ids():
+                if snapshot_id in readable:
+                    continue
+                try:
+                    location.read_manifest(snapshot_id)
+                    problem = "readable now (written during the listing)"
+                except (OSError, IntegrityError) as exc:
+                    problem = str(exc)
+                entry = found.setdefault(snapshot_id, ([], problem))
+                entry[0].append(str(location))
+        return found
+
+    def key_opens_any(self) -> bool:
+        """Whether the key decrypts at least one manifest (stops at the first that does)."""
+        for location in self.locations:
+            for snapshot_id in reversed(location.snapshot_ids()):
+                try:
+                    location.read_manifest(snapshot_id)
+                    return True
+                except FileNotFoundError:
+                    continue
+                except (OSError, IntegrityError):
+                    continue
+        return False
 
     def manifests(self) -> dict[str, tuple[Manifest, list[str]]]:
         """Every snapshot any location can decrypt, with the locations holding a readable manifest."""
@@ -242,33 +307,55 @@ class SnapshotStore:
         good_manifests = self.manifests()
         for location in self.locations:
             checked: set[str] = set()
-            for snapshot_id in all_ids:
-                try:
-                    manifest = location.read_manifest(snapshot_id)
-                except FileNotFoundError:
-                    bad.append(BadObject(str(location), snapshot_id, None, "manifest", "missing"))
-                    continue
-                except (OSError, IntegrityError) as exc:
-                    bad.append(BadObject(str(location), snapshot_id, None, "manifest", str(exc)))
-                    if snapshot_id not in good_manifests:
-                        continue
-                    manifest = good_manifests[snapshot_id][0]
-                for entry in manifest.files:
-                    if entry.sha256 in checked:
-                        continue
-                    checked.add(entry.sha256)
-                    try:
-                        location.read_object(entry.sha256)
-                    except FileNotFoundError:
-                        bad.append(BadObject(str(location), snapshot_id, entry.name, entry.sha256[:16], "missing"))
-                    except (OSError, IntegrityError) as exc:
-                        bad.append(BadObject(str(location), snapshot_id, entry.name, entry.sha256[:16], str(exc)))
+            try:
+                with location.shared():
+                    self._verify_location(location, all_ids, good_manifests, checked, bad)
+            except (OSError, VaultError) as exc:
+                bad.append(BadObject(str(location), None, None, "location", str(exc)))
         return bad
+
+    def _verify_location(
+        self,
+        location: Location,
+        all_ids: list[str],
+        good_manifests: dict[str, tuple[Manifest, list[str]]],
+        checked: set[str],
+        bad: list[BadObject],
+    ) -> None:
+        for snapshot_id in all_ids:
+            try:
+                manifest = location.read_manifest(snapshot_id)
+            except FileNotFoundError:
+                bad.append(BadObject(str(location), snapshot_id, None, "manifest", "missing"))
+                continue
+            except (OSError, IntegrityError) as exc:
+                bad.append(BadObject(str(location), snapshot_id, None, "manifest", str(exc)))
+                if snapshot_id not in good_manifests:
+                    continue
+                manifest = good_manifests[snapshot_id][0]
+            for entry in manifest.files:
+                if entry.sha256 in checked:
+                    continue
+                checked.add(entry.sha256)
+                try:
+                    location.read_object(entry.sha256)
+                except FileNotFoundError:
+                    bad.append(BadObject(str(location), snapshot_id, entry.name, entry.sha256[:16], "missing"))
+                except (OSError, IntegrityError) as exc:
+                    bad.append(BadObject(str(location), snapshot_id, entry.name, entry.sha256[:16], str(exc)))
 
     def repair(self) -> tuple[list[str], list[BadObject]]:
         """Copy good objects over missing or corrupt ones from another location; then verify again."""
         repaired: list[str] = []
         manifests = self.manifests()
+        with contextlib.ExitStack() as stack:
+            for location in self.locations:
+                with contextlib.suppress(OSError, VaultError):
+                    stack.enter_context(location.shared())
+            self._repair_locked(manifests, repaired)
+        return repaired, self.verify()
+
+    def _repair_locked(self, manifests: dict[str, tuple[Manifest, list[str]]], repaired: list[str]) -> None:
         for snapshot_id, (manifest, _holders) in manifests.items():
             for location in self.locations:
                 try:
@@ -291,7 +378,6 @@ class SnapshotStore:
                             repaired.append(f"{location}: snapshot {snapshot_id}: {entry.name}")
                         except (OSError, IntegrityError):
                             continue
-        return repaired, self.verify()
 
     def forget(
         self, *, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int
@@ -299,34 +385,49 @@ class SnapshotStore:
         """Apply retention per location and collect unreferenced blobs."""
         removed: dict[str, list[str]] = {}
         for location in self.locations:
-            manifests = []
-            for snapshot_id in location.snapshot_ids():
-                try:
-                    manifests.append(location.read_manifest(snapshot_id))
-                except (OSError, IntegrityError):
-                    continue  # never delete what we cannot read: verify/repair will report it
-            keep = select_keep(
-                [(m.id, m.created) for m in manifests],
-                keep_last=keep_last,
-                keep_daily=keep_daily,
-                keep_weekly=keep_weekly,
-                keep_monthly=keep_monthly,
-            )
-            gone = [m.id for m in manifests if m.id not in keep]
-            try:
-                for snapshot_id in gone:
-                    location.remove_snapshot(snapshot_id)
-                referenced = {f.sha256 for m in manifests if m.id in keep for f in m.files}
-                # blobs of manifests we could not read stay referenced by being left alone
-                unreadable = set(location.snapshot_ids()) - {m.id for m in manifests}
-                if not unreadable:
-                    location.collect_garbage(referenced)
-            except OSError:
+            if not location.root.is_dir():
                 continue
-            removed[str(location)] = gone
+            try:
+                with location.exclusive():
+                    gone = self._forget_location(location, keep_last, keep_daily, keep_weekly, keep_monthly)
+            except (OSError, VaultError):
+                continue  # retention is best effort: the next run catches up
+            if gone is not None:
+                removed[str(location)] = gone
         return removed
 
+    def _forget_location(
+        self, location: Location, keep_last: int, keep_daily: int, keep_weekly: int, keep_monthly: int
+    ) -> list[str] | None:
+        manifests = []
+        for snapshot_id in location.snapshot_ids():
+            try:
+                manifests.append(location.read_manifest(snapshot_id))
+            except (OSError, IntegrityError):
+                continue  # never delete what we cannot read: verify/repair will report it
+        keep = select_keep(
+            [(m.id, m.created) for m in manifests],
+            keep_last=keep_last,
+            keep_daily=keep_daily,
+            keep_weekly=keep_weekly,
+            keep_monthly=keep_monthly,
+        )
+        gone = [m.id for m in manifests if m.id not in keep]
+        try:
+            for snapshot_id in gone:
+                location.remove_snapshot(snapshot_id)
+            referenced = {f.sha256 for m in manifests if m.id in keep for f in m.files}
+            # blobs of manifests we could not read stay referenced by being left alone
+            unreadable = set(location.snapshot_ids()) - {m.id for m in manifests}
+            if not unreadable:
+                location.collect_garbage(referenced)
+        except OSError:
+            return None
+        return gone
 
-def file_entry(name: str, path: Path, content: bytes) -> FileEntry:
-    info = os.stat(path)
-    return FileEntry(name, str(path), sha256(content), len(content), info.st_mode & 0o7777, info.st_mtime)
+
+def file_entry(name: str, path: Path, content: bytes, info: os.stat_result) -> FileEntry:
+    """The manifest entry, from the stat of the descriptor the content was read through."""
+    return FileEntry(
+        name, str(path), sha256(content), len(content), info.st_mode & 0o7777, info.st_mtime, info.st_uid, info.st_gid
+    )

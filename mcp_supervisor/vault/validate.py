@@ -1,18 +1,21 @@
 """Pure validation of watched files: is this content something the MCP client can use?
 
-Why "lost entries" counts as damage: MCP clients themselves rewrite their configs and have been
-seen to drop the whole ``mcpServers`` block (Claude Code, Claude Desktop) while leaving valid JSON.
-So a server map that lost entries compared with the last backup is treated as corruption unless
-the user confirms the removal (``supervisorctl-mcp backup --accept CONFIG``).
+Why server loss is judged apart from validity: MCP clients themselves rewrite their configs and
+have been seen to drop the whole ``mcpServers`` block (Claude Code, Claude Desktop) while leaving
+valid JSON, which is damage; a person deleting one server in an editor is not
+(``judge_server_loss``).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import re
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+import json5
+from dotenv.parser import parse_stream
 
 SERVER_MAP_KEYS = ("mcpServers", "servers")
 
@@ -24,42 +27,16 @@ class Validation:
     servers: frozenset[str] = field(default_factory=frozenset)
     """mcp-client-json: the server names found (for the lost-entries check)."""
     server_key: str | None = None
-
-
-def strip_jsonc(text: str) -> str:
-    """JSON with comments and trailing commas (VS Code's JSONC) -> strict JSON; strings untouched."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_string = False
-    while i < n:
-        ch = text[i]
-        if in_string:
-            out.append(ch)
-            if ch == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if ch == '"':
-                in_string = False
-            i += 1
-            continue
-        if ch == '"':
-            in_string = True
-            out.append(ch)
-            i += 1
-        elif text.startswith("//", i):
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-        else:
-            out.append(ch)
-            i += 1
-    return re.sub(r",(\s*[}\]])", r"\1", "".join(out))
+    map_missing: bool = False
+    """mcp-client-json: the server map is absent (the only problem when ``problems`` has one entry)."""
 
 
 def parse_json(content: bytes, *, jsonc: bool) -> Any:
+    """Strict JSON first (fast, and most files are); JSONC (comments, trailing commas) through ``json5``.
+
+    Why a real parser: comment and trailing-comma handling by hand once edited string contents
+    (``"--sep=,]"`` became ``"--sep=]"``); a tokenizer knows where strings are.
+    """
     text = content.decode("utf-8")
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -68,39 +45,29 @@ def parse_json(content: bytes, *, jsonc: bool) -> Any:
     except json.JSONDecodeError:
         if not jsonc:
             raise
-    return json.loads(strip_jsonc(text))
+    try:
+        return json5.loads(text)
+    except ValueError as exc:  # json5 reports "<string>:LINE Unexpected ... at column N"
+        raise ValueError(f"not valid JSON: {str(exc).replace('<string>:', 'line ')}") from None
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deeply") from None
 
 
-def parse_dotenv(content: bytes) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for number, raw in enumerate(content.decode("utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key):
-            raise ValueError(f"line {number}: expected KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
+def parse_dotenv(content: bytes) -> dict[str, str | None]:
+    """KEY=VALUE lines as ``python-dotenv`` (what the tools that read them use) understands them."""
+    values: dict[str, str | None] = {}
+    for binding in parse_stream(io.StringIO(content.decode("utf-8"))):
+        if binding.error:
+            raise ValueError(f"line {binding.original.line}: expected KEY=VALUE")
+        if binding.key is not None:
+            values[binding.key] = binding.value
     return values
 
 
-def validate(
-    fmt: str,
-    content: bytes,
-    required_keys: list[str] | tuple[str, ...] = (),
-    previous_servers: frozenset[str] | None = None,
-) -> Validation:
+def validate(fmt: str, content: bytes, required_keys: list[str] | tuple[str, ...] = ()) -> Validation:
     try:
         if fmt == "mcp-client-json":
-            return _validate_client_json(content, previous_servers)
+            return _validate_client_json(content)
         if fmt == "json":
             data = parse_json(content, jsonc=False)
             return _required(data if isinstance(data, dict) else {}, required_keys, "JSON object")
@@ -118,6 +85,8 @@ def validate(
         return Validation(False, (f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",))
     except tomllib.TOMLDecodeError as exc:
         return Validation(False, (f"not valid TOML: {exc}",))
+    except RecursionError:
+        return Validation(False, ("nested too deeply to be a config file",))
     except ValueError as exc:
         return Validation(False, (str(exc),))
     return Validation(False, (f"unknown format {fmt!r}",))
@@ -132,13 +101,15 @@ def _required(data: dict[str, Any], required_keys: list[str] | tuple[str, ...], 
     return Validation(True)
 
 
-def _validate_client_json(content: bytes, previous_servers: frozenset[str] | None) -> Validation:
+def _validate_client_json(content: bytes) -> Validation:
     data = parse_json(content, jsonc=True)
     if not isinstance(data, dict):
         return Validation(False, ("expected a JSON object with an 'mcpServers' (or VS Code 'servers') object",))
     key = next((k for k in SERVER_MAP_KEYS if k in data), None)
     if key is None:
-        return Validation(False, ("no 'mcpServers' (or VS Code 'servers') object: the server map is gone",))
+        return Validation(
+            False, ("no 'mcpServers' (or VS Code 'servers') object: the server map is gone",), map_missing=True
+        )
     servers = data[key]
     if not isinstance(servers, dict):
         return Validation(False, (f"'{key}' must be an object mapping server names to definitions",))
@@ -148,15 +119,42 @@ def _validate_client_json(content: bytes, previous_servers: frozenset[str] | Non
             problems.append(f"{key}.{name}: expected an object")
         elif not any(isinstance(entry.get(f), str) and entry.get(f) for f in ("command", "url", "serverUrl")):
             problems.append(f"{key}.{name}: has neither 'command' nor 'url'")
-    names = frozenset(servers)
-    if previous_servers:
-        lost = sorted(previous_servers - names)
-        if lost:
-            problems.append(
-                f"'{key}' lost server(s) {', '.join(lost)} since the last backup "
-                "(if you removed them on purpose: supervisorctl-mcp backup --accept)"
-            )
-    return Validation(not problems, tuple(problems), names, key)
+    return Validation(not problems, tuple(problems), frozenset(servers), key)
+
+
+ServerLossPolicy = Literal["restore", "alert", "ignore"]
+
+
+@dataclass(frozen=True)
+class LossVerdict:
+    action: Literal["keep", "restore", "alert"]
+    """keep: nothing lost (or loss ignored); restore: treat as damage; alert: an edit, say so."""
+    lost: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def judge_server_loss(
+    previous: frozenset[str] | None, current: Validation, policy: ServerLossPolicy | None
+) -> LossVerdict | None:
+    """How a person would read a server map that shrank; None when the file is damaged otherwise.
+
+    A map that vanished or became empty is what MCP clients do to their own files when they
+    rewrite them badly (Claude Desktop, Claude Code): damage, restore it. A few entries gone while
+    others remain is what a person does in an editor: keep it, back it up, and say how to undo.
+    ``on_server_loss`` overrides: "restore" every loss, "alert" without restoring, "ignore".
+    """
+    if not current.ok and not (current.map_missing and len(current.problems) == 1):
+        return None
+    lost = tuple(sorted(previous - current.servers)) if previous else ()
+    wiped = current.map_missing or (bool(previous) and not current.servers)
+    if not lost and (not current.map_missing or previous == frozenset()):  # an empty map was accepted
+        return LossVerdict("keep")
+    if policy == "ignore":
+        return LossVerdict("keep", lost, "server loss ignored (on_server_loss = \"ignore\")")
+    what = "the server map is gone" if current.map_missing else f"server(s) {', '.join(lost)} removed"
+    if policy == "restore" or (policy is None and wiped):
+        return LossVerdict("restore", lost, what)
+    return LossVerdict("alert", lost, what)
 
 
 def merge_server_map(current: bytes, restored: bytes, key: str) -> bytes | None:
@@ -176,5 +174,7 @@ def merge_server_map(current: bytes, restored: bytes, key: str) -> bytes | None:
     rest = {k: v for k, v in data.items() if k not in SERVER_MAP_KEYS}
     if not rest or rest == {k: v for k, v in good.items() if k not in SERVER_MAP_KEYS}:
         return None
-    data[key] = good[key]
+    mine = data.get(key)
+    # entries the app or the user added since the backup stay; the backup's come back
+    data[key] = {**good[key], **mine} if isinstance(mine, dict) and isinstance(good[key], dict) else good[key]
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
