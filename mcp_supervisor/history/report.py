@@ -52,6 +52,8 @@ class Record:
     notices: list[Notice] = field(default_factory=list)
     probe_failures: dict[str, dict[str, int]] = field(default_factory=dict)
     probes: dict[str, int] = field(default_factory=dict)
+    began: float | None = None
+    """When the record began: time before it is not "unknown", nobody was meant to watch yet."""
 
 
 def health_word(uptime_pct: float | None, all_up: bool, critical_up: bool) -> str:
@@ -80,7 +82,8 @@ def build_report(record: Record, window: Window, now: float, period: str = "cust
     present = {s: st for s, st in end_state.items() if st is not None}
     healthy = sorted(s for s, st in present.items() if st in UP_STATES)
     failed = sorted(s for s, st in present.items() if st in DOWN_STATES)
-    unknown = unknown_seconds(record.runs, window, now)
+    watched_from = Window(max(window.start, record.began), window.end) if record.began is not None else window
+    unknown = unknown_seconds(record.runs, watched_from, now)
     patterns = find_patterns(found, record.attempts, record.notices, window, tz)
     advice = recommendations(patterns, record.notices, found, window, now, unknown, failed)
     servers: dict[str, Any] = {}

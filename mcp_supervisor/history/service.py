@@ -245,6 +245,10 @@ class HistoryService:
             last[period] = value or ""
         sent = []
         for due in due_reports(now, settings.daily_at, settings.weekly_on, last):
+            if not last[due.period]:
+                # a new record: the schedule starts at the next slot, not with a report of nothing
+                await self._call(db.set_meta, f"report_last_{due.period}", due.key)
+                continue
             report = await self.report(due.since, due.until, due.period)
             # remembered before it goes out: at most once, even if we die right after
             await self._call(db.set_meta, f"report_last_{due.period}", due.key)

@@ -112,6 +112,7 @@ class HistoryDB:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(time.time()),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise HistoryError(f"{self.path} was written by a newer mcp-supervisor (schema {row[0]}); "
                                "upgrade, or move the file away to start a new record")
@@ -343,7 +344,9 @@ class HistoryDB:
         ):
             if classes:
                 failures[server].update(json.loads(classes))
-        return Record(intervals, runs, attempts, notices, {s: dict(c) for s, c in failures.items()}, probes)
+        created = self.get_meta("created_at")
+        return Record(intervals, runs, attempts, notices, {s: dict(c) for s, c in failures.items()}, probes,
+                      float(created) if created else None)
 
     def history(self, since: float, until: float, server: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Events in the window, oldest first, at most ``limit`` (the newest); and whether cut."""
