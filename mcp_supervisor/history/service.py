@@ -46,11 +46,12 @@ def history_path(config: Config) -> Path:
 
 class HistoryService:
     def __init__(self, config: Callable[[], Config], bus: EventBus, live_states: Callable[[], dict[str, str]],
-                 flush_interval: float = FLUSH_INTERVAL) -> None:
+                 flush_interval: float = FLUSH_INTERVAL, scheduled_reports: bool = True) -> None:
         self._config = config
         self.bus = bus
         self._live = live_states
         self.flush_interval = flush_interval
+        self.scheduled_reports = scheduled_reports
         self.path = history_path(config())
         self.recorder = Recorder()
         self._pool: ThreadPoolExecutor | None = None
@@ -75,7 +76,8 @@ class HistoryService:
             self._loop.call_soon_threadsafe(self._on_db_event, kind, data)
 
     def _on_db_event(self, kind: str, data: dict[str, Any]) -> None:
-        log.error("the record was damaged; moved aside and a new one started", **data)
+        log.error("the record was damaged; moved aside and a new one started", moved_to=data.get("moved_to"),
+                  problem=data.get("problem"))
         self._publish(kind, data)
         # the new file has no open intervals: open them again from what the supervisor knows
         self.recorder.states.clear()
@@ -98,7 +100,8 @@ class HistoryService:
                     tg.create_task(self._consume(queue))
                     tg.create_task(self._flush_loop())
                     tg.create_task(self._prune_loop())
-                    tg.create_task(self._report_loop())
+                    if self.scheduled_reports:
+                        tg.create_task(self._report_loop())
         finally:
             self._final_write()
 
