@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -250,7 +251,7 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
         assert [r[3] for r in runs] == ["crashed"] * rounds + ["stopped"]
         assert all(ended == heartbeat for _, heartbeat, ended, reason in runs if reason == "crashed")
         # no interval outlives the run it was recorded in: time between runs stays unknown
-        for (_, _, ended, _), (next_began, _, _, _) in zip(runs, runs[1:], strict=False):
+        for (_, _, ended, _), (next_began, _, _, _) in itertools.pairwise(runs):
             assert ended <= next_began
             inside_gap = db.execute("SELECT count(*) FROM intervals WHERE began < ? AND ended > ?",
                                     (next_began, ended + 0.001)).fetchone()[0]
