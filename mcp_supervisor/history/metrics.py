@@ -236,17 +236,16 @@ def failures_by_class(found: Iterable[Incident], window: Window) -> dict[str, di
     return {server: dict(counts) for server, counts in out.items()}
 
 
-def state_at(intervals: Iterable[Interval], server: str, at: float) -> str | None:
-    """The server's state at ``at`` (the interval covering it), or None if none does."""
-    best: Interval | None = None
+def states_at(intervals: Iterable[Interval], at: float) -> dict[str, str]:
+    """Each server's state at ``at`` (the latest interval covering it); servers with none are left out."""
+    best: dict[str, Interval] = {}
     for iv in intervals:
-        if iv.server != server or iv.start > at:
+        if iv.start > at or (iv.end is not None and iv.end < at):
             continue
-        if iv.end is not None and iv.end < at:
-            continue
-        if best is None or iv.start >= best.start:
-            best = iv
-    return best.state if best is not None else None
+        current = best.get(iv.server)
+        if current is None or iv.start >= current.start:
+            best[iv.server] = iv
+    return {server: iv.state for server, iv in best.items()}
 
 
 def attempts_in(attempts: Iterable[Attempt], window: Window) -> list[Attempt]:

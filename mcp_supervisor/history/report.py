@@ -13,6 +13,7 @@ With no observed time at all (uptime unknown) the best word is GOOD: nothing pro
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -22,6 +23,7 @@ from mcp_supervisor.history.metrics import (
     UP_STATES,
     Attempt,
     DaemonRun,
+    Incident,
     Interval,
     Notice,
     Window,
@@ -30,8 +32,8 @@ from mcp_supervisor.history.metrics import (
     incidents,
     overall_uptime,
     recovery_stats,
-    state_at,
     state_seconds,
+    states_at,
     unknown_seconds,
     uptime,
 )
@@ -78,8 +80,7 @@ def build_report(record: Record, window: Window, now: float, period: str = "cust
     by_class = failures_by_class(found, window)
     attempts = attempts_in(record.attempts, window)
     edge = min(window.end, now)
-    end_state = {server: state_at(record.intervals, server, edge) for server in seconds}
-    present = {s: st for s, st in end_state.items() if st is not None}
+    present = states_at(record.intervals, edge)
     healthy = sorted(s for s, st in present.items() if st in UP_STATES)
     failed = sorted(s for s, st in present.items() if st in DOWN_STATES)
     watched_from = Window(max(window.start, record.began), window.end) if record.began is not None else window
@@ -87,11 +88,16 @@ def build_report(record: Record, window: Window, now: float, period: str = "cust
     patterns = find_patterns(found, record.attempts, record.notices, window, tz)
     advice = recommendations(patterns, record.notices, found, window, now, unknown, failed)
     servers: dict[str, Any] = {}
+    incidents_of: dict[str, list[Incident]] = defaultdict(list)
+    for inc in found:
+        incidents_of[inc.server].append(inc)
+    attempts_of: dict[str, list[Attempt]] = defaultdict(list)
+    for att in attempts:
+        attempts_of[att.server].append(att)
     for server in sorted(seconds):
         up = per_uptime[server]
-        mine = [i for i in found if i.server == server]
-        own = recovery_stats(mine, window, now)
-        tried = [a for a in attempts if a.server == server]
+        own = recovery_stats(incidents_of[server], window, now)
+        tried = attempts_of[server]
         servers[server] = {
             "state": present.get(server),
             "uptime_pct": up.pct,
