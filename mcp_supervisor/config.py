@@ -358,11 +358,55 @@ class SlackSettings(_Model):
     base_url: str | None = None
 
 
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class HistorySettings(_Model):
+    """The record (SQLite in WAL mode): what happened, kept ``retention`` long."""
+
+    enabled: bool = True
+    path: Path | None = None
+    """Default: ``<state_dir>/history.sqlite3``."""
+    retention: Duration = 90 * 86400.0
+    probe_detail: Duration = 2 * 86400.0
+    """Per-minute probe rollups are kept this long, then folded into per-hour rows."""
+
+
+class ReportSettings(_Model):
+    """Scheduled summaries published as ``report`` events (the notifier sends them on)."""
+
+    daily_at: str | None = "09:30"
+    """Local time ``HH:MM``; ``"off"`` disables the daily report."""
+    weekly_on: str | None = "monday"
+    """A weekday name (sent at ``daily_at``); ``"off"`` disables the weekly report."""
+
+    @field_validator("daily_at")
+    @classmethod
+    def _valid_time(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("off", ""):
+            return None
+        match = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a time of day; use 24-hour 'HH:MM' such as '09:30', or 'off'")
+        return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+    @field_validator("weekly_on")
+    @classmethod
+    def _valid_weekday(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("off", ""):
+            return None
+        if value.strip().lower() not in _WEEKDAYS:
+            raise ValueError(f"{value!r} is not a weekday; use one of {', '.join(_WEEKDAYS)}, or 'off'")
+        return value.strip().lower()
+
+
 class Config(_Model):
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     source: Path | None = None
@@ -405,6 +449,7 @@ _SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers", "user", "gr
 _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
+    "history": ("path",),
 }
 
 

@@ -98,6 +98,8 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
 
     vault = _make_vault(config, vault_event)
     supervisor.vault = vault
+    history = _make_history(config, supervisor)
+    supervisor.history = history  # type: ignore[attr-defined]  # read by api/history_routes.py
     budget = config.supervisor.shutdown_timeout
     hard_stop = HardStop(lambda: supervisor.records.live() if supervisor.records is not None else [])
 
@@ -138,6 +140,8 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             ]
             if vault is not None:
                 background.append(tg.create_task(_guard("vault", vault.run), name="vault"))
+            if history is not None:
+                background.append(tg.create_task(_guard("history", history.run), name="history"))
             background.append(
                 tg.create_task(
                     _guard("token watch", lambda: watch_token_expiry(lambda: supervisor.config, supervisor.bus)),
@@ -213,6 +217,16 @@ def _make_vault(config: Config, on_event: Any) -> Any:
     from mcp_supervisor.vault.service import VaultService
 
     return VaultService(config, on_event=on_event)
+
+
+def _make_history(config: Config, supervisor: Any) -> Any:
+    """The record (history/): fed from the bus; None when ``[history] enabled = false``."""
+    if not config.history.enabled:
+        return None
+    from mcp_supervisor.history.service import HistoryService
+
+    return HistoryService(lambda: supervisor.config, supervisor.bus,
+                          lambda: {name: str(r.state) for name, r in supervisor.runners.items()})
 
 
 # --- the control API: one call to start, one to stop -------------------------------------------

@@ -48,8 +48,9 @@ class EventBus:
             queue.put_nowait(event)
 
     @contextmanager
-    def subscription(self) -> Any:
-        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+    def subscription(self, size: int | None = None) -> Any:
+        """``size`` overrides the bound for a subscriber that drains in memory (e.g. the record)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size if size is None else size)
         self._subscribers.add(queue)
         try:
             yield queue

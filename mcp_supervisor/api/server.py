@@ -241,6 +241,9 @@ def build_app(
     from mcp_supervisor.api.vault_routes import add_vault_routes
 
     add_vault_routes(app)  # answer 404 "no vault configured" rather than "no route" when absent
+    from mcp_supervisor.api.history_routes import add_history_routes
+
+    add_history_routes(app)  # /v1/history, /v1/report, POST /v1/runs (the record: control.history)
     if extra_routes is not None:
         extra_routes(app)
     return app

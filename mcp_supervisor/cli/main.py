@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_vault_subcommands(sub)
+    from mcp_supervisor.cli.history_commands import add_history_subcommands
+
+    add_history_subcommands(sub)
     return parser
 
 
