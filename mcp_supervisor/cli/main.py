@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_vault_subcommands(sub)
+    from mcp_supervisor.cli.run_command import add_run_subcommand
+
+    add_run_subcommand(sub)
     return parser
 
 
