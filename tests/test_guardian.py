@@ -419,3 +419,44 @@ def _descendants(pid: int) -> list[int]:
                 found.append(child)
                 frontier.append(child)
     return [p for p in found if pid_alive(p)]
+
+
+# --- guarded_run: the same guardian around a block of a Python job -----------------------------
+
+
+def test_guarded_run_block_is_reported_like_a_job(ready: Setup) -> None:
+    from mcp_supervisor.api.client import guarded_run
+
+    with guarded_run(socket=ready.sock, config=ready.config, wait=30) as run:
+        assert run.fallback == []
+        assert run.environment()["MCP_SUPERVISOR_SOCKET"] == str(ready.sock)
+    assert run.report is not None and run.report_path is not None
+    saved = json.loads(run.report_path.read_text())
+    assert saved["run"]["outcome"] == "succeeded" and saved["run"]["exit_code"] == 0
+    assert saved["run"]["required"] == ["notes-http", "notes-managed"]
+
+    with pytest.raises(RuntimeError, match="the analysis broke"):
+        with guarded_run(require=["notes-managed"], socket=ready.sock, config=ready.config) as failing:
+            raise RuntimeError("the analysis broke")
+    assert failing.report is not None
+    assert failing.report["run"]["outcome"] == "failed" and failing.report["run"]["exit_code"] == 1
+
+
+def test_guarded_run_does_not_enter_the_block_when_a_required_server_is_down(ready: Setup) -> None:
+    from mcp_supervisor.api.client import NotReady, guarded_run
+
+    ready.http.stop()
+    entered = False
+    try:
+        with pytest.raises(NotReady) as caught:
+            with guarded_run(require=["notes-http"], socket=ready.sock, config=ready.config, wait=1):
+                entered = True
+        assert not entered
+        assert caught.value.exit_code == 75
+        assert [e["name"] for e in caught.value.not_ready] == ["notes-http"]
+        assert "notes-http" in str(caught.value)
+        with guarded_run(require=["notes-http"], socket=ready.sock, config=ready.config, wait=1,
+                         allow_fallback=True) as run:
+            assert run.fallback == ["notes-http"]
+    finally:
+        ready.ensure_http_up()

@@ -1,8 +1,9 @@
 """The guarded run's report: pure functions from what the guardian saw to a REPORT (period "run").
 
-Why pure: the guardian (``cli/guardian.py``) is all I/O (a child process, signals, a socket, an
-event stream); what the report *says* (which incidents, their time to recovery, the health word,
-the advice) is decided here from plain data and a given clock, so it is tested without any of it.
+Why pure: the guardian (``guard/session.py``, ``cli/guardian.py``) is all I/O (a child process,
+signals, a socket, an event stream); what the report *says* (which incidents, their time to
+recovery, the health word, the advice) is decided here from plain data, so it is tested without
+any of it.
 
 Incidents are folded from the daemon's ``state`` events: one opens when a server leaves
 healthy/degraded for a bad state and closes when it is healthy or degraded again. Time the
