@@ -127,7 +127,12 @@ class GuardedRun:
             return standalone_precheck(self.config, self.facts.required, started)
         self.facts.required = self._required(servers_of(status))
         self.facts.daemon = {"reachable": True, "socket": str(self.socket_path)}
-        return precheck(self.client, self.facts.required, self.options.wait, started)
+        try:
+            return precheck(self.client, self.facts.required, self.options.wait, started)
+        except DaemonUnreachable as exc:  # it went away during the pre-check
+            self.facts.daemon["reachable"] = False
+            say(f"the job was NOT started: the supervisor stopped answering during the pre-check: {exc}")
+            return None
 
     def _required(self, servers: dict[str, dict[str, Any]]) -> list[str]:
         named: list[str] = []
