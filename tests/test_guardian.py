@@ -112,6 +112,17 @@ probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2, start_peri
 recovery = {{ backoff_initial = "100ms" }}
 """
 
+VAULT = """
+[backup]
+key_file = "{dir}/vault.key"
+locations = ["{dir}/backups"]
+
+[[configs]]
+name = "client"
+path = "{dir}/client.json"
+format = "mcp-client-json"
+"""
+
 
 def start_daemon(directory: Path, config: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SUPERVISOR_") and k != "NOTIFY_SOCKET"}
@@ -130,12 +141,15 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> No
             proc.wait()
 
 
-def make_setup(directory: Path) -> Setup:
+def make_setup(directory: Path, *, vault: bool = True) -> Setup:
     http_port, managed_port = free_port(), free_port()
     (directory / "home").mkdir()
     config = directory / "mcp-supervisor.toml"
-    config.write_text(CONFIG.format(dir=directory, http_port=http_port, managed_port=managed_port, py=PY,
-                                    notes=NOTES_SERVER))
+    text = CONFIG.format(dir=directory, http_port=http_port, managed_port=managed_port, py=PY, notes=NOTES_SERVER)
+    if vault:
+        (directory / "client.json").write_text(json.dumps({"mcpServers": {"notes": {"command": PY}}}))
+        text += VAULT.format(dir=directory)
+    config.write_text(text)
     http = start_http_server(port=http_port)
     daemon = start_daemon(directory, config)
     setup = Setup(directory, config, directory / "ctl.sock", http_port, managed_port, http, daemon)
@@ -197,7 +211,9 @@ def test_healthy_run_passes_output_and_exit_code_through_and_saves_a_private_rep
     assert f"run_id={run['run_id']}" in done.stdout
     assert run["precheck"]["outcome"] == "ready"
     assert run["precheck"]["probed"] == {"notes-http": True, "notes-managed": True}
-    assert run["precheck"]["backup"] == {"taken": False, "reason": "no vault configured"}
+    backup = run["precheck"]["backup"]
+    assert backup["taken"] is True and backup["safe"] is True, backup  # a fresh snapshot before the job
+    assert backup["snapshot"] in [s["id"] for s in ready.client().request("GET", "/v1/backups")[1]["snapshots"]]
     assert run["servers_before"] == run["servers_after"] == {"notes-http": "healthy", "notes-managed": "healthy"}
     assert run["incidents"] == [] and report["servers_healthy"] == 2 == report["servers_total"]
     assert run["daemon"]["runs_api"] in ("unsupported", "stored")  # today's daemon has no /v1/runs: kept locally
@@ -284,6 +300,30 @@ def test_managed_server_killed_during_the_run_is_recorded_with_its_recovery(read
     assert report["servers"]["notes-managed"]["uptime_pct"] < 100.0
 
 
+def test_required_server_failing_mid_run_is_recovered_at_once_and_recorded(ready: Setup) -> None:
+    go = ready.dir / "go-external"
+    proc = subprocess.Popen(ready.argv("--json", job=("wait-file", str(go))), env=ready.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "job started"
+        ready.http.stop()
+        wait_for(lambda: ready.server("notes-http")["state"] == "failed", 30, "notes-http failed")
+        ready.http = start_http_server(port=ready.http_port)
+        wait_for(lambda: ready.server("notes-http")["state"] == "healthy", 30, "notes-http healthy again")
+        go.write_text("go")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    [incident] = [i for i in last_json(out)["run"]["incidents"] if i["server"] == "notes-http"]
+    assert incident["resolved"] and incident["failure_class"] == "refused"
+    assert incident["recover_requested_at"] is not None  # the guardian asked the daemon to act at once
+    assert incident["started_at"] <= incident["recover_requested_at"] <= incident["recovered_at"]
+
+
 def test_unhealable_server_blocks_the_job_with_exit_75_unless_fallback_is_allowed(ready: Setup) -> None:
     ready.http.stop()
     marker = ready.dir / "blocked-ran"
@@ -307,24 +347,25 @@ def test_unhealable_server_blocks_the_job_with_exit_75_unless_fallback_is_allowe
         ready.ensure_http_up()
 
 
-def test_sigterm_to_the_guardian_reaches_the_job(ready: Setup) -> None:
-    marker = ready.dir / "got-term"
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_to_the_guardian_reach_the_job(ready: Setup, sig: signal.Signals) -> None:
+    marker = ready.dir / f"got-{sig.name}"
     proc = subprocess.Popen(ready.argv("--json", job=("term", str(marker))), env=ready.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "job ready"
         job_pids = [p for p in _descendants(proc.pid)]
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 42, err
-    assert marker.read_text() == "got SIGTERM"
+    assert marker.read_text() == f"got {sig.name}"
     report = last_json(out)
-    assert report["run"]["signals_forwarded"] == ["SIGTERM"] and report["run"]["exit_code"] == 42
+    assert report["run"]["signals_forwarded"] == [sig.name] and report["run"]["exit_code"] == 42
     assert wait_gone(job_pids) == []
 
 
@@ -376,7 +417,7 @@ def test_usage_errors_exit_2(ready: Setup) -> None:
 
 
 def test_daemon_gone_during_the_run_the_job_keeps_running_and_the_report_says_so() -> None:
-    setup = make_setup(Path(tempfile.mkdtemp(prefix="mcpg-", dir="/tmp")))
+    setup = make_setup(Path(tempfile.mkdtemp(prefix="mcpg-", dir="/tmp")), vault=False)
     try:
         go = setup.dir / "go-gone"
         proc = subprocess.Popen(setup.argv("--json", job=("wait-file", str(go))), env=setup.env(),
@@ -395,6 +436,7 @@ def test_daemon_gone_during_the_run_the_job_keeps_running_and_the_report_says_so
         assert proc.returncode == 0, err
         report = last_json(out)
         run = report["run"]
+        assert run["precheck"]["backup"] == {"taken": False, "reason": "no vault configured"}
         assert len(run["unobserved"]) == 1 and run["unobserved"][0]["back_at"] is None
         assert run["servers_after"] is None and run["daemon"]["reachable_at_end"] is False
         assert report["health"] == "DEGRADED"

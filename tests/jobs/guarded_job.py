@@ -3,7 +3,7 @@
 Modes:
   exit CODE            print a line and what the guardian told it, exit CODE
   wait-file PATH       print "job started", wait (deadline 90 s) until PATH exists, exit 0
-  term MARKER          on SIGTERM write MARKER and exit 42; print "job ready" then wait (deadline 60 s)
+  term MARKER          on SIGTERM/SIGINT write MARKER and exit 42; print "job ready" then wait (deadline 60 s)
   leave PIDFILE        start a sleeping child in the job's process group, write its pid, exit 0
   touch PATH           create PATH, exit 0 (proves the job ran)
 """
@@ -41,6 +41,7 @@ def main() -> int:
             sys.exit(42)
 
         signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
         print("job ready", flush=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
