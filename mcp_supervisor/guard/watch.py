@@ -18,6 +18,9 @@ from typing import Any
 from mcp_supervisor.api.client import ClientError, SupervisorClient, _UnixHTTPConnection
 from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
+KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
+                        "config", "restore", "backup"})
+"""Event kinds the run keeps (in memory, for the report); everything else is only looked at."""
 STREAM_SILENCE = 60.0
 """The daemon sends an SSE heartbeat every 15 s; this much silence means it is gone or wedged."""
 
@@ -127,6 +130,8 @@ class EventWatcher(threading.Thread):
                                 "synthetic": True}, act=False)
 
     def _on_event(self, event: dict[str, Any], act: bool = True) -> None:
+        if event.get("kind") not in KEPT_KINDS:
+            return  # probe results arrive many times a second; the report needs the transitions
         self._record(event)
         if event.get("kind") != "state" or not isinstance(event.get("server"), str):
             return
