@@ -253,3 +253,33 @@ def wait_ready(
     ApiError (e.g. an unknown server name) is raised as is.
     """
     return bool(SupervisorClient(socket).ready_within(timeout, servers).get("ready"))
+
+
+# --- the guarded run, for a Python job (loaded only when used) ---------------------------------
+
+
+def guarded_run(require: list[str] | None = None, **options: Any) -> Any:
+    """The guardian around a block of a Python job (``supervisorctl-mcp run`` for a ``with``)::
+
+        from mcp_supervisor.api.client import NotReady, guarded_run
+        with guarded_run(require=["jira"], wait=300) as run:
+            ...  # run.fallback: servers to reach through their own API
+
+    Options: ``wait``, ``allow_fallback``, ``socket``, ``config``. Raises NotReady (``exit_code``
+    75, or 3 without a daemon) instead of entering the block. See ``mcp_supervisor.guard.session``.
+    """
+    from mcp_supervisor.guard.session import guarded_run as _guarded_run
+
+    return _guarded_run(require, **options)
+
+
+class NotReady(ClientError):
+    """``guarded_run`` did not enter its block: ``exit_code`` 75 (required servers not ready) or 3
+    (no daemon); ``report`` is the stored run report, ``not_ready`` the servers and why."""
+
+    def __init__(self, message: str, exit_code: int, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.report = report
+        run = report.get("run") or {}
+        self.not_ready: list[dict[str, Any]] = list((run.get("precheck") or {}).get("not_ready", []))

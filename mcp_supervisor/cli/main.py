@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_supervisor.cli.history_commands import add_history_subcommands
 
     add_history_subcommands(sub)
+    from mcp_supervisor.cli.run_command import add_run_subcommand
+
+    add_run_subcommand(sub)
     return parser
 
 
