@@ -92,6 +92,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
 
     vault = _make_vault(config, vault_event)
     supervisor.vault = vault
+    notify_service, metrics = _make_observers(supervisor, vault)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
@@ -99,7 +100,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
     try:
         # the socket first: if another daemon owns it, fail before starting any managed process
         try:
-            api = await _start_api(supervisor, socket_path, config, vault)
+            api = await _start_api(supervisor, socket_path, config, vault, metrics.add_routes)
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
@@ -117,6 +118,12 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                     name="token-watch",
                 )
             )
+            background.append(tg.create_task(_guard("notifier", notify_service.run), name="notifier"))
+            background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))
+            if config.metrics.listen:
+                listen = config.metrics.listen
+                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(listen)),
+                                                 name="metrics-tcp"))
             summary = supervisor.summary()
             notifier.ready(summary)
             log.info("started", socket=str(socket_path), config=str(config_path), servers=len(supervisor.runners),
@@ -141,6 +148,8 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             with contextlib.suppress(Exception):
                 await _stop_api(api)  # idempotent; removes the socket file if it is still ours
         notifier.close()
+        notify_service.close()
+        metrics.close()
     log.info("stopped")
     return 0
 
@@ -183,10 +192,24 @@ def _make_vault(config: Config, on_event: Any) -> Any:
     return VaultService(config, on_event=on_event)
 
 
+def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
+    """The notifier (events -> outbox -> Slack/apprise) and the Prometheus metrics."""
+    from mcp_supervisor.metrics import SupervisorMetrics
+    from mcp_supervisor.notify.service import NotifyService
+
+    def current() -> Config:
+        config: Config = supervisor.config
+        return config
+
+    notify_service = NotifyService(current, supervisor.bus)
+    metrics = SupervisorMetrics(supervisor.status, current, supervisor.bus, notifier=notify_service, vault=vault)
+    return notify_service, metrics
+
+
 # --- the control API: one call to start, one to stop -------------------------------------------
 
 
-async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any) -> Any:
+async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any, metrics_routes: Any = None) -> Any:
     from mcp_supervisor.api.server import start_api_server
 
     extra_routes = None
@@ -194,6 +217,14 @@ async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: 
         from mcp_supervisor.api.vault_routes import add_vault_routes
 
         extra_routes = add_vault_routes
+    if metrics_routes is not None:
+        vault_routes = extra_routes
+
+        def extra_routes(app: Any) -> None:
+            if vault_routes is not None:
+                vault_routes(app)
+            metrics_routes(app)
+
     return await start_api_server(
         supervisor,
         socket_path,

@@ -82,6 +82,12 @@ def collect_secrets(config: Config, environ: MutableMapping[str, str] | None = N
         if server.token_env:
             add(environ.get(server.token_env))
     add(config.slack.token)
+    if config.notify.slack is not None:
+        add(config.notify.slack.token)
+        add(config.notify.slack.webhook_url)
+    if config.notify.apprise is not None:
+        for url in config.notify.apprise.urls:
+            add(url)
     return found
 
 
