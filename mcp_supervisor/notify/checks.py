@@ -16,19 +16,19 @@ def _inline(value: Any) -> bool:
 
 def inline_secret_warnings(raw: dict[str, Any]) -> list[str]:
     warnings = []
-    notify = raw.get("notify") if isinstance(raw.get("notify"), dict) else {}
-    slack = notify.get("slack") if isinstance(notify.get("slack"), dict) else {}
+    notify = _table(raw, "notify")
+    slack = _table(notify, "slack")
     for key, env in (("webhook_url", "SLACK_WEBHOOK_URL"), ("token", "SLACK_BOT_TOKEN")):
         if _inline(slack.get(key)):
             warnings.append(
                 f"notify.slack.{key}: the secret is written inline; use \"${{{env}}}\" (set in the daemon's "
                 f"environment) or \"${{file:/etc/mcp-supervisor/{key}}}\" so the config file holds no secret"
             )
-    legacy = raw.get("slack") if isinstance(raw.get("slack"), dict) else {}
+    legacy = _table(raw, "slack")
     if _inline(legacy.get("token")):
         warnings.append('slack.token: the secret is written inline; use "${SLACK_BOT_TOKEN}" or "${file:...}"')
-    apprise = notify.get("apprise") if isinstance(notify.get("apprise"), dict) else {}
-    urls = apprise.get("urls") if isinstance(apprise.get("urls"), list) else []
+    urls = _table(notify, "apprise").get("urls")
+    urls = urls if isinstance(urls, list) else []
     for index, url in enumerate(urls):
         if _inline(url) and _has_credentials(url):
             warnings.append(
@@ -36,6 +36,11 @@ def inline_secret_warnings(raw: dict[str, Any]) -> list[str]:
                 "\"${file:...}\" for it"
             )
     return warnings
+
+
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _has_credentials(url: str) -> bool:

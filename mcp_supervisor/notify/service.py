@@ -95,6 +95,7 @@ class NotifyService:
         self.stats: Counter[tuple[str, str]] = Counter()
         """(channel, outcome) -> deliveries; outcome is sent, retry, rate_limited or rejected."""
         self._redactor = Redactor()
+        self._redacting_for: Config | None = None
         self._channels: dict[str, Channel] = {}
         self._channel_errors: dict[str, str] = {}
         self._built_for: Any = None
@@ -154,8 +155,11 @@ class NotifyService:
 
     async def handle(self, event: Event) -> list[Notification]:
         """Feed one event to the tracker and store what it produced (exposed for tests)."""
+        self._refresh_redactor()
+        scrubbed = self._redactor.scrub(dict(event.data))  # secrets never enter the tracker or the file
+        data = scrubbed if isinstance(scrubbed, dict) else {}
         before = json.dumps(self.tracker.to_json(), sort_keys=True)
-        notes = self.tracker.on_event(event.kind, event.server, dict(event.data), event.at)
+        notes = self.tracker.on_event(event.kind, event.server, data, event.at)
         state = self.tracker.to_json()
         if notes or json.dumps(state, sort_keys=True) != before:
             await self._store(notes, state)
@@ -166,7 +170,7 @@ class NotifyService:
         if outbox is None:
             return
         config = self._config()
-        self._redactor.update(collect_secrets(config))
+        self._refresh_redactor()
         wanted = targets(config)
         now = self._clock()
         rows: list[tuple[str, Notification, float]] = []
@@ -181,6 +185,12 @@ class NotifyService:
         await asyncio.to_thread(outbox.enqueue, rows, state)
         await self._refresh_counts()
         self._wake.set()
+
+    def _refresh_redactor(self) -> None:
+        config = self._config()
+        if config is not self._redacting_for:
+            self._redactor.update(collect_secrets(config))
+            self._redacting_for = config
 
     def _finish(self, n: Notification, config: Config) -> Notification:
         """Add the instruction, then mask every known secret: the payload is stored as sent."""
