@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, exposition, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -33,6 +33,8 @@ PREFIX = "mcp_supervisor"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _UP = frozenset({State.HEALTHY.value, State.DEGRADED.value})
 _RESTARTING_RUNGS = frozenset({"restart", "restore_config", "recreate"})
+CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", CONTENT_TYPE_LATEST)
+"""The classic text format 0.0.4: every Prometheus (and promtool) version reads it."""
 
 
 class SupervisorMetrics:
@@ -129,7 +131,7 @@ class SupervisorMetrics:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await asyncio.to_thread(self.exposition) if len(self._config().servers) > 50 else self.exposition()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.handle)
