@@ -321,6 +321,9 @@ class SlackNotifySettings(_Model):
 
     @model_validator(mode="after")
     def _one_way_in(self) -> SlackNotifySettings:
+        for key in ("webhook_url", "token"):
+            if getattr(self, key) == "":
+                raise ValueError(f"{key} is empty (is the variable it references set to an empty value?)")
         if bool(self.webhook_url) == bool(self.token):
             raise ValueError('set either webhook_url (normally "${SLACK_WEBHOOK_URL}") or token + channel')
         if self.token and not self.channel:
