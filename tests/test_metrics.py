@@ -179,3 +179,13 @@ def test_metrics_over_the_socket_and_tcp_follow_a_real_kill_and_heal(daemon: dic
         checked = subprocess.run([promtool, "check", "metrics"], input=tcp_text, capture_output=True, text=True,
                                  timeout=30)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_sample_alerting_rules_are_valid_for_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus); CI installs it")
+    checked = subprocess.run([promtool, "check", "rules", str(ROOT / "docs" / "alerting-rules.yml")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 8 rules found" in checked.stdout
