@@ -56,9 +56,11 @@ class SupervisorMetrics:
         self.last_backup_at: float | None = None
         self.last_backup_copies: int | None = None
         self.registry = CollectorRegistry(auto_describe=True)
+        # by kind only: per server x kind x bucket would be ~10k series at 200 servers (the per-server
+        # figure is the last probe's latency, a gauge)
         self.probe_duration = Histogram(
-            f"{PREFIX}_probe_duration_seconds", "Duration of MCP probes, by server and probe kind.",
-            ["server", "kind"], buckets=PROBE_BUCKETS, registry=self.registry,
+            f"{PREFIX}_probe_duration_seconds", "Duration of MCP probes, by probe kind.",
+            ["kind"], buckets=PROBE_BUCKETS, registry=self.registry,
         )
         self.probe_failures = Counter(
             f"{PREFIX}_probe_failures", "Failed probes, by server and failure class.",
@@ -75,6 +77,8 @@ class SupervisorMetrics:
         self.process_exits = Counter(
             f"{PREFIX}_process_exits", "Unexpected exits of managed processes.", ["server"], registry=self.registry,
         )
+        self._snap: dict[str, Any] = {}
+        self._scrape_lock = asyncio.Lock()
         self.registry.register(_LiveCollector(self))
         self._subscription = bus.subscription() if bus is not None else None
         self._queue: asyncio.Queue[Event] | None = (
@@ -90,7 +94,7 @@ class SupervisorMetrics:
             kind = str(data.get("probe") or "warm")
             latency = data.get("latency_ms")
             if isinstance(latency, int | float):
-                self.probe_duration.labels(server, kind).observe(max(0.0, float(latency)) / 1000.0)
+                self.probe_duration.labels(kind).observe(max(0.0, float(latency)) / 1000.0)
             if not data.get("ok") and data.get("failure_class"):
                 self.probe_failures.labels(server, str(data["failure_class"])).inc()
         elif event.kind == "action_done":
@@ -125,12 +129,34 @@ class SupervisorMetrics:
 
     # --- exposition ------------------------------------------------------------------------------
 
+    def snapshot(self) -> None:
+        """Copy the live views (in the event loop) for the collector; formatting then needs no loop."""
+        try:
+            servers = list(self._status().get("servers", []))
+        except Exception:  # a scrape must not fail because one view is unavailable
+            servers = []
+        notifier = self._notifier
+        self._snap = {
+            "servers": servers,
+            "config": self._config(),
+            "outbox": dict(getattr(notifier, "counts", {}) or {}) if notifier is not None else None,
+            "deliveries": dict(getattr(notifier, "stats", {}) or {}) if notifier is not None else {},
+            "backup": (self.last_backup_at, self.last_backup_copies),
+        }
+
     def exposition(self) -> bytes:
+        self.snapshot()
+        return self._generate()
+
+    def _generate(self) -> bytes:
         data: bytes = generate_latest(self.registry)
         return data
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(self.exposition) if len(self._config().servers) > 50 else self.exposition()
+        # prometheus-client formats ~10 µs per series: off the loop, one scrape at a time
+        async with self._scrape_lock:
+            self.snapshot()
+            body = await asyncio.to_thread(self._generate)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def add_routes(self, app: web.Application) -> None:
@@ -153,82 +179,83 @@ class SupervisorMetrics:
 
 
 class _LiveCollector(Collector):
+    """Series read from the snapshot taken at scrape time (``SupervisorMetrics.snapshot``)."""
+
     def __init__(self, metrics: SupervisorMetrics) -> None:
         self.m = metrics
 
     def collect(self) -> Iterator[Any]:
-        m = self.m
+        snap = self.m._snap
+        if not snap:
+            return
         state = GaugeMetricFamily(f"{PREFIX}_server_state", "1 for the state the server is in, 0 for the others.",
                                   labels=["server", "state"])
         up = GaugeMetricFamily(f"{PREFIX}_server_up", "1 when the server is healthy or degraded, else 0.",
                                labels=["server"])
         critical = GaugeMetricFamily(f"{PREFIX}_server_critical", "1 when the server is critical for readiness.",
                                      labels=["server"])
-        try:
-            servers = m._status().get("servers", [])
-        except Exception:  # a scrape must not fail because one view is unavailable
-            servers = []
-        for entry in servers:
+        latency = GaugeMetricFamily(f"{PREFIX}_server_probe_latency_seconds", "Latency of the server's last probe.",
+                                    labels=["server"])
+        for entry in snap["servers"]:
             name = str(entry.get("name"))
             current = str(entry.get("state"))
             for candidate in State:
                 state.add_metric([name, candidate.value], 1.0 if candidate.value == current else 0.0)
             up.add_metric([name], 1.0 if current in _UP else 0.0)
             critical.add_metric([name], 1.0 if entry.get("critical") else 0.0)
+            if isinstance(entry.get("latency_ms"), int | float):
+                latency.add_metric([name], float(entry["latency_ms"]) / 1000.0)
         yield state
         yield up
         yield critical
-        yield from self._backup()
-        yield from self._outbox()
-        yield from self._tokens()
+        yield latency
+        yield from self._backup(snap)
+        yield from self._outbox(snap)
+        yield from self._tokens(snap)
 
-    def _backup(self) -> Iterator[Any]:
-        m = self.m
-        if m.last_backup_at is None:
+    @staticmethod
+    def _backup(snap: dict[str, Any]) -> Iterator[Any]:
+        last_at, last_copies = snap["backup"]
+        if last_at is None:
             return
         age = GaugeMetricFamily(f"{PREFIX}_backup_age_seconds", "Seconds since the newest config backup.")
-        age.add_metric([], max(0.0, time.time() - m.last_backup_at))
+        age.add_metric([], max(0.0, time.time() - last_at))
         yield age
         last = GaugeMetricFamily(f"{PREFIX}_backup_last_timestamp_seconds", "When the newest config backup was made.")
-        last.add_metric([], m.last_backup_at)
+        last.add_metric([], last_at)
         yield last
-        if m.last_backup_copies is not None:
+        if last_copies is not None:
             copies = GaugeMetricFamily(f"{PREFIX}_backup_copies", "Locations holding the newest config backup.")
-            copies.add_metric([], float(m.last_backup_copies))
+            copies.add_metric([], float(last_copies))
             yield copies
-            with contextlib.suppress(Exception):
-                minimum = GaugeMetricFamily(f"{PREFIX}_backup_min_copies", "The configured [backup] min_copies.")
-                minimum.add_metric([], float(m._config().backup.min_copies))
-                yield minimum
+            minimum = GaugeMetricFamily(f"{PREFIX}_backup_min_copies", "The configured [backup] min_copies.")
+            minimum.add_metric([], float(snap["config"].backup.min_copies))
+            yield minimum
 
-    def _outbox(self) -> Iterator[Any]:
-        notifier = self.m._notifier
-        if notifier is None:
+    @staticmethod
+    def _outbox(snap: dict[str, Any]) -> Iterator[Any]:
+        counts = snap["outbox"]
+        if counts is None:
             return
         length = GaugeMetricFamily(f"{PREFIX}_notify_outbox_messages",
                                    "Notifications in the durable outbox, by status (pending, dead).", labels=["status"])
-        counts = getattr(notifier, "counts", {}) or {}
         for status in ("pending", "dead"):
             length.add_metric([status], float(counts.get(status, 0)))
         yield length
         deliveries = CounterMetricFamily(f"{PREFIX}_notify_deliveries",
                                          "Delivery attempts by channel and outcome (sent, retry, rate_limited, rejected).",
                                          labels=["channel", "outcome"])
-        for (channel, outcome), value in sorted((getattr(notifier, "stats", {}) or {}).items()):
+        for (channel, outcome), value in sorted(snap["deliveries"].items()):
             deliveries.add_metric([channel, outcome], float(value))
         yield deliveries
 
-    def _tokens(self) -> Iterator[Any]:
+    def _tokens(self, snap: dict[str, Any]) -> Iterator[Any]:
         from mcp_supervisor.runtime.token_watch import token_expiry
 
         family = GaugeMetricFamily(f"{PREFIX}_token_expiry_timestamp_seconds",
                                    "When the server's bearer token expires (from its JWT exp or token_expires).",
                                    labels=["server", "source"])
-        try:
-            servers = self.m._config().servers
-        except Exception:
-            servers = []
-        for server in servers:
+        for server in snap["config"].servers:
             try:
                 found = token_expiry(server, self.m._environ)
             except Exception:

@@ -160,7 +160,11 @@ def body(n: Notification) -> str:
         return "\n".join(parts) or "the backup did not reach every location"
     if n.kind == "config_restored":
         servers = data.get("servers") or data.get("restored_servers")
-        text = f"{data.get('path', data.get('config', ''))} was damaged and has been put back ({data.get('reason', '')})."
+        where = data.get("path", data.get("config", ""))
+        if data.get("reason") == "manual":
+            text = f"{where} was restored by an operator from snapshot {data.get('snapshot', '?')}."
+        else:
+            text = f"{where} was damaged and has been put back from the newest valid backup."
         if data.get("only_server_map"):
             text += " Only the MCP server list was restored; the rest of the file was kept."
         if isinstance(servers, list) and servers:

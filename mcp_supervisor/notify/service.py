@@ -208,17 +208,16 @@ class NotifyService:
 
     # --- delivery --------------------------------------------------------------------------------
 
-    def _ensure_channels(self) -> dict[str, Channel]:
+    async def _ensure_channels(self) -> dict[str, Channel]:
+        """(Re)build the channels when their settings changed (a reload); close the old ones."""
         config = self._config()
         key = (config.notify.slack, config.notify.apprise, config.slack)
         if key != self._built_for:
-            old = list(self._channels.values())
+            await self._close_channels()
             self._channels, self._channel_errors = build_channels(config)
             self._built_for = key
             for problem in self._channel_errors.values():
                 log.error("notification channel cannot run; its messages wait in the outbox", problem=problem)
-            for channel in old:
-                asyncio.get_running_loop().create_task(channel.aclose())
         return self._channels
 
     async def _close_channels(self) -> None:
@@ -234,7 +233,7 @@ class NotifyService:
             outbox = self.outbox
             if outbox is None:
                 return
-            channels = self._ensure_channels()
+            channels = await self._ensure_channels()
             now = self._clock()
             open_channels = {name for name in channels if self._blocked_until.get(name, 0.0) <= now}
             rows = await asyncio.to_thread(outbox.due, now, open_channels)
@@ -304,12 +303,31 @@ class NotifyService:
 
 async def send_test(config: Config, now: float | None = None) -> dict[str, Any]:
     """One test message through every configured channel, now (not via the outbox), and each answer."""
-    channels, errors = build_channels(config)
-    answers: dict[str, Any] = {name: {"ok": False, "answer": problem} for name, problem in errors.items()}
-    redactor = Redactor(collect_secrets(config))
     at = time.time() if now is None else now
     note = Notification(kind="test", severity="info", incident=f"test:{at:.6f}", role="single", at=at,
                         data={"detail": f"Test from mcp-supervisor on {os.uname().nodename}."})
+    return await send_now(config, note)
+
+
+def report_notification(report: dict[str, Any], period: str | None = None, at: float | None = None) -> Notification:
+    """A REPORT (see CONTRACTS.md) as a notification, e.g. for ``report --slack`` without the daemon."""
+    at = time.time() if at is None else at
+    period = period or str(report.get("period") or "custom")
+    return Notification(kind="report", severity="info", incident=f"report:{period}:{at:.6f}", role="single", at=at,
+                        data={"period": period, "report": report})
+
+
+async def send_now(config: Config, note: Notification) -> dict[str, Any]:
+    """Deliver one notification through every configured channel at once, bypassing the outbox.
+
+    For interactive commands (``notify-test``, ``report --slack``) whose user sees the answer; the
+    daemon's own alerts always go through the outbox.
+    """
+    channels, errors = build_channels(config)
+    answers: dict[str, Any] = {name: {"ok": False, "answer": problem} for name, problem in errors.items()}
+    redactor = Redactor(collect_secrets(config))
+    scrubbed = redactor.scrub(dict(note.data))
+    note = replace(note, data=scrubbed if isinstance(scrubbed, dict) else {})
     try:
         for name, channel in channels.items():
             try:
