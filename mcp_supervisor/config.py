@@ -398,6 +398,93 @@ class ReportSettings(_Model):
         if value.strip().lower() not in _WEEKDAYS:
             raise ValueError(f"{value!r} is not a weekday; use one of {', '.join(_WEEKDAYS)}, or 'off'")
         return value.strip().lower()
+Severity = Literal["info", "warning", "critical"]
+_CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+class SlackNotifySettings(_Model):
+    """``[notify.slack]``: an incoming webhook, or a bot token + channel (then incidents thread)."""
+
+    webhook_url: str | None = None
+    token: str | None = None
+    channel: str | None = None
+    base_url: str | None = None
+    """Slack Web API base (default ``https://slack.com/api/``); tests point it at a local server."""
+    min_severity: Severity = "info"
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> SlackNotifySettings:
+        for key in ("webhook_url", "token"):
+            if getattr(self, key) == "":
+                raise ValueError(f"{key} is empty (is the variable it references set to an empty value?)")
+        if bool(self.webhook_url) == bool(self.token):
+            raise ValueError('set either webhook_url (normally "${SLACK_WEBHOOK_URL}") or token + channel')
+        if self.token and not self.channel:
+            raise ValueError('a bot token needs a channel, e.g. channel = "#mcp-alerts" or a channel ID')
+        return self
+
+
+class AppriseNotifySettings(_Model):
+    """``[notify.apprise]``: other channels (e-mail, Teams, Discord, ntfy, ...) through apprise URLs."""
+
+    urls: list[str] = Field(default_factory=list)
+    min_severity: Severity = "info"
+
+
+class QuietHours(_Model):
+    """Messages below ``min_severity`` wait (they are not dropped) until the quiet hours end."""
+
+    start: str
+    end: str
+    timezone: str = "UTC"
+    min_severity: Severity = "critical"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK_RE.match(value):
+            raise ValueError(f"{value!r} is not a time of day; use HH:MM, e.g. \"22:00\"")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like \"Europe/Berlin\" or \"UTC\"") from None
+        return value
+
+
+class NotifySettings(_Model):
+    slack: SlackNotifySettings | None = None
+    apprise: AppriseNotifySettings | None = None
+    quiet_hours: QuietHours | None = None
+    retry_initial: Duration = 2.0
+    retry_max: Duration = 300.0
+    flap_count: int = Field(default=3, ge=2, le=100)
+    """This many incidents of one server within ``flap_window`` make it 'flapping' (one alert)."""
+    flap_window: Duration = 600.0
+    keep_sent: Duration = 604800.0
+    """Delivered messages are kept this long in the outbox (what was sent, when), then deleted."""
+
+
+class MetricsSettings(_Model):
+    listen: str | None = None
+    """``host:port`` for a TCP ``/metrics`` (e.g. ``127.0.0.1:9464``); off by default."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port; use e.g. \"127.0.0.1:9464\"")
+        return value
 
 
 class Config(_Model):
@@ -407,6 +494,8 @@ class Config(_Model):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     source: Path | None = None
@@ -497,6 +586,9 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
     slack = data.get("slack")
     if isinstance(slack, dict):
         data["slack"] = _walk_strings(slack, lambda s: expand_refs(s, environ, []))
+    notify = data.get("notify")
+    if isinstance(notify, dict):  # an unset ${VAR} stays as written: that channel waits, the rest runs
+        data["notify"] = _walk_strings(notify, lambda s: expand_refs(s, environ, []))
     configs = data.get("configs")
     if isinstance(configs, list):
         prepared_configs = []

@@ -115,6 +115,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             loop.remove_signal_handler(sig)
         hard_stop.arm(budget)
 
+    notify_service, metrics = _make_observers(supervisor, vault)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, begin_shutdown)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
@@ -123,7 +124,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
     try:
         # the socket first: if another daemon owns it, fail before starting any managed process
         try:
-            api = await _start_api(supervisor, socket_path, config, vault)
+            api = await _start_api(supervisor, socket_path, config, vault, metrics.add_routes)
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
@@ -148,6 +149,12 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                     name="token-watch",
                 )
             )
+            background.append(tg.create_task(_guard("notifier", notify_service.run), name="notifier"))
+            background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))
+            if config.metrics.listen:
+                listen = config.metrics.listen
+                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(listen)),
+                                                 name="metrics-tcp"))
             if not stop.is_set():
                 summary = supervisor.summary()
                 notifier.ready(summary)
@@ -177,6 +184,8 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             with contextlib.suppress(Exception):
                 await _stop_api(api)  # idempotent; removes the socket file if it is still ours
         notifier.close()
+        notify_service.close()
+        metrics.close()
     log.info("stopped")
     return exit_code
 
@@ -219,6 +228,7 @@ def _make_vault(config: Config, on_event: Any) -> Any:
     return VaultService(config, on_event=on_event)
 
 
+<<<<<<< HEAD
 def _make_history(config: Config, supervisor: Any) -> Any:
     """The record (history/): fed from the bus; None when ``[history] enabled = false``."""
     if not config.history.enabled:
@@ -227,12 +237,26 @@ def _make_history(config: Config, supervisor: Any) -> Any:
 
     return HistoryService(lambda: supervisor.config, supervisor.bus,
                           lambda: {name: str(r.state) for name, r in supervisor.runners.items()})
+=======
+def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
+    """The notifier (events -> outbox -> Slack/apprise) and the Prometheus metrics."""
+    from mcp_supervisor.metrics import SupervisorMetrics
+    from mcp_supervisor.notify.service import NotifyService
+
+    def current() -> Config:
+        config: Config = supervisor.config
+        return config
+
+    notify_service = NotifyService(current, supervisor.bus)
+    metrics = SupervisorMetrics(supervisor.status, current, supervisor.bus, notifier=notify_service, vault=vault)
+    return notify_service, metrics
+>>>>>>> i10notify
 
 
 # --- the control API: one call to start, one to stop -------------------------------------------
 
 
-async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any) -> Any:
+async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any, metrics_routes: Any = None) -> Any:
     from mcp_supervisor.api.server import start_api_server
 
     extra_routes = None
@@ -240,6 +264,14 @@ async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: 
         from mcp_supervisor.api.vault_routes import add_vault_routes
 
         extra_routes = add_vault_routes
+    if metrics_routes is not None:
+        vault_routes = extra_routes
+
+        def extra_routes(app: Any) -> None:
+            if vault_routes is not None:
+                vault_routes(app)
+            metrics_routes(app)
+
     return await start_api_server(
         supervisor,
         socket_path,

@@ -118,6 +118,16 @@ def collect_secrets(config: Config, environ: Mapping[str, str] | None = None) ->
     if config.slack.token:
         found.update(_credential_parts(config.slack.token))
     found.update(url_secrets(config.slack.base_url))
+    notify = getattr(config, "notify", None)
+    if notify is not None and notify.slack is not None:
+        for value in (notify.slack.token, notify.slack.webhook_url):
+            if value:
+                found.update(_credential_parts(value))
+                found.update(url_secrets(value))
+    if notify is not None and notify.apprise is not None:
+        for url in notify.apprise.urls:
+            found.add(url)
+            found.update(url_secrets(url))
     return found
 
 

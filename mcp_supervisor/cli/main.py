@@ -170,10 +170,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     servers = len(config.servers)
     watched = len(getattr(config, "configs", []) or [])
+    import contextlib
+    import tomllib
+
+    from mcp_supervisor.notify.checks import inline_secret_warnings
+
+    warnings: list[str] = []
+    with contextlib.suppress(OSError, ValueError):
+        warnings = inline_secret_warnings(tomllib.loads(path.read_text(encoding="utf-8")))
     if args.json:
-        emit_json({"valid": True, "path": str(path), "servers": servers, "watched_configs": watched})
+        emit_json({"valid": True, "path": str(path), "servers": servers, "watched_configs": watched,
+                   "warnings": warnings})
     else:
         print(f"{path}: ok ({servers} server(s), {watched} watched config(s))")
+        for warning in warnings:
+            print(f"warning: {path}: {warning}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -248,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_supervisor.cli.run_command import add_run_subcommand
 
     add_run_subcommand(sub)
+    from mcp_supervisor.cli.notify_commands import add_notify_subcommands
+
+    add_notify_subcommands(sub)
     return parser
 
 

@@ -1,0 +1,61 @@
+"""``supervisorctl-mcp notify-test``: one test message through every configured channel.
+
+Why without the daemon: the point is to check the channel setup (secret set? webhook alive? bot in
+the channel?) before relying on it, also when the daemon is not running. Each channel's answer is
+printed as the receiver gave it (``ok (200)``, ``404: no_service``, ``channel_not_found``), masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from mcp_supervisor.cli.main import UsageError
+    from mcp_supervisor.config import ConfigError, find_config, load_config
+
+    path = find_config(getattr(args, "file", None) or getattr(args, "config", None))
+    if path is None:
+        raise UsageError("no config file found; pass --config FILE or set MCP_SUPERVISOR_CONFIG")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    from mcp_supervisor.logging import collect_secrets, setup_logging
+    from mcp_supervisor.notify.service import send_test, targets
+
+    setup_logging("error", "console", collect_secrets(config))
+    if not targets(config):
+        result: dict[str, Any] = {"channels": {}}
+        message = "no notification channel configured (add [notify.slack] or [notify.apprise]; see docs/configuration.md)"
+        if args.json:
+            print(json.dumps({**result, "error": message}))
+        else:
+            print(f"supervisorctl-mcp: {message}", file=sys.stderr)
+        return EXIT_FAILED
+    result = asyncio.run(send_test(config))
+    channels = result["channels"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, answer in channels.items():
+            print(f"{name}: {'sent' if answer['ok'] else 'FAILED'}, the receiver answered: {answer['answer']}")
+    return EXIT_OK if channels and all(a["ok"] for a in channels.values()) else EXIT_FAILED
+
+
+def add_notify_subcommands(sub: Any) -> None:
+    from mcp_supervisor.cli.main import _common
+
+    command = sub.add_parser(
+        "notify-test", parents=[_common(suppress=True)],
+        help="send one test message through every configured channel and print each answer",
+        description="Send one test message through every configured notification channel (Slack, apprise).",
+    )
+    command.add_argument("file", metavar="FILE", nargs="?", default=None, help="config file (default: as the daemon)")
+    command.set_defaults(func=cmd_notify_test)

@@ -1,0 +1,535 @@
+"""The notifier end to end with the real slack-sdk clients against a local server that answers as Slack.
+
+Events go in on a real EventBus (the contract with the runtime), messages come out over HTTP through
+``AsyncWebhookClient`` / ``AsyncWebClient``; the outbox is a real SQLite file. The last tests run the
+real supervisor with real MCP servers (killed, crash-looping, answering 401) and the real daemon
+binary, killed with SIGKILL while Slack is failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_supervisor.config import Config, parse_config
+from mcp_supervisor.events import Event, EventBus
+from mcp_supervisor.health.model import State
+from mcp_supervisor.notify.service import NotifyService
+from mcp_supervisor.runtime.supervisor import Supervisor
+from tests.slack_fake import BOT_TOKEN, FakeSlack
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BIN = Path(PY).parent
+EXAMPLE = ROOT / "examples" / "notes_server.py"
+pytestmark = pytest.mark.timeout(120)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_config(tmp: Path, slack: str, extra: str = "", environ: dict[str, str] | None = None) -> Config:
+    text = f"""
+[supervisor]
+state_dir = "{tmp}/state"
+shutdown_timeout = "2s"
+[notify]
+retry_initial = "100ms"
+retry_max = "5s"
+[notify.slack]
+{slack}
+{extra}
+"""
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "config.toml"
+    path.write_text(text)
+    return parse_config(text, path, environ=environ)
+
+
+def webhook(fake: FakeSlack) -> str:
+    return f'webhook_url = "{fake.webhook_url}"'
+
+
+def bot(fake: FakeSlack) -> str:
+    return f'token = "{BOT_TOKEN}"\nchannel = "#mcp"\nbase_url = "{fake.api_url}"'
+
+
+@contextlib.asynccontextmanager
+async def notifier(config: Config, bus: EventBus | None = None) -> AsyncIterator[tuple[NotifyService, EventBus]]:
+    bus = bus or EventBus()
+    service = NotifyService(lambda: config, bus)
+    task = asyncio.create_task(service.run())
+    try:
+        async with asyncio.timeout(10):
+            await service.wait_ready()
+        yield service, bus
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        service.close()
+
+
+@contextlib.asynccontextmanager
+async def fake_slack(port: int = 0) -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack().start(port)
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def down(bus: EventBus, server: str = "jira", at: float | None = None, **data: Any) -> None:
+    payload = {"old": "healthy", "new": "failed", "reason": "crashed: managed process exited (code -9)",
+               "failure_class": "crashed", "critical": True, **data}
+    bus.publish(Event("state", server, payload, **({"at": at} if at else {})))
+
+
+def up(bus: EventBus, server: str = "jira", at: float | None = None) -> None:
+    bus.publish(Event("state", server, {"old": "recovering", "new": "healthy", "reason": "probe succeeded",
+                                        "attempt": 1}, **({"at": at} if at else {})))
+
+
+async def test_webhook_down_then_recovered_is_one_alert_and_one_resolution_with_time_to_recovery(
+    tmp_path: Path,
+) -> None:
+    async with fake_slack() as fake, notifier(make_config(tmp_path, webhook(fake))) as (service, bus):
+        now = time.time()
+        down(bus, at=now - 75.0)
+        await fake.wait_for(lambda f: len(f.messages) == 1, 20, "the down alert")
+        up(bus, at=now)
+        await fake.wait_for(lambda f: len(f.messages) == 2, 20, "the resolution")
+        assert fake.titles() == ["jira is down", "jira recovered after 1m 15s"]
+        resolution = json.dumps(fake.messages[1])
+        assert "Time to recovery" in resolution and "1m 15s" in resolution
+        assert "jira is down" in fake.messages[0]["text"]  # the notification text for phones
+        await asyncio.sleep(0.3)  # nothing else trickles in
+        assert len(fake.messages) == 2 and service.counts["pending"] == 0 and service.counts["sent"] == 2
+
+
+async def test_bot_token_threads_an_incidents_follow_ups_under_its_alert(tmp_path: Path) -> None:
+    async with fake_slack() as fake, notifier(make_config(tmp_path, bot(fake))) as (_, bus):
+        down(bus)
+        bus.publish(Event("notify", "jira", {"notify": "needs_human", "severity": "critical",
+                                             "detail": "5 recovery attempt(s) in 600s did not help"}))
+        up(bus)
+        await fake.wait_for(lambda f: len(f.messages) == 3, 20, "alert, follow-up, resolution")
+        alert, follow, resolution = fake.messages
+        assert "thread_ts" not in alert and alert["channel"] == "#mcp"
+        assert follow["thread_ts"] == alert["_ts"] and resolution["thread_ts"] == alert["_ts"]
+        assert follow["channel"] == "C0TEST"  # replies go to the channel ID Slack answered with
+        assert "supervisorctl-mcp recover jira" in json.dumps(follow)
+        # a second incident starts a new thread
+        down(bus)
+        await fake.wait_for(lambda f: len(f.messages) == 4, 20, "a new alert")
+        assert "thread_ts" not in fake.messages[3]
+
+
+async def test_slack_down_then_failing_delays_messages_with_backoff_but_loses_none(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens yet: connection refused
+    url = f"http://127.0.0.1:{port}/services/T000TEST/B000TEST/abcdefghijklmnopqrstuvwx"
+    async with notifier(make_config(tmp_path, f'webhook_url = "{url}"')) as (service, bus):
+        down(bus)
+        deadline = time.monotonic() + 20
+        while service.stats[("slack", "retry")] < 2:  # two refused attempts, spaced by the backoff
+            assert time.monotonic() < deadline, "no retries after connection refused"
+            await asyncio.sleep(0.05)
+        assert service.counts["pending"] == 1
+        async with fake_slack(port) as fake:
+            fake.fail_with(500, times=2)
+            up(bus)
+            await fake.wait_for(lambda f: len(f.messages) == 2, 30, "both messages after the outage")
+            titles = fake.titles()
+            assert titles[0] == "jira is down" and titles[1].startswith("jira recovered after"), titles
+            assert [a.status for a in fake.attempts] == [500, 500, 200, 200]
+            gaps = [b.at - a.at for a, b in zip(fake.attempts, fake.attempts[1:], strict=False)]
+            # failures 3 and 4 (after two refusals): at least 0.8 x 0.4 s and 0.8 x 0.8 s apart
+            assert gaps[0] >= 0.32 and gaps[1] >= 0.64, gaps
+            await asyncio.sleep(0.3)
+            assert len(fake.messages) == 2
+        assert service.counts == {"pending": 0, "sent": 2, "dead": 0}
+
+
+async def test_429_retry_after_is_honoured(tmp_path: Path) -> None:
+    for flavour in ("webhook", "bot"):
+        async with fake_slack() as fake:
+            config = make_config(tmp_path / flavour, webhook(fake) if flavour == "webhook" else bot(fake))
+            async with notifier(config) as (service, bus):
+                fake.fail_with(429, headers={"Retry-After": "1"})
+                down(bus)
+                await fake.wait_for(lambda f: len(f.messages) == 1, 20, f"the alert after a 429 ({flavour})")
+                limited, accepted = fake.attempts
+                assert limited.status == 429 and accepted.status == 200
+                assert accepted.at - limited.at >= 0.95, "retried before Retry-After"  # retry_initial is 0.1 s
+                assert service.stats[("slack", "rate_limited")] == 1
+
+
+async def test_a_canary_secret_in_config_and_environment_never_reaches_slack(tmp_path: Path) -> None:
+    canary = "canary-7f3a9c1e5b2d4680"
+    environ = {"JIRA_TOKEN": canary}
+    async with fake_slack() as fake:
+        extra = """
+[[servers]]
+name = "jira"
+transport = "http"
+url = "http://127.0.0.1:9/mcp"
+token_env = "JIRA_TOKEN"
+headers = { Authorization = "Bearer ${JIRA_TOKEN}" }
+"""
+        old = os.environ.get("JIRA_TOKEN")
+        os.environ["JIRA_TOKEN"] = canary  # token_env values are read from the daemon's environment
+        try:
+            config = make_config(tmp_path, bot(fake), extra, environ=environ)
+            async with notifier(config) as (_, bus):
+                down(bus, reason=f"auth: 401 for Bearer {canary}", failure_class="auth")
+                bus.publish(Event("notify", "jira", {"notify": "needs_human", "severity": "critical",
+                                                     "detail": f"server said: invalid token {canary}"}))
+                bus.publish(Event("notify", "jira", {"notify": "token_expiry", "severity": "warning",
+                                                     "detail": f"token {canary} expires", "level": "7d"}))
+                await fake.wait_for(lambda f: len(f.messages) == 2, 20, "the alert and the expiry warning")
+        finally:
+            if old is None:
+                os.environ.pop("JIRA_TOKEN", None)
+            else:
+                os.environ["JIRA_TOKEN"] = old
+        everything = json.dumps([a.body for a in fake.attempts])
+        assert canary not in everything
+        assert "***" in everything and "JIRA_TOKEN" in everything  # the variable's name, never its value
+        for path in (tmp_path / "state").glob("outbox.sqlite3*"):  # the database and its WAL
+            assert canary.encode() not in path.read_bytes(), path
+
+
+async def test_min_severity_filters_alerts_but_never_splits_an_incident(tmp_path: Path) -> None:
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake) + '\nmin_severity = "critical"')
+        async with notifier(config) as (_, bus):
+            down(bus, server="minor", critical=False)  # warning: filtered, and so is its resolution
+            up(bus, server="minor")
+            down(bus, server="jira", critical=True)  # critical: sent, and its (info) resolution too
+            up(bus, server="jira")
+            await fake.wait_for(lambda f: len(f.messages) == 2, 20, "jira's alert and resolution")
+            await asyncio.sleep(0.3)
+        titles = fake.titles()
+        assert titles[0] == "jira is down" and titles[1].startswith("jira recovered after"), titles
+
+
+async def test_report_events_are_rendered(tmp_path: Path) -> None:
+    async with fake_slack() as fake, notifier(make_config(tmp_path, webhook(fake))) as (_, bus):
+        bus.publish(Event("report", None, {"period": "day", "report": {"health": "GOOD", "servers_total": 3,
+                                                                        "servers_healthy": 3, "uptime_pct": 99.9}}))
+        await fake.wait_for(lambda f: len(f.messages) == 1, 20, "the daily summary")
+        assert fake.titles() == ["Daily MCP summary: GOOD"] and "99.90%" in json.dumps(fake.messages[0])
+
+
+async def test_apprise_delivers_the_same_messages_as_markdown(tmp_path: Path) -> None:
+    pytest.importorskip("apprise")
+    from aiohttp import web
+
+    got: list[dict[str, Any]] = []
+    arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        arrived.set()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        text = f"""
+[supervisor]
+state_dir = "{tmp_path}/state"
+[notify.apprise]
+urls = ["json://127.0.0.1:{port}/hook"]
+"""
+        config = parse_config(text, tmp_path / "c.toml")
+        async with notifier(config) as (_, bus):
+            down(bus)
+            async with asyncio.timeout(20):
+                await arrived.wait()
+        assert got[0]["title"] == "jira is down" and "**Server**: jira" in got[0]["message"]
+    finally:
+        await runner.cleanup()
+
+
+# --- with the real supervisor and real MCP servers -------------------------------------------------------
+
+
+def managed_notes(name: str, port: int) -> str:
+    return f"""
+[[servers]]
+name = "{name}"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{PY}"
+args = ["{EXAMPLE}", "http", "{port}"]
+probe = {{ interval = "250ms", timeout = "800ms", failure_threshold = 2, start_period = "10s" }}
+recovery = {{ backoff_initial = "100ms", backoff_max = "1s" }}
+"""
+
+
+@contextlib.asynccontextmanager
+async def supervised(config: Config) -> AsyncIterator[tuple[Supervisor, NotifyService]]:
+    supervisor = Supervisor(config, config.source)
+    async with notifier(config, supervisor.bus) as (service, _), asyncio.TaskGroup() as tg:
+        await supervisor.start(tg)
+        try:
+            yield supervisor, service
+        finally:
+            async with asyncio.timeout(10):
+                await supervisor.aclose()
+
+
+async def wait_state(supervisor: Supervisor, name: str, wanted: State, timeout: float) -> None:
+    with supervisor.bus.subscription() as queue:
+        async with asyncio.timeout(timeout):
+            while supervisor.runners[name].state is not wanted:
+                await queue.get()
+
+
+async def test_kill_and_heal_of_a_managed_server_sends_one_down_and_one_recovered(tmp_path: Path) -> None:
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake), managed_notes("notes", free_port()))
+        async with supervised(config) as (sup, _):
+            await wait_state(sup, "notes", State.HEALTHY, 30)
+            old_pid = sup.runners["notes"].process.pid
+            os.kill(old_pid, signal.SIGKILL)
+            await fake.wait_for(lambda f: len(f.messages) >= 2, 30, "down and recovered")
+            await asyncio.sleep(1.0)  # several probe rounds: no more messages for this incident
+            assert sup.runners["notes"].state is State.HEALTHY
+        assert len(fake.messages) == 2
+        assert fake.titles()[0] == "notes is down"
+        assert fake.titles()[1].startswith("notes recovered after ")
+        assert "Time to recovery" in json.dumps(fake.messages[1])
+
+
+async def test_a_crash_loop_sends_one_alert_not_one_per_attempt(tmp_path: Path) -> None:
+    port = free_port()
+    servers = f"""
+[[servers]]
+name = "crashy"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{PY}"
+args = ["-c", "import sys; sys.exit(3)"]
+probe = {{ interval = "200ms", timeout = "800ms", failure_threshold = 1 }}
+recovery = {{ backoff_initial = "50ms", backoff_max = "200ms", max_attempts = 4 }}
+"""
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, bot(fake), servers)
+        async with supervised(config) as (sup, _):
+            restarts = 0
+            with sup.bus.subscription() as queue:
+                async with asyncio.timeout(40):
+                    while sup.runners["crashy"].state is not State.NEEDS_HUMAN:
+                        event = await queue.get()
+                        restarts += event.kind == "action"
+            await fake.wait_for(lambda f: len(f.messages) == 2, 20, "one alert and one escalation")
+            await asyncio.sleep(0.5)
+        assert restarts >= 3
+        assert fake.titles() == ["crashy is down", "crashy needs a person"]
+        assert fake.messages[1]["thread_ts"] == fake.messages[0]["_ts"]
+        assert "crashy.log" in json.dumps(fake.messages[1]) and "supervisorctl-mcp recover crashy" in json.dumps(
+            fake.messages[1])
+
+
+_ECHO_401 = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def _deny(self):
+        body = ('{"error": "invalid_token", "got": "%s"}' % self.headers.get("Authorization", "")).encode()
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Bearer error="invalid_token"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = do_DELETE = _deny
+    def log_message(self, *args): pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+async def test_a_401_needs_a_person_with_the_token_variable_and_the_canary_never_leaks(tmp_path: Path) -> None:
+    canary = "canary-e2e-5d1c0b9a8f7e"
+    port = free_port()
+    servers = f"""
+[[servers]]
+name = "jira"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+managed = true
+command = "{PY}"
+args = ["-c", {json.dumps(_ECHO_401)}, "{port}"]
+token_env = "JIRA_TOKEN"
+headers = {{ Authorization = "Bearer ${{JIRA_TOKEN}}" }}
+env = {{ JIRA_SECRET = "${{JIRA_TOKEN}}" }}
+probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2 }}
+"""
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, bot(fake), servers, environ={"JIRA_TOKEN": canary})
+        async with supervised(config) as (sup, _):
+            await wait_state(sup, "jira", State.NEEDS_HUMAN, 30)
+            await fake.wait_for(lambda f: len(f.messages) == 1, 20, "the needs-a-person alert")
+            await asyncio.sleep(0.5)
+        assert fake.titles() == ["jira needs a person"]
+        text = json.dumps(fake.messages[0])
+        assert "JIRA_TOKEN" in text and "supervisorctl-mcp recover jira" in text
+        assert canary not in json.dumps([a.body for a in fake.attempts])
+
+
+# --- the real daemon, killed with SIGKILL while Slack fails -----------------------------------------------
+
+
+def _start_notes(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([PY, str(EXAMPLE), "http", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        assert proc.poll() is None and time.monotonic() < deadline, "notes server did not start"
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _status(sock: Path) -> dict[str, Any]:
+    import http.client
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(5)
+            self.sock.connect(str(sock))
+
+    conn = Conn("localhost", timeout=5)
+    try:
+        conn.request("GET", "/v1/status")
+        result: dict[str, Any] = json.loads(conn.getresponse().read())
+        return result
+    finally:
+        conn.close()
+
+
+async def _wait_server_state(sock: Path, name: str, wanted: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            last = await asyncio.to_thread(_status, sock)
+            if any(s["name"] == name and s["state"] == wanted for s in last["servers"]):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} never became {wanted}: {last}")
+
+
+async def _outbox_rows(db: Path) -> list[dict[str, Any]]:
+    from mcp_supervisor.notify.outbox import Outbox
+
+    def read() -> list[dict[str, Any]]:
+        box = Outbox(db)
+        try:
+            return box.rows()
+        finally:
+            box.close()
+
+    return await asyncio.to_thread(read)
+
+
+@pytest.mark.slow
+async def test_daemon_killed_while_slack_fails_delivers_pending_once_and_never_resends_acknowledged(
+    tmp_path: Path,
+) -> None:
+    http_port = free_port()
+    notes = _start_notes(http_port)
+    daemons: list[subprocess.Popen[bytes]] = []
+    async with fake_slack() as fake:
+        text = f"""
+[supervisor]
+socket = "{tmp_path}/ctl.sock"
+state_dir = "{tmp_path}/state"
+log_format = "json"
+shutdown_timeout = "2s"
+[notify]
+retry_initial = "200ms"
+retry_max = "1s"
+[notify.slack]
+webhook_url = "${{SLACK_WEBHOOK_URL}}"
+[[servers]]
+name = "notes"
+transport = "http"
+url = "http://127.0.0.1:{http_port}/mcp"
+probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2 }}
+"""
+        config_path = tmp_path / "mcp-supervisor.toml"
+        config_path.write_text(text)
+        env = {**os.environ, "SLACK_WEBHOOK_URL": fake.webhook_url}
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("MCP_SUPERVISOR_SOCKET", None)
+
+        def start_daemon() -> subprocess.Popen[bytes]:
+            with open(tmp_path / "daemon.log", "ab") as log:
+                proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config_path)], env=env,
+                                        stderr=log, stdout=log)
+            daemons.append(proc)
+            return proc
+
+        try:
+            first = start_daemon()
+            await _wait_server_state(tmp_path / "ctl.sock", "notes", "healthy", 40)
+            _stop(notes, signal.SIGKILL)
+            await fake.wait_for(lambda f: len(f.messages) == 1, 40, "the down alert (acknowledged)")
+            fake.mode = (500, {})  # Slack breaks
+            notes = _start_notes(http_port)
+            await fake.wait_for(lambda f: sum(a.status == 500 for a in f.attempts) >= 2, 40,
+                                "the resolution failing at Slack")
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            rows = await _outbox_rows(tmp_path / "state" / "outbox.sqlite3")
+            assert [(r["kind"], r["status"]) for r in rows] == [("down", "sent"), ("recovered", "pending")]
+            fake.mode = None  # Slack is back
+            start_daemon()
+            await fake.wait_for(lambda f: len(f.messages) == 2, 40, "the pending resolution after the restart")
+            await asyncio.sleep(1.5)  # the restarted daemon sees notes healthy: no new alert, no repeat
+            titles = fake.titles()
+            assert titles[0] == "notes is down" and titles[1].startswith("notes recovered after"), titles
+            assert len(fake.messages) == 2
+        finally:
+            for proc in daemons:
+                _stop(proc)
+            _stop(notes)
+        log = (tmp_path / "daemon.log").read_text(errors="replace")
+        assert "abcdefghijklmnopqrstuvwx" not in log  # the webhook's secret part never reaches a log line
