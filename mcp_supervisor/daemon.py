@@ -89,6 +89,11 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
 
     def vault_event(kind: str, data: dict[str, Any]) -> None:
         supervisor.bus.publish(Event(kind=kind, server=data.get("server"), data=dict(data)))
+        if supervisor.config.servers_from:
+            from mcp_supervisor.importer.follow import follows_client_change
+
+            if follows_client_change(kind, data, supervisor.config.servers_from):
+                reload_wanted.set()  # servers_from: the client file changed, re-read its servers
 
     vault = _make_vault(config, vault_event)
     supervisor.vault = vault

@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_vault_subcommands(sub)
+    from mcp_supervisor.cli.import_commands import add_import_subcommands
+
+    add_import_subcommands(sub)
     return parser
 
 
