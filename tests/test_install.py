@@ -85,7 +85,7 @@ def test_user_install_is_complete_idempotent_and_uninstall_keeps_the_key(tmp_pat
     service = (units / "mcp-supervisor.service").read_text()
     assert f"ExecStart={bin_dir}/mcp-supervisor --config {config}" in service
     job = (units / "mcp-daily-job.service").read_text()
-    assert f"run --wait 300 -- /opt/jobs/analysis.py" in job
+    assert "run --wait 300 -- /opt/jobs/analysis.py" in job
     assert "OnCalendar=*-*-* 08:30:00" in (units / "mcp-daily-job.timer").read_text()
     calls = (tools / "systemctl.log").read_text().splitlines()
     assert "--user daemon-reload" in calls
