@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench venv install uninstall clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-install: $(STAMP)
+venv: $(STAMP)
+
+# Install as a service (system when root, else --user): deploy/install.sh; e.g.
+#   sudo make install INSTALL_ARGS="--job /path/to/analysis_automation.py --job-time 09:00"
+install:
+	bash deploy/install.sh $(INSTALL_ARGS)
+
+uninstall:
+	bash deploy/install.sh --uninstall $(INSTALL_ARGS)
 
 run: $(STAMP)
 	MCP_SUPERVISOR_USER=$$(id -un) MCP_SUPERVISOR_PYTHON=$(abspath $(BIN))/python MCP_SUPERVISOR_BIN=$(abspath $(BIN)) $(BIN)/mcp-supervisor --config etc/mcp-supervisor.toml

@@ -208,6 +208,8 @@ class ServerConfig(_Model):
     """Indexes into ``args`` whose values are secrets (masked everywhere, like env values)."""
     missing_env: tuple[str, ...] = ()
     """Filled by the loader: references in this server's fields that could not be resolved."""
+    config_problem: str | None = None
+    """Filled by the loader for ``servers_from``: the client file could not be read (a config failure)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -498,6 +500,8 @@ class Config(_Model):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
+    servers_from: list[str] = Field(default_factory=list)
+    """[[configs]] names whose MCP client file supplies servers (followed on reload and on change)."""
     source: Path | None = None
     file_secrets: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
     """Filled by the loader: every ``${file:...}`` value, for the redactor."""
@@ -511,6 +515,16 @@ class Config(_Model):
                     raise ValueError(f"{kind}: the name {name!r} is used twice; names must be unique")
                 seen.add(name)
         config_names = {c.name for c in self.configs}
+        for name in self.servers_from:
+            entry = next((c for c in self.configs if c.name == name), None)
+            if entry is None:
+                raise ValueError(
+                    f"servers_from names {name!r}, which is not a [[configs]] entry (known: "
+                    f"{sorted(config_names) or 'none'}); add a [[configs]] entry with that name and its path"
+                )
+            if entry.format != "mcp-client-json":
+                raise ValueError(f"servers_from names {name!r}, whose format is {entry.format!r}; only "
+                                 "'mcp-client-json' files describe servers")
         for server in self.servers:
             if server.config is not None and server.config not in config_names:
                 raise ValueError(
@@ -558,6 +572,10 @@ def _expand_path(raw: str, environ: Mapping[str, str], base: Path) -> str:
     return os.path.normpath(path if path.is_absolute() else base / path)
 
 
+_LOADER_MARK = object()
+"""Marks server entries the loader made from a client file (no TOML value can be this object)."""
+
+
 def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dict[str, Any]:
     """Expand references and ``~`` before validation, collecting per-server missing variables."""
     data = dict(raw)
@@ -600,13 +618,24 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
                     raise _FieldProblem(("configs", index, "path"), str(exc)) from None
             prepared_configs.append(entry)
         data["configs"] = prepared_configs
+    if isinstance(data.get("servers_from"), str):
+        data["servers_from"] = [data["servers_from"]]
     servers = data.get("servers")
+    if isinstance(data.get("servers_from"), list) and isinstance(data.get("configs", []), list):
+        from mcp_supervisor.importer.follow import servers_from_clients
+
+        explicit = servers if isinstance(servers, list) else []
+        imported = servers_from_clients(data["servers_from"], data.get("configs", []), explicit, _LOADER_MARK)
+        servers = [*explicit, *imported]
+        data["servers"] = servers
     if isinstance(servers, list):
         prepared: list[Any] = []
         for entry in servers:
             if isinstance(entry, dict):
-                if "missing_env" in entry:
-                    raise _FieldProblem(("servers", len(prepared), "missing_env"), "is set by the loader, not by you")
+                for loader_field in ("missing_env", "config_problem"):
+                    if loader_field in entry and entry.get("_from_client") is not _LOADER_MARK:
+                        raise _FieldProblem(("servers", len(prepared), loader_field), "is set by the loader, not by you")
+                entry.pop("_from_client", None)
                 entry = dict(entry)
                 missing: list[str] = []
 

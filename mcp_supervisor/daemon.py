@@ -95,6 +95,11 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
 
     def vault_event(kind: str, data: dict[str, Any]) -> None:
         supervisor.bus.publish(Event(kind=kind, server=data.get("server"), data=dict(data)))
+        if supervisor.config.servers_from:
+            from mcp_supervisor.importer.follow import follows_client_change
+
+            if follows_client_change(kind, data, supervisor.config.servers_from):
+                reload_wanted.set()  # servers_from: the client file changed, re-read its servers
 
     vault = _make_vault(config, vault_event)
     supervisor.vault = vault
@@ -228,7 +233,6 @@ def _make_vault(config: Config, on_event: Any) -> Any:
     return VaultService(config, on_event=on_event)
 
 
-<<<<<<< HEAD
 def _make_history(config: Config, supervisor: Any) -> Any:
     """The record (history/): fed from the bus; None when ``[history] enabled = false``."""
     if not config.history.enabled:
@@ -237,7 +241,8 @@ def _make_history(config: Config, supervisor: Any) -> Any:
 
     return HistoryService(lambda: supervisor.config, supervisor.bus,
                           lambda: {name: str(r.state) for name, r in supervisor.runners.items()})
-=======
+
+
 def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
     """The notifier (events -> outbox -> Slack/apprise) and the Prometheus metrics."""
     from mcp_supervisor.metrics import SupervisorMetrics
@@ -250,7 +255,6 @@ def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
     notify_service = NotifyService(current, supervisor.bus)
     metrics = SupervisorMetrics(supervisor.status, current, supervisor.bus, notifier=notify_service, vault=vault)
     return notify_service, metrics
->>>>>>> i10notify
 
 
 # --- the control API: one call to start, one to stop -------------------------------------------

@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mcp_supervisor.cli.notify_commands import add_notify_subcommands
 
     add_notify_subcommands(sub)
+    from mcp_supervisor.cli.import_commands import add_import_subcommands
+
+    add_import_subcommands(sub)
     return parser
 
 

@@ -180,6 +180,15 @@ class McpProber:
 
     async def probe(self, kind: ProbeKind) -> ProbeResult:
         started = time.perf_counter()
+        if self.server.config_problem:
+            return ProbeResult(
+                ok=False,
+                failure=FailureClass.CONFIG,
+                kind=kind,
+                message=f"not probed: {self.server.config_problem}",
+                hint=f"fix the client file or restore it (supervisorctl-mcp restore {self.server.config}); "
+                "the servers follow it once it reads again",
+            )
         if self.server.missing_env:
             names = ", ".join(self.server.missing_env)
             return ProbeResult(
