@@ -304,11 +304,27 @@ class SlackSettings(_Model):
     base_url: str | None = None
 
 
+class WebSettings(_Model):
+    listen: str | None = None
+    """Loopback ``HOST:PORT`` for the read-only status page, e.g. ``127.0.0.1:8089``; off when unset."""
+    title: str = "MCP status"
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mcp_supervisor.web.listen import parse_listen
+
+            parse_listen(value)
+        return value
+
+
 class Config(_Model):
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     source: Path | None = None
