@@ -489,6 +489,21 @@ class MetricsSettings(_Model):
         return value
 
 
+class WebSettings(_Model):
+    listen: str | None = None
+    """Loopback ``HOST:PORT`` for the read-only status page, e.g. ``127.0.0.1:8089``; off when unset."""
+    title: str = "MCP status"
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mcp_supervisor.web.listen import parse_listen
+
+            parse_listen(value)
+        return value
+
+
 class Config(_Model):
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
@@ -498,6 +513,7 @@ class Config(_Model):
     reports: ReportSettings = Field(default_factory=ReportSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     servers_from: list[str] = Field(default_factory=list)

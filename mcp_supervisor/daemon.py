@@ -133,6 +133,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
+        page = await _start_status_page(supervisor, config)
         async with asyncio.TaskGroup() as tg:
             try:
                 await supervisor.start(tg)
@@ -175,7 +176,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 # the clean part gets most of the budget; the hard deadline (armed at the
                 # signal) ends the process at the full budget whatever is still stuck
                 async with asyncio.timeout(max(0.2, budget * 0.75)):
-                    await asyncio.gather(_stop_api(api), supervisor.aclose())
+                    await asyncio.gather(_stop_api(api), supervisor.aclose(), _stop_status_page(page))
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
                 supervisor.kill_now()
@@ -288,6 +289,31 @@ async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: 
 
 async def _stop_api(api: Any) -> None:
     await api.close()
+
+
+async def _start_status_page(supervisor: Any, config: Config) -> Any:
+    """The read-only page on loopback when ``[web] listen`` is set; a bind failure is logged, not fatal."""
+    if not config.web.listen:
+        return None
+    from mcp_supervisor.logging import REDACTOR
+    from mcp_supervisor.web.server import StatusPage
+
+    page = StatusPage(supervisor.status, supervisor.bus, title=config.web.title, scrub=REDACTOR.scrub,
+                      record=getattr(supervisor, "history", None))
+    try:
+        await page.start(config.web.listen)
+    except OSError as exc:
+        log.error("cannot serve the status page; the supervisor runs without it", listen=config.web.listen,
+                  error=str(exc))
+        await page.close()
+        return None
+    log.info("status page listening", url=f"http://{config.web.listen}/")
+    return page
+
+
+async def _stop_status_page(page: Any) -> None:
+    if page is not None:
+        await page.close()
 
 
 if __name__ == "__main__":

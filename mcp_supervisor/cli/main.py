@@ -188,6 +188,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from mcp_supervisor.cli.dashboard import cmd_dashboard as run_dashboard  # textual loads only here
+
+    return run_dashboard(args)
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -244,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("reload", _action("reload"), "reload the daemon's config (an invalid one is rejected)")
     add("events", cmd_events, "follow the daemon's events (Ctrl-C to stop)")
+    dashboard = add("dashboard", cmd_dashboard, "a live terminal view: states, uptime, events, alerts (r, p, q)")
+    dashboard.add_argument("--refresh", type=float, default=5.0, metavar="S", help="status re-read interval (s)")
     check = add("check-config", cmd_check_config, "validate a config file without starting anything")
     check.add_argument("file", metavar="FILE", nargs="?", default=None)
 

@@ -1,0 +1,144 @@
+"""The read-only status page, served by the daemon on a loopback TCP address (``[web] listen``).
+
+Why a separate listener from the control socket: the socket carries actions and is guarded by
+SO_PEERCRED; the page carries none, so anyone on this machine who can reach loopback may read it,
+and nothing on it can change anything. Only GET routes exist; the page is files inside the package
+(no CDN, no build step); live updates come from server-sent events that only say "something changed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from mcp_supervisor.events import Event, EventBus
+from mcp_supervisor.web.listen import parse_listen
+from mcp_supervisor.web.summary import IncidentLog, UptimeSource, build_summary
+
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+HEARTBEAT = 15.0
+
+
+class StatusPage:
+    """Owns the page's aiohttp runner and its incident log; start() binds, close() unbinds."""
+
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        bus: EventBus,
+        *,
+        title: str,
+        scrub: Callable[[str], str],
+        record: UptimeSource | None = None,
+        heartbeat: float = HEARTBEAT,
+    ) -> None:
+        self._status = status
+        self._bus = bus
+        self.title = title
+        self._scrub = scrub
+        self.record = record
+        self._heartbeat = heartbeat
+        self.incidents = IncidentLog()
+        self._runner: web.AppRunner | None = None
+        self._feed: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.port: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return build_summary(self._status(), title=self.title, now=time.time(), scrub=self._scrub,
+                             record=self.record, incident_log=self.incidents)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/summary", self._summary)
+        app.router.add_get("/api/events", self._events)
+        app.on_response_prepare.append(self._secure_headers)
+        return app
+
+    async def start(self, listen: str) -> None:
+        host, port = parse_listen(listen)
+        self._feed = asyncio.create_task(self._follow_incidents(), name="status-page-incidents")
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        addresses = self._runner.addresses  # the bound port when port 0 was asked
+        self.port = int(addresses[0][1]) if addresses else port
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._feed is not None:
+            self._feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _follow_incidents(self) -> None:
+        with self._bus.subscription() as queue:
+            while True:
+                event = await queue.get()
+                if event.kind == "state" and event.server:
+                    self.incidents.on_state(event.server, str(event.data.get("old")), str(event.data.get("new")),
+                                            event.at, event.data.get("failure_class"))
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _secure_headers(request: web.Request, response: web.StreamResponse) -> None:
+        for key, value in _HEADERS.items():
+            response.headers.setdefault(key, value)
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC or name == "index.html":
+            raise web.HTTPNotFound(text="not found")
+        return self._file(name)
+
+    @staticmethod
+    def _file(name: str) -> web.Response:
+        body = resources.files("mcp_supervisor.web").joinpath("static", name).read_bytes()
+        return web.Response(body=body, content_type=_STATIC[name], charset="utf-8")
+
+    async def _summary(self, request: web.Request) -> web.Response:
+        return web.json_response(self.summary(), dumps=lambda d: json.dumps(d, default=str))
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """'Something changed' pings (server name and state only); the page re-reads the summary."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        with self._bus.subscription() as queue:
+            try:
+                await response.write(b"event: hello\ndata: {}\n\n")
+                while not self._stopping.is_set():
+                    try:
+                        event: Event = await asyncio.wait_for(queue.get(), self._heartbeat)
+                    except TimeoutError:
+                        await response.write(b": heartbeat\n\n")
+                        continue
+                    if event.kind in ("state", "config", "daemon", "report"):
+                        data = {"kind": event.kind, "server": event.server, "state": event.data.get("new")}
+                        await response.write(f"event: change\ndata: {json.dumps(data)}\n\n".encode())
+            except (ConnectionResetError, ConnectionError):
+                pass
+        return response
