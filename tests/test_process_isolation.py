@@ -166,3 +166,12 @@ def test_process_fields_are_validated_with_the_field_named(fields: str, message:
     with pytest.raises(ConfigError, match="servers\\[0\\] \\(x\\)") as caught:
         parse_config(text, environ={})
     assert message in str(caught.value)
+
+
+def test_a_daemon_that_is_not_root_runs_servers_as_itself_and_refuses_other_users() -> None:
+    from mcp_supervisor.actuators.process_env import IdentityError, resolve_identity
+
+    own = resolve_identity(shell_server("o", user=None), daemon_euid=65534)
+    assert own.uid == 65534 and own.switch is False and own.name == "nobody"
+    with pytest.raises(IdentityError, match=r"user = 'root' needs a daemon running as root .* remove 'user'"):
+        resolve_identity(shell_server("r", user="root"), daemon_euid=65534)
