@@ -298,8 +298,14 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
     from mcp_supervisor.logging import REDACTOR
     from mcp_supervisor.web.server import StatusPage
 
+    history = getattr(supervisor, "history", None)
+    record = None
+    if history is not None:
+        from mcp_supervisor.web.record import HistoryRecordView
+
+        record = HistoryRecordView(history)
     page = StatusPage(supervisor.status, supervisor.bus, title=config.web.title, scrub=REDACTOR.scrub,
-                      record=getattr(supervisor, "history", None))
+                      record=record)
     try:
         await page.start(config.web.listen)
     except OSError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.servers.fixtures import RUN_AS
 from tests.test_e2e import BIN, EXAMPLE, PY, api, free_port, start_http_server, stop, wait_for
 
 CANARY = "canary-token-8c1f0b7e-do-not-show"
@@ -57,8 +58,12 @@ class LiveDaemon:
         return {}
 
     def wait_all_healthy(self, timeout: float = 60) -> None:
-        wait_for(lambda: set(self.states().values()) == {"healthy"} and len(self.states()) == 2, timeout,
-                 "both servers healthy")
+        try:
+            wait_for(lambda: set(self.states().values()) == {"healthy"} and len(self.states()) == 2, timeout,
+                     "both servers healthy")
+        except AssertionError:
+            print(self.states(), (self.directory / "daemon.log").read_text()[-4000:])
+            raise
 
     def kill_managed(self) -> int:
         pid = self.server("managed")["pid"]
@@ -91,6 +96,7 @@ url = "http://127.0.0.1:{managed_port}/mcp"
 managed = true
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{managed_port}"]
+{RUN_AS}
 probe = {{ interval = "300ms", timeout = "2s", failure_threshold = 2, start_period = "20s" }}
 recovery = {{ backoff_initial = "100ms" }}
 

@@ -15,7 +15,7 @@ import pytest
 
 from mcp_supervisor.config import ConfigError, parse_config
 from mcp_supervisor.web.listen import WebListenError, parse_listen
-from mcp_supervisor.web.summary import IncidentLog, build_summary, uptime_from_intervals
+from mcp_supervisor.web.summary import IncidentLog, RecordData, build_summary, uptime_from_intervals
 from tests.live_daemon import CANARY, LiveDaemon, live_daemon
 from tests.test_e2e import wait_for
 
@@ -73,10 +73,13 @@ def test_summary_scrubs_messages_and_carries_no_hints() -> None:
     status: dict[str, Any] = {"ready": False, "servers": [
         {"name": "jira", "state": "needs_human", "message": f"401 with token {CANARY}", "hint": "renew JIRA_TOKEN",
          "critical": True, "latency_ms": 3.0, "since": 1.0}]}
-    summary = build_summary(status, title="t", now=86400.0 * 400, scrub=lambda s: s.replace(CANARY, "***"))
+    report = {"health": "DEGRADED", "recommendations": [f"renew the token {CANARY}"], "servers": {"x": {}}}
+    summary = build_summary(status, title="t", now=86400.0 * 400, scrub=lambda s: s.replace(CANARY, "***"),
+                            record=RecordData(report=report))
     text = json.dumps(summary)
-    assert CANARY not in text and "renew" not in text
+    assert CANARY not in text and "renew JIRA_TOKEN" not in text  # hints (commands) stay off the page
     assert len(summary["servers"][0]["uptime_days"]) == 90
+    assert summary["report"]["health"] == "DEGRADED" and "servers" not in summary["report"]
 
 
 # --- the real daemon ---------------------------------------------------------------------------
@@ -166,6 +169,9 @@ def test_page_in_chromium_turns_red_then_green_without_a_reload(daemon: LiveDaem
         wait_for(lambda: "managed" in driver.execute_script(incidents)
                  and "recovered in" in driver.execute_script(incidents), 10, "the incident listed")
         assert CANARY not in driver.page_source
+        # the record fills today's uptime cell (the last one) for both servers
+        today = "return Array.from(document.querySelectorAll('.bar')).map((b) => b.lastElementChild.title)"
+        wait_for(lambda: all("no data" not in t for t in driver.execute_script(today)), 70, "today's uptime cells")
     finally:
         driver.quit()
 

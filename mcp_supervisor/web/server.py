@@ -19,8 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from mcp_supervisor.events import Event, EventBus
+from mcp_supervisor.logging import get_logger
 from mcp_supervisor.web.listen import parse_listen
-from mcp_supervisor.web.summary import IncidentLog, UptimeSource, build_summary
+from mcp_supervisor.web.summary import DAYS, IncidentLog, PageRecord, RecordData, build_summary
 
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
 _HEADERS = {
@@ -31,6 +32,7 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 HEARTBEAT = 15.0
+log = get_logger("mcp_supervisor.web")
 
 
 class StatusPage:
@@ -43,7 +45,7 @@ class StatusPage:
         *,
         title: str,
         scrub: Callable[[str], str],
-        record: UptimeSource | None = None,
+        record: PageRecord | None = None,
         heartbeat: float = HEARTBEAT,
     ) -> None:
         self._status = status
@@ -58,9 +60,16 @@ class StatusPage:
         self._stopping = asyncio.Event()
         self.port: int | None = None
 
-    def summary(self) -> dict[str, Any]:
-        return build_summary(self._status(), title=self.title, now=time.time(), scrub=self._scrub,
-                             record=self.record, incident_log=self.incidents)
+    async def summary(self) -> dict[str, Any]:
+        now = time.time()
+        data: RecordData | None = None
+        if self.record is not None:
+            try:
+                data = await self.record.page_data(DAYS, now)
+            except Exception as exc:  # the record is a view; the page must still show the live states
+                log.warning("status page: the record could not be read", error=str(exc))
+        return build_summary(self._status(), title=self.title, now=now, scrub=self._scrub, record=data,
+                             incident_log=self.incidents)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024)
@@ -121,7 +130,7 @@ class StatusPage:
         return web.Response(body=body, content_type=_STATIC[name], charset="utf-8")
 
     async def _summary(self, request: web.Request) -> web.Response:
-        return web.json_response(self.summary(), dumps=lambda d: json.dumps(d, default=str))
+        return web.json_response(await self.summary(), dumps=lambda d: json.dumps(d, default=str))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """'Something changed' pings (server name and state only); the page re-reads the summary."""

@@ -17,18 +17,21 @@ _UP = frozenset({"healthy", "degraded"})
 _NOT_COUNTED = frozenset({"paused", "starting"})
 
 
-class UptimeSource(Protocol):
-    """The reliability record, as far as the page needs it (history/ implements it)."""
+@dataclass(frozen=True)
+class RecordData:
+    """What the record contributes to the page (all optional: the page works without a record)."""
 
-    def daily_uptime(self, server: str, days: int, now: float) -> list[float | None]:
-        """Uptime % per UTC day, oldest first, ``days`` cells; None where nothing was observed."""
-        ...
+    cells: dict[str, list[float | None]] = field(default_factory=dict)
+    """server -> uptime % per UTC day, oldest first; None where nothing was observed."""
+    incidents: list[dict[str, Any]] | None = None
+    """newest first: server, started_at, resolved_at, duration_s, failure_class, state."""
+    report: dict[str, Any] | None = None
 
-    def incidents(self, days: int, now: float) -> list[dict[str, Any]]:
-        """Incidents, newest first: server, started_at, resolved_at, duration_s, failure_class."""
-        ...
 
-    def latest_report(self) -> dict[str, Any] | None: ...
+class PageRecord(Protocol):
+    """The reliability record, as far as the page needs it (``web/record.py`` adapts history/)."""
+
+    async def page_data(self, days: int, now: float) -> RecordData: ...
 
 
 @dataclass
@@ -74,16 +77,17 @@ def build_summary(
     title: str,
     now: float,
     scrub: Callable[[str], str],
-    record: UptimeSource | None = None,
+    record: RecordData | None = None,
     incident_log: IncidentLog | None = None,
     days: int = DAYS,
 ) -> dict[str, Any]:
     """The page's document. Only what a read-only viewer may see: no hints with commands, no config."""
     labels = day_labels(now, days)
+    record = record or RecordData()
     servers: list[dict[str, Any]] = []
     for server in status.get("servers", ()):
         name = str(server.get("name"))
-        cells: Sequence[float | None] = record.daily_uptime(name, days, now) if record else [None] * days
+        cells: Sequence[float | None] = record.cells.get(name) or [None] * days
         observed = [c for c in cells if c is not None]
         servers.append({
             "name": name,
@@ -95,8 +99,8 @@ def build_summary(
             "uptime_days": [{"day": day, "uptime_pct": cell} for day, cell in zip(labels, cells, strict=False)],
             "uptime_pct": round(sum(observed) / len(observed), 3) if observed else None,
         })
-    if record is not None:
-        incidents = record.incidents(days, now)
+    if record.incidents is not None:
+        incidents = record.incidents
     elif incident_log is not None:
         incidents = incident_log.incidents()
     else:
@@ -109,8 +113,17 @@ def build_summary(
         "summary": daemon.get("summary"),
         "servers": servers,
         "incidents": [_plain_incident(i, scrub) for i in incidents[:50]],
-        "report": record.latest_report() if record else None,
+        "report": _scrub_report(record.report, scrub),
     }
+
+
+def _scrub_report(report: Mapping[str, Any] | None, scrub: Callable[[str], str]) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    keep = ("period", "since", "until", "health", "servers_total", "servers_healthy", "uptime_pct",
+            "recovery_rate", "mttr_s", "recoveries", "recommendations")
+    return {k: ([scrub(str(r)) for r in v] if k == "recommendations" and isinstance(v, list) else v)
+            for k, v in report.items() if k in keep}
 
 
 def _plain_incident(incident: Mapping[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
