@@ -50,7 +50,7 @@ def screen_text(app: Dashboard) -> str:
 
 
 def test_pure_helpers_render_server_text_as_text() -> None:
-    assert since_text(None, 0) == "" and since_text(100, 190) == "2m"
+    assert since_text(None, 0) == "" and since_text(100, 130) == "<1m" and since_text(100, 190) == "2m"
     assert uptime_bar(None).plain == "no record"
     assert uptime_bar(100.0).plain.startswith("██████████")
     line = event_line({"kind": "state", "server": "jira", "old": "healthy", "new": "failed",

@@ -45,7 +45,7 @@ def since_text(since: float | None, now: float) -> str:
         return ""
     seconds = max(0.0, now - since)
     if seconds < 60:
-        return f"{seconds:.0f}s"
+        return "<1m"  # minute resolution: a row is redrawn when something a person reads changed
     if seconds < 3600:
         return f"{seconds / 60:.0f}m"
     if seconds < 86400:
@@ -140,6 +140,10 @@ class Dashboard(App[int]):
         self.connected = False
         self.events: deque[Text] = deque(maxlen=12)
         self.last_error = ""
+        self._shown: dict[str, list[tuple[str, str]]] = {}
+        self._summary_shown = ""
+        self._alerts_shown = ""
+        """row -> what each cell shows now (text, style), so only changed cells are redrawn."""
 
     # --- layout -----------------------------------------------------------------------------
 
@@ -262,6 +266,7 @@ class Dashboard(App[int]):
         for key in [str(k.value) for k in list(table.rows)]:
             if key not in self.servers:
                 table.remove_row(key)
+                self._shown.pop(key, None)
         for name in names:
             server = self.servers[name]
             state = str(server.get("state"))
@@ -276,24 +281,34 @@ class Dashboard(App[int]):
                 Text(str(server.get("restarts", server.get("attempt", 0)) or 0)),
                 Text(message[:120]),
             ]
-            if name in {str(k.value) for k in table.rows}:
-                for column, cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(name, column, cell)
-            else:
+            shown = self._shown.get(name)
+            if shown is None:
                 table.add_row(*cells, key=name)
+                self._shown[name] = [(c.plain, str(c.style)) for c in cells]
+                continue
+            for index, (column, cell) in enumerate(zip(COLUMNS, cells, strict=True)):
+                seen = (cell.plain, str(cell.style))
+                if shown[index] != seen:  # an unchanged cell costs no redraw
+                    table.update_cell(name, column, cell)
+                    shown[index] = seen
         ready = sum(1 for s in self.servers.values() if s.get("state") in ("healthy", "degraded"))
         summary = Text(f"{ready}/{len(self.servers)} healthy")
         if self.recovery_rate is not None:
             summary.append(f" · recovery success today {self.recovery_rate:.0f}%")
         if status is not None and status.get("daemon", {}).get("summary"):
             summary.append(f" · {status['daemon']['summary']}", style="dim")
-        self.query_one("#summary", Static).update(summary)
+        if summary.plain != self._summary_shown:
+            self._summary_shown = summary.plain
+            self.query_one("#summary", Static).update(summary)
         alerts = [
             Text.assemble((f"{n}: ", "bold"), (str(s.get("state")), STATE_STYLE.get(str(s.get("state")), "")),
                           f"\n  {s.get('hint') or s.get('message') or s.get('reason') or ''}"[:200])
             for n, s in self.servers.items() if s.get("state") in ALERT_STATES
         ]
-        self.query_one("#alerts-text", Static).update(Text("\n").join(alerts) if alerts else Text("nothing", style="dim"))
+        alert_text = Text("\n").join(alerts) if alerts else Text("nothing", style="dim")
+        if alert_text.plain != self._alerts_shown:
+            self._alerts_shown = alert_text.plain
+            self.query_one("#alerts-text", Static).update(alert_text)
 
     # --- keys ---------------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from mcp_supervisor.config import Config
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.history.ingest import Op, Recorder
-from mcp_supervisor.history.metrics import Window
-from mcp_supervisor.history.report import Record, build_report, due_reports, next_check
+from mcp_supervisor.history.metrics import Interval, Window
+from mcp_supervisor.history.report import build_report, due_reports, next_check
 from mcp_supervisor.history.store import HistoryDB, HistoryError
 from mcp_supervisor.logging import get_logger
 
@@ -280,11 +280,11 @@ class HistoryService:
 
         return await self._call(compute)
 
-    async def load_record(self, since: float, until: float) -> Record:
-        """The record's rows touching a window (for views such as the status page)."""
+    async def load_intervals(self, since: float, until: float) -> list[Interval]:
+        """The state intervals touching a window (for views such as the status page)."""
         db = self._db_or_raise()
         await self.flush()
-        return await self._call(db.load_record, since, until)
+        return await self._call(db.load_intervals, since, until)
 
     async def history(self, since: float, until: float, server: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         db = self._db_or_raise()

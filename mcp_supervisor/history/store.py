@@ -298,14 +298,18 @@ class HistoryDB:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def load_record(self, since: float, until: float) -> Record:
-        conn = self.conn
-        intervals = [
+    def load_intervals(self, since: float, until: float) -> list[Interval]:
+        """Only the state intervals touching a window (the status page's uptime bars and incidents)."""
+        return [
             Interval(server, state, began, ended, cls, reason)
-            for server, state, began, ended, cls, reason in conn.execute(
+            for server, state, began, ended, cls, reason in self.conn.execute(
                 "SELECT server, state, began, ended, failure_class, reason FROM intervals "
                 "WHERE began < ? AND (ended IS NULL OR ended > ?) ORDER BY began", (until, since - LOOKBACK))
         ]
+
+    def load_record(self, since: float, until: float) -> Record:
+        conn = self.conn
+        intervals = self.load_intervals(since, until)
         runs = [
             DaemonRun(began, ended)
             for began, ended in conn.execute(

@@ -1,48 +1,81 @@
 """The reliability record (history/), seen the way the status page needs it.
 
-Why an adapter: the page wants per-day uptime cells, incidents and the latest daily report; the
-record answers windows. The work runs in the record's own worker thread, and the day's report is
-cached for a minute so a page open in many tabs costs the daemon next to nothing.
+Why an adapter with caches: the page wants 90 daily uptime cells per server, recent incidents and
+the latest daily report, on every live update. Past days never change, so their cells are computed
+once per UTC day (warmed when the page starts); each request reads only today's rows. Recent
+incidents and the report are recomputed when a state change arrives (``changed()``) or after a
+minute. The reads run in the record's own worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
+from mcp_supervisor.history.metrics import Interval
 from mcp_supervisor.history.metrics import incidents as find_incidents
 from mcp_supervisor.web.summary import RecordData, uptime_from_intervals
 
-REPORT_TTL = 60.0
+TTL = 60.0
+INCIDENT_DAYS = 7
+
+
+def _midnight(now: float) -> float:
+    return dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def daily_cells(intervals: Sequence[Interval], days: int, until: float) -> dict[str, list[float | None]]:
+    by_server: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    for interval in intervals:
+        end = interval.end if interval.end is not None else until
+        by_server[interval.server].append((interval.start, min(end, until), interval.state))
+    return {name: uptime_from_intervals(rows, days, until) for name, rows in by_server.items()}
 
 
 class HistoryRecordView:
     def __init__(self, history: Any) -> None:
         self.history = history
-        self._report: tuple[float, dict[str, Any] | None] | None = None
+        self._past: tuple[float, int, dict[str, list[float | None]]] | None = None
+        """(midnight it was computed for, days, server -> cells of the days before today)."""
+        self._recent: tuple[float, list[dict[str, Any]], dict[str, Any] | None] | None = None
+        self._lock = asyncio.Lock()
+
+    def changed(self) -> None:
+        """A state changed: the next request recomputes incidents and the report."""
+        self._recent = None
+
+    async def warm(self, days: int) -> None:
+        await self._past_cells(days, time.time())
+
+    async def _past_cells(self, days: int, now: float) -> dict[str, list[float | None]]:
+        midnight = _midnight(now)
+        async with self._lock:
+            if self._past is None or self._past[0] != midnight or self._past[1] != days:
+                first = midnight - (days - 1) * 86400.0
+                intervals = await self.history.load_intervals(first, midnight)
+                # cells for days-1 complete days, ending at the last second before today
+                self._past = (midnight, days, daily_cells(intervals, days - 1, midnight - 0.001))
+            return self._past[2]
 
     async def page_data(self, days: int, now: float) -> RecordData:
-        today = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        first = (today - dt.timedelta(days=days - 1)).timestamp()
-        record = await self.history.load_record(first, now)
-        by_server: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-        for interval in record.intervals:
-            end = interval.end if interval.end is not None else now
-            by_server[interval.server].append((interval.start, end, interval.state))
-        cells = {name: uptime_from_intervals(rows, days, now) for name, rows in by_server.items()}
-        found = sorted(find_incidents(record.intervals), key=lambda i: -i.start)[:50]
-        incidents = [
-            {"server": i.server, "started_at": i.start, "resolved_at": i.end if i.outcome == "healed" else None,
-             "duration_s": round(i.duration(now), 3) if i.outcome == "healed" else None,
-             "failure_class": i.failure_class, "state": i.outcome}
-            for i in found
-        ]
-        return RecordData(cells=cells, incidents=incidents, report=await self._daily_report(now))
-
-    async def _daily_report(self, now: float) -> dict[str, Any] | None:
-        if self._report is not None and now - self._report[0] < REPORT_TTL:
-            return self._report[1]
-        report: dict[str, Any] | None = await self.history.report(now - 86400.0, now, "day")
-        self._report = (now, report)
-        return report
+        past = await self._past_cells(days, now)
+        midnight = _midnight(now)
+        today = daily_cells(await self.history.load_intervals(midnight, now), 1, now)
+        names = set(past) | set(today)
+        cells = {name: [*(past.get(name) or [None] * (days - 1)), *(today.get(name) or [None])] for name in names}
+        if self._recent is None or now - self._recent[0] > TTL:
+            recent = await self.history.load_intervals(now - INCIDENT_DAYS * 86400.0, now)
+            found = sorted(find_incidents(recent), key=lambda i: -i.start)[:50]
+            incidents = [
+                {"server": i.server, "started_at": i.start, "resolved_at": i.end if i.outcome == "healed" else None,
+                 "duration_s": round(i.duration(now), 3) if i.outcome == "healed" else None,
+                 "failure_class": i.failure_class, "state": i.outcome}
+                for i in found
+            ]
+            report: dict[str, Any] | None = await self.history.report(now - 86400.0, now, "day")
+            self._recent = (now, incidents, report)
+        return RecordData(cells=cells, incidents=self._recent[1], report=self._recent[2])

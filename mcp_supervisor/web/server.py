@@ -57,6 +57,7 @@ class StatusPage:
         self.incidents = IncidentLog()
         self._runner: web.AppRunner | None = None
         self._feed: asyncio.Task[None] | None = None
+        self._warm: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.port: int | None = None
 
@@ -83,6 +84,9 @@ class StatusPage:
     async def start(self, listen: str) -> None:
         host, port = parse_listen(listen)
         self._feed = asyncio.create_task(self._follow_incidents(), name="status-page-incidents")
+        warm = getattr(self.record, "warm", None)
+        if warm is not None:  # the past days' cells once, before the first visitor asks
+            self._warm = asyncio.create_task(self._warm_record(warm), name="status-page-warm")
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -90,8 +94,18 @@ class StatusPage:
         addresses = self._runner.addresses  # the bound port when port 0 was asked
         self.port = int(addresses[0][1]) if addresses else port
 
+    async def _warm_record(self, warm: Any) -> None:
+        try:
+            await warm(DAYS)
+        except Exception as exc:
+            log.warning("status page: the record could not be read", error=str(exc))
+
     async def close(self) -> None:
         self._stopping.set()
+        if self._warm is not None:
+            self._warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm
         if self._feed is not None:
             self._feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,6 +119,9 @@ class StatusPage:
             while True:
                 event = await queue.get()
                 if event.kind == "state" and event.server:
+                    changed = getattr(self.record, "changed", None)
+                    if changed is not None:
+                        changed()
                     self.incidents.on_state(event.server, str(event.data.get("old")), str(event.data.get("new")),
                                             event.at, event.data.get("failure_class"))
 
