@@ -502,6 +502,8 @@ class ServerMachine:
             why = self._alert_text or "the MCP server could not be recovered"
             why = f"{why}; meanwhile the job must use the direct API"
         text = f"{why} ({detail})"
+        if self._forced_fallback:  # the operator's own choice: a notice, not an incident's alert
+            return [self._move(State.FALLBACK, now, text), Notify("fallback", text, "critical")]
         return [self._move(State.FALLBACK, now, text), *self._notify_once("fallback", text, "critical")]
 
     def _needs_human(
