@@ -155,6 +155,10 @@ class ServerMachine:
         """When the next recovery attempt is due while backing off (None otherwise)."""
         return self._timer.at if self._timer is not None and self._timer.purpose == "backoff" else None
 
+    def last_delay(self) -> float | None:
+        """The backoff delay that preceded the attempt now starting (None for an immediate one)."""
+        return self._last_delay
+
     def wants_cold(self) -> bool:
         """A fresh start failed and no fresh start has passed since: check cold on every tick."""
         return self._cold_failures > 0 and self.state is not State.PAUSED
