@@ -276,9 +276,12 @@ class ServerRunner:
                 await self._wake.wait()
 
     def _kind_for(self, kind: ProbeKind) -> ProbeKind:
-        """While a fresh start fails, every check of a stdio server is a fresh start (until one passes)."""
+        """While a fresh start fails, every check of a stdio server is a fresh start (until one
+        passes); until the tools were listed once, a warm check lists them (status shows a count)."""
         if self.server.transport == "stdio" and kind in (ProbeKind.WARM, ProbeKind.TOOLS) and self.machine.wants_cold():
             return ProbeKind.COLD
+        if kind is ProbeKind.WARM and self.tool_count is None:
+            return ProbeKind.TOOLS
         return kind
 
     async def _probe(self, kind: ProbeKind, planned: float | None) -> ProbeResult:
