@@ -16,6 +16,7 @@ from mcp_supervisor.health.model import (
     EnterFallback,
     FailureClass,
     Notify,
+    ProbeKind,
     ProbeNow,
     ProbeResult,
     Recreate,
@@ -347,3 +348,208 @@ def test_expiry_warnings_a_week_and_a_day_ahead() -> None:
     assert expiry_warning(expires, expires) == "expired"
     message = expiry_message("jira", "JIRA_TOKEN", expires, "7d")
     assert "JIRA_TOKEN" in message and "renew" in message
+
+
+# --- healing never stops (issue 7) -------------------------------------------------------------------
+
+COLD_CRASH = ProbeResult(
+    ok=False,
+    failure=FailureClass.CRASHED,
+    kind=ProbeKind.COLD,
+    message="server process exited during handshake; stderr: Traceback | FileNotFoundError: /srv/repo does not exist",
+)
+COLD_OK = ProbeResult(ok=True, kind=ProbeKind.COLD)
+EXIT = ProbeResult(
+    ok=False, failure=FailureClass.CRASHED, message="managed process exited with code 1; last output: fatal: bad token"
+)
+
+
+def recover_once(machine: ServerMachine, now: float, result: ProbeResult = EXIT) -> list[Action]:
+    """A crash (the whole threshold, as the shell feeds a process exit), then whatever follows
+    until the restart ran and the server answered again."""
+    actions: list[Action] = []
+    for _ in range(machine.policy.failure_threshold):
+        actions += machine.on_probe(result, now)
+        if machine.state not in (State.HEALTHY, State.DEGRADED):
+            break
+    while True:
+        deadline = machine.next_deadline()
+        action = next((a for a in reversed(actions) if isinstance(a, Restart)), None)
+        if machine.busy() and action is not None:
+            actions += machine.on_action_done(action, True, now)
+            for _ in range(machine.policy.success_threshold):
+                actions += machine.on_probe(OK, now)
+            return actions
+        assert deadline is not None, machine.snapshot()
+        now = deadline
+        actions += machine.on_timer(now)
+
+
+def test_a_recovery_that_works_is_a_success_and_the_first_crash_restarts_at_once() -> None:
+    machine = healthy(replace(MANAGED, success_threshold=1))
+    actions = recover_once(machine, 10.0)
+    assert transitions(actions) == [
+        (State.HEALTHY, State.FAILED), (State.FAILED, State.RECOVERING), (State.RECOVERING, State.HEALTHY)
+    ]
+    assert notifies(actions) == []
+    assert "restart (attempt 1) after fatal: bad token" in [a.reason for a in actions if isinstance(a, Transition)][1]
+
+
+def test_flapping_waits_growing_jittered_capped_delays_and_stable_after_resets() -> None:
+    policy = replace(
+        MANAGED, failure_threshold=1, success_threshold=1, max_attempts=100, backoff_max=8.0, stable_after=60.0
+    )
+    machine = healthy(policy)
+    now = 10.0
+    recover_once(machine, now)  # first crash: restart at once
+    waits = []
+    for _ in range(6):
+        now += 5.0  # dies again soon after each recovery: flapping
+        actions = machine.on_probe(EXIT, now)
+        assert transitions(actions) == [(State.HEALTHY, State.FAILED), (State.FAILED, State.BACKOFF)]
+        deadline = machine.next_deadline()
+        assert deadline is not None and machine.next_attempt_at() == deadline
+        waits.append(deadline - now)
+        now = deadline
+        actions = machine.on_timer(now)
+        restart = next(a for a in actions if isinstance(a, Restart))
+        machine.on_action_done(restart, True, now)
+        machine.on_probe(OK, now)
+        assert machine.state is State.HEALTHY
+    ceilings = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits
+    machine.on_timer(now + 60.0)  # stable_after of continuous health: start over
+    assert machine.attempt == 0
+    actions = machine.on_probe(EXIT, now + 61.0)
+    assert transitions(actions) == [(State.HEALTHY, State.FAILED), (State.FAILED, State.RECOVERING)]
+
+
+def test_used_up_attempts_alert_once_and_restarts_go_on_at_the_cap() -> None:
+    policy = replace(MANAGED, success_threshold=1, max_attempts=3, backoff_initial=1.0, backoff_max=30.0)
+    machine = healthy(policy)
+    now = 10.0
+    actions = fail(machine, now, 3, EXIT)
+    restarts = 1
+    for _ in range(20):  # the restart works, the server dies again before answering
+        restart = next(a for a in reversed(actions) if isinstance(a, Restart))
+        actions += machine.on_action_done(restart, True, now)
+        now += 0.5
+        actions += machine.on_probe(EXIT, now)
+        assert machine.retry_pending()
+        deadline = machine.next_deadline()
+        assert deadline is not None
+        if machine.state is State.NEEDS_HUMAN:
+            assert 15.0 <= deadline - now <= 30.0  # at the cap
+        now = deadline
+        actions += machine.on_timer(now)
+        restarts += 1
+    assert sum(isinstance(a, Restart) for a in actions) == restarts == 21
+    (alert,) = [a for a in actions if isinstance(a, Notify)]
+    assert alert.kind == "needs_human"
+    assert "3 recovery attempt(s) (restart)" in alert.detail and "fatal: bad token" in alert.detail
+    assert "restarts continue every ~30s" in alert.detail
+    assert machine.state is State.NEEDS_HUMAN
+    # the fix: the next restart stays up; the server is healthy and the person hears it once
+    restart = next(a for a in reversed(actions) if isinstance(a, Restart))
+    machine.on_action_done(restart, True, now)
+    actions = machine.on_probe(OK, now + 1.0)
+    assert transitions(actions) == [(State.NEEDS_HUMAN, State.HEALTHY)]
+    assert notifies(actions) == ["recovered"]
+
+
+def test_used_up_attempts_with_a_fallback_keep_restarting_in_fallback() -> None:
+    policy = replace(MANAGED, success_threshold=1, max_attempts=1, has_fallback=True, backoff_max=10.0)
+    machine = healthy(policy)
+    actions = fail(machine, 1.0, 3, EXIT)
+    machine.on_action_done(next(a for a in actions if isinstance(a, Restart)), True, 1.0)
+    actions = machine.on_probe(EXIT, 1.5)
+    check = next(a for a in actions if isinstance(a, EnterFallback))
+    actions = machine.on_action_done(check, True, 1.6, "fallback URL answered 200")
+    assert transitions(actions) == [(State.RECOVERING, State.FALLBACK)]
+    assert notifies(actions) == ["fallback"]
+    deadline = machine.next_attempt_at()
+    assert deadline is not None and 5.0 <= deadline - 1.6 <= 10.0
+    actions = machine.on_timer(deadline)
+    assert machine.state is State.FALLBACK and transitions(actions) == []  # the job keeps its fallback
+    restart = next(a for a in actions if isinstance(a, Restart))
+    machine.on_action_done(restart, True, deadline)
+    actions = machine.on_probe(OK, deadline + 1.0)
+    assert transitions(actions) == [(State.FALLBACK, State.HEALTHY)] and notifies(actions) == ["recovered"]
+
+
+def test_a_flapping_server_resolves_only_after_staying_up() -> None:
+    policy = replace(MANAGED, success_threshold=1, max_attempts=2, backoff_max=4.0, stable_after=60.0)
+    machine = healthy(policy)
+    now = 10.0
+    every: list[Action] = []
+    for _ in range(5):
+        every += recover_once(machine, now)
+        now = (machine.next_deadline() or now) - 30.0  # crash again inside stable_after
+        assert machine.state is State.HEALTHY
+    assert notifies(every) == ["needs_human"]  # one alert for the whole flapping incident
+    stable_at = machine.next_deadline()
+    assert stable_at is not None
+    assert notifies(machine.on_timer(stable_at)) == ["recovered"]
+
+
+def test_auth_is_reprobed_never_restarted_and_heals_by_itself() -> None:
+    machine = healthy()
+    machine.on_probe(AUTH, 1.0)
+    assert machine.state is State.NEEDS_HUMAN and not machine.retry_pending()
+    for i in range(5):
+        assert machine.on_probe(AUTH, 2.0 + i) == []
+    actions = machine.on_probe(OK, 10.0) + machine.on_probe(OK, 11.0)
+    assert transitions(actions) == [(State.NEEDS_HUMAN, State.HEALTHY)]
+    assert notifies(actions) == ["recovered"]
+    assert not any(isinstance(a, Restart) for a in actions)
+
+
+def test_a_crash_while_waiting_for_a_human_is_still_restarted() -> None:
+    machine = healthy()
+    machine.on_probe(AUTH, 1.0)
+    actions = machine.on_probe(EXIT, 2.0)
+    assert machine.state is State.NEEDS_HUMAN
+    assert any(isinstance(a, Restart) for a in actions) or machine.next_attempt_at() is not None
+
+
+def test_a_failed_fresh_start_is_a_failure_whatever_the_warm_copy_says() -> None:
+    machine = healthy(Policy(failure_threshold=3))  # an external stdio server
+    actions = machine.on_probe(COLD_CRASH, 1.0)
+    assert actions == [] and machine.wants_cold()
+    for i in range(5):
+        assert machine.on_probe(OK, 1.5 + i * 0.1) == []  # the warm copy answering does not reset it
+    machine.on_probe(COLD_CRASH, 2.0)
+    actions = machine.on_probe(COLD_CRASH, 3.0)
+    assert transitions(actions) == [(State.HEALTHY, State.FAILED)]
+    assert machine.reason.startswith("FileNotFoundError: /srv/repo does not exist (crashed on a fresh start")
+    assert machine.on_probe(OK, 4.0) == [] and machine.state is State.FAILED  # warm success: still failed
+    actions = machine.on_probe(COLD_OK, 5.0)
+    assert transitions(actions) == [(State.FAILED, State.HEALTHY)] and not machine.wants_cold()
+
+
+def test_exits_and_401s_count_during_the_start_period() -> None:
+    machine = ServerMachine(replace(MANAGED, start_period=60.0), 0.0)
+    assert machine.on_probe(DOWN, 1.0) == []  # still booting
+    actions = fail(machine, 2.0, 3, EXIT)
+    assert (State.STARTING, State.FAILED) in transitions(actions)
+    machine = ServerMachine(replace(MANAGED, start_period=60.0), 0.0)
+    assert transitions(machine.on_probe(AUTH, 1.0))[-1] == (State.FAILED, State.NEEDS_HUMAN)
+
+
+def test_illegal_transitions_raise() -> None:
+    from mcp_supervisor.health.machine import ALLOWED_TRANSITIONS, IllegalTransition
+
+    assert (State.PAUSED, State.HEALTHY) not in ALLOWED_TRANSITIONS
+    machine = healthy()
+    machine.on_command(Command.PAUSE, 1.0)
+    with pytest.raises(IllegalTransition):
+        machine._move(State.HEALTHY, 2.0, "no")
+
+
+def test_server_line_and_headline_lead_with_what_the_server_said() -> None:
+    from mcp_supervisor.health.model import headline, server_line
+
+    assert server_line(COLD_CRASH.message) == "FileNotFoundError: /srv/repo does not exist"
+    assert server_line("connection refused") is None
+    assert headline(EXIT) == "fatal: bad token (crashed: managed process exited with code 1)"
+    assert headline(DOWN) == "refused: connection refused"

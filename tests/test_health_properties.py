@@ -97,7 +97,7 @@ class Shell:
                 if probe is not None and probe.failure in (FailureClass.AUTH, FailureClass.CONFIG):
                     assert not isinstance(action, REPAIRS), "a restart cannot fix auth or config"
             elif isinstance(action, Notify) and action.kind in ("down", "needs_human", "fallback"):
-                if not command:
+                if not command and "emergency" not in action.detail:  # operator-made, not an incident
                     self.incident_alerts += 1
                     assert self.incident_alerts <= 1, "more than one alert in one incident"
             elif isinstance(action, Notify) and action.kind == "recovered":
@@ -216,3 +216,33 @@ def test_crash_loop_delays_stay_under_growing_capped_ceilings(policy: Policy, se
         now = deadline
         actions = machine.on_timer(now)
     assert machine.state in (State.RECOVERING, State.NEEDS_HUMAN, State.FALLBACK, State.BACKOFF)
+
+
+_CRASHY: list[tuple[str, object]] = (
+    [("fail", FailureClass.CRASHED)] * 4
+    + [("fail", FailureClass.TIMEOUT)] * 2
+    + [("ok", None)] * 2
+    + [("fail", FailureClass.AUTH), ("fail", FailureClass.CONFIG)]
+    + [("done", True)] * 3
+    + [("done", False)] * 2
+    + [("timer", None)] * 4
+    + [("cmd", Command.RECOVER), ("cmd", Command.EMERGENCY), ("cmd", Command.RESUME)]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    policies.filter(lambda p: p.can_restart and p.recovery_enabled),
+    st.lists(st.tuples(st.sampled_from(_CRASHY), st.sampled_from([0.0, 0.5, 5.0, 400.0])), max_size=80),
+)
+def test_a_failing_restartable_server_always_has_a_next_attempt(
+    policy: Policy, history: list[tuple[tuple[str, object], float]]
+) -> None:
+    """The "eventually retries" invariant: in every state but paused (and an operator's forced
+    fallback), a restartable server whose last failure a restart can fix has an action running
+    or a timer set that starts the next one, no later than the backoff cap. Checked after every
+    event by ``Shell.feed``; here the histories are crash loops that outlast every budget."""
+    shell = Shell(policy, ServerMachine(policy, 0.0, random.Random(1)))
+    for event, dt in history:
+        shell.step(event, dt)
+    shell.check_eventually_retries()

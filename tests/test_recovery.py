@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from mcp_supervisor.events import Event
-from mcp_supervisor.health.model import State
+from mcp_supervisor.health.model import Command, State
 from tests.servers.fixtures import RUN_AS, pid_alive
 from tests.test_daemon import PY, free_port, make_config, managed_notes, running, state, until
 
@@ -169,6 +169,7 @@ async def test_kill_9_twelve_times_keeps_coming_back_slower_with_one_alert(tmp_p
             )
         entry = next(s for s in sup.status()["servers"] if s["name"] == "notes")
         assert isinstance(entry["pid"], int) and pid_alive(entry["pid"]) and entry["pid"] not in pids
+        assert entry["tool_count"] == 3  # known from the first tools check, kept between them
     assert_one_action_at_a_time(seen)
     restarts = [e for e in seen if e.kind == "action" and e.data["rung"] == "restart"]
     assert len(restarts) == 12 and entry["restarts"] == 12
@@ -332,3 +333,69 @@ probe = {{ interval = "250ms", timeout = "2s", failure_threshold = 2, start_peri
     assert [a.data["notify"] for a in alerts(seen)] == ["needs_human"]
     assert len(resolutions(seen)) == 1
     assert "renewed-token-111" not in repr([e.data for e in seen])
+
+
+# --- actions and probes cannot be confused (issue 7 item 5) --------------------------------------------
+
+
+async def test_a_probe_that_started_before_a_command_never_counts(tmp_path: Path) -> None:
+    arrived = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_route("*", "/mcp", hang)
+    site_runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+    await site_runner.setup()
+    port = free_port()
+    await web.TCPSite(site_runner, "127.0.0.1", port).start()
+    config = make_config(
+        tmp_path,
+        f"""
+[[servers]]
+name = "slow"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+probe = {{ interval = "1h", timeout = "2s", failure_threshold = 1 }}
+""",
+    )
+    seen: list[Event] = []
+    try:
+        async with running(config) as sup:
+            runner = sup.runners["slow"]
+            with sup.bus.subscription() as queue:
+                probe = asyncio.create_task(runner.probe_now())
+                await asyncio.wait_for(arrived.wait(), 30)  # the probe is in flight
+                await sup.command("slow", Command.RECOVER)  # the operator acts meanwhile
+                result = await asyncio.wait_for(probe, 30)
+                state_after = state(sup, "slow")
+                while not queue.empty():
+                    seen.append(queue.get_nowait())
+    finally:
+        await site_runner.cleanup()
+    assert not result.ok and result.failure is not None  # it failed ...
+    (event,) = [e for e in seen if e.kind == "probe"]
+    assert event.data["stale"] is True  # ... but started before the command,
+    assert state_after is State.STARTING  # so it did not fail the server (threshold 1)
+
+
+async def test_an_on_demand_probe_waits_for_a_running_restart(tmp_path: Path) -> None:
+    port = free_port()
+    async with running(make_config(tmp_path, managed_notes("notes", port, interval="1s"))) as sup:
+        await until(sup, lambda: sup.runners["notes"].process.running, 30, "the process")
+        before = sup.runners["notes"].process.pid
+        await until(sup, lambda: state(sup, "notes") is State.HEALTHY, 30, "healthy")
+        seen: list[Event] = []
+        with sup.bus.subscription() as queue:
+            await sup.command("notes", Command.RECOVER)  # a restart starts now ...
+            answer = await sup.probe_now("notes")  # ... and the probe waits for it
+            while not queue.empty():
+                seen.append(queue.get_nowait())
+        assert sup.runners["notes"].process.pid != before
+    # a scheduled probe that was already running when the restart began is marked stale
+    counted = [e for e in seen if e.kind in ("action", "action_done") or (e.kind == "probe" and not e.data["stale"])]
+    assert [e.kind for e in counted[:3]] == ["action", "action_done", "probe"], counted
+    assert answer["result"] is not None

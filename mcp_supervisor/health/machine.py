@@ -155,6 +155,10 @@ class ServerMachine:
         """When the next recovery attempt is due while backing off (None otherwise)."""
         return self._timer.at if self._timer is not None and self._timer.purpose == "backoff" else None
 
+    def last_delay(self) -> float | None:
+        """The backoff delay that preceded the attempt now starting (None for an immediate one)."""
+        return self._last_delay
+
     def wants_cold(self) -> bool:
         """A fresh start failed and no fresh start has passed since: check cold on every tick."""
         return self._cold_failures > 0 and self.state is not State.PAUSED
@@ -502,6 +506,8 @@ class ServerMachine:
             why = self._alert_text or "the MCP server could not be recovered"
             why = f"{why}; meanwhile the job must use the direct API"
         text = f"{why} ({detail})"
+        if self._forced_fallback:  # the operator's own choice: a notice, not an incident's alert
+            return [self._move(State.FALLBACK, now, text), Notify("fallback", text, "critical")]
         return [self._move(State.FALLBACK, now, text), *self._notify_once("fallback", text, "critical")]
 
     def _needs_human(

@@ -3,7 +3,8 @@
 Why one task per server and a wake-up event: every input (a grid tick, a machine timer, a managed
 process exiting, a Docker event, an operator command, a finished recovery action) just wakes the
 loop; the loop alone decides what to do next. So probes of one server never overlap, and a
-recovery action runs in its own task while the machine (``busy()``) holds back any second one.
+recovery action runs in its own task (``runtime/actions.py``) while the machine (``busy()``) holds
+back any second one. Status views live in ``runtime/status.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,21 +30,22 @@ from mcp_supervisor.health.model import (
     ProbeKind,
     ProbeNow,
     ProbeResult,
-    Recreate,
-    Restart,
-    RestoreConfig,
+    RecoveryAction,
     State,
     Transition,
 )
 from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.logging import get_logger
+from mcp_supervisor.runtime.actions import ActionSlot
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.port_conflict import exit_port_conflict
 from mcp_supervisor.runtime.schedule import ProbeSchedule
+from mcp_supervisor.runtime.status import exit_text, result_json, server_status
+
+__all__ = ["RunnerEnv", "ServerRunner", "exit_text", "result_json"]
 
 log = get_logger("mcp_supervisor.runner")
 
-_RUNG = {Restart: "restart", RestoreConfig: "restore_config", Recreate: "recreate", EnterFallback: "fallback"}
 _WEIGHT = {ProbeKind.WARM: 0, ProbeKind.CONTAINER: 1, ProbeKind.TOOLS: 2, ProbeKind.COLD: 3}
 _PROBE_SAFETY_MARGIN = 5.0
 """The prober enforces its own deadlines; this outer one only guards against a prober bug."""
@@ -75,25 +76,6 @@ def _clock() -> float:
     return asyncio.get_running_loop().time()
 
 
-def result_json(result: ProbeResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {
-        "ok": result.ok,
-        "kind": str(result.kind),
-        "failure_class": str(result.failure) if result.failure else None,
-        "message": result.message,
-        "latency_ms": round(result.latency_ms, 2),
-        "phases_ms": {k: round(v, 2) for k, v in result.phases_ms.items()},
-        "degraded": result.degraded,
-        "server_name": result.server_name,
-        "server_version": result.server_version,
-        "protocol_version": result.protocol_version,
-        "tool_count": result.tool_count,
-        "hint": result.hint,
-    }
-
-
 class ServerRunner:
     def __init__(self, server: ServerConfig, env: RunnerEnv) -> None:
         from mcp_supervisor.probes import create_prober
@@ -115,12 +97,21 @@ class ServerRunner:
         self._wake = asyncio.Event()
         self._urgent: ProbeKind | None = None
         self._probe_lock = asyncio.Lock()
-        self._action_task: asyncio.Task[None] | None = None
-        self._pending_actions: deque[Action] = deque()
+        self._log = log.bind(server=server.name)
+        self._actions = ActionSlot(
+            server,
+            bus=env.bus,
+            executor=env.executor,
+            counters=env.counters,
+            log=self._log,
+            process=lambda: self.process,
+            delay=self.machine.last_delay,
+            on_start=self._action_started,
+            on_done=self._action_done,
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._fired_deadline: float | None = None
-        self._log = log.bind(server=server.name)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -152,13 +143,12 @@ class ServerRunner:
     async def stop(self) -> None:
         """Cancel the loop and any action, close the prober (no child left), stop the process."""
         self._stopping = True
-        for task in (self._task, self._action_task):
-            if task is not None and not task.done():
-                task.cancel()
-        for task in (self._task, self._action_task):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        await self._actions.close()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
         try:
             await self.prober.aclose()
         except Exception as exc:
@@ -238,8 +228,7 @@ class ServerRunner:
 
     async def probe_now(self, kind: ProbeKind = ProbeKind.WARM) -> ProbeResult:
         """An on-demand probe (API): waits for a running recovery action instead of racing it."""
-        while (task := self._action_task) is not None and not task.done():
-            await asyncio.wait({task})
+        await self._actions.wait_idle()
         return await self._probe(kind, planned=None)
 
     # --- the loop --------------------------------------------------------------------------
@@ -272,7 +261,7 @@ class ServerRunner:
             self._fired_deadline = deadline
             self._dispatch(self.machine.on_timer(now))
             return
-        acting = self._action_task is not None or self.machine.busy()
+        acting = self._actions.running or self.machine.busy()
         paused = self.machine.state is State.PAUSED
         if self._urgent is not None and not acting and not paused:
             kind, self._urgent = self._urgent, None
@@ -291,9 +280,12 @@ class ServerRunner:
                 await self._wake.wait()
 
     def _kind_for(self, kind: ProbeKind) -> ProbeKind:
-        """While a fresh start fails, every check of a stdio server is a fresh start (until one passes)."""
+        """While a fresh start fails, every check of a stdio server is a fresh start (until one
+        passes); until the tools were listed once, a warm check lists them (status shows a count)."""
         if self.server.transport == "stdio" and kind in (ProbeKind.WARM, ProbeKind.TOOLS) and self.machine.wants_cold():
             return ProbeKind.COLD
+        if kind is ProbeKind.WARM and self.tool_count is None:
+            return ProbeKind.TOOLS
         return kind
 
     async def _probe(self, kind: ProbeKind, planned: float | None) -> ProbeResult:
@@ -373,11 +365,8 @@ class ServerRunner:
                 )
             elif isinstance(action, ProbeNow):
                 self.request_probe(action.kind)
-            elif self._action_task is not None:
-                self._log.error("second recovery action while one runs; queued", action=type(action).__name__)
-                self._pending_actions.append(action)
-            else:
-                self._start_action(action)
+            elif not self._stopping:
+                self._actions.submit(action)
 
     def _on_transition(self, transition: Transition) -> None:
         self._log.info("state", old=str(transition.old), new=str(transition.new), reason=transition.reason)
@@ -390,7 +379,7 @@ class ServerRunner:
                     "old": str(transition.old),
                     "new": str(transition.new),
                     "reason": transition.reason,
-                    "attempt": getattr(self.machine, "attempt", 0),
+                    "attempt": self.machine.attempt,
                     "failure_class": str(result.failure) if result and result.failure else None,
                     "critical": self.server.critical,
                 },
@@ -398,120 +387,30 @@ class ServerRunner:
         )
         self.env.on_transition(self, transition)
 
-    def _start_action(self, action: Action) -> None:
-        if self._stopping:
-            return
-        self._action_task = asyncio.get_running_loop().create_task(
-            self._perform(action), name=f"action:{self.server.name}"
-        )
-
-    async def _perform(self, action: Action) -> None:
-        rung = _RUNG.get(type(action), type(action).__name__.lower())
-        attempt = getattr(action, "attempt", None)
-        snapshot = self._snapshot()
-        delay = snapshot.get("delay") or snapshot.get("backoff_delay")
-        self.env.counters["actions"] += 1
-        self._log.warning("action", rung=rung, attempt=attempt, delay=delay)
-        self.env.bus.publish(
-            Event(kind="action", server=self.server.name, data={"rung": rung, "attempt": attempt, "delay": delay})
-        )
-        started = _clock()
-        ok, detail = False, "cancelled"
-        self._epoch += 1
+    def _action_started(self, action: RecoveryAction) -> None:
+        self._epoch += 1  # probes already running talk to what the action replaces
         if not isinstance(action, EnterFallback):
             self.restarts += 1
-        try:
-            ok, detail = await self.env.executor.execute(self.server, action, self.process)  # type: ignore[arg-type]
-        finally:
-            duration = _clock() - started
-            self._action_task = None
-            self._epoch += 1
-            if not self._stopping:
-                self._log.log(20 if ok else 30, "action done", rung=rung, attempt=attempt, ok=ok,
-                              duration_s=round(duration, 3), detail=detail)
-                self.env.bus.publish(
-                    Event(kind="action_done", server=self.server.name,
-                          data={"rung": rung, "attempt": attempt, "ok": ok, "detail": detail,
-                                "duration": round(duration, 4), "delay": delay})
-                )
-                self._dispatch(self.machine.on_action_done(action, ok, _clock(), detail=detail))
-                if self._pending_actions and self._action_task is None:
-                    self._start_action(self._pending_actions.popleft())
-                elif self.process is not None and not self.process.running and not self.machine.busy():
-                    # it died while the action ran (its exit was ignored then): that is the verdict
-                    self._on_process_exit(getattr(self.process, "returncode", None))
-                self._wake.set()
+
+    def _action_done(self, action: RecoveryAction, ok: bool, detail: str) -> None:
+        self._epoch += 1
+        self._dispatch(self.machine.on_action_done(action, ok, _clock(), detail=detail))
+        if not self._actions.running and self.process is not None and not self.process.running and not self.machine.busy():
+            # it died while the action ran (its exit was ignored then): that is the verdict
+            self._on_process_exit(getattr(self.process, "returncode", None))
+        self._wake.set()
 
     # --- views -----------------------------------------------------------------------------
-
-    def _snapshot(self) -> dict[str, Any]:
-        snap = getattr(self.machine, "snapshot", None)
-        if callable(snap):
-            value = snap()
-            if isinstance(value, dict):
-                return value
-            if hasattr(value, "__dict__"):
-                return dict(vars(value))
-        return {}
 
     @property
     def state(self) -> State:
         return self.machine.state
 
     def reason(self) -> str:
-        reason = getattr(self.machine, "reason", "") or ""
+        reason = self.machine.reason
         if not reason and self.last_result is not None and not self.last_result.ok:
             reason = self.last_result.message
-        return str(reason)
+        return reason
 
     def status(self, wall_offset: float) -> dict[str, Any]:
-        result = self.last_result
-        since = getattr(self.machine, "since", None)
-        entry: dict[str, Any] = {
-            "name": self.server.name,
-            "state": str(self.machine.state),
-            "since": round(since + wall_offset, 3) if isinstance(since, int | float) else None,
-            "failure_class": str(result.failure) if result and result.failure else None,
-            "message": result.message if result else "",
-            "latency_ms": round(result.latency_ms, 2) if result else None,
-            "critical": self.server.critical,
-            "fallback": self.machine.state is State.FALLBACK,
-            "transport": self.server.transport,
-            "kind": self.server.kind,
-            "reason": self.reason(),
-            "attempt": getattr(self.machine, "attempt", 0),
-            "last_probe_at": round(self.last_probe_wall, 3) if self.last_probe_wall else None,
-            "degraded": result.degraded if result else None,
-            "hint": result.hint if result else None,
-            "tool_count": self.tool_count,
-            "protocol_version": result.protocol_version if result else None,
-            **self._process_fields(wall_offset),
-        }
-        return entry
-
-    def _process_fields(self, wall_offset: float) -> dict[str, Any]:
-        """What an operator of supervisord or systemd expects: pid, uptime, restarts, last exit."""
-        process = self.process
-        running = process is not None and bool(getattr(process, "running", False))
-        started = getattr(process, "started_at", None) if running else None
-        next_at = self.machine.next_attempt_at()
-        return {
-            "pid": getattr(process, "pid", None) if running else None,
-            # ManagedProcess stamps time.monotonic(), the event loop's clock too
-            "started_at": round(started + wall_offset, 3) if isinstance(started, int | float) else None,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "next_attempt_at": round(next_at + wall_offset, 3) if next_at is not None else None,
-        }
-
-
-def exit_text(code: int | None) -> str:
-    """'exited with code 1' or 'killed by SIGKILL', as an operator reads it (systemd-style)."""
-    if code is None:
-        return "exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
+        return server_status(self, wall_offset)
