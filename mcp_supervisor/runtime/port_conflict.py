@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from mcp_supervisor.health.model import FailureClass, ProbeResult
 from mcp_supervisor.runtime import procfs
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "[::1]"})
@@ -67,3 +68,33 @@ def exit_port_conflict(server: str, url: str | None, process: Any) -> str | None
     except Exception:
         output = ""
     return port_conflict(url, record.pgid if record is not None else None, output)
+
+
+def managed_answer(server: str, url: str | None, process: Any, result: ProbeResult, *, settled: bool) -> ProbeResult:
+    """A managed server's successful probe, unless another process gave the answer.
+
+    Our process dead: whatever answered on its port is someone else (``crashed``). Our process
+    alive but not yet settled (starting, recovering): the answer counts only if the port's
+    listener is in our process group; otherwise our copy cannot bind (``refused``, which
+    ``start_period`` still forgives while it boots). A settled server is not checked: that is the
+    hot path, and its process exiting is noticed at once anyway.
+    """
+    if not result.ok or local_port(url) is None:
+        return result
+    if not getattr(process, "running", True):
+        message = exit_port_conflict(server, url, process) or (
+            "the managed process is not running, yet something answers on its port; stop that process"
+        )
+        return _failed(result, FailureClass.CRASHED, message)
+    if settled:
+        return result
+    records = getattr(process, "records", None)
+    record = records.current(server) if records is not None else None
+    own = record.pgid if record is not None else getattr(process, "pid", None)
+    conflict = port_conflict(url, own)
+    return _failed(result, FailureClass.REFUSED, conflict) if conflict else result
+
+
+def _failed(result: ProbeResult, failure: FailureClass, message: str) -> ProbeResult:
+    return ProbeResult(ok=False, failure=failure, kind=result.kind, latency_ms=result.latency_ms, message=message,
+                       hint="supervisorctl-mcp status shows the holder; stop it, or give this server another port")

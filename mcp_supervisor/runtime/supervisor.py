@@ -292,6 +292,7 @@ class Supervisor:
             "daemon": {
                 "pid": os.getpid(),
                 "state": self.phase,
+                "ready_waiters": len(self._waiters),
                 "config": str(self.config_path) if self.config_path else None,
                 "started_at": round(self.started_at, 3),
                 "summary": self.summary(),
