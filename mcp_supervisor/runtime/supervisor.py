@@ -150,6 +150,7 @@ class Supervisor:
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
+        self.bus.publish(Event(kind="daemon", data={"event": "phase", "phase": phase}))
         self._transition_all()
 
     async def aclose(self) -> None:
