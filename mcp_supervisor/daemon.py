@@ -163,6 +163,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
                 supervisor.kill_now()
+                exit_code = 1
             for task in background:
                 task.cancel()
     finally:
@@ -174,6 +175,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 await _stop_api(api)  # idempotent; removes the socket file if it is still ours
         notifier.close()
     log.info("stopped")
+    hard_stop.finished(exit_code)
     return exit_code
 
 

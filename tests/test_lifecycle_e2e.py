@@ -334,8 +334,8 @@ def test_shutdown_timeout_bounds_the_whole_shutdown_even_when_something_is_stuck
     code = run.proc.wait(timeout=15)
     elapsed = time.monotonic() - started
     assert elapsed < 4.0, f"the shutdown took {elapsed:.1f}s with shutdown_timeout = 2s"
-    assert code == 1, "a shutdown that had to be cut short exits 1"
-    assert "did not finish within shutdown_timeout" in run.log()
+    assert code == 0, "the stop itself went right; only a reader thread was stuck"
+    assert "did not exit within shutdown_timeout after a clean stop" in run.log()
     wait_for(lambda: not pid_alive(child), 5, "the stubborn server gone")
 
 
