@@ -134,7 +134,11 @@ class Supervisor:
         if not self.records.directory.is_dir() and not any(s.managed for s in self.config.servers):
             return  # no managed server now or in a previous life: nothing to look for
         assert self._env is not None
-        stopped = await self.records.stop_leftovers(grace=max(self._env.process_grace, 1.0))
+        try:
+            stopped = await self.records.stop_leftovers(grace=max(self._env.process_grace, 1.0))
+        except OSError as exc:  # supervising now matters more than the sweep
+            log.error("cannot check for a previous daemon's processes", error=f"{type(exc).__name__}: {exc}")
+            return
         if stopped:
             log.warning("stopped managed processes left by a previous daemon", processes=stopped)
             self.bus.publish(Event(kind="daemon", data={"event": "orphans_stopped", "processes": stopped}))
