@@ -162,6 +162,12 @@ def test_the_holder_of_a_port_is_named() -> None:
         assert message is not None and f"pid {os.getpid()}" in message and f"port {port}" in message
         # our own group holding it is no conflict
         assert port_conflict(f"http://127.0.0.1:{port}/mcp", own_pgid=os.getpgid(0)) is None
+        # nor is a holder newer than the server (what `docker run -p` sets up: docker-proxy)
+        me = procfs.read_stat(os.getpid())
+        assert me is not None
+        url = f"http://127.0.0.1:{port}/mcp"
+        assert port_conflict(url, own_pgid=None, own_start=me.start_ticks) is None
+        assert port_conflict(url, own_pgid=None, own_start=me.start_ticks + 1) is not None
     assert local_port("http://example.com:8080/mcp") is None
     assert local_port("http://localhost/mcp") == 80
 
