@@ -177,7 +177,7 @@ def test_ready_line_says_what_the_daemon_is_doing() -> None:
     assert ready_line({"ready": False, "daemon": "starting", "not_ready": [
         {"name": "*", "state": "starting", "reason": "daemon starting"}]}) == "not ready: daemon starting"
     assert ready_line({"ready": False, "daemon": "reloading", "not_ready": [
-        {"name": "db", "state": "reloading", "reason": "reloading"}]}) == "not ready: db is reloading (reloading)"
+        {"name": "db", "state": "reloading", "reason": "reloading"}]}) == "not ready: db is reloading"
 
 
 # --- actions ------------------------------------------------------------------------------------
