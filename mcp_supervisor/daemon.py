@@ -180,6 +180,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
                 supervisor.kill_now()
+                exit_code = 1
             for task in background:
                 task.cancel()
     finally:
@@ -193,6 +194,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         notify_service.close()
         metrics.close()
     log.info("stopped")
+    hard_stop.finished(exit_code)
     return exit_code
 
 

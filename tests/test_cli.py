@@ -153,6 +153,33 @@ def test_render_helpers() -> None:
     assert ready_line({"ready": True, "not_ready": [], "fallback": ["x"]}) == "ready (in fallback: x)"
 
 
+def test_server_text_is_printed_as_is_never_as_markup() -> None:
+    """stderr holding ``[/INFO]`` once crashed ``status`` (rich MarkupError) and ``[crashed]``
+    vanished; every server-provided string is plain text now."""
+    from rich.console import Console
+
+    from mcp_supervisor.cli.render import status_table
+
+    text = "[/INFO] boot [bold]x :smile: [crashed]"
+    status = {"ready": False, "servers": [{"name": "noisy", "state": "failed", "since": None, "latency_ms": None,
+                                           "failure_class": "crashed", "message": text, "critical": True}]}
+    console = Console(record=True, width=200, color_system=None)
+    console.print(status_table(status))
+    printed = console.export_text()
+    assert f"[crashed] {text}" in printed
+    line = ready_line({"ready": False, "not_ready": [{"name": "noisy", "state": "failed", "reason": "[/INFO] [bold]"}]})
+    assert line == "not ready: noisy is failed ([/INFO] [bold])"
+
+
+def test_ready_line_says_what_the_daemon_is_doing() -> None:
+    assert ready_line({"ready": False, "daemon": "stopping", "not_ready": [
+        {"name": "db", "state": "stopping", "reason": "daemon stopping"}]}) == "not ready: daemon stopping"
+    assert ready_line({"ready": False, "daemon": "starting", "not_ready": [
+        {"name": "*", "state": "starting", "reason": "daemon starting"}]}) == "not ready: daemon starting"
+    assert ready_line({"ready": False, "daemon": "reloading", "not_ready": [
+        {"name": "db", "state": "reloading", "reason": "reloading"}]}) == "not ready: db is reloading"
+
+
 # --- actions ------------------------------------------------------------------------------------
 
 

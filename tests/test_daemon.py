@@ -213,7 +213,7 @@ async def test_wait_ready_wakes_on_the_state_change_and_pause_stops_probing(tmp_
     async with running(make_config(tmp_path, managed_notes("notes", port))) as sup:
         assert sup.readiness()["ready"] is False
         answer = await sup.wait_ready(None, timeout=20)
-        assert answer == {"ready": True, "not_ready": [], "fallback": []}
+        assert answer == {"ready": True, "daemon": "running", "not_ready": [], "fallback": []}
         await sup.command("notes", Command.PAUSE)
         assert state(sup, "notes") is State.PAUSED
         events = await _collect(sup, 0.8)
@@ -376,3 +376,88 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rfind(")") + 2 :].split()[0] == "Z"
+
+
+# --- readiness while the daemon starts, reloads and stops (issue 7, item 1) --------------------
+
+_STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    time.sleep(60)\n"
+
+
+def _external(name: str, port: int, interval: str = "300ms") -> str:
+    return f"""
+[[servers]]
+name = "{name}"
+transport = "http"
+url = "http://127.0.0.1:{port}/mcp"
+probe = {{ interval = "{interval}", timeout = "1s", failure_threshold = 1 }}
+"""
+
+
+def _stubborn(tmp: Path, tag: str) -> str:
+    """A non-critical managed process that ignores SIGTERM: stopping it takes the whole grace."""
+    script = tmp / "stubborn.py"
+    script.write_text(_STUBBORN)
+    return f"""
+[[servers]]
+name = "slow"
+transport = "http"
+url = "http://127.0.0.1:{free_port()}/mcp"
+managed = true
+critical = false
+command = "{PY}"
+args = ["{script}", "{tag}"]
+"""
+
+
+async def test_readiness_is_no_while_starting_reloading_and_stopping(tmp_path: Path) -> None:
+    down = free_port()
+    config = make_config(tmp_path, _external("db", down) + _stubborn(tmp_path, "a"))
+    supervisor = Supervisor(config, config.source)
+    starting = supervisor.readiness()
+    assert starting["ready"] is False and starting["daemon"] == "starting"
+    assert starting["not_ready"] == [{"name": "db", "state": "starting", "reason": "daemon starting"}]
+    async with asyncio.TaskGroup() as tg:
+        await supervisor.start(tg)
+        try:
+            await until(supervisor, lambda: state(supervisor, "db") is State.FAILED, 10, "db failed")
+            assert supervisor.readiness()["daemon"] == "running"
+            assert config.source is not None
+            # the reload changes db (and the slow-to-stop server): db is "reloading" meanwhile
+            config.source.write_text(config.source.read_text().replace('"300ms"', '"400ms"').replace('"a"]', '"b"]'))
+            reload = asyncio.ensure_future(supervisor.reload())
+            await until(supervisor, lambda: supervisor.phase == "reloading" or reload.done(), 5, "the reload to begin")
+            assert not reload.done(), reload.result()
+            during = supervisor.readiness()
+            assert during["ready"] is False and during["daemon"] == "reloading"
+            assert {"name": "db", "state": "reloading", "reason": "reloading"} in during["not_ready"]
+            assert (await reload)["changed"] == ["db", "slow"]
+            after = supervisor.readiness()
+            assert after["ready"] is False and after["daemon"] == "running"
+            db = supervisor.runners["db"]
+            if db.last_result is None:  # a reloaded server is "starting" until its first probe
+                assert after["not_ready"][0]["state"] == "starting"
+            # a parked long-poll hears "daemon stopping" as soon as the shutdown begins
+            parked = asyncio.ensure_future(supervisor.wait_ready(None, timeout=60))
+            await until(supervisor, lambda: bool(supervisor._waiters), 5, "the long-poll to park")
+            supervisor.begin_stop()
+            answer = await asyncio.wait_for(parked, 5)
+            assert answer["ready"] is False and answer["daemon"] == "stopping"
+            assert answer["not_ready"] == [{"name": "db", "state": "stopping", "reason": "daemon stopping"}]
+        finally:
+            async with asyncio.timeout(10):
+                await supervisor.aclose()
+    # no runners left: still "no", never a vacuous "ready"
+    assert not supervisor.runners and supervisor.readiness()["ready"] is False
+
+
+async def test_a_failed_start_stops_the_processes_already_started(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "state" / "logs" / "slow.log").mkdir(parents=True)  # the second server's log cannot open
+    config = make_config(tmp_path, managed_notes("first", port) + _stubborn(tmp_path, "a"))
+    supervisor = Supervisor(config, config.source)
+    async with asyncio.TaskGroup() as tg:
+        with pytest.raises(IsADirectoryError):
+            await supervisor.start(tg)
+    first = supervisor._closing[0].process if supervisor._closing else None
+    assert first is not None and first.pid is None, "the first server's process is still running"
+    assert supervisor.records is not None and not supervisor.records.live(), "a process is still on record"

@@ -25,8 +25,9 @@ class SupervisorControl(Protocol):
         ...
 
     def readiness(self, servers: list[str] | None = None) -> dict[str, Any]:
-        """``{"ready": bool, "not_ready": [{"name", "state", "reason"}], "fallback": [names]}``.
-        Raises UnknownServer for a name not configured."""
+        """``{"ready": bool, "daemon": "starting"|"running"|"reloading"|"stopping",
+        "not_ready": [{"name", "state", "reason"}], "fallback": [names]}``; never ready while the
+        daemon starts or stops. Raises UnknownServer for a name not configured."""
         ...
 
     async def wait_ready(self, servers: list[str] | None, timeout: float) -> dict[str, Any]:

@@ -119,7 +119,8 @@ def ready_line(answer: dict[str, Any]) -> str:
         if item.get("name") == "*":  # the daemon as a whole (starting, no servers)
             reasons.append(reason or str(item.get("state")))
             continue
-        reasons.append(f"{item.get('name')} is {item.get('state')}" + (f" ({reason})" if reason else ""))
+        state = str(item.get("state"))
+        reasons.append(f"{item.get('name')} is {state}" + (f" ({reason})" if reason and reason != state else ""))
     return "not ready: " + ("; ".join(reasons) if reasons else "no answer")
 
 

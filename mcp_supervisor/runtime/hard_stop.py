@@ -60,6 +60,7 @@ class HardStop:
         self._records = records
         self._write = write
         self._timer: threading.Timer | None = None
+        self._finished: int | None = None
 
     def arm(self, seconds: float) -> None:
         """From now on the process ends within ``seconds``, whatever is stuck; and a second
@@ -75,7 +76,16 @@ class HardStop:
         if self._timer is not None:
             self._timer.cancel()
 
+    def finished(self, code: int) -> None:
+        """The daemon's own shutdown is done (children stopped) with ``code``; if the interpreter
+        then fails to exit by the deadline (a worker thread stuck in a read), it exits with
+        ``code`` rather than 1: the stop itself went right."""
+        self._finished = code
+
     def _deadline(self) -> None:
+        if self._finished is not None:
+            self.exit_now(self._finished, "the process did not exit within shutdown_timeout after a clean stop "
+                          "(a worker thread is stuck)")
         self.exit_now(1, "the shutdown did not finish within shutdown_timeout")
 
     def _second_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -38,7 +38,7 @@ from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.actions import ActionSlot
 from mcp_supervisor.runtime.executor import Executor
-from mcp_supervisor.runtime.port_conflict import exit_port_conflict
+from mcp_supervisor.runtime.port_conflict import exit_port_conflict, managed_answer
 from mcp_supervisor.runtime.schedule import ProbeSchedule
 from mcp_supervisor.runtime.status import exit_text, result_json, server_status
 
@@ -313,6 +313,9 @@ class ServerRunner:
                 result = ProbeResult(
                     ok=False, failure=FailureClass.PROTOCOL, kind=kind, message=f"probe error: {type(exc).__name__}"
                 )
+        if result.ok and self.process is not None:  # i7life: an answer from another process is not ours
+            result = managed_answer(self.server.name, self.server.url, self.process, result,
+                                    settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
         stale = epoch != self._epoch
         self.env.bus.publish(
             Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),

@@ -134,7 +134,11 @@ class Supervisor:
         if not self.records.directory.is_dir() and not any(s.managed for s in self.config.servers):
             return  # no managed server now or in a previous life: nothing to look for
         assert self._env is not None
-        stopped = await self.records.stop_leftovers(grace=max(self._env.process_grace, 1.0))
+        try:
+            stopped = await self.records.stop_leftovers(grace=max(self._env.process_grace, 1.0))
+        except OSError as exc:  # supervising now matters more than the sweep
+            log.error("cannot check for a previous daemon's processes", error=f"{type(exc).__name__}: {exc}")
+            return
         if stopped:
             log.warning("stopped managed processes left by a previous daemon", processes=stopped)
             self.bus.publish(Event(kind="daemon", data={"event": "orphans_stopped", "processes": stopped}))
@@ -150,6 +154,7 @@ class Supervisor:
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
+        self.bus.publish(Event(kind="daemon", data={"event": "phase", "phase": phase}))
         self._transition_all()
 
     async def aclose(self) -> None:
@@ -292,6 +297,7 @@ class Supervisor:
             "daemon": {
                 "pid": os.getpid(),
                 "state": self.phase,
+                "ready_waiters": len(self._waiters),
                 "config": str(self.config_path) if self.config_path else None,
                 "started_at": round(self.started_at, 3),
                 "summary": self.summary(),
