@@ -132,6 +132,21 @@ async def test_a_web_page_instead_of_an_answer_is_a_protocol_failure(
     assert "text/html" in odd.message
 
 
+async def test_a_server_that_refuses_the_raw_check_is_checked_through_the_sdk(
+    context: ProbeContext, probers: list[Prober], proxy: Proxy
+) -> None:
+    proxy.mode = "no-raw"
+    prober = prober_for(probers, context, proxy.url, "auto")
+    for _ in range(8):  # every check passes: a failed light check is retried through the SDK
+        result = await prober.probe(ProbeKind.WARM)
+        assert result.ok, result.message
+    raw = [s for s in proxy.seen if s.client_name == "mcp-supervisor"]
+    assert len(raw) == 3, "after three misses in a row the light check is not tried again"
+    before = len(proxy.seen)
+    assert (await prober.probe(ProbeKind.WARM)).ok
+    assert len(proxy.seen) == before + 1, "then one SDK request on the kept-open session, no reconnect"
+
+
 async def test_configured_headers_go_with_the_light_check(
     context: ProbeContext, probers: list[Prober], proxy: Proxy
 ) -> None:

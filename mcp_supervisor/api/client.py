@@ -1,7 +1,10 @@
 """A small synchronous client for the control socket, for the CLI and for user jobs.
 
-Why stdlib only (http.client over AF_UNIX): the CLI must answer ``ready`` in well under 150 ms and
-a job that only asks "are MCPs ready?" should not pay for importing aiohttp, pydantic or rich.
+Why stdlib only, and not even ``http.client``: the CLI must answer ``ready`` close to a bare
+interpreter's start-up, and a job that only asks "are MCPs ready?" should not pay for importing
+aiohttp, pydantic, rich, asyncio or ``http.client`` (which pulls in the ``email`` package: ~10 ms).
+The daemon speaks plain HTTP/1.1 on its own socket, so a few lines over ``socket`` suffice:
+one request per connection (``Connection: close``), a Content-Length, chunked or until-close body.
 
     from mcp_supervisor.api.client import wait_ready
     if not wait_ready(timeout=60):
@@ -10,15 +13,16 @@ a job that only asks "are MCPs ready?" should not pay for importing aiohttp, pyd
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs the CLI a few ms
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds for one request/response, on top of any long-poll wait the caller asked for."""
@@ -50,20 +54,116 @@ class ApiError(ClientError):
         super().__init__(f"{message} ({status} {code})")
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, socket_path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._socket_path = socket_path
+class _BadResponse(Exception):
+    """The bytes on the socket are not an HTTP response."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+
+_MAX_LINE = 65536
+
+
+class _Response:
+    """One HTTP/1.1 response read from a connected socket (status, headers, then the body)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+        status_line = self._line()
+        parts = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise _BadResponse(f"not an HTTP status line: {status_line[:80]!r}")
+        self.status = int(parts[1])
+        self.reason = parts[2] if len(parts) > 2 else ""
+        self.headers: dict[str, str] = {}
+        while True:
+            line = self._line()
+            if line in (b"\r\n", b"\n"):
+                break
+            if not line:
+                raise _BadResponse("connection closed in the headers")
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = self.headers.get("content-length")
+        self._left: int | None = int(length) if length and length.isdigit() and not self._chunked else None
+        self._chunk_left = 0
+        self._done = False
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _line(self) -> bytes:
+        line = self._file.readline(_MAX_LINE)
+        if len(line) >= _MAX_LINE and not line.endswith(b"\n"):
+            raise _BadResponse("header line too long")
+        return line
+
+    def read(self) -> bytes:
+        """The whole (rest of the) body."""
+        if self._left is not None:
+            data = self._file.read(self._left)
+            self._left = 0
+            return data
+        out = bytearray()
+        while chunk := self.read_some():
+            out += chunk
+        return bytes(out)
+
+    def read_some(self) -> bytes:
+        """The next piece of the body; b"" at its end (for streams: what the daemon sent so far)."""
+        if self._done:
+            return b""
+        if self._left is not None:
+            self._done = True
+            return self.read()
+        if not self._chunked:
+            data = self._file.read1(65536)
+            self._done = not data
+            return data
+        if self._chunk_left == 0:
+            size_line = self._line()
+            try:
+                self._chunk_left = int(size_line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BadResponse(f"bad chunk size {size_line[:40]!r}") from None
+            if self._chunk_left == 0:
+                self._done = True
+                return b""
+        data = self._file.read1(self._chunk_left)
+        if not data:
+            raise _BadResponse("connection closed inside a chunk")
+        self._chunk_left -= len(data)
+        if self._chunk_left == 0:
+            self._file.readline(8)  # the CRLF after the chunk
+        return data
+
+    def lines(self) -> Iterator[bytes]:
+        """The body split into lines as it arrives (for server-sent events)."""
+        pending = b""
+        while chunk := self.read_some():
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line + b"\n"
+        if pending:
+            yield pending
+
+
+def _open(socket_path: str, timeout: float | None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _send(sock: socket.socket, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> None:
+    head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    if payload is not None or method in ("POST", "PUT", "PATCH"):
+        head.append(f"Content-Length: {len(payload or b'')}")
+    sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (payload or b""))
 
 
 def default_socket_path(config: str | Path | None = None) -> Path:
@@ -96,8 +196,14 @@ class SupervisorClient:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _connect(self, timeout: float | None) -> _UnixHTTPConnection:
-        return _UnixHTTPConnection(str(self.socket_path), timeout)
+    def _connect(self, timeout: float | None) -> socket.socket:
+        """Connected socket; DaemonUnreachable when nothing listens (or the path is wrong)."""
+        try:
+            return _open(str(self.socket_path), timeout)
+        except TimeoutError:
+            raise DaemonUnreachable(self.socket_path, "no answer in time") from None
+        except OSError as exc:
+            raise DaemonUnreachable(self.socket_path, exc.strerror or str(exc) or type(exc).__name__) from None
 
     def request(
         self,
@@ -109,24 +215,27 @@ class SupervisorClient:
         ok: tuple[int, ...] = (200,),
     ) -> tuple[int, dict[str, Any]]:
         """(status, JSON body). Raises DaemonUnreachable, or ApiError for a status not in ``ok``."""
-        conn = self._connect(self.timeout if timeout is None else timeout)
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        conn = self._connect(self.timeout if timeout is None else timeout)
+        response: _Response | None = None
         try:
             try:
-                conn.request(method, path, body=payload, headers=headers)
-            except (FileNotFoundError, ConnectionRefusedError, PermissionError, NotADirectoryError) as exc:
-                raise DaemonUnreachable(self.socket_path, exc.strerror or type(exc).__name__) from None
+                _send(conn, method, path, payload, headers)
+            except TimeoutError:
+                raise DaemonUnreachable(self.socket_path, "no answer in time") from None
             except OSError as exc:
                 raise DaemonUnreachable(self.socket_path, exc.strerror or str(exc) or type(exc).__name__) from None
             try:
-                response = conn.getresponse()
+                response = _Response(conn)
                 raw = response.read()
             except TimeoutError:
                 raise DaemonUnreachable(self.socket_path, "no answer in time") from None
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, _BadResponse) as exc:
                 raise DaemonUnreachable(self.socket_path, f"connection broken: {exc}") from None
         finally:
+            if response is not None:
+                response.close()
             conn.close()
         try:
             data = json.loads(raw) if raw else {}
@@ -158,7 +267,12 @@ class SupervisorClient:
             query["servers"] = ",".join(servers)
         if wait:
             query["wait"] = f"{wait:g}"
-        path = "/v1/ready" + ("?" + urlencode(query) if query else "")
+        if query:
+            from urllib.parse import urlencode
+
+            path = "/v1/ready?" + urlencode(query)
+        else:
+            path = "/v1/ready"
         return self.request("GET", path, timeout=self.timeout + (wait or 0.0), ok=(200, 503))[1]
 
     def ready_within(self, timeout: float, servers: list[str] | None = None) -> dict[str, Any]:
@@ -179,6 +293,8 @@ class SupervisorClient:
                 return answer
 
     def _server_action(self, name: str, action: str) -> dict[str, Any]:
+        from urllib.parse import quote
+
         return self.request("POST", f"/v1/servers/{quote(name, safe='')}/{action}", body={}, timeout=self.timeout + 60)[1]
 
     def probe(self, name: str) -> dict[str, Any]:
@@ -208,12 +324,14 @@ class SupervisorClient:
         15 s); None waits forever.
         """
         conn = self._connect(timeout)
+        response: _Response | None = None
         try:
             try:
-                conn.request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
-                response = conn.getresponse()
-            except OSError as exc:
-                raise DaemonUnreachable(self.socket_path, exc.strerror or str(exc) or type(exc).__name__) from None
+                _send(conn, "GET", "/v1/events", None, {"Accept": "text/event-stream"})
+                response = _Response(conn)
+            except (OSError, _BadResponse) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+                raise DaemonUnreachable(self.socket_path, reason) from None
             if response.status != 200:
                 raw = response.read()
                 try:
@@ -222,10 +340,7 @@ class SupervisorClient:
                     error = {}
                 raise ApiError(response.status, str(error.get("code", "http_error")), str(error.get("message", "")))
             data: list[str] = []
-            while True:
-                line = response.readline()
-                if not line:
-                    return
+            for line in response.lines():
                 text = line.decode("utf-8", "replace").rstrip("\r\n")
                 if text.startswith("data:"):
                     data.append(text[5:].lstrip(" "))
@@ -238,6 +353,8 @@ class SupervisorClient:
                     if isinstance(event, dict):
                         yield event
         finally:
+            if response is not None:
+                response.close()
             conn.close()
 
 

@@ -1,8 +1,11 @@
 """``supervisorctl-mcp``: talk to the running supervisor over its control socket.
 
 Exit codes (scripts depend on them): 0 ok/ready, 1 not ready or failed, 2 usage, 3 daemon
-unreachable. Why the imports are inside functions: ``ready`` runs before every job and must start
-in well under 150 ms, so it loads neither pydantic (the config) nor rich (tables) unless needed.
+unreachable. Why the imports are inside functions: ``ready`` runs before every job and scripts
+poll it, so it should cost little more than the interpreter's own start: it loads neither pydantic
+(the config), rich (tables), asyncio nor ``http.client`` unless needed. Plug-in command modules
+(``PLUGINS``) are imported only when the command line may name one of their commands: a built-in
+command never pays for them (``python -X importtime supervisorctl-mcp ready`` shows what loads).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from mcp_supervisor.api.client import ApiError, DaemonUnreachable, SupervisorClient
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs every call a few ms
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -23,6 +29,23 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 Handler = Callable[[argparse.Namespace], int]
+
+PLUGINS: tuple[tuple[str, str], ...] = (
+    ("mcp_supervisor.cli.vault_commands", "add_vault_subcommands"),
+    ("mcp_supervisor.cli.history_commands", "add_history_subcommands"),
+    ("mcp_supervisor.cli.run_command", "add_run_subcommand"),
+    ("mcp_supervisor.cli.notify_commands", "add_notify_subcommands"),
+    ("mcp_supervisor.cli.import_commands", "add_import_subcommands"),
+)
+"""(module, function) of each plug-in command module: ``function(sub)`` adds its subparsers.
+
+Add yours here (a ``cli/<x>_commands.py`` with ``add_<x>_subcommands(sub)``); it is loaded for
+``--help`` and for any command that is not built in, never for ``ready`` or ``status``."""
+
+BUILTIN_COMMANDS = frozenset(
+    {"status", "ready", "probe", "recover", "pause", "resume", "emergency", "reload", "events", "check-config"}
+)
+_VALUE_OPTIONS = ("--config", "--socket")
 
 
 class UsageError(Exception):
@@ -197,10 +220,33 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 # --- the parser ---------------------------------------------------------------------------------
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized as argparse sizes it, without importing ``shutil`` (and bz2 and
+    lzma with it) on every call: argparse builds a formatter for each ``add_argument``."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
+def _columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal's width, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def _common(suppress: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the command; after it they must not reset what came before."""
     default: Any = argparse.SUPPRESS if suppress else None
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_HelpFormatter)
     common.add_argument("--config", metavar="FILE", default=default, help="config file (for the socket path)")
     common.add_argument("--socket", metavar="PATH", default=default, help="control socket of the daemon")
     common.add_argument(
@@ -219,18 +265,61 @@ def _wait_seconds(raw: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_word(argv: list[str]) -> str | None:
+    """The COMMAND in ``argv`` (skipping the global options and their values), or None."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--":
+            return None
+        elif word.startswith("-"):
+            name = word.split("=", 1)[0]
+            skip = "=" not in word and len(name) > 2 and any(o.startswith(name) for o in _VALUE_OPTIONS)
+        else:
+            return word
+    return None
+
+
+def _add_plugins(sub: Any) -> None:
+    import importlib
+
+    for module_name, function in PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        getattr(module, function)(sub)
+
+
+class _Unused:
+    """Stands in for a built-in command's parser that this call does not need (see build_parser)."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Given the ``argv`` of a built-in command, only that command's subparser is
+    built (each costs ~0.2 ms, most of it argparse's gettext lookups) and no plug-in is loaded."""
+    word = command_word(argv) if argv is not None else None
+    only = word if word in BUILTIN_COMMANDS else None
     parser = argparse.ArgumentParser(
         prog="supervisorctl-mcp",
         parents=[_common(suppress=False)],
+        formatter_class=_HelpFormatter,
         description="Control the MCP supervisor over its Unix socket.",
         epilog="exit codes: 0 ok/ready, 1 not ready or failed, 2 usage, 3 daemon unreachable",
     )
     after = _common(suppress=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would otherwise format a usage line (and import shutil, bz2, lzma) to make it
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
 
-    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, parents=[after], help=help_text, description=help_text)
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser | _Unused:
+        if only is not None and name != only:
+            return _Unused()
+        command = sub.add_parser(name, parents=[after], help=help_text, description=help_text,
+                                 formatter_class=_HelpFormatter)
         command.set_defaults(func=handler)
         return command
 
@@ -255,29 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = add("check-config", cmd_check_config, "validate a config file without starting anything")
     check.add_argument("file", metavar="FILE", nargs="?", default=None)
 
-    try:
-        from mcp_supervisor.cli.vault_commands import add_vault_subcommands  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        add_vault_subcommands(sub)
-    from mcp_supervisor.cli.history_commands import add_history_subcommands
-
-    add_history_subcommands(sub)
-    from mcp_supervisor.cli.run_command import add_run_subcommand
-
-    add_run_subcommand(sub)
-    from mcp_supervisor.cli.notify_commands import add_notify_subcommands
-
-    add_notify_subcommands(sub)
-    from mcp_supervisor.cli.import_commands import add_import_subcommands
-
-    add_import_subcommands(sub)
+    if only is None:
+        _add_plugins(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     # vault_commands (and any later module) register handlers the same way: func(args) -> int
     handler: Handler | None = getattr(args, "func", None) or getattr(args, "handler", None)

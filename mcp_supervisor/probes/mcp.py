@@ -45,6 +45,10 @@ _log = logging.getLogger(__name__)
 _STDERR_TAIL_BYTES = 2048
 _STDERR_TAIL_CHARS = 240
 _MAX_TOOL_PAGES = 50
+_LIGHT_MISSES_MAX = 3
+"""Light checks in a row that failed where the SDK's reconnect then succeeded: past this, the
+server evidently does not take the raw request (an unusual implementation) and its warm checks go
+through the SDK session; cheaper than a full reconnect on every probe, and still correct."""
 
 
 class _Conn:
@@ -175,6 +179,7 @@ class McpProber:
         self._redactor = Redactor(server_secrets(server))
         self._lock = asyncio.Lock()
         self._closed = False
+        self._light_misses = 0
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -280,6 +285,7 @@ class McpProber:
         retry = self.server.transport != "stdio"
         phases: dict[str, float] = {}
         fresh = False
+        light_missed = False
         while True:
             conn = self._warm
             if conn is not None and not conn.worker.alive and self.server.transport == "stdio":
@@ -304,7 +310,8 @@ class McpProber:
                     return self._failed(kind, started, phases, info)
                 self._warm, fresh = conn, True
             t0 = time.perf_counter()
-            light = conn.light_request() if kind is ProbeKind.WARM and not fresh else None
+            use_light = kind is ProbeKind.WARM and not fresh and self._light_misses < _LIGHT_MISSES_MAX
+            light = conn.light_request() if use_light else None
             if light is not None:
                 try:
                     async with asyncio.timeout(self.server.probe.timeout):
@@ -316,8 +323,9 @@ class McpProber:
                 except Exception as exc:  # refused, 401, 404 (expired session), bad reply: the SDK says which
                     _log.debug("light check of %s failed (%s); reconnecting", self.server.name, type(exc).__name__)
                     await self._drop_warm()
-                    retry = False
+                    retry, light_missed = False, True
                     continue
+                self._light_misses = 0
                 phases[phase] = _ms(t0)
                 return self._ok(kind, started, phases, conn.worker.info, None)
             try:
@@ -332,6 +340,11 @@ class McpProber:
                 return self._failed(kind, started, phases, verdict)
             phases[phase] = _ms(t0)
             names = value if kind is ProbeKind.TOOLS else None
+            if light_missed:
+                self._light_misses += 1
+                if self._light_misses == _LIGHT_MISSES_MAX:
+                    _log.info("the light warm check of %s keeps failing where the SDK succeeds; "
+                              "its warm checks use the SDK session from now on", self.server.name)
             return self._ok(kind, started, phases, conn.worker.info, names)
 
     # ---- helpers -----------------------------------------------------------------------------

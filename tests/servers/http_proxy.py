@@ -4,7 +4,8 @@ It forwards every request to the upstream server unchanged (streaming SSE answer
 records what the client sent: the JSON-RPC method, the routing headers and the client's name.
 ``mode`` turns it into a fault on demand, while the upstream server keeps running:
 ``"pass"`` forwards, ``"hang"`` accepts and never answers, ``"401"`` answers 401 as a gateway
-whose token was revoked, ``"html"`` answers 200 with a web page.
+whose token was revoked, ``"html"`` answers 200 with a web page, ``"no-raw"`` answers 400 to the
+supervisor's raw light check only (a server that takes the SDK's requests but not that one).
 Why a proxy and not a patched server: the server stays the official SDK's, untouched.
 """
 
@@ -51,6 +52,8 @@ class Proxy:
             await asyncio.Event().wait()
         if self.mode == "401":
             return web.json_response({"error": "token revoked"}, status=401)
+        if self.mode == "no-raw" and self.seen[-1].client_name == "mcp-supervisor":
+            return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "no"}}, status=400)
         if self.mode == "html":
             return web.Response(text="<html><body>maintenance</body></html>", content_type="text/html")
         assert self._client is not None
