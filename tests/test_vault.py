@@ -99,7 +99,9 @@ def test_objects_authenticate_their_associated_data() -> None:
 
 def test_key_file_is_created_0600_and_loose_modes_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "k" / "vault.key"
-    key = load_key(path)
+    with pytest.raises(KeyFileError, match="key import"):
+        load_key(path)  # never made unless asked
+    key = load_key(path, create=True)
     assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_key(path) == key
     path.chmod(0o644)
@@ -362,7 +364,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.vault.service import VaultService
 from mcp_supervisor.vault.crypto import load_key
-load_key({str(config_root / "keys" / "vault.key")!r})
+load_key({str(config_root / "keys" / "vault.key")!r}, create=True)
 resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))
 config = parse_config('''
 [backup]
