@@ -424,11 +424,11 @@ class VaultService:
         try:
             owner = os.fstat(folder)
             if mode is None:
-                try:
+                mode = 0o600
+                with contextlib.suppress(FileNotFoundError):
                     info = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
-                    mode, uid, gid = stat.S_IMODE(info.st_mode) & 0o777, info.st_uid, info.st_gid
-                except FileNotFoundError:
-                    mode = 0o600
+                    if stat.S_ISREG(info.st_mode):  # keep the file's own owner and mode
+                        mode, uid, gid = stat.S_IMODE(info.st_mode) & 0o777, info.st_uid, info.st_gid
             if os.geteuid() == 0 and uid is None and not only_regular:
                 uid, gid = owner.st_uid, owner.st_gid
             final_mode = mode

@@ -88,21 +88,22 @@ class FolderWatcher:
         self.ensure_watches()
 
     async def run(self) -> None:
-        self._signatures = await asyncio.to_thread(lambda: {n: signature(p) for n, p in self.paths.items()})
         try:
-            self._inotify = Inotify()
-        except OSError as exc:
-            log.warning("inotify is not available; watched configs are checked every few seconds", error=str(exc))
-            self.started.set()
-            return
-        try:
+            self._signatures = await asyncio.to_thread(lambda: {n: signature(p) for n, p in self.paths.items()})
+            try:
+                self._inotify = Inotify()
+            except OSError as exc:
+                log.warning("inotify is not available; watched configs are checked every few seconds", error=str(exc))
+                return
             self.ensure_watches()
             self.started.set()
             async for event in self._inotify:
                 self._handle(event)
         finally:
-            self._inotify.close()
-            self._inotify = None
+            self.started.set()  # whatever happened, the watch loop must not wait for us forever
+            if self._inotify is not None:
+                self._inotify.close()
+                self._inotify = None
 
     def _handle(self, event: Event) -> None:
         now = time.monotonic()
