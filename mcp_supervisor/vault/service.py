@@ -539,7 +539,7 @@ class VaultService:
             await self._watch(watcher)
         finally:
             inotify.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await inotify
 
     async def _watch(self, watcher: FolderWatcher) -> None:
