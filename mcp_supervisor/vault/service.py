@@ -32,7 +32,7 @@ from mcp_supervisor.vault.crypto import IntegrityError, KeyFileError, VaultError
 from mcp_supervisor.vault.fsutil import path_lock
 from mcp_supervisor.vault.safefs import PathRefused, as_owner_of, describe_mode, open_dir, put_file, read_regular
 from mcp_supervisor.vault.snapshots import FileEntry, Manifest, SnapshotStore, file_entry, sha256
-from mcp_supervisor.vault.validate import Validation, judge_server_loss, merge_server_map, validate
+from mcp_supervisor.vault.validate import LossVerdict, Validation, judge_server_loss, merge_server_map, validate
 from mcp_supervisor.vault.watcher import FolderWatcher
 
 log = get_logger("mcp_supervisor.vault")
@@ -208,6 +208,12 @@ class VaultService:
             if (check.problem is not None and not wanted_empty) or check.content is None or check.info is None:
                 skipped[watched.name] = check.problem or "unreadable"
                 continue
+            verdict = None if accept else self._judge(watched, check)
+            if verdict is not None and verdict.action == "restore":
+                skipped[watched.name] = f"{verdict.reason}: damage, not backed up (restore it, or keep it with: backup --accept)"
+                continue
+            if verdict is not None and verdict.action == "alert":
+                self._alert(events, watched, verdict, check.digest)
             files.append((file_entry(watched.name, watched.path, check.content, check.info), check.content))
             if check.validation is not None and (check.validation.servers or wanted_empty):
                 servers[watched.name] = check.validation.servers
@@ -490,9 +496,7 @@ class VaultService:
     def _heal_sync(self, events: Events, name: str, why: str) -> dict[str, Any] | None:
         watched = self._config(name)
         check = self.check_file(watched)
-        verdict = None
-        if check.validation is not None and watched.format == "mcp-client-json":
-            verdict = judge_server_loss(self._known_servers.get(name), check.validation, watched.on_server_loss)
+        verdict = self._judge(watched, check)
         damaged = check.problem is not None
         problem = check.problem
         if verdict is not None:
@@ -500,18 +504,8 @@ class VaultService:
             if damaged:
                 problem = f"{verdict.reason} (if on purpose: supervisorctl-mcp backup --accept)"
         if not damaged:
-            if verdict is not None and verdict.action == "alert" and self._alerted.get(name) != check.digest:
-                self._alerted[name] = check.digest or ""
-                snapshot = self._last_snapshot.get(name)
-                events.append(("servers_removed", {
-                    "config": name,
-                    "path": str(watched.path),
-                    "removed": list(verdict.lost),
-                    "reason": verdict.reason,
-                    "snapshot": snapshot,
-                    "command": f"supervisorctl-mcp restore {name} --snapshot {snapshot}" if snapshot else None,
-                }))
-                log.warning("servers removed from a watched config; kept", config=name, removed=list(verdict.lost))
+            if verdict is not None and verdict.action == "alert":
+                self._alert(events, watched, verdict, check.digest)
             if check.problem is not None or check.digest == self._last_backed_up.get(name):
                 return None
             return self._backup_sync(events, f"change of {name}", False)
@@ -526,6 +520,28 @@ class VaultService:
         if verdict is not None and verdict.action == "restore" and check.content is not None:
             self._reverted[name] = (self._last_backed_up[name], check.content)
         return result
+
+    def _judge(self, watched: WatchedConfig, check: FileCheck) -> LossVerdict | None:
+        if check.validation is None or watched.format != "mcp-client-json":
+            return None
+        return judge_server_loss(self._known_servers.get(watched.name), check.validation, watched.on_server_loss)
+
+    def _alert(self, events: Events, watched: WatchedConfig, verdict: LossVerdict, digest: str | None) -> None:
+        """Say once per content which servers a kept edit removed, and how to bring them back."""
+        name = watched.name
+        if self._alerted.get(name) == digest:
+            return
+        self._alerted[name] = digest or ""
+        snapshot = self._last_snapshot.get(name)
+        events.append(("servers_removed", {
+            "config": name,
+            "path": str(watched.path),
+            "removed": list(verdict.lost),
+            "reason": verdict.reason,
+            "snapshot": snapshot,
+            "command": f"supervisorctl-mcp restore {name} --snapshot {snapshot}" if snapshot else None,
+        }))
+        log.warning("servers removed from a watched config; kept", config=name, removed=list(verdict.lost))
 
     async def run(self) -> None:
         """Watch every file (inotify + a slow re-check), verify and back up on schedule."""
