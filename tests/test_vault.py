@@ -99,7 +99,9 @@ def test_objects_authenticate_their_associated_data() -> None:
 
 def test_key_file_is_created_0600_and_loose_modes_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "k" / "vault.key"
-    key = load_key(path)
+    with pytest.raises(KeyFileError, match="key import"):
+        load_key(path)  # never made unless asked
+    key = load_key(path, create=True)
     assert len(key) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load_key(path) == key
     path.chmod(0o644)
@@ -362,7 +364,7 @@ signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.vault.service import VaultService
 from mcp_supervisor.vault.crypto import load_key
-load_key({str(config_root / "keys" / "vault.key")!r})
+load_key({str(config_root / "keys" / "vault.key")!r}, create=True)
 resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))
 config = parse_config('''
 [backup]
@@ -573,3 +575,12 @@ async def test_only_the_server_map_is_restored_when_the_app_changed_the_rest(vau
     restored = json.loads(path.read_text())
     assert result["only_server_map"] is True
     assert restored == {"theme": "light", "windowSize": [800, 600], "mcpServers": MCP_JSON["mcpServers"]}
+
+
+def test_manifests_from_before_owners_were_recorded_still_read() -> None:
+    from mcp_supervisor.vault.snapshots import Manifest
+
+    old = {"version": 1, "id": "s1", "created": "2026-01-01T00:00:00+00:00", "reason": "r",
+           "files": [{"name": "c", "path": "/x", "sha256": "ab", "size": 1, "mode": 0o600, "mtime": 1.0}]}
+    (entry,) = Manifest.from_bytes(json.dumps(old).encode()).files
+    assert (entry.uid, entry.gid) == (None, None)  # restore then gives the file to the folder's owner

@@ -85,3 +85,30 @@ def test_key_export_and_import_restore_access(tmp_path: Path) -> None:
     assert listing.returncode == 0 and len(json.loads(listing.stdout)["snapshots"]) == 1
     wrong = run(config, "key", "import", str(tmp_path / "offline.key"), "--force", env={"MCP_SUPERVISOR_KEY_PASSPHRASE": "nope-nope"})
     assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
+
+
+def test_a_deleted_key_stops_every_command_and_no_new_key_appears(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    assert run(config, "backup").returncode == 0
+    key_file = tmp_path / "keys" / "vault.key"
+    key_file.unlink()
+    for args in (("backups",), ("backup",), ("restore", "secrets"), ("verify",), ("backups", "--json")):
+        out = run(config, *args)
+        text = out.stdout + out.stderr
+        assert out.returncode == 1, (args, text)
+        assert str(key_file) in text and "supervisorctl-mcp key import" in text, (args, text)
+        assert not key_file.exists() and list(key_file.parent.iterdir()) == []
+    assert CANARY in (tmp_path / "home" / ".env").read_text()  # restore refused: nothing touched
+
+
+def test_restore_to_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    assert run(config, "backup").returncode == 0
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "x").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "dir" / "x")
+    for target in (tmp_path / "dir", Path("/dev/null"), tmp_path / "link", tmp_path / "nope" / "f.env"):
+        out = run(config, "restore", "secrets", "--to", str(target))
+        assert out.returncode == 1 and ("writes only regular files" in out.stderr or "creates no folders" in out.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("dir", "link", "nope"))) == ["dir", "link"]
+    assert (tmp_path / "dir" / "x").read_text() == "x" and not (tmp_path / "nope").exists()

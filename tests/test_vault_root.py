@@ -205,7 +205,7 @@ def test_writes_in_a_users_folder_run_with_her_rights_only(tmp_path: Path) -> No
     try:
         ids = as_owner_of(folder, lambda: {"ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid()]})
         assert ids["ids"] == [NOBODY] * 4
-        with pytest.raises(PathRefused, match="as uid 65534: .*Permission denied"):
+        with pytest.raises(PathRefused, match=r"as uid 65534: .*Permission denied"):
             as_owner_of(folder, lambda: {"read": (tmp_path / "root-only").read_text()})
     finally:
         os.close(folder)

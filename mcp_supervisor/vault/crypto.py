@@ -53,30 +53,39 @@ def decrypt(key: bytes, blob: bytes, associated: bytes) -> bytes:
         raise IntegrityError("authentication failed (corrupt object, or a different key)") from None
 
 
-def load_key(path: Path, *, create: bool = True) -> bytes:
-    """The 256-bit key from ``path`` (mode 0600, like ssh refuses looser key modes)."""
+def load_key(path: Path, *, create: bool = False) -> bytes:
+    """The 256-bit key from ``path`` (mode 0600, like ssh refuses looser key modes).
+
+    ``create`` only for a first backup into an empty vault (the caller checks that): a key made
+    over a lost one would silently orphan every snapshot.
+    """
     path = Path(os.path.expanduser(str(path)))
-    if not path.exists():
+    if not os.path.lexists(path):
         if not create:
             raise KeyFileError(f"key file {path} does not exist (run 'supervisorctl-mcp key import' to restore it)")
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             return load_key(path, create=False)
         with os.fdopen(fd, "wb") as handle:
             handle.write(os.urandom(KEY_BYTES))
             handle.flush()
             os.fsync(handle.fileno())
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError(f"key file {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise KeyFileError(
-            f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}, readable by others; "
-            f"fix it with: chmod 600 {path}"
-        )
-    key = path.read_bytes()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise KeyFileError(f"key file {path} cannot be opened ({exc.strerror}; it must be a regular file, not a link)") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise KeyFileError(
+                f"key file {path} has mode {stat.S_IMODE(info.st_mode):04o}, readable by others; "
+                f"fix it with: chmod 600 {path}"
+            )
+        key = handle.read(KEY_BYTES + 1)
     if len(key) != KEY_BYTES:
         raise KeyFileError(
             f"key file {path} holds {len(key)} bytes, expected {KEY_BYTES} (a 256-bit key); "

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,24 +28,18 @@ from typing import Any
 from mcp_supervisor.config import Config, WatchedConfig
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.vault.crypto import IntegrityError, KeyFileError, VaultError, load_key
-from mcp_supervisor.vault.fsutil import path_lock
-from mcp_supervisor.vault.safefs import PathRefused, as_owner_of, describe_mode, open_dir, put_file, read_regular
+from mcp_supervisor.vault.placement import RestoreError as RestoreError
+from mcp_supervisor.vault.placement import os_reason, place, read_target
+from mcp_supervisor.vault.safefs import PathRefused, open_dir, read_regular
 from mcp_supervisor.vault.snapshots import FileEntry, Manifest, SnapshotStore, file_entry, sha256
-from mcp_supervisor.vault.validate import Validation, judge_server_loss, merge_server_map, validate
-from mcp_supervisor.vault.watcher import FolderWatcher
+from mcp_supervisor.vault.validate import LossVerdict, Validation, judge_server_loss, merge_server_map, validate
+from mcp_supervisor.vault.watcher import FolderWatcher, watch_loop
 
 log = get_logger("mcp_supervisor.vault")
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 Events = list[tuple[str, dict[str, Any]]]
-DEBOUNCE = 0.3
-SAFETY_INTERVAL = 5.0
-"""Seconds between lstat re-checks of every watched file (the net under inotify)."""
 RETRY_INTERVAL = 30.0
-
-
-class RestoreError(VaultError):
-    pass
 
 
 class NoBackupsYet(RestoreError):
@@ -72,12 +65,6 @@ class FileCheck:
 
 def utc_stamp(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _reason(exc: OSError) -> str:
-    if isinstance(exc, PathRefused):
-        return str(exc)
-    return f"{exc.strerror or type(exc).__name__}" + (f" ({exc.filename})" if exc.filename else "")
 
 
 class VaultService:
@@ -171,13 +158,13 @@ class VaultService:
         except FileNotFoundError:
             return FileCheck(False, None, f"its folder {path.parent} is missing", None)
         except OSError as exc:
-            return FileCheck(False, None, f"cannot open its folder: {_reason(exc)}", None)
+            return FileCheck(False, None, f"cannot open its folder: {os_reason(exc)}", None)
         try:
             read = read_regular(folder, path.name)
         except FileNotFoundError:
             return FileCheck(False, None, "file is missing", None)
         except OSError as exc:
-            return FileCheck(True, None, _reason(exc) if isinstance(exc, PathRefused) else f"cannot read: {_reason(exc)}", None)
+            return FileCheck(True, None, os_reason(exc) if isinstance(exc, PathRefused) else f"cannot read: {os_reason(exc)}", None)
         finally:
             os.close(folder)
         mode = stat.S_IMODE(read.info.st_mode)
@@ -208,6 +195,12 @@ class VaultService:
             if (check.problem is not None and not wanted_empty) or check.content is None or check.info is None:
                 skipped[watched.name] = check.problem or "unreadable"
                 continue
+            verdict = None if accept else self._judge(watched, check)
+            if verdict is not None and verdict.action == "restore":
+                skipped[watched.name] = f"{verdict.reason}: damage, not backed up (restore it, or keep it with: backup --accept)"
+                continue
+            if verdict is not None and verdict.action == "alert":
+                self._alert(events, watched, verdict, check.digest)
             files.append((file_entry(watched.name, watched.path, check.content, check.info), check.content))
             if check.validation is not None and (check.validation.servers or wanted_empty):
                 servers[watched.name] = check.validation.servers
@@ -250,7 +243,7 @@ class VaultService:
                 continue
             if self.check_file(watched).digest != restored:
                 continue  # changed since: what is there now is what gets accepted
-            self._write(watched.path, theirs, mode=None, uid=None, gid=None, label=None, only_regular=True)
+            place(self.config.state_dir, watched.path, theirs, mode=None, uid=None, gid=None, label=None, only_regular=True)
             events.append(("accepted", {"config": name, "path": str(watched.path)}))
 
     async def list_snapshots(self) -> list[dict[str, Any]]:
@@ -353,7 +346,7 @@ class VaultService:
         mode = (entry.mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR
         if watched.format == "dotenv" or watched.secret_keys is not None:
             mode = 0o600
-        current = self._current(target, only_regular=to is not None)
+        current = read_target(target, only_regular=to is not None)
         if label is None:
             label = "replaced" if current is not None and validate(watched.format, current, watched.required_keys).ok else "corrupt"
         partial = False
@@ -363,7 +356,9 @@ class VaultService:
                 content, partial = merged, True
         # the recorded owner; manifests from before owners were recorded: the folder's owner
         uid, gid = (None, None) if to is not None else (entry.uid, entry.gid)
-        kept = self._write(target, content, mode=mode, uid=uid, gid=gid, label=label, only_regular=to is not None)
+        kept = place(
+            self.config.state_dir, target, content, mode=mode, uid=uid, gid=gid, label=label, only_regular=to is not None
+        )
         digest = sha256(content)
         if to is None:
             if check.servers:
@@ -377,77 +372,6 @@ class VaultService:
             "only_server_map": partial,
             "reason": why,
         }
-
-    def _current(self, target: Path, *, only_regular: bool) -> bytes | None:
-        """What is at ``target`` now, if it is a readable regular file; refuses non-files for --to."""
-        try:
-            folder = open_dir(str(target.parent))
-        except FileNotFoundError:
-            raise RestoreError(
-                f"folder {target.parent} does not exist" + (" (restore --to creates no folders)" if only_regular else "")
-            ) from None
-        except OSError as exc:
-            raise RestoreError(f"cannot restore into {target.parent}: {_reason(exc)}") from None
-        try:
-            try:
-                info = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
-            except FileNotFoundError:
-                return None
-            if only_regular and not stat.S_ISREG(info.st_mode):
-                raise RestoreError(
-                    f"{target} is {describe_mode(info.st_mode)}: restore --to writes only regular files "
-                    "(name a new or existing file); nothing was changed"
-                )
-            try:
-                return read_regular(folder, target.name).content
-            except OSError:
-                return None
-        finally:
-            os.close(folder)
-
-    def _write(
-        self,
-        target: Path,
-        content: bytes,
-        *,
-        mode: int | None,
-        uid: int | None,
-        gid: int | None,
-        label: str | None,
-        only_regular: bool,
-    ) -> str | None:
-        """Put ``content`` at ``target`` as the folder's owner would; returns the kept copy's path."""
-        try:
-            folder = open_dir(str(target.parent))
-        except OSError as exc:
-            raise RestoreError(f"cannot restore into {target.parent}: {_reason(exc)}") from None
-        try:
-            owner = os.fstat(folder)
-            if mode is None:
-                try:
-                    info = os.stat(target.name, dir_fd=folder, follow_symlinks=False)
-                    mode, uid, gid = stat.S_IMODE(info.st_mode) & 0o777, info.st_uid, info.st_gid
-                except FileNotFoundError:
-                    mode = 0o600
-            if os.geteuid() == 0 and uid is None and not only_regular:
-                uid, gid = owner.st_uid, owner.st_gid
-            final_mode = mode
-
-            def work() -> dict[str, Any]:
-                return put_file(
-                    folder, target.name, content, mode=final_mode, uid=uid, gid=gid,
-                    aside_label=label, only_regular=only_regular,
-                )
-
-            try:
-                with path_lock(self.config.state_dir, target):
-                    reply = as_owner_of(folder, work)
-            except OSError as exc:
-                raise RestoreError(f"cannot write {target}: {_reason(exc)}") from None
-        finally:
-            os.close(folder)
-        kept = reply.get("kept")
-        return str(target.parent / kept) if kept else None
 
     # --- verify / repair -----------------------------------------------------------------------
 
@@ -490,9 +414,7 @@ class VaultService:
     def _heal_sync(self, events: Events, name: str, why: str) -> dict[str, Any] | None:
         watched = self._config(name)
         check = self.check_file(watched)
-        verdict = None
-        if check.validation is not None and watched.format == "mcp-client-json":
-            verdict = judge_server_loss(self._known_servers.get(name), check.validation, watched.on_server_loss)
+        verdict = self._judge(watched, check)
         damaged = check.problem is not None
         problem = check.problem
         if verdict is not None:
@@ -500,18 +422,8 @@ class VaultService:
             if damaged:
                 problem = f"{verdict.reason} (if on purpose: supervisorctl-mcp backup --accept)"
         if not damaged:
-            if verdict is not None and verdict.action == "alert" and self._alerted.get(name) != check.digest:
-                self._alerted[name] = check.digest or ""
-                snapshot = self._last_snapshot.get(name)
-                events.append(("servers_removed", {
-                    "config": name,
-                    "path": str(watched.path),
-                    "removed": list(verdict.lost),
-                    "reason": verdict.reason,
-                    "snapshot": snapshot,
-                    "command": f"supervisorctl-mcp restore {name} --snapshot {snapshot}" if snapshot else None,
-                }))
-                log.warning("servers removed from a watched config; kept", config=name, removed=list(verdict.lost))
+            if verdict is not None and verdict.action == "alert":
+                self._alert(events, watched, verdict, check.digest)
             if check.problem is not None or check.digest == self._last_backed_up.get(name):
                 return None
             return self._backup_sync(events, f"change of {name}", False)
@@ -527,6 +439,28 @@ class VaultService:
             self._reverted[name] = (self._last_backed_up[name], check.content)
         return result
 
+    def _judge(self, watched: WatchedConfig, check: FileCheck) -> LossVerdict | None:
+        if check.validation is None or watched.format != "mcp-client-json":
+            return None
+        return judge_server_loss(self._known_servers.get(watched.name), check.validation, watched.on_server_loss)
+
+    def _alert(self, events: Events, watched: WatchedConfig, verdict: LossVerdict, digest: str | None) -> None:
+        """Say once per content which servers a kept edit removed, and how to bring them back."""
+        name = watched.name
+        if self._alerted.get(name) == digest:
+            return
+        self._alerted[name] = digest or ""
+        snapshot = self._last_snapshot.get(name)
+        events.append(("servers_removed", {
+            "config": name,
+            "path": str(watched.path),
+            "removed": list(verdict.lost),
+            "reason": verdict.reason,
+            "snapshot": snapshot,
+            "command": f"supervisorctl-mcp restore {name} --snapshot {snapshot}" if snapshot else None,
+        }))
+        log.warning("servers removed from a watched config; kept", config=name, removed=list(verdict.lost))
+
     async def run(self) -> None:
         """Watch every file (inotify + a slow re-check), verify and back up on schedule."""
         if not self.watched:
@@ -536,45 +470,22 @@ class VaultService:
         try:
             await watcher.started.wait()  # a change during the startup checks is not missed
             await self._start()
-            await self._watch(watcher)
+            await watch_loop(
+                watcher,
+                {name: w.check_interval for name, w in self.watched.items()},
+                self.heal,
+                [
+                    (self.settings.verify_interval, lambda: self._scheduled("verify", self._verify_and_repair)),
+                    (
+                        self.settings.full_backup_interval,
+                        lambda: self._scheduled("full backup", lambda: self.backup("scheduled full backup")),
+                    ),
+                ],
+            )
         finally:
             inotify.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await inotify
-
-    async def _watch(self, watcher: FolderWatcher) -> None:
-        now = time.monotonic()
-        next_check = {name: now + w.check_interval for name, w in self.watched.items()}
-        next_safety = now + SAFETY_INTERVAL
-        next_verify = now + self.settings.verify_interval
-        next_full = now + self.settings.full_backup_interval
-        while True:
-            now = time.monotonic()
-            due_at = min(
-                next_safety, next_verify, next_full, *next_check.values(),
-                *(t + DEBOUNCE for t in watcher.changed.values()),
-            )
-            if due_at > now and not watcher.wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(due_at - now):
-                        await watcher.wake.wait()
-            watcher.wake.clear()
-            now = time.monotonic()
-            if now >= next_safety:
-                next_safety = now + SAFETY_INTERVAL
-                await watcher.safety_check()
-            for name, watched in self.watched.items():
-                changed_at = watcher.changed.get(name)
-                if (changed_at is not None and now - changed_at >= DEBOUNCE) or now >= next_check[name]:
-                    watcher.changed.pop(name, None)
-                    next_check[name] = now + watched.check_interval
-                    await self.heal(name)  # editors write in several steps: debounced above
-            if now >= next_verify:
-                next_verify = now + self.settings.verify_interval
-                await self._scheduled("verify", self._verify_and_repair)
-            if now >= next_full:
-                next_full = now + self.settings.full_backup_interval
-                await self._scheduled("full backup", lambda: self.backup("scheduled full backup"))
 
     async def _verify_and_repair(self) -> None:
         result = await self.verify()

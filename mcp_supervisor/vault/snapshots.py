@@ -86,11 +86,13 @@ class Manifest:
             id=raw["id"],
             created=datetime.fromisoformat(raw["created"]),
             reason=raw.get("reason", ""),
-            files=tuple(FileEntry(**{k: v for k, v in f.items() if k in _ENTRY_FIELDS}) for f in raw["files"]),
+            files=tuple(
+                FileEntry(
+                    f["name"], f["path"], f["sha256"], f["size"], f["mode"], f["mtime"], f.get("uid"), f.get("gid")
+                )
+                for f in raw["files"]
+            ),
         )
-
-
-_ENTRY_FIELDS = frozenset(FileEntry.__dataclass_fields__)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Location:
     def __init__(self, root: Path, key: bytes) -> None:
         self.root = root
         self._key = key
+        self._manifests: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
 
     def __str__(self) -> str:
         return str(self.root)
@@ -177,8 +180,20 @@ class Location:
         except FileNotFoundError:
             return []
 
-    def read_manifest(self, snapshot_id: str) -> Manifest:
-        blob = self.manifest_path(snapshot_id).read_bytes()
+    def read_manifest(self, snapshot_id: str, *, fresh: bool = False) -> Manifest:
+        """The decrypted manifest; cached by the file's identity unless ``fresh`` (verify reads
+        every byte again: bit rot does not change a file's size or mtime)."""
+        path = self.manifest_path(snapshot_id)
+        info = path.stat()
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        cached = self._manifests.get(snapshot_id)
+        if not fresh and cached is not None and cached[0] == identity:
+            return cached[1]
+        manifest = self._decrypt_manifest(snapshot_id, path.read_bytes())
+        self._manifests[snapshot_id] = (identity, manifest)
+        return manifest
+
+    def _decrypt_manifest(self, snapshot_id: str, blob: bytes) -> Manifest:
         data = decrypt(self._key, blob, _manifest_aad(snapshot_id))
         try:
             manifest = Manifest.from_bytes(data)
@@ -190,6 +205,7 @@ class Location:
 
     def remove_snapshot(self, snapshot_id: str) -> None:
         self.manifest_path(snapshot_id).unlink(missing_ok=True)
+        self._manifests.pop(snapshot_id, None)
 
     def collect_garbage(self, referenced: set[str], now: float | None = None) -> int:
         """Remove unreferenced blobs and the temp files of writes killed midway (dot-files ending
@@ -324,7 +340,7 @@ class SnapshotStore:
     ) -> None:
         for snapshot_id in all_ids:
             try:
-                manifest = location.read_manifest(snapshot_id)
+                manifest = location.read_manifest(snapshot_id, fresh=True)
             except FileNotFoundError:
                 bad.append(BadObject(str(location), snapshot_id, None, "manifest", "missing"))
                 continue
@@ -359,7 +375,7 @@ class SnapshotStore:
         for snapshot_id, (manifest, _holders) in manifests.items():
             for location in self.locations:
                 try:
-                    location.read_manifest(snapshot_id)
+                    location.read_manifest(snapshot_id, fresh=True)
                 except (OSError, IntegrityError):
                     try:
                         location.write_manifest(manifest)

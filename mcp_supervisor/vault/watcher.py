@@ -10,9 +10,12 @@ seconds, in a worker thread, so the event loop never waits on a disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from asyncinotify import Event, Inotify, Mask, Watch
 
@@ -35,6 +38,10 @@ _MASK = (
     | Mask.EXCL_UNLINK
 )
 Signature = tuple[int, int, int, int] | None
+DEBOUNCE = 0.3
+"""Seconds a file must stay quiet before it is judged: editors write in several steps."""
+SAFETY_INTERVAL = 5.0
+"""Seconds between lstat re-checks of every watched file (the net under inotify)."""
 
 
 def signature(path: Path) -> Signature:
@@ -88,21 +95,22 @@ class FolderWatcher:
         self.ensure_watches()
 
     async def run(self) -> None:
-        self._signatures = await asyncio.to_thread(lambda: {n: signature(p) for n, p in self.paths.items()})
         try:
-            self._inotify = Inotify()
-        except OSError as exc:
-            log.warning("inotify is not available; watched configs are checked every few seconds", error=str(exc))
-            self.started.set()
-            return
-        try:
+            self._signatures = await asyncio.to_thread(lambda: {n: signature(p) for n, p in self.paths.items()})
+            try:
+                self._inotify = Inotify()
+            except OSError as exc:
+                log.warning("inotify is not available; watched configs are checked every few seconds", error=str(exc))
+                return
             self.ensure_watches()
             self.started.set()
             async for event in self._inotify:
                 self._handle(event)
         finally:
-            self._inotify.close()
-            self._inotify = None
+            self.started.set()  # whatever happened, the watch loop must not wait for us forever
+            if self._inotify is not None:
+                self._inotify.close()
+                self._inotify = None
 
     def _handle(self, event: Event) -> None:
         now = time.monotonic()
@@ -131,3 +139,40 @@ class FolderWatcher:
         else:
             return
         self.wake.set()
+
+
+async def watch_loop(
+    watcher: FolderWatcher,
+    check_intervals: dict[str, float],
+    heal: Callable[[str], Awaitable[Any]],
+    jobs: list[tuple[float, Callable[[], Awaitable[Any]]]],
+) -> None:
+    """Call ``heal(name)`` when a file has been quiet for ``DEBOUNCE`` after a change, or every
+    ``check_intervals[name]`` anyway; run each job every its interval. Sleeps until the next
+    deadline or inotify wakes it: no polling on the event loop."""
+    now = time.monotonic()
+    next_check = {name: now + interval for name, interval in check_intervals.items()}
+    next_safety = now + SAFETY_INTERVAL
+    next_job = [now + interval for interval, _ in jobs]
+    while True:
+        now = time.monotonic()
+        due_at = min(next_safety, *next_job, *next_check.values(), *(t + DEBOUNCE for t in watcher.changed.values()))
+        if due_at > now and not watcher.wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due_at - now):
+                    await watcher.wake.wait()
+        watcher.wake.clear()
+        now = time.monotonic()
+        if now >= next_safety:
+            next_safety = now + SAFETY_INTERVAL
+            await watcher.safety_check()
+        for name, interval in check_intervals.items():
+            changed_at = watcher.changed.get(name)
+            if (changed_at is not None and now - changed_at >= DEBOUNCE) or now >= next_check[name]:
+                watcher.changed.pop(name, None)
+                next_check[name] = now + interval
+                await heal(name)
+        for index, (interval, job) in enumerate(jobs):
+            if now >= next_job[index]:
+                next_job[index] = now + interval
+                await job()
