@@ -12,7 +12,6 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 EXIT_OK = 0
@@ -32,6 +31,8 @@ def parse_since(raw: str) -> float:
     else:
         if value > 0:
             return value
+    from datetime import datetime
+
     try:
         parsed = datetime.fromisoformat(raw.strip())
     except ValueError:
@@ -56,6 +57,8 @@ def _days(raw: str) -> float:
 def _local(ts: Any) -> str:
     if not isinstance(ts, int | float):
         return "-"
+    from datetime import datetime
+
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
