@@ -168,3 +168,18 @@ def test_config_defaults_and_off(tmp_path: Path) -> None:
     assert config.history.path == tmp_path / "rec.db" and config.history.retention == 90 * 86400
     assert json.loads(json.dumps(parse_config("", tmp_path / "c.toml").reports.model_dump())) == {
         "daily_at": "09:30", "weekly_on": "monday"}
+
+
+def test_report_text_shows_details_with_brackets_verbatim() -> None:
+    from rich.console import Console
+
+    from mcp_supervisor.cli.history_commands import render_report
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render_report({"health": "DEGRADED", "period": "day", "servers_total": 2, "servers_healthy": 1,
+                                 "uptime_pct": 97.5, "recovery_rate": 0.5, "failed_servers": ["jira"],
+                                 "recommendations": ["jira needs a person: export [bold]JIRA_TOKEN[/] then recover"]}))
+    text = console.export_text()
+    assert "MCP health: DEGRADED" in text and "MCPs healthy: 1/2" in text and "uptime:       97.50 %" in text
+    assert "recovery:     50 %" in text and "failed:       jira" in text
+    assert "top recommendation: jira needs a person: export [bold]JIRA_TOKEN[/] then recover" in text

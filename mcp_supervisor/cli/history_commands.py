@@ -86,6 +86,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         emit_json(events)
         return EXIT_OK
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"history: last {args.days:g} day(s)" + (f", {args.server}" if args.server else ""))
@@ -94,8 +95,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for event in events:
         old, new = event.get("from_state"), event.get("to_state")
         change = f"{old} -> {new}" if old or new else ""
-        table.add_row(_local(event.get("time")), event.get("server") or "-", str(event.get("kind")), change,
-                      str(event.get("detail") or ""))
+        table.add_row(*(escape(cell) for cell in (_local(event.get("time")), event.get("server") or "-",
+                                                   str(event.get("kind")), change, str(event.get("detail") or ""))))
     console = Console()
     console.print(table)
     if body.get("truncated"):
@@ -106,7 +107,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def render_report(report: dict[str, Any]) -> str:
-    """The report as console markup (rich); the health word in its colour."""
+    """The report as console markup (rich); the health word in its colour, everything else escaped."""
+    from rich.markup import escape
+
     from mcp_supervisor.history.report import HEALTH_COLOURS
 
     health = str(report.get("health") or "?")
@@ -115,7 +118,7 @@ def render_report(report: dict[str, Any]) -> str:
     failed = report.get("failed_servers") or []
     advice = report.get("recommendations") or []
     lines = [
-        f"MCP health: [bold {colour}]{health}[/]",
+        f"MCP health: [bold {colour}]{escape(health)}[/]",
         f"window:       {_local(report.get('since'))} -> {_local(report.get('until'))} ({report.get('period')})",
         f"MCPs healthy: {report.get('servers_healthy', 0)}/{report.get('servers_total', 0)}",
         f"uptime:       {_pct(report.get('uptime_pct'))}  (not watching: {_secs(report.get('unknown_s'))}, "
@@ -136,7 +139,8 @@ def render_report(report: dict[str, Any]) -> str:
             lines.append(f"  {name}: uptime {_pct(info.get('uptime_pct'))}, failures {by_class}, "
                          f"recoveries {info.get('recoveries', 0)}, MTTR {_secs(info.get('mttr_s'))}")
     lines.append(f"top recommendation: {advice[0]}" if advice else "top recommendation: none, all is well")
-    return "\n".join(lines)
+    head, *rest = lines
+    return "\n".join([head, *(escape(line) for line in rest)])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
