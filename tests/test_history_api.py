@@ -183,3 +183,27 @@ def test_report_text_shows_details_with_brackets_verbatim() -> None:
     assert "MCP health: DEGRADED" in text and "MCPs healthy: 1/2" in text and "uptime:       97.50 %" in text
     assert "recovery:     50 %" in text and "failed:       jira" in text
     assert "top recommendation: jira needs a person: export [bold]JIRA_TOKEN[/] then recover" in text
+
+
+async def test_report_recommends_renewing_a_token_from_the_running_config(short_tmp: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    expires = (datetime.now(UTC) + timedelta(days=2)).date()  # good through the end of that UTC day
+    config = parse_config(
+        f'[supervisor]\nstate_dir = "{short_tmp}/state"\n[[servers]]\nname = "jira"\ntransport = "http"\n'
+        f'url = "http://127.0.0.1:9/mcp"\ntoken_expires = {expires.isoformat()}\n', short_tmp / "config.toml")
+    control = DrivenControl({"jira": "healthy"})
+    history = HistoryService(lambda: config, control.bus, lambda: dict(control.states), flush_interval=0.1,
+                             scheduled_reports=False)
+    task = asyncio.create_task(history.run())
+    try:
+        async with asyncio.timeout(20):
+            await history.ready.wait()
+        report = await history.report(time.time() - 86400, time.time(), "day")
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    assert report["recommendations"] == ["renew the jira token: it expires in 3 days"]

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,21 @@ MAX_BACKLOG = 200_000
 SUBSCRIPTION_SIZE = 100_000
 """The record's queue on the bus: large, because it drains in memory (the disk is behind a batch)."""
 REOPEN_DELAY = 60.0
+
+
+def live_token_expiries(config: Config) -> dict[str, float]:
+    """{server: token expiry} as the token watch sees it now (so renewed tokens drop out of advice)."""
+    from mcp_supervisor.runtime.token_watch import token_expiry
+
+    found: dict[str, float] = {}
+    for server in config.servers:
+        try:
+            expiry = token_expiry(server, os.environ)
+        except Exception:  # an unreadable token is the token watch's to report, not a reason to fail
+            continue
+        if expiry is not None:
+            found[server.name] = expiry[0].timestamp()
+    return found
 
 
 def history_path(config: Config) -> Path:
@@ -272,11 +287,12 @@ class HistoryService:
         config = self._config()
         critical = frozenset(s.name for s in config.servers if s.critical)
         now = time.time()
-        tz = datetime.now().astimezone().tzinfo
+        tz = datetime.now().astimezone().tzinfo or UTC
+        tokens = live_token_expiries(config) if until >= now - 60 else None
 
         def compute() -> dict[str, Any]:
-            return build_report(db.load_record(since, until), Window(since, until), now, period, critical,
-                                tz or datetime.now().astimezone().tzinfo)  # type: ignore[arg-type]
+            return build_report(db.load_record(since, until), Window(since, until), now, period, critical, tz,
+                                tokens)
 
         return await self._call(compute)
 
