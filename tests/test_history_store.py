@@ -238,3 +238,18 @@ async def test_lagged_events_resync_the_intervals_and_are_recorded(tmp_path: Pat
         await history.flush()
         events, _ = await history.history(time.time() - 60, time.time() + 1, None, 10)
     assert any(e["kind"] == "history" and "lagged" in e["detail"] for e in events)
+
+
+def test_a_state_event_older_than_the_open_interval_does_not_rewrite_it(tmp_path: Path) -> None:
+    """Events queued while the record opened are older than the intervals the start-up sync opened."""
+    db = HistoryDB(tmp_path / "history.sqlite3")
+    db.open()
+    db.start_run(100.0, 1)
+    rec = Recorder()
+    rec.sync({"a": "healthy"}, 105.0, "daemon started")
+    rec.on_event(Event(kind="state", server="a", at=103.0, data={"old": "starting", "new": "healthy"}))
+    rec.on_event(Event(kind="state", server="a", at=110.0, data={"old": "healthy", "new": "failed"}))
+    db.apply(rec.take(), 111.0)
+    rows = db.conn.execute("SELECT state, began, ended FROM intervals ORDER BY began").fetchall()
+    db.close()
+    assert rows == [("healthy", 105.0, 110.0), ("failed", 110.0, None)]

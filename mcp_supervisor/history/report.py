@@ -155,6 +155,7 @@ def cli_json(report: dict[str, Any]) -> dict[str, Any]:
             "servers_healthy": report.get("servers_healthy"),
             "servers_total": report.get("servers_total"),
             "recoveries": report.get("recoveries"),
+            "incidents": report.get("incidents"),
             "unknown_s": report.get("unknown_s"),
             "paused_s": report.get("paused_s"),
         },

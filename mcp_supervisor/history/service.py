@@ -78,6 +78,7 @@ class HistoryService:
         self.ready = asyncio.Event()
         """Set once the record is open and this run begun (tests and the API wait on it)."""
         self.lagged = 0
+        self._queue: asyncio.Queue[Event] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -148,6 +149,7 @@ class HistoryService:
             return
         try:
             if db is not None:
+                self._drain()
                 self.recorder.flush_probes()
                 ops = self._backlog + self.recorder.take()
                 self._backlog = []
@@ -160,15 +162,24 @@ class HistoryService:
             pool.shutdown(wait=True)
 
     async def _consume(self, queue: asyncio.Queue[Event]) -> None:
+        self._queue = queue
         while True:
-            event = await queue.get()
-            if event.kind == "lagged":
-                self._on_lagged(event)
-                continue
-            try:
-                self.recorder.on_event(event)
-            except Exception:
-                log.exception("could not record an event", kind=event.kind)
+            self._record(await queue.get())
+
+    def _record(self, event: Event) -> None:
+        if event.kind == "lagged":
+            self._on_lagged(event)
+            return
+        try:
+            self.recorder.on_event(event)
+        except Exception:
+            log.exception("could not record an event", kind=event.kind)
+
+    def _drain(self) -> None:
+        """Take in every event already published, so a flush (and a report) sees all of them."""
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            self._record(queue.get_nowait())
 
     def _on_lagged(self, event: Event) -> None:
         """Lost events may include state changes: say so, and re-align with the live states."""
@@ -190,6 +201,7 @@ class HistoryService:
             db = self._db
             if db is None:
                 return
+            self._drain()
             now = time.time()
             self.recorder.flush_probes(before=now)
             ops = self._backlog + self.recorder.take()
