@@ -253,3 +253,33 @@ def test_a_state_event_older_than_the_open_interval_does_not_rewrite_it(tmp_path
     rows = db.conn.execute("SELECT state, began, ended FROM intervals ORDER BY began").fetchall()
     db.close()
     assert rows == [("healthy", 105.0, 110.0), ("failed", 110.0, None)]
+
+
+def test_corruption_found_on_a_write_moves_the_file_aside_and_recording_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    moved: list[dict[str, object]] = []
+    db = HistoryDB(path, lambda kind, data: moved.append(data))
+    db.open()
+    db.start_run(time.time(), 1)
+    rec = Recorder()
+    rec.on_event(Event(kind="notify", server="a", data={"notify": "down", "detail": "before"}))
+    db.apply(rec.take(), time.time())
+    garbage = os.urandom(8192)
+    path.write_bytes(garbage)  # damaged under the open connection (which may not notice: WAL, cache)
+    (tmp_path / "same.bin").write_bytes(garbage)
+    probe = sqlite3.connect(tmp_path / "same.bin")  # the error SQLite gives for such a file
+    try:
+        with pytest.raises(sqlite3.DatabaseError) as damaged:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        probe.close()
+    assert db.recover_from(damaged.value) is True  # what the service does when a write fails like this
+    assert db.recover_from(sqlite3.OperationalError("database or disk is full")) is False  # kept, retried
+    rec.on_event(Event(kind="notify", server="a", data={"notify": "down", "detail": "after"}))
+    db.apply(rec.take(), time.time())
+    details = [row[0] for row in db.conn.execute("SELECT detail FROM events")]
+    runs = db.conn.execute("SELECT count(*) FROM daemon_runs WHERE ended IS NULL").fetchone()[0]
+    db.close()
+    assert details == ["down: after"] and runs == 1
+    # kept, not deleted (closing the old connection may have checkpointed its WAL into it)
+    assert len(moved) == 1 and Path(str(moved[0]["moved_to"])).stat().st_size >= len(garbage)
