@@ -24,7 +24,7 @@ from mcp_supervisor.history.ingest import Recorder
 from mcp_supervisor.history.metrics import Window
 from mcp_supervisor.history.report import build_report
 from mcp_supervisor.history.service import HistoryService
-from mcp_supervisor.history.store import HistoryDB
+from mcp_supervisor.history.store import HistoryDB, HistoryError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +32,7 @@ _WRITER = r"""
 import sys, time
 from mcp_supervisor.events import Event
 from mcp_supervisor.history.ingest import Recorder
-from mcp_supervisor.history.store import HistoryDB
+from mcp_supervisor.history.store import HistoryDB, HistoryError
 
 db = HistoryDB(sys.argv[1])
 db.open()
@@ -283,3 +283,24 @@ def test_corruption_found_on_a_write_moves_the_file_aside_and_recording_goes_on(
     assert details == ["down: after"] and runs == 1
     # kept, not deleted (closing the old connection may have checkpointed its WAL into it)
     assert len(moved) == 1 and Path(str(moved[0]["moved_to"])).stat().st_size >= len(garbage)
+
+
+async def test_an_unopenable_record_is_reported_once_and_questions_get_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a directory")
+    config = _config(tmp_path, f'[history]\npath = "{tmp_path}/afile/history.sqlite3"\n')
+    bus = EventBus()
+    history = HistoryService(lambda: config, bus, lambda: {}, scheduled_reports=False)
+    with bus.subscription() as queue:
+        task = asyncio.create_task(history.run())
+        try:
+            event = await asyncio.wait_for(queue.get(), 20)
+            assert (event.kind, event.data["event"]) == ("history", "unavailable")
+            assert "afile" in event.data["problem"]
+            with pytest.raises(HistoryError, match="is not open"):
+                await history.report(0, time.time())
+            bus.publish(Event(kind="notify", server="a", data={"notify": "down"}))  # supervision goes on
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert not history.ready.is_set()

@@ -122,6 +122,7 @@ class HistoryService:
             self._final_write()
 
     async def _open(self) -> None:
+        told = False
         while True:
             db = HistoryDB(self.path, self._from_thread)
             try:
@@ -130,7 +131,9 @@ class HistoryService:
             except (HistoryError, OSError) as exc:
                 log.error("the record cannot be opened; supervision continues without it", error=str(exc),
                           retry_in=REOPEN_DELAY)
-                self._publish("history", {"event": "unavailable", "path": str(self.path), "problem": str(exc)})
+                if not told:  # one event, not one a minute
+                    told = True
+                    self._publish("history", {"event": "unavailable", "path": str(self.path), "problem": str(exc)})
                 await asyncio.sleep(REOPEN_DELAY)
                 continue
             self._db = db
@@ -144,7 +147,7 @@ class HistoryService:
     def _final_write(self) -> None:
         """On stop (also when cancelled): the last rows, every interval closed, the run ended."""
         pool, db = self._pool, self._db
-        self._pool = None
+        self._pool, self._db = None, None
         if pool is None:
             return
         try:
