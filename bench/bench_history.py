@@ -144,7 +144,7 @@ def size_and_reports(tmp: Path, servers: int, days: int, label: str) -> None:
     for period, seconds in (("day", DAY), ("week", 7 * DAY), (f"{days} days", days * DAY)):
         t0, c0 = time.perf_counter(), time.process_time()
         record = db.load_record(now - seconds, now)
-        t1, c1 = time.perf_counter(), time.process_time()
+        c1 = time.process_time()
         report = build_report(record, Window(now - seconds, now), now, period)
         t2, c2 = time.perf_counter(), time.process_time()
         print(f"  report over {period}: {1000 * (t2 - t0):.0f} ms wall, {1000 * (c2 - c0):.0f} ms CPU "

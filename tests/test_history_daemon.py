@@ -52,7 +52,8 @@ async def supervised_with_record(config: Config) -> AsyncIterator[tuple[Supervis
 
 async def test_a_killed_server_becomes_an_interval_and_a_recovery_with_its_duration(tmp_path: Path) -> None:
     port = free_port()
-    config = make_config(tmp_path, managed_notes("notes", port))
+    # lenient deadlines: on a loaded machine a slow probe must not add a second incident
+    config = make_config(tmp_path, managed_notes("notes", port, timeout="3s", start_period="30s"))
     async with supervised_with_record(config) as (sup, history):
         await until(sup, lambda: state(sup, "notes") is State.HEALTHY, 30, "notes healthy")
         os.kill(sup.runners["notes"].process.pid, signal.SIGKILL)
@@ -90,7 +91,7 @@ async def test_a_killed_server_becomes_an_interval_and_a_recovery_with_its_durat
 
 def _daemon_config(tmp: Path, port: int, extra: str = "") -> Path:
     text = f'[supervisor]\nstate_dir = "{tmp}/state"\nshutdown_timeout = "3s"\nsocket = "{tmp}/ctl.sock"\n' \
-        + extra + managed_notes("notes", port)
+        + extra + managed_notes("notes", port, timeout="3s", start_period="30s")
     path = tmp / "config.toml"
     path.write_text(text)
     return path
@@ -144,9 +145,10 @@ def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> N
         pid = json.loads(cli(sock, "status", "--json").stdout)["servers"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
 
-        def healed() -> bool:
+        def healed() -> bool:  # (under load a restart may need a second attempt: count incidents, not tries)
             out = cli(sock, "report", "--json")
-            return out.returncode == 0 and json.loads(out.stdout)["overall"]["recoveries"] == 1
+            overall = json.loads(out.stdout)["overall"] if out.returncode == 0 else {}
+            return overall.get("recoveries", 0) >= 1 and overall.get("recoveries") == overall.get("incidents")
 
         wait_for(healed, 60, "a recovery in the report")
         result = cli(sock, "report", "--json")
@@ -154,19 +156,21 @@ def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> N
         assert set(body) >= {"window", "overall", "servers", "recommendations"}
         assert body["overall"]["servers_total"] == 1 and body["overall"]["health"] in ("GOOD", "DEGRADED",
                                                                                       "CRITICAL", "EXCELLENT")
-        assert body["servers"][0]["name"] == "notes" and body["servers"][0]["recoveries"] == 1
+        healed_count = body["overall"]["recoveries"]
+        assert body["servers"][0]["name"] == "notes" and body["servers"][0]["recoveries"] == healed_count
 
         text = cli(sock, "report", "--weekly")
         assert text.returncode == 0, text.stderr
         assert "MCP health:" in text.stdout and "MCPs healthy: 1/1" in text.stdout and "(week)" in text.stdout
-        assert "1 recovered of 1 incident(s)" in text.stdout
+        assert f"{healed_count} recovered of {healed_count} incident(s)" in text.stdout
 
         hist = cli(sock, "history", "--json", "--server", "notes")
         events = json.loads(hist.stdout)
         assert all(set(e) == {"time", "server", "kind", "from_state", "to_state", "detail"} for e in events)
-        assert [e["kind"] for e in events].count("action_done") == 1
+        assert [e["kind"] for e in events].count("action_done") >= 1
+        assert next(e["detail"] for e in events if e["kind"] == "process_exit") == "process exited with -9"
         table = cli(sock, "history")
-        assert table.returncode == 0 and "starting -> healthy" in table.stdout and "restart" in table.stdout
+        assert table.returncode == 0 and "-> healthy" in table.stdout and "restart" in table.stdout
 
         bad = cli(sock, "history", "--days", "-1")
         assert bad.returncode == 2 and "--days" in bad.stderr

@@ -225,3 +225,17 @@ def test_due_reports_off() -> None:
     now = datetime(2026, 11, 23, 10, 0, tzinfo=TZ)
     assert due_reports(now, None, "monday", {}) == []
     assert [d.period for d in due_reports(now, "09:30", None, {})] == ["day"]
+
+
+def test_live_token_expiry_wins_over_old_notices() -> None:
+    now = T0 + DAY
+    window = Window(T0, now)
+    warned = datetime.fromtimestamp(now, UTC) + timedelta(days=3)
+    notice = Notice(T0, "jira", "token_expiry", expiry_message("jira", "JIRA_TOKEN", warned, "7d"))
+    renewed = {"jira": now + 60 * DAY}
+    assert recommendations([], [notice], [], window, now, live_tokens=renewed) == []
+    soon = {"jira": now + 60 * DAY, "gitlab": now + 1.5 * DAY}
+    assert recommendations([], [notice], [], window, now, live_tokens=soon) == [
+        "renew the gitlab token: it expires in 2 days"]
+    assert recommendations([], [], [], window, now, live_tokens={"gitlab": now + 3600}) == [
+        "renew the gitlab token: it expires within a day"]

@@ -24,7 +24,7 @@ from mcp_supervisor.history.ingest import Recorder
 from mcp_supervisor.history.metrics import Window
 from mcp_supervisor.history.report import build_report
 from mcp_supervisor.history.service import HistoryService
-from mcp_supervisor.history.store import HistoryDB
+from mcp_supervisor.history.store import HistoryDB, HistoryError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,7 +32,7 @@ _WRITER = r"""
 import sys, time
 from mcp_supervisor.events import Event
 from mcp_supervisor.history.ingest import Recorder
-from mcp_supervisor.history.store import HistoryDB
+from mcp_supervisor.history.store import HistoryDB, HistoryError
 
 db = HistoryDB(sys.argv[1])
 db.open()
@@ -238,3 +238,69 @@ async def test_lagged_events_resync_the_intervals_and_are_recorded(tmp_path: Pat
         await history.flush()
         events, _ = await history.history(time.time() - 60, time.time() + 1, None, 10)
     assert any(e["kind"] == "history" and "lagged" in e["detail"] for e in events)
+
+
+def test_a_state_event_older_than_the_open_interval_does_not_rewrite_it(tmp_path: Path) -> None:
+    """Events queued while the record opened are older than the intervals the start-up sync opened."""
+    db = HistoryDB(tmp_path / "history.sqlite3")
+    db.open()
+    db.start_run(100.0, 1)
+    rec = Recorder()
+    rec.sync({"a": "healthy"}, 105.0, "daemon started")
+    rec.on_event(Event(kind="state", server="a", at=103.0, data={"old": "starting", "new": "healthy"}))
+    rec.on_event(Event(kind="state", server="a", at=110.0, data={"old": "healthy", "new": "failed"}))
+    db.apply(rec.take(), 111.0)
+    rows = db.conn.execute("SELECT state, began, ended FROM intervals ORDER BY began").fetchall()
+    db.close()
+    assert rows == [("healthy", 105.0, 110.0), ("failed", 110.0, None)]
+
+
+def test_corruption_found_on_a_write_moves_the_file_aside_and_recording_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    moved: list[dict[str, object]] = []
+    db = HistoryDB(path, lambda kind, data: moved.append(data))
+    db.open()
+    db.start_run(time.time(), 1)
+    rec = Recorder()
+    rec.on_event(Event(kind="notify", server="a", data={"notify": "down", "detail": "before"}))
+    db.apply(rec.take(), time.time())
+    garbage = os.urandom(8192)
+    path.write_bytes(garbage)  # damaged under the open connection (which may not notice: WAL, cache)
+    (tmp_path / "same.bin").write_bytes(garbage)
+    probe = sqlite3.connect(tmp_path / "same.bin")  # the error SQLite gives for such a file
+    try:
+        with pytest.raises(sqlite3.DatabaseError) as damaged:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        probe.close()
+    assert db.recover_from(damaged.value) is True  # what the service does when a write fails like this
+    assert db.recover_from(sqlite3.OperationalError("database or disk is full")) is False  # kept, retried
+    rec.on_event(Event(kind="notify", server="a", data={"notify": "down", "detail": "after"}))
+    db.apply(rec.take(), time.time())
+    details = [row[0] for row in db.conn.execute("SELECT detail FROM events")]
+    runs = db.conn.execute("SELECT count(*) FROM daemon_runs WHERE ended IS NULL").fetchone()[0]
+    db.close()
+    assert details == ["down: after"] and runs == 1
+    # kept, not deleted (closing the old connection may have checkpointed its WAL into it)
+    assert len(moved) == 1 and Path(str(moved[0]["moved_to"])).stat().st_size >= len(garbage)
+
+
+async def test_an_unopenable_record_is_reported_once_and_questions_get_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a directory")
+    config = _config(tmp_path, f'[history]\npath = "{tmp_path}/afile/history.sqlite3"\n')
+    bus = EventBus()
+    history = HistoryService(lambda: config, bus, lambda: {}, scheduled_reports=False)
+    with bus.subscription() as queue:
+        task = asyncio.create_task(history.run())
+        try:
+            event = await asyncio.wait_for(queue.get(), 20)
+            assert (event.kind, event.data["event"]) == ("history", "unavailable")
+            assert "afile" in event.data["problem"]
+            with pytest.raises(HistoryError, match="is not open"):
+                await history.report(0, time.time())
+            bus.publish(Event(kind="notify", server="a", data={"notify": "down"}))  # supervision goes on
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert not history.ready.is_set()

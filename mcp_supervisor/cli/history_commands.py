@@ -12,7 +12,6 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 EXIT_OK = 0
@@ -32,6 +31,8 @@ def parse_since(raw: str) -> float:
     else:
         if value > 0:
             return value
+    from datetime import datetime
+
     try:
         parsed = datetime.fromisoformat(raw.strip())
     except ValueError:
@@ -56,6 +57,8 @@ def _days(raw: str) -> float:
 def _local(ts: Any) -> str:
     if not isinstance(ts, int | float):
         return "-"
+    from datetime import datetime
+
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -83,6 +86,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         emit_json(events)
         return EXIT_OK
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"history: last {args.days:g} day(s)" + (f", {args.server}" if args.server else ""))
@@ -91,8 +95,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     for event in events:
         old, new = event.get("from_state"), event.get("to_state")
         change = f"{old} -> {new}" if old or new else ""
-        table.add_row(_local(event.get("time")), event.get("server") or "-", str(event.get("kind")), change,
-                      str(event.get("detail") or ""))
+        table.add_row(*(escape(cell) for cell in (_local(event.get("time")), event.get("server") or "-",
+                                                   str(event.get("kind")), change, str(event.get("detail") or ""))))
     console = Console()
     console.print(table)
     if body.get("truncated"):
@@ -103,7 +107,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def render_report(report: dict[str, Any]) -> str:
-    """The report as console markup (rich); the health word in its colour."""
+    """The report as console markup (rich); the health word in its colour, everything else escaped."""
+    from rich.markup import escape
+
     from mcp_supervisor.history.report import HEALTH_COLOURS
 
     health = str(report.get("health") or "?")
@@ -112,7 +118,7 @@ def render_report(report: dict[str, Any]) -> str:
     failed = report.get("failed_servers") or []
     advice = report.get("recommendations") or []
     lines = [
-        f"MCP health: [bold {colour}]{health}[/]",
+        f"MCP health: [bold {colour}]{escape(health)}[/]",
         f"window:       {_local(report.get('since'))} -> {_local(report.get('until'))} ({report.get('period')})",
         f"MCPs healthy: {report.get('servers_healthy', 0)}/{report.get('servers_total', 0)}",
         f"uptime:       {_pct(report.get('uptime_pct'))}  (not watching: {_secs(report.get('unknown_s'))}, "
@@ -133,7 +139,8 @@ def render_report(report: dict[str, Any]) -> str:
             lines.append(f"  {name}: uptime {_pct(info.get('uptime_pct'))}, failures {by_class}, "
                          f"recoveries {info.get('recoveries', 0)}, MTTR {_secs(info.get('mttr_s'))}")
     lines.append(f"top recommendation: {advice[0]}" if advice else "top recommendation: none, all is well")
-    return "\n".join(lines)
+    head, *rest = lines
+    return "\n".join([head, *(escape(line) for line in rest)])
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -82,6 +82,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.states: dict[str, str] = {}
+        self._since: dict[str, float] = {}
+        """When each open interval began: an older state event (queued while a sync ran) is stale."""
         self._pending: dict[str, tuple[str, int | None, float, bool, str]] = {}
         """server -> (rung, attempt, started, action_ok, detail): an attempt awaiting its verdict."""
         self._probes: dict[tuple[str, int], _ProbeBucket] = {}
@@ -95,10 +97,12 @@ class Recorder:
         self.ops.append(("INSERT INTO intervals (server, state, began, failure_class, reason) VALUES (?, ?, ?, ?, ?)",
                          (server, state, at, failure_class, reason[:MAX_DETAIL])))
         self.states[server] = state
+        self._since[server] = at
 
     def close_interval(self, server: str, at: float) -> None:
         self.ops.append(("UPDATE intervals SET ended = ? WHERE server = ? AND ended IS NULL", (at, server)))
         self.states.pop(server, None)
+        self._since.pop(server, None)
         self._pending.pop(server, None)
 
     def sync(self, live: dict[str, str], at: float, reason: str) -> list[str]:
@@ -159,7 +163,8 @@ class Recorder:
         assert event.server is not None
         new = str(data.get("new"))
         cls = data.get("failure_class") if new in DOWN_STATES else None
-        self.open_interval(event.server, new, event.at, str(data.get("reason") or ""), cls)
+        if event.at >= self._since.get(event.server, float("-inf")):
+            self.open_interval(event.server, new, event.at, str(data.get("reason") or ""), cls)
         if event.server in self._pending and self._pending[event.server][3]:
             if new in UP_STATES:
                 self._settle(event.server, event.at, ok=True, why="")

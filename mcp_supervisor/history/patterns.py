@@ -125,10 +125,25 @@ def token_expiry(notice: Notice) -> datetime | None:
     return None
 
 
+def _token_advice(server: str, expires: datetime, now: float) -> Advice | None:
+    left = expires.timestamp() - now
+    if left <= 0:
+        return Advice(0, f"renew the {server} token: it expired on {expires:%Y-%m-%d %H:%M} UTC")
+    days = math.ceil(left / 86400)
+    if days > 7:
+        return None
+    when = "within a day" if days <= 1 else f"in {days} days"
+    return Advice(1 if days <= 1 else 2, f"renew the {server} token: it expires {when}")
+
+
 def recommendations(patterns: Iterable[Pattern], notices: Sequence[Notice], found: Sequence[Incident],
                     window: Window, now: float, unknown_s: float = 0.0,
-                    down_at_end: Iterable[str] = ()) -> list[str]:
-    """Plain-language advice, most urgent first; each names the server and the evidence."""
+                    down_at_end: Iterable[str] = (), live_tokens: dict[str, float] | None = None) -> list[str]:
+    """Plain-language advice, most urgent first; each names the server and the evidence.
+
+    ``live_tokens`` ({server: expiry as a Unix time}, read from the running config when the window
+    ends now) wins over past ``token_expiry`` notices: a token renewed since is not nagged about.
+    """
     advice: list[Advice] = []
     span = _span_words(window)
     latest_token: dict[str, Notice] = {}
@@ -140,21 +155,23 @@ def recommendations(patterns: Iterable[Pattern], notices: Sequence[Notice], foun
             latest_token[notice.server] = notice
         elif notice.kind == "needs_human" and notice.at >= window.start:
             latest_human[notice.server] = notice
+    if live_tokens is not None:
+        latest_token = {}
+        for server, expiry in sorted(live_tokens.items()):
+            item = _token_advice(server, datetime.fromtimestamp(expiry, UTC), now)
+            if item is not None:
+                advice.append(item)
     for server, notice in sorted(latest_token.items()):
         expires = token_expiry(notice)
         if expires is None:
             advice.append(Advice(1, f"renew the {server} token: {notice.detail}"))
             continue
-        left = expires.timestamp() - now
-        if left <= 0:
-            advice.append(Advice(0, f"renew the {server} token: it expired on {expires:%Y-%m-%d %H:%M} UTC"))
-        else:
-            days = math.ceil(left / 86400)
-            when = "within a day" if days <= 1 else f"in {days} days"
-            advice.append(Advice(1 if days <= 1 else 2, f"renew the {server} token: it expires {when}"))
+        item = _token_advice(server, expires, now)
+        if item is not None:
+            advice.append(item)
     down = set(down_at_end)
     for server, notice in sorted(latest_human.items()):
-        if server in down and server not in latest_token:
+        if server in down:
             advice.append(Advice(0, f"{server} needs a person: {notice.detail}" if notice.detail
                                  else f"{server} needs a person (auth or config); see `supervisorctl-mcp status`"))
     for p in patterns:

@@ -70,8 +70,9 @@ def health_word(uptime_pct: float | None, all_up: bool, critical_up: bool) -> st
 
 
 def build_report(record: Record, window: Window, now: float, period: str = "custom",
-                 critical: frozenset[str] | set[str] = frozenset(), tz: tzinfo = UTC) -> dict[str, Any]:
-    """The REPORT object of CONTRACTS.md for ``window``."""
+                 critical: frozenset[str] | set[str] = frozenset(), tz: tzinfo = UTC,
+                 live_tokens: dict[str, float] | None = None) -> dict[str, Any]:
+    """The REPORT object of CONTRACTS.md for ``window`` (``live_tokens``: see ``recommendations``)."""
     seconds = state_seconds(record.intervals, window, now)
     per_uptime = {server: uptime(states) for server, states in seconds.items()}
     overall = overall_uptime(per_uptime)
@@ -86,7 +87,7 @@ def build_report(record: Record, window: Window, now: float, period: str = "cust
     watched_from = Window(max(window.start, record.began), window.end) if record.began is not None else window
     unknown = unknown_seconds(record.runs, watched_from, now)
     patterns = find_patterns(found, record.attempts, record.notices, window, tz)
-    advice = recommendations(patterns, record.notices, found, window, now, unknown, failed)
+    advice = recommendations(patterns, record.notices, found, window, now, unknown, failed, live_tokens)
     servers: dict[str, Any] = {}
     incidents_of: dict[str, list[Incident]] = defaultdict(list)
     for inc in found:
@@ -154,6 +155,7 @@ def cli_json(report: dict[str, Any]) -> dict[str, Any]:
             "servers_healthy": report.get("servers_healthy"),
             "servers_total": report.get("servers_total"),
             "recoveries": report.get("recoveries"),
+            "incidents": report.get("incidents"),
             "unknown_s": report.get("unknown_s"),
             "paused_s": report.get("paused_s"),
         },

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,21 @@ MAX_BACKLOG = 200_000
 SUBSCRIPTION_SIZE = 100_000
 """The record's queue on the bus: large, because it drains in memory (the disk is behind a batch)."""
 REOPEN_DELAY = 60.0
+
+
+def live_token_expiries(config: Config) -> dict[str, float]:
+    """{server: token expiry} as the token watch sees it now (so renewed tokens drop out of advice)."""
+    from mcp_supervisor.runtime.token_watch import token_expiry
+
+    found: dict[str, float] = {}
+    for server in config.servers:
+        try:
+            expiry = token_expiry(server, os.environ)
+        except Exception:  # an unreadable token is the token watch's to report, not a reason to fail
+            continue
+        if expiry is not None:
+            found[server.name] = expiry[0].timestamp()
+    return found
 
 
 def history_path(config: Config) -> Path:
@@ -63,6 +78,7 @@ class HistoryService:
         self.ready = asyncio.Event()
         """Set once the record is open and this run begun (tests and the API wait on it)."""
         self.lagged = 0
+        self._queue: asyncio.Queue[Event] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run()
 
     # --- plumbing ------------------------------------------------------------------------------
@@ -106,6 +122,7 @@ class HistoryService:
             self._final_write()
 
     async def _open(self) -> None:
+        told = False
         while True:
             db = HistoryDB(self.path, self._from_thread)
             try:
@@ -114,7 +131,9 @@ class HistoryService:
             except (HistoryError, OSError) as exc:
                 log.error("the record cannot be opened; supervision continues without it", error=str(exc),
                           retry_in=REOPEN_DELAY)
-                self._publish("history", {"event": "unavailable", "path": str(self.path), "problem": str(exc)})
+                if not told:  # one event, not one a minute
+                    told = True
+                    self._publish("history", {"event": "unavailable", "path": str(self.path), "problem": str(exc)})
                 await asyncio.sleep(REOPEN_DELAY)
                 continue
             self._db = db
@@ -128,11 +147,12 @@ class HistoryService:
     def _final_write(self) -> None:
         """On stop (also when cancelled): the last rows, every interval closed, the run ended."""
         pool, db = self._pool, self._db
-        self._pool = None
+        self._pool, self._db = None, None
         if pool is None:
             return
         try:
             if db is not None:
+                self._drain()
                 self.recorder.flush_probes()
                 ops = self._backlog + self.recorder.take()
                 self._backlog = []
@@ -145,15 +165,24 @@ class HistoryService:
             pool.shutdown(wait=True)
 
     async def _consume(self, queue: asyncio.Queue[Event]) -> None:
+        self._queue = queue
         while True:
-            event = await queue.get()
-            if event.kind == "lagged":
-                self._on_lagged(event)
-                continue
-            try:
-                self.recorder.on_event(event)
-            except Exception:
-                log.exception("could not record an event", kind=event.kind)
+            self._record(await queue.get())
+
+    def _record(self, event: Event) -> None:
+        if event.kind == "lagged":
+            self._on_lagged(event)
+            return
+        try:
+            self.recorder.on_event(event)
+        except Exception:
+            log.exception("could not record an event", kind=event.kind)
+
+    def _drain(self) -> None:
+        """Take in every event already published, so a flush (and a report) sees all of them."""
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            self._record(queue.get_nowait())
 
     def _on_lagged(self, event: Event) -> None:
         """Lost events may include state changes: say so, and re-align with the live states."""
@@ -175,6 +204,7 @@ class HistoryService:
             db = self._db
             if db is None:
                 return
+            self._drain()
             now = time.time()
             self.recorder.flush_probes(before=now)
             ops = self._backlog + self.recorder.take()
@@ -272,11 +302,12 @@ class HistoryService:
         config = self._config()
         critical = frozenset(s.name for s in config.servers if s.critical)
         now = time.time()
-        tz = datetime.now().astimezone().tzinfo
+        tz = datetime.now().astimezone().tzinfo or UTC
+        tokens = live_token_expiries(config) if until >= now - 60 else None
 
         def compute() -> dict[str, Any]:
-            return build_report(db.load_record(since, until), Window(since, until), now, period, critical,
-                                tz or datetime.now().astimezone().tzinfo)  # type: ignore[arg-type]
+            return build_report(db.load_record(since, until), Window(since, until), now, period, critical, tz,
+                                tokens)
 
         return await self._call(compute)
 
