@@ -115,3 +115,19 @@ def test_exit_codes_and_the_summary_keep_server_text_literal() -> None:
     events = [state("jira", "failed", 1, reason="[bold red]boom[/] from the server"), state("jira", "healthy", 3)]
     lines = [text for _, text in summary_lines(build_run_report(facts(events=events)))]
     assert any("[bold red]boom[/] from the server" in line and "(2.0 s)" in line for line in lines)
+
+
+def test_a_flapping_server_does_not_make_the_report_unbounded() -> None:
+    events: list[dict[str, Any]] = []
+    for n in range(300):
+        events.append(state("jira", "failed", n * 0.3))
+        events += [{"kind": "action", "server": "jira", "rung": "restart", "attempt": k, "at": T0 + n * 0.3}
+                   for k in range(30)]
+        events.append(state("jira", "healthy", n * 0.3 + 0.1))
+    report = build_run_report(facts(events=events))
+    assert report["run"]["incidents_total"] == 300 and len(report["run"]["incidents"]) == 200
+    assert report["recoveries"] == 300  # the metrics still count every incident
+    assert all(len(i["actions"]) == 20 for i in report["run"]["incidents"])
+    assert report["servers"]["jira"]["uptime_pct"] == round(100 * (1 - 300 * 0.1 / 100), 3)
+    lines = summary_lines(report)
+    assert len(lines) < 25 and any("and 290 more" in text for _, text in lines)
