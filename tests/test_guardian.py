@@ -220,6 +220,13 @@ def test_healthy_run_passes_output_and_exit_code_through_and_saves_a_private_rep
     assert run["duration_s"] >= 0 and run["finished_at"] >= run["started_at"]
 
 
+def test_quiet_run_prints_nothing_of_its_own_unless_something_went_wrong(ready: Setup) -> None:
+    quiet = ready.run("-q", job=("exit", "0"))
+    assert quiet.returncode == 0 and quiet.stderr == "" and "hello from the job" in quiet.stdout
+    failed = ready.run("-q", job=("exit", "4"))
+    assert failed.returncode == 4 and "failed, exit 4" in failed.stderr
+
+
 def test_failing_job_exits_with_its_code_and_the_report_says_so(ready: Setup) -> None:
     done = ready.run("--json", job=("exit", "7"))
     assert done.returncode == 7, done.stderr

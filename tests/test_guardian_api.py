@@ -64,3 +64,28 @@ async def test_started_and_finished_are_posted_with_the_agreed_body(
     assert report["run"]["precheck"]["backup"] == {"taken": False, "reason": "no vault configured"}
     saved = list((short_tmp / "state" / "mcp-supervisor" / "runs").glob("*.json"))
     assert [p.name for p in saved] == [f"{report['run']['run_id']}.json"]  # no config: the user's state dir
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "guarded_analysis.py"
+
+
+@pytest.mark.parametrize(("jira", "source"), [("healthy", "the Jira MCP server"), ("fallback", "the Jira REST API")])
+async def test_the_example_job_guards_itself_and_uses_the_fallback_it_is_told(
+    short_tmp: Path, jira: str, source: str
+) -> None:
+    control = DrivenControl({"jira": jira})
+    server = await start_api_server(control, short_tmp / "ctl.sock")
+    try:
+        env = clean_env(short_tmp, MCP_SUPERVISOR_SOCKET=str(server.socket_path),
+                        XDG_STATE_HOME=str(short_tmp / "state"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLE), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await server.close()
+    assert proc.returncode == 0, err.decode()
+    assert f"analysing today's tickets through {source}" in out.decode()
+    [saved] = (short_tmp / "state" / "mcp-supervisor" / "runs").glob("*.json")
+    report = json.loads(saved.read_text())
+    assert report["run"]["outcome"] == "succeeded" and report["run"]["fallback"] == ([] if jira == "healthy" else ["jira"])
