@@ -3,7 +3,13 @@ the health word, advice and the masking of secrets, with known answers."""
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mcp_supervisor.guard.report import (
     RunFacts,
@@ -13,6 +19,7 @@ from mcp_supervisor.guard.report import (
     redact_argv,
     summary_lines,
 )
+from mcp_supervisor.guard.store import runs_dir, save_report
 
 T0 = 1_800_000_000.0
 
@@ -115,3 +122,61 @@ def test_exit_codes_and_the_summary_keep_server_text_literal() -> None:
     events = [state("jira", "failed", 1, reason="[bold red]boom[/] from the server"), state("jira", "healthy", 3)]
     lines = [text for _, text in summary_lines(build_run_report(facts(events=events)))]
     assert any("[bold red]boom[/] from the server" in line and "(2.0 s)" in line for line in lines)
+
+
+def test_a_flapping_server_does_not_make_the_report_unbounded() -> None:
+    events: list[dict[str, Any]] = []
+    for n in range(300):
+        events.append(state("jira", "failed", n * 0.3))
+        events += [{"kind": "action", "server": "jira", "rung": "restart", "attempt": k, "at": T0 + n * 0.3}
+                   for k in range(30)]
+        events.append(state("jira", "healthy", n * 0.3 + 0.1))
+    report = build_run_report(facts(events=events))
+    assert report["run"]["incidents_total"] == 300 and len(report["run"]["incidents"]) == 200
+    assert report["recoveries"] == 300  # the metrics still count every incident
+    assert all(len(i["actions"]) == 20 for i in report["run"]["incidents"])
+    assert report["servers"]["jira"]["uptime_pct"] == round(100 * (1 - 300 * 0.1 / 100), 3)
+    lines = summary_lines(report)
+    assert len(lines) < 25 and any("and 290 more" in text for _, text in lines)
+
+
+# --- the report file ------------------------------------------------------------------------------
+
+
+def test_report_file_is_private_atomic_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    report = build_run_report(facts())
+    runs = tmp_path / "state" / "runs"
+    path = save_report(report, runs)
+    assert path == runs / "r1.json" and json.loads(path.read_text())["run"]["run_id"] == "r1"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in runs.iterdir()] == ["r1.json"]  # no temp file left
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / "linked-runs"
+    link.symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        save_report(report, link)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_runs_dir_is_the_state_dir_unless_it_is_not_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_supervisor.config import load_config
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    config_file = tmp_path / "c.toml"
+    config_file.write_text(f'[supervisor]\nstate_dir = "{tmp_path}/state"\n')
+    assert runs_dir(load_config(config_file)) == tmp_path / "state" / "runs"
+    (tmp_path / "state" / "runs").rmdir()
+    (tmp_path / "state" / "runs").symlink_to(tmp_path)  # someone replaced it with a link
+    assert runs_dir(load_config(config_file)) == tmp_path / "xdg" / "mcp-supervisor" / "runs"
+    assert runs_dir(None) == tmp_path / "xdg" / "mcp-supervisor" / "runs"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_root_never_writes_a_report_into_a_directory_another_user_owns(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o777)
+    os.chown(theirs, 12345, 12345)
+    with pytest.raises(PermissionError, match="belongs to uid 12345"):
+        save_report(build_run_report(facts()), theirs)
+    assert list(theirs.iterdir()) == []

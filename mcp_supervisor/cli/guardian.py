@@ -108,9 +108,14 @@ def _conclude(args: argparse.Namespace, run: GuardedRun, code: int) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report, default=str) + "\n")
         sys.stdout.flush()
-    else:
+    elif not (getattr(args, "quiet", False) and quiet_enough(report, code)):
         print_summary(report, run.report_path)
     return code
+
+
+def quiet_enough(report: dict[str, Any], code: int) -> bool:
+    """--quiet stays silent only for a job that succeeded while every server behaved or healed."""
+    return code == 0 and report.get("health") in ("EXCELLENT", "GOOD")
 
 
 def print_summary(report: dict[str, Any], path: Path | None) -> None:

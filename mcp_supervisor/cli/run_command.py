@@ -59,4 +59,8 @@ def add_run_subcommand(sub: Any) -> None:
         "--standalone", action="store_true",
         help="when no supervisor answers, check the config's servers once from here and run without it",
     )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="print the summary only when something went wrong (cron mails every run's output otherwise)",
+    )
     parser.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD", help="the job and its arguments")

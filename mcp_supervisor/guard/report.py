@@ -25,6 +25,11 @@ RECOVERABLE_STATES = frozenset({"failed", "backoff"})
 NO_RESTART_CLASSES = frozenset({"auth", "config"})
 """A restart cannot fix these (a person must act); the guardian never asks for one."""
 
+MAX_INCIDENTS = 200
+MAX_ACTIONS = 20
+"""Caps on what one report lists (the metrics count everything): a server flapping through a
+long job must not make the report too big for the record, the API (1 MB bodies) or Slack."""
+
 MASK = "***"
 _SECRET_WORD = re.compile(r"(token|authorization|password|passwd|secret|api[_-]?key|cookie|credential)", re.I)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
@@ -164,6 +169,8 @@ def fold_events(
         elif kind in ("action", "action_done") and isinstance(server, str) and server in open_by_server:
             actions = open_by_server[server].actions
             if kind == "action":
+                if len(actions) >= MAX_ACTIONS:
+                    del actions[0]
                 actions.append({"rung": event.get("rung"), "attempt": event.get("attempt"), "at": round(at, 3)})
             elif actions and "ok" not in actions[-1]:
                 actions[-1]["ok"] = bool(event.get("ok"))
@@ -334,7 +341,8 @@ def build_run_report(facts: RunFacts) -> dict[str, Any]:
         "precheck": _scrub_json(facts.precheck, scrub),
         "servers_before": before,
         "servers_after": after,
-        "incidents": [i.to_json() for i in incidents],
+        "incidents": [i.to_json() for i in incidents[-MAX_INCIDENTS:]],
+        "incidents_total": len(incidents),
         "unobserved": [
             {"lost_at": round(g.lost_at, 3), "back_at": None if g.back_at is None else round(g.back_at, 3)}
             for g in timeline.gaps
@@ -500,10 +508,10 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     )
     if incidents:
         health += (
-            f"; {len(incidents)} incident(s), {report.get('recoveries')} recovered, MTTR {_seconds(report.get('mttr_s'))}"
+            f"; {run.get('incidents_total', len(incidents))} incident(s), {report.get('recoveries')} recovered, MTTR {_seconds(report.get('mttr_s'))}"
         )
     lines.append((colour, health))
-    for incident in incidents:
+    for incident in incidents[:10]:
         first_bad = next((s for s in incident.get("states", []) if s in BAD_STATES), "down")
         klass = f" [{incident['failure_class']}]" if incident.get("failure_class") else ""
         text = f"    {incident['server']} {first_bad}{klass} at {_clock(incident.get('started_at'))}"
@@ -514,6 +522,9 @@ def summary_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         if incident.get("reason"):
             text += f": {one_line(incident['reason'], 100)}"
         lines.append(("green" if incident.get("resolved") else "red", text))
+    if len(incidents) > 10 or run.get("incidents_total", 0) > len(incidents):
+        more = max(len(incidents), run.get("incidents_total", 0)) - 10
+        lines.append(("", f"    ... and {more} more (see the report file)"))
     for gap in run.get("unobserved", []):
         back = f"back at {_clock(gap.get('back_at'))}" if gap.get("back_at") else "not back before the job ended"
         lines.append(("yellow", f"  the supervisor was unreachable from {_clock(gap.get('lost_at'))}, {back}"))

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,8 @@ def runs_dir(config: Config | None) -> Path:
         candidate = state / "runs"
         try:
             candidate.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if os.access(candidate, os.W_OK | os.X_OK):
+            info = os.lstat(candidate)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and os.access(candidate, os.W_OK | os.X_OK):
                 return candidate
         except OSError:
             pass
@@ -44,6 +46,9 @@ def save_report(report: dict[str, Any], directory: Path) -> Path:
     tmp = f".{name}.{secrets.token_hex(4)}.tmp"
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
+        owner = os.fstat(dfd).st_uid
+        if owner != os.geteuid():
+            raise PermissionError(f"{directory} belongs to uid {owner}, not to this user; not writing a report there")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
         try:
             with os.fdopen(fd, "wb") as handle:
