@@ -236,6 +236,17 @@ async def test_report_events_are_rendered(tmp_path: Path) -> None:
         assert fake.titles() == ["Daily MCP summary: GOOD"] and "99.90%" in json.dumps(fake.messages[0])
 
 
+async def test_report_slack_without_the_daemon_posts_the_report_at_once(tmp_path: Path) -> None:
+    from mcp_supervisor.notify.service import report_notification, send_now
+
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, bot(fake))
+        answers = await send_now(config, report_notification({"health": "EXCELLENT", "recoveries": 4}, "week"))
+        assert answers == {"channels": {"slack": {"ok": True, "answer": "ok (200)"}}}
+        assert fake.titles() == ["Weekly MCP reliability report: EXCELLENT"]
+        assert not (tmp_path / "state" / "outbox.sqlite3").exists()  # interactive: straight to the channel
+
+
 async def test_apprise_delivers_the_same_messages_as_markdown(tmp_path: Path) -> None:
     pytest.importorskip("apprise")
     from aiohttp import web
