@@ -544,3 +544,50 @@ probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2 }}
             _stop(notes)
         log = (tmp_path / "daemon.log").read_text(errors="replace")
         assert "abcdefghijklmnopqrstuvwx" not in log  # the webhook's secret part never reaches a log line
+
+
+async def test_backup_metrics_from_the_real_vault_and_a_backup_below_min_copies_alerts(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mcp_supervisor.metrics import SupervisorMetrics
+    from mcp_supervisor.vault.service import VaultService
+
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "mcp.json").write_text(json.dumps({"mcpServers": {"a": {"command": "x"}}}))
+    async with fake_slack() as fake:
+        extra = f"""
+[backup]
+key_file = "{tmp_path}/keys/vault.key"
+locations = ["{tmp_path}/backup0", "{tmp_path}/backup1"]
+min_copies = 2
+[[configs]]
+name = "cursor"
+path = "{tmp_path}/home/mcp.json"
+format = "mcp-client-json"
+"""
+        config = make_config(tmp_path, webhook(fake), extra)
+        bus = EventBus()
+        vault = VaultService(config, on_event=lambda kind, data: bus.publish(Event(kind, None, dict(data))))
+        metrics = SupervisorMetrics(lambda: {"servers": []}, lambda: config, bus, vault=vault)
+        counting = asyncio.create_task(metrics.run())
+        try:
+            async with notifier(config, bus) as (service, _):
+                result = await vault.backup("test")
+                assert result["safe"] is True and len(result["copies"]) == 2
+                # a safe backup is no news; one that missed a location is (the vault's event shape)
+                bus.publish(Event("backup", None, {**result, "copies": result["copies"][:1], "safe": False,
+                                                   "failed_locations": {f"{tmp_path}/backup1": "No space left"}}))
+                await fake.wait_for(lambda f: len(f.messages) == 1, 20, "the backup alert")
+                await asyncio.sleep(0.2)
+                assert service.counts["sent"] == 1
+        finally:
+            counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
+            metrics.close()
+    assert fake.titles() == ["Config backup is not safe"]
+    message = json.dumps(fake.messages[0])
+    assert "No space left" in message and "min_copies" in message and "supervisorctl-mcp backup" in message
+    found = {s.name: s.value for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
+    assert found["mcp_supervisor_backup_copies"] == 1.0 and found["mcp_supervisor_backup_min_copies"] == 2.0
+    assert 0.0 <= found["mcp_supervisor_backup_age_seconds"] < 60.0
