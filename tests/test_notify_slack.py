@@ -398,7 +398,7 @@ args = ["-c", {json.dumps(_ECHO_401)}, "{port}"]
 token_env = "JIRA_TOKEN"
 headers = {{ Authorization = "Bearer ${{JIRA_TOKEN}}" }}
 env = {{ JIRA_SECRET = "${{JIRA_TOKEN}}" }}
-probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2 }}
+probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2, start_period = "8s" }}
 """
     async with fake_slack() as fake:
         config = make_config(tmp_path, bot(fake), servers, environ={"JIRA_TOKEN": canary})
