@@ -505,7 +505,7 @@ webhook_url = "${{SLACK_WEBHOOK_URL}}"
 name = "notes"
 transport = "http"
 url = "http://127.0.0.1:{http_port}/mcp"
-probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2 }}
+probe = {{ interval = "250ms", timeout = "3s", failure_threshold = 3 }}
 """
         config_path = tmp_path / "mcp-supervisor.toml"
         config_path.write_text(text)
