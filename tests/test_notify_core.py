@@ -205,3 +205,38 @@ def test_config_rejects_half_configured_slack_with_the_fix() -> None:
         parse_config("[notify.slack]\nmin_severity = \"warning\"\n")
     with pytest.raises(ConfigError, match="host:port"):
         parse_config('[metrics]\nlisten = "9464"\n')
+
+
+def test_outbox_orders_per_incident_and_a_due_escalation_releases_its_held_alert(tmp_path: Path) -> None:
+    from mcp_supervisor.notify.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    try:
+        now = 1000.0
+        alert = Notification("down", "warning", "a@1", "alert", now, "a")
+        other = Notification("down", "critical", "b@1", "alert", now, "b")
+        box.enqueue([("slack", alert, now + 3600)], None, now)  # held by quiet hours
+        box.enqueue([("slack", other, now)], None, now)
+        assert [r.incident for r in box.due(now, {"slack"})] == ["b@1"]  # the held one does not block others
+        follow = Notification("needs_human", "critical", "a@1", "followup", now, "a")
+        box.enqueue([("slack", follow, now)], None, now)
+        due = box.due(now, {"slack"})
+        assert [(r.incident, r.role) for r in due] == [("a@1", "alert"), ("b@1", "alert")]  # alert first
+        box.mark_sent(due[0].id, now, "C1", "1.1")
+        assert [(r.incident, r.role) for r in box.due(now, {"slack"})] == [("b@1", "alert"), ("a@1", "followup")]
+        assert box.thread_root("slack", "a@1") == ("C1", "1.1")
+        assert box.counts() == {"pending": 2, "sent": 1, "dead": 0}
+    finally:
+        box.close()
+
+
+def test_outbox_refuses_a_symlink(tmp_path: Path) -> None:
+    import pytest
+
+    from mcp_supervisor.notify.outbox import Outbox
+
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    (tmp_path / "outbox.sqlite3").symlink_to(target)
+    with pytest.raises(OSError):
+        Outbox(tmp_path / "outbox.sqlite3")

@@ -236,6 +236,17 @@ async def test_report_events_are_rendered(tmp_path: Path) -> None:
         assert fake.titles() == ["Daily MCP summary: GOOD"] and "99.90%" in json.dumps(fake.messages[0])
 
 
+async def test_report_slack_without_the_daemon_posts_the_report_at_once(tmp_path: Path) -> None:
+    from mcp_supervisor.notify.service import report_notification, send_now
+
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, bot(fake))
+        answers = await send_now(config, report_notification({"health": "EXCELLENT", "recoveries": 4}, "week"))
+        assert answers == {"channels": {"slack": {"ok": True, "answer": "ok (200)"}}}
+        assert fake.titles() == ["Weekly MCP reliability report: EXCELLENT"]
+        assert not (tmp_path / "state" / "outbox.sqlite3").exists()  # interactive: straight to the channel
+
+
 async def test_apprise_delivers_the_same_messages_as_markdown(tmp_path: Path) -> None:
     pytest.importorskip("apprise")
     from aiohttp import web
@@ -313,15 +324,17 @@ async def test_kill_and_heal_of_a_managed_server_sends_one_down_and_one_recovere
         config = make_config(tmp_path, webhook(fake), managed_notes("notes", free_port()))
         async with supervised(config) as (sup, _):
             await wait_state(sup, "notes", State.HEALTHY, 30)
+            await asyncio.sleep(0.3)
+            base = len(fake.messages)  # a start slower than start_period on a loaded machine is an incident too
             old_pid = sup.runners["notes"].process.pid
             os.kill(old_pid, signal.SIGKILL)
-            await fake.wait_for(lambda f: len(f.messages) >= 2, 30, "down and recovered")
+            await fake.wait_for(lambda f: len(f.messages) >= base + 2, 30, "down and recovered")
             await asyncio.sleep(1.0)  # several probe rounds: no more messages for this incident
             assert sup.runners["notes"].state is State.HEALTHY
-        assert len(fake.messages) == 2
-        assert fake.titles()[0] == "notes is down"
-        assert fake.titles()[1].startswith("notes recovered after ")
-        assert "Time to recovery" in json.dumps(fake.messages[1])
+        assert len(fake.messages) == base + 2
+        assert fake.titles()[base] == "notes is down"
+        assert fake.titles()[base + 1].startswith("notes recovered after ")
+        assert "Time to recovery" in json.dumps(fake.messages[base + 1])
 
 
 async def test_a_crash_loop_sends_one_alert_not_one_per_attempt(tmp_path: Path) -> None:
@@ -387,7 +400,7 @@ args = ["-c", {json.dumps(_ECHO_401)}, "{port}"]
 token_env = "JIRA_TOKEN"
 headers = {{ Authorization = "Bearer ${{JIRA_TOKEN}}" }}
 env = {{ JIRA_SECRET = "${{JIRA_TOKEN}}" }}
-probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2 }}
+probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2, start_period = "8s" }}
 """
     async with fake_slack() as fake:
         config = make_config(tmp_path, bot(fake), servers, environ={"JIRA_TOKEN": canary})
@@ -492,7 +505,7 @@ webhook_url = "${{SLACK_WEBHOOK_URL}}"
 name = "notes"
 transport = "http"
 url = "http://127.0.0.1:{http_port}/mcp"
-probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2 }}
+probe = {{ interval = "250ms", timeout = "3s", failure_threshold = 3 }}
 """
         config_path = tmp_path / "mcp-supervisor.toml"
         config_path.write_text(text)
@@ -533,3 +546,50 @@ probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2 }}
             _stop(notes)
         log = (tmp_path / "daemon.log").read_text(errors="replace")
         assert "abcdefghijklmnopqrstuvwx" not in log  # the webhook's secret part never reaches a log line
+
+
+async def test_backup_metrics_from_the_real_vault_and_a_backup_below_min_copies_alerts(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mcp_supervisor.metrics import SupervisorMetrics
+    from mcp_supervisor.vault.service import VaultService
+
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "mcp.json").write_text(json.dumps({"mcpServers": {"a": {"command": "x"}}}))
+    async with fake_slack() as fake:
+        extra = f"""
+[backup]
+key_file = "{tmp_path}/keys/vault.key"
+locations = ["{tmp_path}/backup0", "{tmp_path}/backup1"]
+min_copies = 2
+[[configs]]
+name = "cursor"
+path = "{tmp_path}/home/mcp.json"
+format = "mcp-client-json"
+"""
+        config = make_config(tmp_path, webhook(fake), extra)
+        bus = EventBus()
+        vault = VaultService(config, on_event=lambda kind, data: bus.publish(Event(kind, None, dict(data))))
+        metrics = SupervisorMetrics(lambda: {"servers": []}, lambda: config, bus, vault=vault)
+        counting = asyncio.create_task(metrics.run())
+        try:
+            async with notifier(config, bus) as (service, _):
+                result = await vault.backup("test")
+                assert result["safe"] is True and len(result["copies"]) == 2
+                # a safe backup is no news; one that missed a location is (the vault's event shape)
+                bus.publish(Event("backup", None, {**result, "copies": result["copies"][:1], "safe": False,
+                                                   "failed_locations": {f"{tmp_path}/backup1": "No space left"}}))
+                await fake.wait_for(lambda f: len(f.messages) == 1, 20, "the backup alert")
+                await asyncio.sleep(0.2)
+                assert service.counts["sent"] == 1
+        finally:
+            counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
+            metrics.close()
+    assert fake.titles() == ["Config backup is not safe"]
+    message = json.dumps(fake.messages[0])
+    assert "No space left" in message and "min_copies" in message and "supervisorctl-mcp backup" in message
+    found = {s.name: s.value for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
+    assert found["mcp_supervisor_backup_copies"] == 1.0 and found["mcp_supervisor_backup_min_copies"] == 2.0
+    assert 0.0 <= found["mcp_supervisor_backup_age_seconds"] < 60.0

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.api.client import ClientError, SupervisorClient, _UnixHTTPConnection
+from mcp_supervisor.api.client import ClientError, SupervisorClient
 from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
@@ -23,6 +23,20 @@ KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notif
 """Event kinds the run keeps (in memory, for the report); everything else is only looked at."""
 STREAM_SILENCE = 60.0
 """The daemon sends an SSE heartbeat every 15 s; this much silence means it is gone or wedged."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over the control socket: the watcher needs the socket itself to cut a read short."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
 
 
 class EventWatcher(threading.Thread):

@@ -101,8 +101,14 @@ class Outbox:
 
     # --- writing -----------------------------------------------------------------------------------
 
-    def enqueue(self, rows: list[tuple[str, Notification, float]], state: dict[str, Any] | None) -> list[int]:
-        """Store (channel, notification, not_before) rows and the tracker state atomically."""
+    def enqueue(
+        self, rows: list[tuple[str, Notification, float]], state: dict[str, Any] | None, now: float | None = None
+    ) -> list[int]:
+        """Store (channel, notification, not_before) rows and the tracker state atomically.
+
+        A row due now (``not_before <= now``) releases the rows of its incident that quiet hours
+        hold: a critical escalation must not wait behind its own held alert.
+        """
         ids = []
         with self._lock:
             db = self._db
@@ -115,6 +121,12 @@ class Outbox:
                         (channel, n.incident, n.role, n.kind, n.severity, json.dumps(n.to_json()), n.at, not_before),
                     )
                     ids.append(int(cursor.lastrowid or 0))
+                    if now is not None and not_before <= now:
+                        db.execute(
+                            "UPDATE outbox SET next_at=? WHERE status='pending' AND channel=? AND incident=? "
+                            "AND next_at > ? AND attempts = 0",
+                            (now, channel, n.incident, now),
+                        )
                 if state is not None:
                     db.execute(
                         "INSERT INTO notify_state (key, value) VALUES ('tracker', ?) "

@@ -182,7 +182,7 @@ class NotifyService:
                 rows.append((channel, n, quiet_until(config.notify.quiet_hours, n.severity, now)))
             log.info("notification", kind=n.kind, server=n.server, role=n.role, severity=n.severity,
                      channels=[c for c, m, _ in rows if m is n])
-        await asyncio.to_thread(outbox.enqueue, rows, state)
+        await asyncio.to_thread(outbox.enqueue, rows, state, now)
         await self._refresh_counts()
         self._wake.set()
 
