@@ -324,3 +324,58 @@ def test_a_live_lock_is_named_with_its_holder(tmp_path: Path, monkeypatch: pytes
     assert result["copies"] == [] and result["safe"] is False
     problem = result["failed_locations"][str(tmp_path / "backup0")]
     assert "exclusive lock of pid 1 on" in problem and str(lock) in problem
+
+
+CLAUDE_CODE = {
+    "numStartups": 41,
+    "mcpServers": {"time": {"type": "stdio", "command": "uvx", "args": ["mcp-server-time"]}},
+    "projects": {
+        "/home/ana/analysis": {"allowedTools": [], "mcpServers": {
+            "jira": {"command": "npx", "args": ["-y", "mcp-atlassian"]},
+            "sheets": {"command": "uvx", "args": ["mcp-google-sheets"]}}},
+        "/home/ana/site": {"allowedTools": ["Bash"], "mcpServers": {
+            "crawler": {"type": "http", "url": "http://127.0.0.1:9000/mcp"}}},
+    },
+}
+
+
+def claude_code_config(root: Path) -> Any:
+    path = root / "home" / ".claude.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(CLAUDE_CODE, indent=2))
+    text = f"""
+[supervisor]
+state_dir = "{root}/state"
+[backup]
+key_file = "{root}/keys/vault.key"
+locations = ["{root}/backup0"]
+[[configs]]
+name = "claude-code"
+path = "{path}"
+format = "mcp-client-json"
+"""
+    return parse_config(text, environ={})
+
+
+async def test_claude_code_one_projects_map_wiped_is_restored_for_that_project_only(tmp_path: Path) -> None:
+    path = tmp_path / "home" / ".claude.json"
+    async with Running(claude_code_config(tmp_path)) as running:
+        # Claude Code rewrites the file: counters and another project change, one project's map is wiped
+        rewritten = json.loads(json.dumps(CLAUDE_CODE))
+        rewritten["numStartups"] = 42
+        rewritten["projects"]["/home/ana/site"]["allowedTools"] = ["Bash", "Edit"]
+        rewritten["projects"]["/home/ana/analysis"]["mcpServers"] = {}
+        path.write_text(json.dumps(rewritten, indent=2))
+        await wait_until(lambda: bool(running.kinds("restore")), timeout=30)
+    restored = json.loads(path.read_text())
+    assert restored["projects"]["/home/ana/analysis"]["mcpServers"] == CLAUDE_CODE["projects"]["/home/ana/analysis"]["mcpServers"]  # type: ignore[index]
+    assert restored["numStartups"] == 42  # every other key as the app wrote it
+    assert restored["projects"]["/home/ana/site"]["allowedTools"] == ["Bash", "Edit"]
+    assert restored["mcpServers"] == CLAUDE_CODE["mcpServers"]
+    assert running.kinds("restore")[-1]["only_server_map"] is True
+
+
+def test_claude_code_file_without_a_top_level_map_is_valid_and_names_project_servers() -> None:
+    data = {"numStartups": 1, "projects": {"/p": {"mcpServers": {"a": {"command": "x"}}}}}
+    check = validate("mcp-client-json", json.dumps(data).encode())
+    assert check.ok and check.servers == frozenset({"projects[/p].a"})

@@ -101,25 +101,65 @@ def _required(data: dict[str, Any], required_keys: list[str] | tuple[str, ...], 
     return Validation(True)
 
 
+PROJECTS_KEY = "projects"
+"""Claude Code's ``~/.claude.json`` keeps a server map per project: ``projects[<path>].mcpServers``."""
+
+
+def project_server_maps(data: Any) -> dict[str, Any]:
+    """Claude Code: project path -> its ``mcpServers`` value (only projects that have the key)."""
+    projects = data.get(PROJECTS_KEY) if isinstance(data, dict) else None
+    if not isinstance(projects, dict):
+        return {}
+    return {str(p): v["mcpServers"] for p, v in projects.items() if isinstance(v, dict) and "mcpServers" in v}
+
+
+def project_server_name(project: str, name: str) -> str:
+    """How a per-project server is named in ``Validation.servers`` (and in events)."""
+    return f"projects[{project}].{name}"
+
+
+def _map_problems(where: str, servers: Any) -> list[str]:
+    if not isinstance(servers, dict):
+        return [f"'{where}' must be an object mapping server names to definitions"]
+    problems = []
+    for name, entry in servers.items():
+        if not isinstance(entry, dict):
+            problems.append(f"{where}.{name}: expected an object")
+        elif not any(isinstance(entry.get(f), str) and entry.get(f) for f in ("command", "url", "serverUrl")):
+            problems.append(f"{where}.{name}: has neither 'command' nor 'url'")
+    return problems
+
+
 def _validate_client_json(content: bytes) -> Validation:
     data = parse_json(content, jsonc=True)
     if not isinstance(data, dict):
         return Validation(False, ("expected a JSON object with an 'mcpServers' (or VS Code 'servers') object",))
+    projects = project_server_maps(data)
+    problems: list[str] = []
+    names: set[str] = set()
+    for project, servers in projects.items():
+        problems += _map_problems(f"projects[{project!r}].mcpServers", servers)
+        if isinstance(servers, dict):
+            names |= {project_server_name(project, n) for n in servers}
     key = next((k for k in SERVER_MAP_KEYS if k in data), None)
     if key is None:
+        if isinstance(data.get(PROJECTS_KEY), dict):  # ~/.claude.json may hold per-project maps only
+            return Validation(not problems, tuple(problems), frozenset(names), PROJECTS_KEY)
         return Validation(
             False, ("no 'mcpServers' (or VS Code 'servers') object: the server map is gone",), map_missing=True
         )
     servers = data[key]
     if not isinstance(servers, dict):
         return Validation(False, (f"'{key}' must be an object mapping server names to definitions",))
-    problems = []
-    for name, entry in servers.items():
-        if not isinstance(entry, dict):
-            problems.append(f"{key}.{name}: expected an object")
-        elif not any(isinstance(entry.get(f), str) and entry.get(f) for f in ("command", "url", "serverUrl")):
-            problems.append(f"{key}.{name}: has neither 'command' nor 'url'")
-    return Validation(not problems, tuple(problems), frozenset(servers), key)
+    problems = _map_problems(key, servers) + problems
+    return Validation(not problems, tuple(problems), frozenset(servers) | names, key)
+
+
+def _map_of(name: str) -> str:
+    """Which map a name in ``Validation.servers`` belongs to: '' (top level) or 'projects[<path>]'."""
+    if name.startswith("projects[") and "]." in name:
+        return name[: name.rindex("].") + 1]
+    return ""
 
 
 ServerLossPolicy = Literal["restore", "alert", "ignore"]
@@ -146,7 +186,10 @@ def judge_server_loss(
     if not current.ok and not (current.map_missing and len(current.problems) == 1):
         return None
     lost = tuple(sorted(previous - current.servers)) if previous else ()
-    wiped = current.map_missing or (bool(previous) and not current.servers)
+    # a map (the top-level one, or one project's in ~/.claude.json) that had servers and has none now
+    had = {_map_of(n) for n in previous or ()}
+    has = {_map_of(n) for n in current.servers}
+    wiped = current.map_missing or (bool(previous) and not current.servers) or bool(had - has)
     if not lost and (not current.map_missing or previous == frozenset()):  # an empty map was accepted
         return LossVerdict("keep")
     if policy == "ignore":
@@ -169,12 +212,31 @@ def merge_server_map(current: bytes, restored: bytes, key: str) -> bytes | None:
         good = parse_json(restored, jsonc=True)
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(data, dict) or not isinstance(good, dict) or key not in good:
+    if not isinstance(data, dict) or not isinstance(good, dict) or (key not in good and key != PROJECTS_KEY):
         return None
     rest = {k: v for k, v in data.items() if k not in SERVER_MAP_KEYS}
     if not rest or rest == {k: v for k, v in good.items() if k not in SERVER_MAP_KEYS}:
         return None
-    mine = data.get(key)
-    # entries the app or the user added since the backup stay; the backup's come back
-    data[key] = {**good[key], **mine} if isinstance(mine, dict) and isinstance(good[key], dict) else good[key]
+    if key in good and key in SERVER_MAP_KEYS:
+        mine = data.get(key)
+        # entries the app or the user added since the backup stay; the backup's come back
+        data[key] = {**good[key], **mine} if isinstance(mine, dict) and isinstance(good[key], dict) else good[key]
+    _put_back_wiped_projects(data, good)
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _put_back_wiped_projects(data: dict[str, Any], good: dict[str, Any]) -> None:
+    """Claude Code: a project whose map vanished or emptied gets the backup's map back, that project
+    only; every other project and key stays as the app wrote it."""
+    current = project_server_maps(data)
+    for project, servers in project_server_maps(good).items():
+        if not (isinstance(servers, dict) and servers) or current.get(project):
+            continue
+        projects = data.setdefault(PROJECTS_KEY, {})
+        if not isinstance(projects, dict):
+            return
+        entry = projects.get(project)
+        if isinstance(entry, dict):
+            entry["mcpServers"] = servers
+        else:
+            projects[project] = good[PROJECTS_KEY][project]
