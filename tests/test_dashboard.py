@@ -65,6 +65,10 @@ async def test_rows_follow_a_killed_server_and_q_quits(daemon: LiveDaemon) -> No
         await until(lambda: row_state(app, "managed") == "healthy" and row_state(app, "external") == "healthy",
                     30, "both rows healthy")
         assert CANARY not in screen_text(app)
+        app.apply_report({"recovery_rate": 0.5, "servers": [{"name": "managed", "uptime_pct": 97.5}]})
+        app.render_all(None)
+        assert "97.5%" in str(app.query_one("#servers", DataTable).get_cell("managed", "uptime 24h"))
+        assert "recovery success today 50%" in str(app.query_one("#summary", Static).render())
         daemon.kill_managed()
         await until(lambda: row_state(app, "managed") not in (None, "healthy"), 20, "the killed server's row changes")
         await until(lambda: row_state(app, "managed") == "healthy", 60, "the row healthy again after the restart")

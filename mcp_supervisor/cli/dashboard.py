@@ -194,11 +194,20 @@ class Dashboard(App[int]):
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
                 status, body = await self.link.get("/v1/report?period=day")
                 if status == 200 and isinstance(body, dict):
-                    report = body.get("report", body)
-                    per_server = report.get("servers") or {}
-                    self.uptime = {str(k): (v or {}).get("uptime_pct") for k, v in per_server.items()}
-                    self.recovery_rate = report.get("recovery_rate")
+                    self.apply_report(body.get("report", body))
             await asyncio.sleep(self.report_every)
+
+    def apply_report(self, report: Any) -> None:
+        """The day's uptime per server and recovery rate, from a REPORT (servers as a map or a list)."""
+        if not isinstance(report, dict):
+            return
+        per_server = report.get("servers") or {}
+        if isinstance(per_server, list):
+            per_server = {str(s.get("name")): s for s in per_server if isinstance(s, dict)}
+        if isinstance(per_server, dict):
+            self.uptime = {str(k): v.get("uptime_pct") if isinstance(v, dict) else None for k, v in per_server.items()}
+        rate = report.get("recovery_rate")
+        self.recovery_rate = float(rate) if isinstance(rate, int | float) else None
 
     async def _follow(self) -> None:
         """Follow /v1/events; on any break say so and reconnect (with a short pause)."""
@@ -294,7 +303,7 @@ class Dashboard(App[int]):
         ready = sum(1 for s in self.servers.values() if s.get("state") in ("healthy", "degraded"))
         summary = Text(f"{ready}/{len(self.servers)} healthy")
         if self.recovery_rate is not None:
-            summary.append(f" · recovery success today {self.recovery_rate:.0f}%")
+            summary.append(f" · recovery success today {100 * self.recovery_rate:.0f}%")  # a fraction 0..1
         if status is not None and status.get("daemon", {}).get("summary"):
             summary.append(f" · {status['daemon']['summary']}", style="dim")
         if summary.plain != self._summary_shown:
