@@ -1,4 +1,4 @@
-"""Configuration: TOML file -> validated, immutable pydantic models.
+"""Configuration loading: TOML file -> validated, immutable models (``config_models.py``).
 
 Why this module is strict: the supervisor runs unattended, so a typo in the config must be caught
 when the file is loaded (``mcp-supervisor --check``, ``supervisorctl-mcp check-config``, SIGHUP),
@@ -19,30 +19,80 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import ValidationError
+
+from mcp_supervisor.config_base import Duration, parse_duration
+from mcp_supervisor.config_features import (
+    AppriseNotifySettings,
+    HistorySettings,
+    MetricsSettings,
+    NotifySettings,
+    QuietHours,
+    ReportSettings,
+    Severity,
+    SlackNotifySettings,
+    SlackSettings,
+    WebSettings,
 )
+from mcp_supervisor.config_models import (
+    DEFAULT_LADDER,
+    MANAGED_START_PERIOD,
+    BackupSettings,
+    Config,
+    DockerSettings,
+    FallbackConfig,
+    ProbeConfig,
+    RecoveryConfig,
+    Rung,
+    ServerConfig,
+    SupervisorSettings,
+    WatchedConfig,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATHS",
+    "DEFAULT_LADDER",
+    "MANAGED_START_PERIOD",
+    "AppriseNotifySettings",
+    "BackupSettings",
+    "Config",
+    "ConfigError",
+    "DockerSettings",
+    "Duration",
+    "FallbackConfig",
+    "HistorySettings",
+    "MetricsSettings",
+    "NotifySettings",
+    "ProbeConfig",
+    "QuietHours",
+    "RecoveryConfig",
+    "ReportSettings",
+    "Rung",
+    "ServerConfig",
+    "Severity",
+    "SlackNotifySettings",
+    "SlackSettings",
+    "SupervisorSettings",
+    "WatchedConfig",
+    "WebSettings",
+    "expand_refs",
+    "find_config",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "resolve_socket_path",
+]
 
 DEFAULT_CONFIG_PATHS = (
     Path("/etc/mcp-supervisor/mcp-supervisor.toml"),
     Path("~/.config/mcp-supervisor/mcp-supervisor.toml"),
 )
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _REF_RE = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FILE_VALUES: ContextVar[set[str] | None] = ContextVar("config_file_values", default=None)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ConfigError(Exception):
@@ -53,29 +103,6 @@ class ConfigError(Exception):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid config {self.path}:\n{lines}")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``"30s"``, ``"5m"``, ``"250ms"``, ``"1h"``, ``"2d"`` or a plain number."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like '30s', '5m', '250ms' or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if not match:
-            raise ValueError(
-                f"{value!r} is not a duration; use a number with a unit: '250ms', '30s', '5m', '1h', '2d'"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    else:
-        raise ValueError("expected a duration like '30s', '5m', '250ms' or a number of seconds")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def expand_refs(text: str, environ: Mapping[str, str], missing: list[str] | None = None) -> str:
@@ -112,452 +139,6 @@ def expand_refs(text: str, environ: Mapping[str, str], missing: list[str] | None
         return value
 
     return _REF_RE.sub(replace, text)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-
-
-MANAGED_START_PERIOD = 60.0
-"""Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
-
-
-class ProbeConfig(_Model):
-    """Kubernetes-style probe settings: one failed probe is not an outage (thresholds)."""
-
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
-    failure_threshold: int = Field(default=3, ge=1, le=100)
-    success_threshold: int = Field(default=1, ge=1, le=100)
-    start_period: Duration = 0.0
-    tools_interval: Duration = 300.0
-    expected_tools: list[str] = Field(default_factory=list)
-    cold_interval: Duration = 600.0
-    """stdio only: how often a fresh instance is spawned (the MCP client's full path)."""
-
-    @model_validator(mode="after")
-    def _timeout_fits_interval(self) -> ProbeConfig:
-        if self.interval <= 0:
-            raise ValueError("interval must be greater than 0 (e.g. '10s')")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be greater than 0 (e.g. '5s')")
-        return self
-
-
-Rung = Literal["restart", "restore_config", "recreate", "fallback"]
-DEFAULT_LADDER: tuple[Rung, ...] = ("restart", "restore_config", "recreate", "fallback")
-
-
-class RecoveryConfig(_Model):
-    """The recovery ladder and its backoff (CrashLoopBackOff-like: 1 s, x2, cap 5 min)."""
-
-    enabled: bool = True
-    ladder: list[Rung] = Field(default_factory=lambda: list(DEFAULT_LADDER))
-    max_attempts: int = Field(default=5, ge=1, le=1000)
-    window: Duration = 600.0
-    backoff_initial: Duration = 1.0
-    backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
-    backoff_max: Duration = 300.0
-    stable_after: Duration = 60.0
-
-
-class FallbackConfig(_Model):
-    """Emergency mode: the job talks to the service's API directly; this URL proves it answers."""
-
-    url: str
-    expect_status: int = Field(default=200, ge=100, le=599)
-    timeout: Duration = 5.0
-    headers: dict[str, str] = Field(default_factory=dict)
-    allowed: bool = True
-    """Whether a server in fallback counts as ready for the job."""
-
-
-class ServerConfig(_Model):
-    name: str
-    transport: Literal["stdio", "http", "sse"]
-    command: str | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: Path | None = None
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    critical: bool = True
-    protocol: str = "auto"
-    """``auto`` (discover, fall back to initialize), ``legacy`` (initialize) or a modern version."""
-    managed: bool = False
-    container: str | None = None
-    config: str | None = None
-    """Name of a ``[[configs]]`` entry this server's definition lives in (for the restore rung)."""
-    token_env: str | None = None
-    """Environment variable holding this server's bearer token (for expiry warnings and hints)."""
-    token_expires: date | None = None
-    probe: ProbeConfig = Field(default_factory=ProbeConfig)
-    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
-    fallback: FallbackConfig | None = None
-    # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
-    user: str | None = None
-    """Account a managed process runs as; unset under a root daemon means ``nobody``."""
-    group: str | None = None
-    """Primary group (name or number); default: the user's own primary group."""
-    inherit_env: list[str] = Field(default_factory=list)
-    """Names of the daemon's environment variables passed to a managed process besides the base."""
-    stop_signal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
-    stop_timeout: Duration | None = None
-    """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
-    secret_args: list[int] = Field(default_factory=list)
-    """Indexes into ``args`` whose values are secrets (masked everywhere, like env values)."""
-    missing_env: tuple[str, ...] = ()
-    """Filled by the loader: references in this server's fields that could not be resolved."""
-    config_problem: str | None = None
-    """Filled by the loader for ``servers_from``: the client file could not be read (a config failure)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _startup_allowance(cls, data: Any) -> Any:
-        """A managed server (process or container) gets ``start_period`` = 60 s unless set: it
-        may take a while to bind its port, like a Kubernetes startup probe; its exit still
-        counts at once."""
-        if isinstance(data, dict) and (data.get("managed") is True or data.get("container")):
-            probe = data.get("probe")
-            if probe is None:
-                data = {**data, "probe": {"start_period": MANAGED_START_PERIOD}}
-            elif isinstance(probe, dict) and "start_period" not in probe:
-                data = {**data, "probe": {**probe, "start_period": MANAGED_START_PERIOD}}
-        return data
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid server name: use letters, digits, '.', '_' or '-' (max 64)"
-            )
-        return value
-
-    @field_validator("protocol")
-    @classmethod
-    def _valid_protocol(cls, value: str) -> str:
-        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
-        if value in ("auto", "legacy") or value in MODERN_PROTOCOL_VERSIONS:
-            return value
-        raise ValueError(
-            f"protocol {value!r} is not supported; use 'auto', 'legacy' or one of "
-            f"{', '.join(MODERN_PROTOCOL_VERSIONS)}"
-        )
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str | None) -> str | None:
-        if value is not None and "${" not in value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'http://127.0.0.1:8000/mcp')")
-        return value
-
-    @model_validator(mode="after")
-    def _transport_fields(self) -> ServerConfig:
-        if self.transport == "stdio":
-            if not self.command:
-                raise ValueError("a stdio server needs 'command' (the program an MCP client would spawn)")
-            if self.url:
-                raise ValueError("a stdio server takes 'command', not 'url'; use transport = 'http' for a URL")
-            if self.managed:
-                raise ValueError(
-                    "'managed = true' is for http/sse servers the supervisor keeps running; "
-                    "a stdio server is spawned fresh by every client"
-                )
-        else:
-            if not self.url:
-                raise ValueError(f"a {self.transport} server needs 'url' (e.g. 'http://127.0.0.1:8000/mcp')")
-            if self.managed and not self.command:
-                raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
-            if self.managed and self.container:
-                raise ValueError("use either 'managed = true' (a process) or 'container', not both")
-        return self
-
-    @model_validator(mode="after")
-    def _process_fields(self) -> ServerConfig:
-        for index in self.secret_args:
-            if not 0 <= index < len(self.args):
-                raise ValueError(
-                    f"secret_args: {index} is not an index into args (0..{len(self.args) - 1}); "
-                    "count args from 0"
-                )
-        if not self.managed:
-            for key in ("user", "group", "stop_timeout"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"'{key}' applies to managed servers only (managed = true); remove it here")
-            if self.inherit_env or self.stop_signal != "TERM":
-                raise ValueError("'inherit_env' and 'stop_signal' apply to managed servers only (managed = true)")
-        return self
-
-    @property
-    def kind(self) -> str:
-        """What the supervisor can act on: 'process', 'container' or 'external'."""
-        if self.container:
-            return "container"
-        return "process" if self.managed else "external"
-
-
-class SupervisorSettings(_Model):
-    socket: Path | None = None
-    state_dir: Path = Path("~/.local/state/mcp-supervisor")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
-    allowed_uids: list[int] = Field(default_factory=list)
-    """Peers (SO_PEERCRED) allowed on the socket besides root and the daemon's own uid."""
-    allowed_gids: list[int] = Field(default_factory=list)
-    shutdown_timeout: Duration = 2.0
-    max_concurrent_cold_probes: int = Field(default=2, ge=1, le=64)
-
-
-class DockerSettings(_Model):
-    host: str | None = None
-    """Docker endpoint, e.g. ``unix:///var/run/docker.sock``; ``DOCKER_HOST`` wins when set."""
-
-
-class BackupSettings(_Model):
-    key_file: Path = Path("~/.config/mcp-supervisor/vault.key")
-    locations: list[Path] = Field(default_factory=list)
-    min_copies: int = Field(default=1, ge=1)
-    keep_last: int = Field(default=10, ge=1)
-    keep_daily: int = Field(default=7, ge=0)
-    keep_weekly: int = Field(default=4, ge=0)
-    keep_monthly: int = Field(default=6, ge=0)
-    verify_interval: Duration = 86400.0
-    full_backup_interval: Duration = 604800.0
-
-    @model_validator(mode="after")
-    def _copies_fit(self) -> BackupSettings:
-        if self.locations and self.min_copies > len(self.locations):
-            raise ValueError(
-                f"min_copies = {self.min_copies} but only {len(self.locations)} location(s) are listed"
-            )
-        return self
-
-
-class WatchedConfig(_Model):
-    name: str
-    path: Path
-    format: Literal["mcp-client-json", "dotenv", "json", "toml"]
-    required_keys: list[str] = Field(default_factory=list)
-    secret_keys: list[str] | None = None
-    """dotenv keys whose values are secrets; None means every value is treated as secret."""
-    check_interval: Duration = 60.0
-    on_server_loss: Literal["restore", "alert", "ignore"] | None = None
-    """mcp-client-json: what a shrunken server map means; None judges (wiped map: restore; a few gone: alert)."""
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a valid config name: use letters, digits, '.', '_' or '-'")
-        return value
-
-
-class SlackSettings(_Model):
-    token: str | None = None
-    channel: str | None = None
-    base_url: str | None = None
-
-
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-
-class HistorySettings(_Model):
-    """The record (SQLite in WAL mode): what happened, kept ``retention`` long."""
-
-    enabled: bool = True
-    path: Path | None = None
-    """Default: ``<state_dir>/history.sqlite3``."""
-    retention: Duration = 90 * 86400.0
-    probe_detail: Duration = 2 * 86400.0
-    """Per-minute probe rollups are kept this long, then folded into per-hour rows."""
-
-
-class ReportSettings(_Model):
-    """Scheduled summaries published as ``report`` events (the notifier sends them on)."""
-
-    daily_at: str | None = "09:30"
-    """Local time ``HH:MM``; ``"off"`` disables the daily report."""
-    weekly_on: str | None = "monday"
-    """A weekday name (sent at ``daily_at``); ``"off"`` disables the weekly report."""
-
-    @field_validator("daily_at")
-    @classmethod
-    def _valid_time(cls, value: str | None) -> str | None:
-        if value is None or value.strip().lower() in ("off", ""):
-            return None
-        match = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*", value)
-        if not match:
-            raise ValueError(f"{value!r} is not a time of day; use 24-hour 'HH:MM' such as '09:30', or 'off'")
-        return f"{int(match.group(1)):02d}:{match.group(2)}"
-
-    @field_validator("weekly_on")
-    @classmethod
-    def _valid_weekday(cls, value: str | None) -> str | None:
-        if value is None or value.strip().lower() in ("off", ""):
-            return None
-        if value.strip().lower() not in _WEEKDAYS:
-            raise ValueError(f"{value!r} is not a weekday; use one of {', '.join(_WEEKDAYS)}, or 'off'")
-        return value.strip().lower()
-Severity = Literal["info", "warning", "critical"]
-_CLOCK_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
-
-
-class SlackNotifySettings(_Model):
-    """``[notify.slack]``: an incoming webhook, or a bot token + channel (then incidents thread)."""
-
-    webhook_url: str | None = None
-    token: str | None = None
-    channel: str | None = None
-    base_url: str | None = None
-    """Slack Web API base (default ``https://slack.com/api/``); tests point it at a local server."""
-    min_severity: Severity = "info"
-    timeout: Duration = 10.0
-
-    @model_validator(mode="after")
-    def _one_way_in(self) -> SlackNotifySettings:
-        for key in ("webhook_url", "token"):
-            if getattr(self, key) == "":
-                raise ValueError(f"{key} is empty (is the variable it references set to an empty value?)")
-        if bool(self.webhook_url) == bool(self.token):
-            raise ValueError('set either webhook_url (normally "${SLACK_WEBHOOK_URL}") or token + channel')
-        if self.token and not self.channel:
-            raise ValueError('a bot token needs a channel, e.g. channel = "#mcp-alerts" or a channel ID')
-        return self
-
-
-class AppriseNotifySettings(_Model):
-    """``[notify.apprise]``: other channels (e-mail, Teams, Discord, ntfy, ...) through apprise URLs."""
-
-    urls: list[str] = Field(default_factory=list)
-    min_severity: Severity = "info"
-
-
-class QuietHours(_Model):
-    """Messages below ``min_severity`` wait (they are not dropped) until the quiet hours end."""
-
-    start: str
-    end: str
-    timezone: str = "UTC"
-    min_severity: Severity = "critical"
-
-    @field_validator("start", "end")
-    @classmethod
-    def _clock(cls, value: str) -> str:
-        if not _CLOCK_RE.match(value):
-            raise ValueError(f"{value!r} is not a time of day; use HH:MM, e.g. \"22:00\"")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like \"Europe/Berlin\" or \"UTC\"") from None
-        return value
-
-
-class NotifySettings(_Model):
-    slack: SlackNotifySettings | None = None
-    apprise: AppriseNotifySettings | None = None
-    quiet_hours: QuietHours | None = None
-    retry_initial: Duration = 2.0
-    retry_max: Duration = 300.0
-    flap_count: int = Field(default=3, ge=2, le=100)
-    """This many incidents of one server within ``flap_window`` make it 'flapping' (one alert)."""
-    flap_window: Duration = 600.0
-    keep_sent: Duration = 604800.0
-    """Delivered messages are kept this long in the outbox (what was sent, when), then deleted."""
-
-
-class MetricsSettings(_Model):
-    listen: str | None = None
-    """``host:port`` for a TCP ``/metrics`` (e.g. ``127.0.0.1:9464``); off by default."""
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} is not host:port; use e.g. \"127.0.0.1:9464\"")
-        return value
-
-
-class WebSettings(_Model):
-    listen: str | None = None
-    """Loopback ``HOST:PORT`` for the read-only status page, e.g. ``127.0.0.1:8089``; off when unset."""
-    title: str = "MCP status"
-
-    @field_validator("listen")
-    @classmethod
-    def _loopback_only(cls, value: str | None) -> str | None:
-        if value is not None:
-            from mcp_supervisor.web.listen import parse_listen
-
-            parse_listen(value)
-        return value
-
-
-class Config(_Model):
-    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
-    docker: DockerSettings = Field(default_factory=DockerSettings)
-    backup: BackupSettings = Field(default_factory=BackupSettings)
-    slack: SlackSettings = Field(default_factory=SlackSettings)
-    history: HistorySettings = Field(default_factory=HistorySettings)
-    reports: ReportSettings = Field(default_factory=ReportSettings)
-    notify: NotifySettings = Field(default_factory=NotifySettings)
-    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    web: WebSettings = Field(default_factory=WebSettings)
-    servers: list[ServerConfig] = Field(default_factory=list)
-    configs: list[WatchedConfig] = Field(default_factory=list)
-    servers_from: list[str] = Field(default_factory=list)
-    """[[configs]] names whose MCP client file supplies servers (followed on reload and on change)."""
-    source: Path | None = None
-    file_secrets: frozenset[str] = Field(default=frozenset(), repr=False, exclude=True)
-    """Filled by the loader: every ``${file:...}`` value, for the redactor."""
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> Config:
-        for kind, names in (("servers", [s.name for s in self.servers]), ("configs", [c.name for c in self.configs])):
-            seen: set[str] = set()
-            for name in names:
-                if name in seen:
-                    raise ValueError(f"{kind}: the name {name!r} is used twice; names must be unique")
-                seen.add(name)
-        config_names = {c.name for c in self.configs}
-        for name in self.servers_from:
-            entry = next((c for c in self.configs if c.name == name), None)
-            if entry is None:
-                raise ValueError(
-                    f"servers_from names {name!r}, which is not a [[configs]] entry (known: "
-                    f"{sorted(config_names) or 'none'}); add a [[configs]] entry with that name and its path"
-                )
-            if entry.format != "mcp-client-json":
-                raise ValueError(f"servers_from names {name!r}, whose format is {entry.format!r}; only "
-                                 "'mcp-client-json' files describe servers")
-        for server in self.servers:
-            if server.config is not None and server.config not in config_names:
-                raise ValueError(
-                    f"server {server.name!r} refers to config {server.config!r}, which is not a [[configs]] "
-                    f"entry (known: {sorted(config_names) or 'none'})"
-                )
-        return self
-
-    def server(self, name: str) -> ServerConfig:
-        for server in self.servers:
-            if server.name == name:
-                return server
-        raise KeyError(name)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.supervisor.state_dir
 
 
 # ---------------------------------------------------------------------------------------------
