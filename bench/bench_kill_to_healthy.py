@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ name = "notes"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+user = "{user}"
 critical = true
 command = "{python}"
 args = ["{server}", "http", "{port}"]
@@ -92,7 +94,7 @@ class Daemon:
         import aiohttp
 
         config = self.dir / "bench.toml"
-        config.write_text(CONFIG.format(dir=self.dir, port=self.port, python=sys.executable, server=SERVER))
+        config.write_text(CONFIG.format(user=pwd.getpwuid(os.geteuid()).pw_name, dir=self.dir, port=self.port, python=sys.executable, server=SERVER))
         self.proc = subprocess.Popen(
             [str(BIN / "mcp-supervisor"), "--config", str(config)],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "daemon.log", "wb"), start_new_session=True,

@@ -106,6 +106,7 @@ name = "notes-managed"
 transport = "http"
 url = "http://127.0.0.1:{managed_port}/mcp"
 managed = true
+{run_as}
 command = "{py}"
 args = ["{notes}", "http", "{managed_port}"]
 probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2, start_period = "10s" }}
@@ -145,7 +146,7 @@ def make_setup(directory: Path, *, vault: bool = True) -> Setup:
     http_port, managed_port = free_port(), free_port()
     (directory / "home").mkdir()
     config = directory / "mcp-supervisor.toml"
-    text = CONFIG.format(dir=directory, http_port=http_port, managed_port=managed_port, py=PY, notes=NOTES_SERVER)
+    text = CONFIG.format(run_as=RUN_AS, dir=directory, http_port=http_port, managed_port=managed_port, py=PY, notes=NOTES_SERVER)
     if vault:
         (directory / "client.json").write_text(json.dumps({"mcpServers": {"notes": {"command": PY}}}))
         text += VAULT.format(dir=directory)

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from test_e2e import BIN, EXAMPLE, PY, api, free_port, start_http_server, stop, wait_for
 
-from tests.servers.fixtures import pid_alive
+from tests.servers.fixtures import RUN_AS, pid_alive
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,6 +133,7 @@ name = "{name}"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{port}"]
 probe = {{ interval = "300ms", timeout = "2s", failure_threshold = 2{extra} }}
@@ -149,6 +150,7 @@ name = "{name}"
 transport = "http"
 url = "http://127.0.0.1:{free_port()}/mcp"
 managed = true
+{RUN_AS}
 critical = false
 command = "{PY}"
 args = ["{script}", "{tag}"]

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.servers.fixtures import RUN_AS
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
@@ -98,6 +100,7 @@ name = "notes"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{port}"]
 token_expires = 2030-01-01

@@ -28,6 +28,7 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import State
 from mcp_supervisor.notify.service import NotifyService
 from mcp_supervisor.runtime.supervisor import Supervisor
+from tests.servers.fixtures import RUN_AS
 from tests.slack_fake import BOT_TOKEN, FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,6 +294,7 @@ name = "{name}"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "http", "{port}"]
 probe = {{ interval = "250ms", timeout = "800ms", failure_threshold = 2, start_period = "10s" }}
@@ -345,6 +347,7 @@ name = "crashy"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["-c", "import sys; sys.exit(3)"]
 probe = {{ interval = "200ms", timeout = "800ms", failure_threshold = 1 }}
@@ -395,6 +398,7 @@ name = "jira"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["-c", {json.dumps(_ECHO_401)}, "{port}"]
 token_env = "JIRA_TOKEN"

@@ -209,6 +209,7 @@ name = "jira"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{HEALING}", "exit-until", "{port}", "{marker}"]
 probe = {{ interval = "200ms", timeout = "2s", failure_threshold = 1, start_period = "20s" }}
@@ -314,6 +315,7 @@ name = "jira"
 transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 managed = true
+{RUN_AS}
 command = "{PY}"
 args = ["{HEALING}", "token-file", "{port}", "{token_file}"]
 headers = {{ Authorization = "Bearer renewed-token-111" }}
