@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.fixtures import NOTES_SERVER, free_port, pid_alive, start_http_server, wait_gone
+from servers.fixtures import NOTES_SERVER, RUN_AS, free_port, pid_alive, start_http_server, wait_gone
 
 from mcp_supervisor.api.client import SupervisorClient
 
