@@ -138,6 +138,7 @@ class ServerMachine:
         self._incident_notified = False
         self._resolution_pending = False
         self._alert_text = ""
+        self._exhausted = False  # max_attempts in window were used up: restarts at the cap
         self._forced_fallback = False
         self._emergency_pending = False
         self._last_delay: float | None = None
@@ -346,6 +347,7 @@ class ServerMachine:
         self.attempt = 0
         self._step = 0
         self._flapping = False
+        self._exhausted = False
         self._attempt_times.clear()
         self._last_delay = None
         if not self._resolution_pending:
@@ -364,6 +366,7 @@ class ServerMachine:
         self._incident_notified = False
         self._resolution_pending = False
         self._alert_text = ""
+        self._exhausted = False
 
     # --- failures --------------------------------------------------------------------------
 
@@ -430,10 +433,10 @@ class ServerMachine:
                 return actions  # a fallback check runs first; restarts are scheduled after it
         if not rungs:
             return actions
-        if self._step == 0 and not self._incident_notified:
+        if self._step == 0 and not self._exhausted:
             self._last_delay = None
             return actions + self._start_attempt(now, why)
-        ceiling = self.policy.backoff_max if self._incident_notified else backoff_ceiling(self._step, self.policy)
+        ceiling = self.policy.backoff_max if self._exhausted else backoff_ceiling(self._step, self.policy)
         delay = backoff_delay(ceiling, self.rng)
         self._last_delay = delay
         self._timer = _Timer(now + delay, "backoff")
@@ -459,6 +462,7 @@ class ServerMachine:
             text = f"{why}; nothing can restart it"
         if not self._incident_notified or not self._alert_text:
             self._alert_text = text  # the alert a person got; later rounds of the incident keep it
+        self._exhausted = bool(self.policy.repair_rungs)
         if self.policy.fallback_enabled:
             return self._begin(EnterFallback(self.attempt), now, f"{text}; checking the fallback")
         return self._needs_human(now, text, keep_schedule=True)

@@ -280,9 +280,10 @@ class ServerRunner:
                 await self._wake.wait()
 
     def _kind_for(self, kind: ProbeKind) -> ProbeKind:
-        """While a fresh start fails, every check of a stdio server is a fresh start (until one
-        passes); until the tools were listed once, a warm check lists them (status shows a count)."""
-        if self.server.transport == "stdio" and kind in (ProbeKind.WARM, ProbeKind.TOOLS) and self.machine.wants_cold():
+        """While a fresh start (stdio spawn, or a fresh connection) fails, every check is a fresh
+        start until one passes: only that clears it. Until the tools were listed once, a warm
+        check lists them (status shows a count)."""
+        if kind in (ProbeKind.WARM, ProbeKind.TOOLS) and self.machine.wants_cold():
             return ProbeKind.COLD
         if kind is ProbeKind.WARM and self.tool_count is None:
             return ProbeKind.TOOLS
