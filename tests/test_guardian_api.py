@@ -26,13 +26,15 @@ async def daemon(short_tmp: Path) -> AsyncIterator[tuple[ApiServer, DrivenContro
     control = DrivenControl({"jira": "healthy", "gitlab": "healthy"})
     received: list[dict[str, Any]] = []
 
-    async def post_run(request: web.Request) -> web.Response:
-        body = await request.json()
-        received.append(body)
-        return web.json_response({"stored": True, "run_id": body.get("run_id")})
+    @web.middleware
+    async def record_runs(request: web.Request, handler: Any) -> web.StreamResponse:
+        """Keeps every body the guardian POSTs to the daemon's own /v1/runs route."""
+        if request.method == "POST" and request.path == "/v1/runs":
+            received.append(await request.json())
+        return await handler(request)
 
     def add_runs_route(app: web.Application) -> None:
-        app.router.add_post("/v1/runs", post_run)
+        app.middlewares.append(record_runs)
 
     server = await start_api_server(control, short_tmp / "ctl.sock", extra_routes=add_runs_route)
     try:

@@ -179,14 +179,15 @@ def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> N
 
 
 def test_post_runs_records_the_run_and_publishes_a_run_report(short_tmp: Path) -> None:
-    from mcp_supervisor.api.client import ApiError, SupervisorClient, _UnixHTTPConnection
+    from mcp_supervisor.api.client import ApiError, SupervisorClient
+    from tests.test_e2e import _UnixHTTPConnection
 
     port = free_port()
     sock = short_tmp / "ctl.sock"
     with daemon(_daemon_config(short_tmp, port)):
         wait_for(lambda: ready(sock), 60, "the daemon ready")
         client = SupervisorClient(sock, timeout=30)
-        stream = _UnixHTTPConnection(str(sock), 30)
+        stream = _UnixHTTPConnection(sock, 30)
         stream.request("GET", "/v1/events")
         response = stream.getresponse()  # headers sent: the daemon has subscribed this stream
         assert response.status == 200
