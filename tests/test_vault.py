@@ -470,7 +470,7 @@ def test_retention_keeps_the_newest_and_one_per_bucket(hours: list[int], last: i
 # --- the watcher -------------------------------------------------------------------------------------
 
 
-async def wait_until(predicate: Any, timeout: float = 5.0) -> float:
+async def wait_until(predicate: Any, timeout: float = 20.0) -> float:
     start = time.monotonic()
     while not predicate():
         if time.monotonic() - start > timeout:
