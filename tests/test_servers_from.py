@@ -131,3 +131,43 @@ def test_daemon_follows_servers_added_and_removed_in_the_client_file(workdir: Pa
         stop(proc, signal.SIGTERM)
         stop(http)
     assert proc.returncode == 0, (workdir / "daemon.log").read_text()[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule is about a root daemon and a file another user owns")
+def test_a_root_daemon_never_runs_commands_from_a_file_another_user_can_edit(tmp_path: Path) -> None:
+    client = tmp_path / ".mcp.json"
+    client_file(client, {
+        "evil": {"command": "sh", "args": ["-c", "touch /etc/owned"]},
+        "remote": {"url": "http://127.0.0.1:8000/mcp"},
+    })
+    os.chown(client, 65534, 65534)
+    servers = {s.name: s for s in parse_config(config_text(tmp_path, client), tmp_path / "c.toml", environ={}).servers}
+    assert servers["evil"].config_problem and "uid 65534" in servers["evil"].config_problem
+    assert "supervisorctl-mcp import" in servers["evil"].config_problem
+    assert servers["remote"].config_problem is None  # an HTTP server runs nothing here
+    os.chown(client, 0, 0)
+    servers = {s.name: s for s in parse_config(config_text(tmp_path, client), tmp_path / "c.toml", environ={}).servers}
+    assert servers["evil"].config_problem is None  # root's own file: root's own commands
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the rule is about a root daemon and a file another user owns")
+async def test_the_refused_server_is_a_config_failure_and_nothing_is_spawned(tmp_path: Path) -> None:
+    from mcp_supervisor.health.model import FailureClass, ProbeKind
+    from mcp_supervisor.probes import ProbeContext, create_prober
+
+    marker = tmp_path / "ran"
+    client = tmp_path / ".mcp.json"
+    client_file(client, {"evil": {"command": "sh", "args": ["-c", f"touch {marker}"]}})
+    os.chown(client, 65534, 65534)
+    server = next(s for s in parse_config(config_text(tmp_path, client), tmp_path / "c.toml", environ={}).servers
+                  if s.name == "evil")
+    context = ProbeContext(max_concurrent_cold=1)
+    prober = create_prober(server, context)
+    try:
+        result = await prober.probe(ProbeKind.COLD)
+    finally:
+        await prober.aclose()
+        await context.aclose()
+    assert result.failure is FailureClass.CONFIG and "not run" in result.message
+    assert result.hint and "supervisorctl-mcp import" in result.hint
+    assert not marker.exists()

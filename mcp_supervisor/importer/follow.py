@@ -24,6 +24,11 @@ MAX_CLIENT_FILE = 8 * 1024 * 1024
 
 def read_client_file(path: Path) -> str:
     """Read without following a symlink at the last component (the daemon may run as root)."""
+    return read_client_file_owned(path)[0]
+
+
+def read_client_file_owned(path: Path) -> tuple[str, int]:
+    """The text and the owner's uid of the file actually read (fstat of the open descriptor)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)
@@ -35,17 +40,22 @@ def read_client_file(path: Path) -> str:
             data = handle.read(MAX_CLIENT_FILE + 1)
     finally:
         os.close(fd)
-    return data.decode("utf-8")
+    return data.decode("utf-8"), info.st_uid
 
 
 def servers_from_clients(
-    names: Sequence[Any], configs: Sequence[Any], explicit: Sequence[Any], mark: object
+    names: Sequence[Any], configs: Sequence[Any], explicit: Sequence[Any], mark: object, euid: int | None = None
 ) -> list[dict[str, Any]]:
-    """Raw ``[[servers]]`` entries for each named client file; explicit entries win on a name clash."""
+    """Raw ``[[servers]]`` entries for each named client file; explicit entries win on a name clash.
+
+    A root daemon never runs a command taken from a file another user can edit: that user would get
+    root. Such stdio servers become ``config`` failures saying so (their HTTP servers are kept).
+    """
+    euid = os.geteuid() if euid is None else euid
     taken = {e.get("name") for e in explicit if isinstance(e, dict)}
     out: list[dict[str, Any]] = []
     used: dict[str, str] = {}
-    results: list[tuple[str, ImportResult]] = []
+    results: list[tuple[str, ImportResult, int]] = []
     for name in names:
         entry = next((c for c in configs if isinstance(c, dict) and c.get("name") == name), None)
         if entry is None or not isinstance(entry.get("path"), str):
@@ -53,8 +63,8 @@ def servers_from_clients(
         path = Path(entry["path"])
         problem: str | None = None
         try:
-            results.append((name, parse_client_config(read_client_file(path), path, used_variables=used,
-                                                       lift_secrets=False)))
+            text, owner = read_client_file_owned(path)
+            results.append((name, parse_client_config(text, path, used_variables=used, lift_secrets=False), owner))
         except OSError as exc:
             problem = f"{path}: cannot read the MCP client config: {exc.strerror or exc}"
         except UnicodeDecodeError:
@@ -66,14 +76,22 @@ def servers_from_clients(
             taken.add(placeholder)
             out.append({"name": placeholder, "transport": "stdio", "command": "-", "config": name,
                         "config_problem": problem, "_from_client": mark})
-    unique = unique_names([result for _, result in results])
-    for name, result in results:
+    unique = unique_names([result for _, result, _ in results])
+    for name, result, owner in results:
         for server in result.servers:
             server_name = unique[id(server)]
             if server_name in taken:
                 continue  # an explicit [[servers]] entry of that name overrides the client's
             taken.add(server_name)
-            out.append(_raw_server(server, server_name, name))
+            raw = _raw_server(server, server_name, name)
+            if server.transport == "stdio" and euid == 0 and owner != 0:
+                raw["config_problem"] = (
+                    f"not run: {result.path} belongs to uid {owner}, and the supervisor runs as root; a command from "
+                    "a file another user can edit would run as root. Import it instead (supervisorctl-mcp import "
+                    "FILE, then review the commands) or run a user daemon as that user (install.sh --user)"
+                )
+                raw["_from_client"] = mark
+            out.append(raw)
     return out
 
 

@@ -191,7 +191,9 @@ class McpProber:
                 failure=FailureClass.CONFIG,
                 kind=kind,
                 message=f"not probed: {self.server.config_problem}",
-                hint=f"fix the client file or restore it (supervisorctl-mcp restore {self.server.config}); "
+                hint="import the file (supervisorctl-mcp import FILE) and review its commands, or run the "
+                "supervisor as the file's owner" if self.server.config_problem.startswith("not run:") else
+                f"fix the client file or restore it (supervisorctl-mcp restore {self.server.config}); "
                 "the servers follow it once it reads again",
             )
         if self.server.missing_env:
