@@ -241,8 +241,16 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
         sock.unlink(missing_ok=True)
+    def down_state() -> str | None:
+        answer = cli(sock, "status", "--json")
+        if answer.returncode != 0:
+            return None
+        state = json.loads(answer.stdout)["servers"][0]["state"]
+        return None if state in ("starting", "reloading", "stopping") else str(state)
+
     with daemon(config):
         wait_for(lambda: cli(sock, "status").returncode == 0, 60, "the daemon answering")
+        wait_for(down_state, 30, "the first verdict on the down server (not 'starting')")
         result = cli(sock, "report", "--json")
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
