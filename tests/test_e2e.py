@@ -223,7 +223,7 @@ def test_daemon_reports_ready_to_systemd_and_answers_on_its_socket(daemon: Daemo
     wait_for(lambda: any("READY=1" in n for n in daemon.notifications()), 30, "READY=1 on NOTIFY_SOCKET")
     assert daemon.sock.exists()
     assert oct(daemon.sock.stat().st_mode & 0o777) == oct(0o660)
-    status, body = api(daemon.sock, "/v1/ready?wait=30")
+    status, body = api(daemon.sock, "/v1/ready?wait=30", timeout=40)
     assert status == 200, body
     assert body["ready"] is True
     # the event loop pings the watchdog (WATCHDOG_USEC=1s -> every 0.5 s)
@@ -257,7 +257,7 @@ def test_killed_server_goes_failed_and_ready_says_503_then_recovers(daemon: Daem
         assert "notes-http" in not_ready.stdout + not_ready.stderr
     daemon.http_server = start_http_server(daemon.http_port)
     wait_for(lambda: daemon.server("notes-http")["state"] == "healthy", 15, "notes-http healthy again")
-    status, body = api(daemon.sock, "/v1/ready?wait=10")
+    status, body = api(daemon.sock, "/v1/ready?wait=10", timeout=20)
     assert status == 200, body
 
 

@@ -119,7 +119,7 @@ def test_daemon_follows_servers_added_and_removed_in_the_client_file(workdir: Pa
         wait_for(lambda: server_names(sock) == {"tuned", "notes"}, 30, "the client's server supervised")
         client_file(client, {"notes": {"url": url}, "notes-two": {"url": url}})
         wait_for(lambda: "notes-two" in server_names(sock), 20, "the added server supervised without a restart")
-        status, body = api(sock, "/v1/ready?servers=notes-two&wait=20")
+        status, body = api(sock, "/v1/ready?servers=notes-two&wait=20", timeout=30)
         assert status == 200 and body["ready"] is True, body
         client_file(client, {"notes-two": {"url": url}})
         wait_for(lambda: server_names(sock) == {"tuned", "notes-two"}, 20, "the removed server no longer supervised")
