@@ -272,3 +272,29 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
         assert db.execute("SELECT count(*) FROM intervals WHERE ended IS NULL").fetchone()[0] == 0
     finally:
         db.close()
+
+
+async def test_report_slack_sends_the_days_report_through_the_configured_channel(short_tmp: Path) -> None:
+    """What the daily report timer runs: `report --daily --slack`, through the real slack-sdk client."""
+    import asyncio
+
+    from tests.slack_fake import FakeSlack
+
+    fake = await FakeSlack().start()
+    try:
+        config = _daemon_config(short_tmp, free_port(), extra=f'[notify.slack]\nwebhook_url = "{fake.webhook_url}"\n')
+        with daemon(config):
+            deadline = time.monotonic() + 60
+            while not await asyncio.to_thread(ready, short_tmp / "ctl.sock"):
+                assert time.monotonic() < deadline, "the daemon did not become ready"
+                await asyncio.sleep(0.2)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SUPERVISOR_")}
+            proc = await asyncio.create_subprocess_exec(
+                str(BIN / "supervisorctl-mcp"), "--config", str(config), "report", "--daily", "--slack",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, out.decode() + err.decode()
+            assert "slack: sent" in out.decode()
+            await fake.wait_for(lambda f: any("Daily MCP summary" in t for t in f.titles()), 10, "the report")
+    finally:
+        await fake.stop()

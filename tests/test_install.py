@@ -123,7 +123,8 @@ def test_user_install_is_complete_idempotent_and_uninstall_keeps_the_key(tmp_pat
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
 def test_shipped_system_units_verify_without_warnings(tmp_path: Path) -> None:
     """The units as shipped, with the binaries pointed at real executables (verify checks them)."""
-    for unit in ("mcp-supervisor.service", "mcp-daily-job.service", "mcp-daily-job.timer"):
+    for unit in ("mcp-supervisor.service", "mcp-daily-job.service", "mcp-daily-job.timer", "mcp-report.service",
+                 "mcp-report.timer", "mcp-backup.service", "mcp-backup.timer"):
         text = (ROOT / "deploy" / "systemd" / unit).read_text().replace("/usr/local/bin/mcp-supervisor", "/bin/true")
         (tmp_path / unit).write_text(text.replace("/usr/local/bin/supervisorctl-mcp", "/bin/true"))
     verify = subprocess.run(["systemd-analyze", "verify", *(str(p) for p in sorted(tmp_path.iterdir()))],

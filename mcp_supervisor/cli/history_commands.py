@@ -151,6 +151,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         query = {"period": "week" if args.weekly else "day"}
     _, report = client_for(args, timeout=60.0).request("GET", "/v1/report?" + urllib.parse.urlencode(query))
+    if getattr(args, "slack", False):
+        return _send_report(args, report)
     if args.json:
         from mcp_supervisor.history.report import cli_json
 
@@ -160,6 +162,34 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     Console(highlight=False).print(render_report(report))
     return EXIT_OK
+
+
+def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    """``report --slack``: the same REPORT through every configured channel, now (timers, cron)."""
+    import asyncio
+    import json
+
+    from mcp_supervisor.cli.main import UsageError
+    from mcp_supervisor.config import ConfigError, find_config, load_config
+    from mcp_supervisor.notify.service import report_notification, send_now, targets
+
+    path = find_config(getattr(args, "config", None))
+    if path is None:
+        raise UsageError("report --slack needs the config (for the channels): pass --config FILE")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not targets(config):
+        raise UsageError("no notification channel configured (add [notify.slack] or [notify.apprise])")
+    result = asyncio.run(send_now(config, report_notification(report, str(report.get("period") or "custom"))))
+    channels = result["channels"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, answer in channels.items():
+            print(f"{name}: {'sent' if answer['ok'] else 'FAILED'}, the receiver answered: {answer['answer']}")
+    return EXIT_OK if channels and all(a["ok"] for a in channels.values()) else 1
 
 
 def add_history_subcommands(sub: Any) -> None:
@@ -182,3 +212,5 @@ def add_history_subcommands(sub: Any) -> None:
     window.add_argument("--weekly", action="store_true", help="the last 7 days")
     window.add_argument("--since", type=parse_since, default=None, metavar="T",
                         help="from T until now: an age (36h), an ISO time or a Unix time")
+    report.add_argument("--slack", action="store_true",
+                        help="send the report through the configured channels ([notify.slack], apprise)")
