@@ -88,10 +88,11 @@ systemctl_() { "$SYSTEMCTL" "${SYSTEMCTL_ARGS[@]}" "$@"; }
 
 if [ "$ACTION" = uninstall ]; then
   if [ "$USE_SYSTEMD" = yes ]; then
-    systemctl_ disable --now mcp-daily-job.timer >/dev/null 2>&1 || true
+    systemctl_ disable --now mcp-daily-job.timer mcp-report.timer mcp-backup.timer >/dev/null 2>&1 || true
     systemctl_ disable --now mcp-supervisor.service >/dev/null 2>&1 || true
   fi
-  for unit in mcp-supervisor.service mcp-daily-job.service mcp-daily-job.timer; do
+  for unit in mcp-supervisor.service mcp-daily-job.service mcp-daily-job.timer mcp-report.service mcp-report.timer \
+      mcp-backup.service mcp-backup.timer; do
     [ -e "$UNIT_DIR/$unit" ] && rm -f "$UNIT_DIR/$unit" && say "removed $UNIT_DIR/$unit"
   done
   rm -rf "$UNIT_DIR/mcp-supervisor.service.d"
@@ -199,6 +200,13 @@ PY
   } > "$paths_tmp"
   put "$UNIT_DIR/mcp-supervisor.service.d/paths.conf" "$paths_tmp" 0644 && units_changed=1
 fi
+# optional timers, installed but not enabled (docs/operations.md, "Timers"): report and weekly backup
+for unit in mcp-report.service mcp-report.timer mcp-backup.service mcp-backup.timer; do
+  extra_tmp="$(mktemp)"
+  sed -e "s#/usr/local/bin/#$BIN_DIR/#g" -e "s#/etc/mcp-supervisor/mcp-supervisor.toml#$CONFIG#g" \
+    "$SRC/deploy/systemd/$unit" > "$extra_tmp"
+  put "$UNIT_DIR/$unit" "$extra_tmp" 0644 && units_changed=1
+done
 job_tmp="$(mktemp)"
 if [ -n "$JOB" ]; then
   sed -e "s#^ExecStart=.*#ExecStart=$BIN_DIR/supervisorctl-mcp --config $CONFIG run --wait 300 -- $JOB#" \

@@ -87,6 +87,10 @@ def test_user_install_is_complete_idempotent_and_uninstall_keeps_the_key(tmp_pat
     job = (units / "mcp-daily-job.service").read_text()
     assert "run --wait 300 -- /opt/jobs/analysis.py" in job
     assert "OnCalendar=*-*-* 08:30:00" in (units / "mcp-daily-job.timer").read_text()
+    assert f"{bin_dir}/supervisorctl-mcp --config {config} report --daily --slack" in (
+        units / "mcp-report.service").read_text()  # installed, not enabled
+    assert not any("mcp-report.timer" in call or "mcp-backup.timer" in call
+                   for call in (tools / "systemctl.log").read_text().splitlines() if "enable" in call)
     calls = (tools / "systemctl.log").read_text().splitlines()
     assert "--user daemon-reload" in calls
     assert "--user enable mcp-supervisor.service" in calls
@@ -97,7 +101,9 @@ def test_user_install_is_complete_idempotent_and_uninstall_keeps_the_key(tmp_pat
         verify = subprocess.run(
             ["systemd-analyze", "--user", "verify", *(str(units / u) for u in
                                                      ("mcp-supervisor.service", "mcp-daily-job.service",
-                                                      "mcp-daily-job.timer"))],
+                                                      "mcp-daily-job.timer", "mcp-report.service",
+                                                      "mcp-report.timer", "mcp-backup.service",
+                                                      "mcp-backup.timer"))],
             capture_output=True, text=True, env={**env, "XDG_RUNTIME_DIR": str(runtime)}, timeout=60,
         )
         assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
