@@ -167,29 +167,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
     """``report --slack``: the same REPORT through every configured channel, now (timers, cron)."""
     import asyncio
-    import json
 
     from mcp_supervisor.cli.main import UsageError
-    from mcp_supervisor.config import ConfigError, find_config, load_config
+    from mcp_supervisor.cli.notify_commands import channels_config, print_answers
     from mcp_supervisor.notify.service import report_notification, send_now, targets
 
-    path = find_config(getattr(args, "config", None))
-    if path is None:
-        raise UsageError("report --slack needs the config (for the channels): pass --config FILE")
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = channels_config(args)
     if not targets(config):
         raise UsageError("no notification channel configured (add [notify.slack] or [notify.apprise])")
-    result = asyncio.run(send_now(config, report_notification(report, str(report.get("period") or "custom"))))
-    channels = result["channels"]
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for name, answer in channels.items():
-            print(f"{name}: {'sent' if answer['ok'] else 'FAILED'}, the receiver answered: {answer['answer']}")
-    return EXIT_OK if channels and all(a["ok"] for a in channels.values()) else 1
+    period = str(report.get("period") or "custom")
+    return print_answers(args, asyncio.run(send_now(config, report_notification(report, period))))
 
 
 def add_history_subcommands(sub: Any) -> None:

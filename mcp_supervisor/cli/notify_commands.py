@@ -11,12 +11,16 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mcp_supervisor.config import Config
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def cmd_notify_test(args: argparse.Namespace) -> int:
+def channels_config(args: argparse.Namespace) -> Config:
+    """The config whose channels to use (``FILE``, ``--config`` or the default); a usage error if none."""
     from mcp_supervisor.cli.main import UsageError
     from mcp_supervisor.config import ConfigError, find_config, load_config
 
@@ -28,9 +32,26 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     from mcp_supervisor.logging import collect_secrets, setup_logging
-    from mcp_supervisor.notify.service import send_test, targets
 
     setup_logging("error", "console", collect_secrets(config))
+    return config
+
+
+def print_answers(args: argparse.Namespace, result: dict[str, Any]) -> int:
+    """Each channel's answer as the receiver gave it; exit 0 only when every channel took it."""
+    channels = result["channels"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for name, answer in channels.items():
+            print(f"{name}: {'sent' if answer['ok'] else 'FAILED'}, the receiver answered: {answer['answer']}")
+    return EXIT_OK if channels and all(a["ok"] for a in channels.values()) else EXIT_FAILED
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from mcp_supervisor.notify.service import send_test, targets
+
+    config = channels_config(args)
     if not targets(config):
         result: dict[str, Any] = {"channels": {}}
         message = "no notification channel configured (add [notify.slack] or [notify.apprise]; see docs/configuration.md)"
@@ -39,14 +60,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
         else:
             print(f"supervisorctl-mcp: {message}", file=sys.stderr)
         return EXIT_FAILED
-    result = asyncio.run(send_test(config))
-    channels = result["channels"]
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for name, answer in channels.items():
-            print(f"{name}: {'sent' if answer['ok'] else 'FAILED'}, the receiver answered: {answer['answer']}")
-    return EXIT_OK if channels and all(a["ok"] for a in channels.values()) else EXIT_FAILED
+    return print_answers(args, asyncio.run(send_test(config)))
 
 
 def add_notify_subcommands(sub: Any) -> None:
