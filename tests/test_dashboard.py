@@ -89,6 +89,13 @@ async def test_unreachable_daemon_is_said_and_the_dashboard_reconnects(tmp_path:
             d.start()
             await until(lambda: row_state(app, "managed") is not None, 60, "rows after the daemon came back")
             await until(lambda: not banner.has_class("shown"), 10, "the banner gone")
+            # the daemon stops while the dashboard follows its event stream: said again, no crash
+            d.stop()
+            await until(lambda: banner.has_class("shown"), 20, "the banner after the stream closed")
+            d.start()
+            await until(lambda: not banner.has_class("shown") and row_state(app, "managed") is not None, 60,
+                        "reconnected after the daemon came back")
+            assert app.is_running
             await pilot.press("q")
 
 
