@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs the CLI a few ms
@@ -145,6 +145,18 @@ class _Response:
                 yield line + b"\n"
         if pending:
             yield pending
+
+
+def sse_payloads(lines: Iterable[bytes]) -> Iterator[str]:
+    """The ``data:`` of each server-sent event in a stream of lines (comments and heartbeats skipped)."""
+    data: list[str] = []
+    for line in lines:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if text.startswith("data:"):
+            data.append(text[5:].lstrip(" "))
+        elif text == "" and data:
+            yield "\n".join(data)
+            data = []
 
 
 def _open(socket_path: str, timeout: float | None) -> socket.socket:
@@ -339,19 +351,13 @@ class SupervisorClient:
                 except (ValueError, AttributeError):
                     error = {}
                 raise ApiError(response.status, str(error.get("code", "http_error")), str(error.get("message", "")))
-            data: list[str] = []
-            for line in response.lines():
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                if text.startswith("data:"):
-                    data.append(text[5:].lstrip(" "))
-                elif text == "" and data:
-                    try:
-                        event = json.loads("\n".join(data))
-                    except ValueError:
-                        event = {"kind": "unparsed", "data": "\n".join(data)}
-                    data = []
-                    if isinstance(event, dict):
-                        yield event
+            for payload in sse_payloads(response.lines()):
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    event = {"kind": "unparsed", "data": payload}
+                if isinstance(event, dict):
+                    yield event
         finally:
             if response is not None:
                 response.close()

@@ -7,7 +7,6 @@ handling signals); the user's ``with guarded_run()`` block may not run an event 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
 import threading
@@ -15,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.api.client import ClientError, SupervisorClient
+from mcp_supervisor.api.client import ClientError, SupervisorClient, _BadResponse, _open, _Response, _send, sse_payloads
 from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
@@ -23,20 +22,6 @@ KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notif
 """Event kinds the run keeps (in memory, for the report); everything else is only looked at."""
 STREAM_SILENCE = 60.0
 """The daemon sends an SSE heartbeat every 15 s; this much silence means it is gone or wedged."""
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over the control socket: the watcher needs the socket itself to cut a read short."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 class EventWatcher(threading.Thread):
@@ -79,7 +64,7 @@ class EventWatcher(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self._follow()
-            except (OSError, ClientError, ValueError, http.client.HTTPException):
+            except (OSError, ClientError, ValueError, _BadResponse):
                 pass
             if self._stop_event.is_set():
                 return
@@ -89,38 +74,33 @@ class EventWatcher(threading.Thread):
             self._stop_event.wait(0.5)
 
     def _follow(self) -> None:
-        conn = _UnixHTTPConnection(str(self.socket_path), STREAM_SILENCE)
+        sock = _open(str(self.socket_path), STREAM_SILENCE)
+        response: _Response | None = None
         try:
-            conn.connect()
-            self._sock = conn.sock
+            self._sock = sock
             if self._stop_event.is_set():
                 return
-            conn.request("GET", "/v1/events", headers={"Accept": "text/event-stream"})
-            response = conn.getresponse()
+            _send(sock, "GET", "/v1/events", None, {"Accept": "text/event-stream"})
+            response = _Response(sock)
             if response.status != 200:
                 return
             if self._lost:
                 self._came_back()
             self.connected.set()
-            data: list[str] = []
-            while not self._stop_event.is_set():
-                line = response.readline()
-                if not line:
+            for payload in sse_payloads(response.lines()):  # stop() shuts the socket: the lines end
+                if self._stop_event.is_set():
                     return
-                text = line.decode("utf-8", "replace").rstrip("\r\n")
-                if text.startswith("data:"):
-                    data.append(text[5:].lstrip(" "))
-                elif text == "" and data:
-                    try:
-                        event = json.loads("\n".join(data))
-                    except ValueError:
-                        event = None
-                    data = []
-                    if isinstance(event, dict):
-                        self._on_event(event)
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    self._on_event(event)
         finally:
             self._sock = None
-            conn.close()
+            if response is not None:
+                response.close()
+            sock.close()
 
     def _came_back(self) -> None:
         """The daemon answers again: note it, and what changed while nobody watched."""
