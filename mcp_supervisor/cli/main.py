@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs ev
 if TYPE_CHECKING:
     from typing import Any
 
+    from mcp_supervisor.config import Config
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -78,6 +80,24 @@ def socket_path(args: argparse.Namespace) -> Path:
 
         REDACTOR.update(collect_secrets(config))  # what this command prints is masked (main())
     return resolve_socket_path(None, config)
+
+
+def load_cli_config(args: argparse.Namespace, explicit: str | None = None) -> Config:
+    """The config a command works on (``explicit``, ``--config``, ``MCP_SUPERVISOR_CONFIG``, the
+    defaults), with logging quieted and the redactor loaded; a usage error naming the fix if none."""
+    from mcp_supervisor.config import ConfigError, find_config, load_config
+
+    path = find_config(explicit or getattr(args, "config", None))
+    if path is None:
+        raise UsageError("no config file found; pass --config FILE or set MCP_SUPERVISOR_CONFIG")
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    from mcp_supervisor.logging import collect_secrets, setup_logging
+
+    setup_logging("error", "console", collect_secrets(config))  # the CLI reports; logs stay quiet
+    return config
 
 
 def client_for(args: argparse.Namespace, timeout: float = 10.0) -> SupervisorClient:

@@ -21,20 +21,9 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 def channels_config(args: argparse.Namespace) -> Config:
     """The config whose channels to use (``FILE``, ``--config`` or the default); a usage error if none."""
-    from mcp_supervisor.cli.main import UsageError
-    from mcp_supervisor.config import ConfigError, find_config, load_config
+    from mcp_supervisor.cli.main import load_cli_config
 
-    path = find_config(getattr(args, "file", None) or getattr(args, "config", None))
-    if path is None:
-        raise UsageError("no config file found; pass --config FILE or set MCP_SUPERVISOR_CONFIG")
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    from mcp_supervisor.logging import collect_secrets, setup_logging
-
-    setup_logging("error", "console", collect_secrets(config))
-    return config
+    return load_cli_config(args, getattr(args, "file", None))
 
 
 def print_answers(args: argparse.Namespace, result: dict[str, Any]) -> int:

@@ -24,21 +24,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _vault(args: argparse.Namespace) -> VaultService:
-    from mcp_supervisor.cli.main import UsageError
-    from mcp_supervisor.config import ConfigError, find_config, load_config
+    from mcp_supervisor.cli.main import load_cli_config
     from mcp_supervisor.vault.service import VaultService
 
-    path = find_config(getattr(args, "config", None))
-    if path is None:
-        raise UsageError("no config file found; pass --config FILE or set MCP_SUPERVISOR_CONFIG")
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    from mcp_supervisor.logging import collect_secrets, setup_logging
-
-    setup_logging("error", "console", collect_secrets(config))  # the CLI reports; logs stay quiet
-    return VaultService(config)
+    return VaultService(load_cli_config(args))
 
 
 def print_failure(args: argparse.Namespace, message: str) -> None:
