@@ -1,6 +1,6 @@
 """The configuration's models: what a valid config is (pydantic v2, frozen, unknown keys refused).
 
-Why apart from the loader (``config.py``): the models are the reference of every key, its default
+Why apart from the loader (``loading.py``): the models are the reference of every key, its default
 and its check, read by anyone who wants to know what a setting means; reading files, expanding
 ``${...}`` references and turning errors into messages is the loader's job.
 """
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mcp_supervisor.config_base import _NAME_RE, Duration, _Model
-from mcp_supervisor.config_features import (
+from mcp_supervisor.config.base import _NAME_RE, Duration, _Model
+from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,

@@ -1,6 +1,6 @@
 """The config's optional features: notifications, metrics, the record and reports, the status page.
 
-Why apart from the core models (``config_models.py``): each of these is off or defaulted and owned
+Why apart from the core models (``models.py``): each of these is off or defaulted and owned
 by one subsystem (notify/, metrics.py, history/, web/); the servers and the vault are the core.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mcp_supervisor.config_base import Duration, _Model
+from mcp_supervisor.config.base import Duration, _Model
 
 
 class SlackSettings(_Model):

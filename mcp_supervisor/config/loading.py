@@ -1,4 +1,4 @@
-"""Configuration loading: TOML file -> validated, immutable models (``config_models.py``).
+"""Configuration loading: TOML file -> validated, immutable models (``config/models.py``).
 
 Why this module is strict: the supervisor runs unattended, so a typo in the config must be caught
 when the file is loaded (``mcp-supervisor --check``, ``supervisorctl-mcp check-config``, SIGHUP),
@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_supervisor.config_base import Duration, parse_duration
-from mcp_supervisor.config_features import (
+from mcp_supervisor.config.base import Duration, parse_duration
+from mcp_supervisor.config.features import (
     AppriseNotifySettings,
     HistorySettings,
     MetricsSettings,
@@ -37,7 +37,7 @@ from mcp_supervisor.config_features import (
     SlackSettings,
     WebSettings,
 )
-from mcp_supervisor.config_models import (
+from mcp_supervisor.config.models import (
     DEFAULT_LADDER,
     MANAGED_START_PERIOD,
     BackupSettings,

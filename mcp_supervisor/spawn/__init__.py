@@ -1,0 +1,25 @@
+"""The one way a child process starts: least-privileged, bounded, on record, swept afterwards.
+
+What it is for: every process the daemon starts (stdio probes, warm stdio instances, managed
+servers, the proxy's stdio backends and standbys) goes through ``spawn()``, so the rules live in
+one place: the server's ``user``/``group`` (setgroups to that user's groups, never root's; under a
+root daemon ``nobody`` unless ``user`` is written), a new process group, the clean environment
+(never the daemon's), ``cwd``, ``umask 077``, the server's ``limits`` (cgroup memory/pids,
+``RLIMIT_NOFILE``), the orphan record while it runs, and a sweep of the group after it exits.
+An OOM kill inside the server's cgroup is read back and reported in ``ExitInfo``.
+
+What it may import: ``config``, ``events``, ``logging``, ``redact`` and the standard library,
+psutil and anyio; never ``runtime``, ``probes``, ``api`` or anything above them.
+
+INTERFACE (fixed before the work was split; issue 15 implements it, the proxy uses it):
+
+    spec = spec_for_server(server, state_dir=..., role="probe" | "warm" | "managed" | "backend" | "standby")
+        -> SpawnSpec, or raises SpawnRefused(message naming the field and the fix)
+    child = await spawn(spec, stdio=True)          -> Child (pid, pgid, stdin/stdout/stderr pipes)
+    info  = await child.wait()                     -> ExitInfo (returncode, signal, oom, text)
+    info  = await child.stop(grace=...)            -> stop_signal, then KILL of the group; swept
+    async with stdio_transport(spec) as (read_stream, write_stream, child):
+        # anyio memory streams of mcp.shared.message.SessionMessage, exactly what
+        # mcp.client.stdio.stdio_client yields, so ClientSession (probes) or the proxy's raw
+        # JSON-RPC forwarding sits on top; on exit the child is stopped and its group swept.
+"""
