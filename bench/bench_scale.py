@@ -229,19 +229,31 @@ async def _text(sock: Path, path: str) -> str:
             return await response.text()
 
 
+def measured(run: Daemon, seconds: float, each: Any = None) -> tuple[float, float]:
+    """The daemon's CPU seconds and the wall seconds of a window; ``each()`` runs over and over in it."""
+    from bench.bench_daemon import cpu_seconds
+
+    assert run.proc is not None
+    cpu0, w0 = cpu_seconds(run.proc.pid), time.monotonic()
+    while time.monotonic() - w0 < seconds:
+        if each is None:
+            time.sleep(min(1.0, seconds - (time.monotonic() - w0)))
+        else:
+            each()
+    return cpu_seconds(run.proc.pid) - cpu0, time.monotonic() - w0
+
+
 def startup(count: int, backends: int, timeout: float | None, interval: float) -> None:
     """Time until all ready and false failures at start (every server is healthy all along)."""
-    from bench.bench_daemon import cpu_seconds, rss_mb
+    from bench.bench_daemon import rss_mb
 
     run = Daemon(backends)
     try:
         config = daemon_config(run.directory, [g.port for g in run.gateways], count, interval=interval,
                                timeout=timeout)
         ready_s = run.start(config)
+        cpu, wall = measured(run, interval * 3)
         assert run.proc is not None
-        cpu0, w0 = cpu_seconds(run.proc.pid), time.monotonic()
-        time.sleep(interval * 3)
-        cpu, wall = cpu_seconds(run.proc.pid) - cpu0, time.monotonic() - w0
         figures = run.figures()
         print(f"  {count} servers over {backends} backend(s), timeout {timeout or 'default 5'} s: all ready after "
               f"{ready_s:.1f} s; false failures {figures['failures']}, timeouts re-run {figures['reruns']}, "
@@ -254,21 +266,21 @@ def startup(count: int, backends: int, timeout: float | None, interval: float) -
 
 def storm(count: int, window: float, interval: float) -> None:
     """All ``count`` servers behind one gateway fail at once: daemon CPU, and raw ``ready`` latency."""
-    from bench.bench_daemon import cpu_seconds, pct, ready_roundtrips
+    from bench.bench_daemon import pct, ready_roundtrips
 
     run = Daemon(1)
     try:
         config = daemon_config(run.directory, [run.gateways[0].port], count, interval=interval, timeout=None)
         run.start(config)
-        assert run.proc is not None
         rest = asyncio.run(ready_roundtrips(run.sock, 500))
         run.gateways[0].stop()
-        cpu0, w0 = cpu_seconds(run.proc.pid), time.monotonic()
         during: list[float] = []
-        while time.monotonic() - w0 < window:
-            during += asyncio.run(ready_roundtrips(run.sock, 20))
+
+        def ask() -> None:
+            during.extend(asyncio.run(ready_roundtrips(run.sock, 20)))
             time.sleep(0.2)
-        cpu, wall = cpu_seconds(run.proc.pid) - cpu0, time.monotonic() - w0
+
+        cpu, wall = measured(run, window, ask)
         figures = run.figures()
         print(f"  storm: {count} servers failing at once, {wall:.0f} s: daemon CPU {cpu:.1f} s "
               f"({100 * cpu / wall:.1f} % of a core); raw ready p50/p99/max at rest "
