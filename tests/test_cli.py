@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_api import DrivenControl
@@ -156,16 +157,12 @@ def test_render_helpers() -> None:
 def test_server_text_is_printed_as_is_never_as_markup() -> None:
     """stderr holding ``[/INFO]`` once crashed ``status`` (rich MarkupError) and ``[crashed]``
     vanished; every server-provided string is plain text now."""
-    from rich.console import Console
-
     from mcp_supervisor.cli.render import status_table
 
     text = "[/INFO] boot [bold]x :smile: [crashed]"
     status = {"ready": False, "servers": [{"name": "noisy", "state": "failed", "since": None, "latency_ms": None,
                                            "failure_class": "crashed", "message": text, "critical": True}]}
-    console = Console(record=True, width=200, color_system=None)
-    console.print(status_table(status))
-    printed = console.export_text()
+    printed = status_table(status, colour=True)
     assert f"[crashed] {text}" in printed
     line = ready_line({"ready": False, "not_ready": [{"name": "noisy", "state": "failed", "reason": "[/INFO] [bold]"}]})
     assert line == "not ready: noisy is failed ([/INFO] [bold])"
@@ -215,19 +212,16 @@ async def test_reload_ok_and_rejected(api: ApiServer, control: DrivenControl, en
     assert code == 1 and "servers[0].url" in err and "old config keeps running" in err
 
 
-async def test_events_streams_one_json_line_per_event(
-    api: ApiServer, control: DrivenControl, env: dict[str, str]
-) -> None:
+async def first_event_line(control: DrivenControl, env: dict[str, str], cause: Any, *args: str) -> str:
+    """Follow ``events`` (with ``args``), make one event happen, return the line printed for it."""
     proc = await asyncio.create_subprocess_exec(
-        str(CLI), "events", "--json", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        str(CLI), "events", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         await wait_for(lambda: control.bus.subscriber_count == 1, 10)
-        control.set_state("beta", "recovering")
+        cause()
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 10)
-        event = json.loads(line)
-        assert (event["kind"], event["server"], event["new"]) == ("state", "beta", "recovering")
+        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:
@@ -235,6 +229,26 @@ async def test_events_streams_one_json_line_per_event(
             proc.kill()
             await proc.wait()
     await wait_for(lambda: control.bus.subscriber_count == 0, 10)
+    return line
+
+
+async def test_events_streams_one_json_line_per_event(
+    api: ApiServer, control: DrivenControl, env: dict[str, str]
+) -> None:
+    line = await first_event_line(control, env, lambda: control.set_state("beta", "recovering"), "--json")
+    event = json.loads(line)
+    assert (event["kind"], event["server"], event["new"]) == ("state", "beta", "recovering")
+
+
+async def test_events_prints_sentences_with_rounded_durations(
+    api: ApiServer, control: DrivenControl, env: dict[str, str]
+) -> None:
+    from mcp_supervisor.events import Event
+
+    done = Event(kind="action_done", server="notes-http", data={
+        "rung": "restart", "attempt": 2, "ok": True, "detail": "", "duration": 0.0112, "delay": 0.9338042456718074})
+    line = await first_event_line(control, env, lambda: control.bus.publish(done))
+    assert line.rstrip().endswith(" restart 2 of notes-http done in 11 ms after a 0.9 s backoff"), line
 
 
 # --- finding the daemon -------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
+from mcp_supervisor.event_text import QUIET_KINDS, clock, sentence, tone
+
 STATE_STYLE = {
     "healthy": "bold green",
     "degraded": "bold yellow",
@@ -36,6 +38,7 @@ STATE_STYLE = {
     "fallback": "bold magenta",
     "needs_human": "bold red reverse",
 }
+_TONE_STYLE = {"bad": "red", "good": "green"}
 ALERT_STATES = frozenset({"failed", "needs_human", "fallback", "backoff", "recovering"})
 COLUMNS = ("server", "state", "for", "latency", "uptime 24h", "restarts", "message")
 
@@ -63,22 +66,12 @@ def uptime_bar(pct: float | None, width: int = 10) -> Text:
 
 
 def event_line(event: dict[str, Any]) -> Text | None:
-    """One line per event worth a person's attention (probes and heartbeats are left out)."""
-    kind = event.get("kind")
-    stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("at") or time.time())))
-    server = str(event.get("server") or "")
-    if kind == "state":
-        new = str(event.get("new"))
-        line = Text(f"{stamp} {server}: {event.get('old')} → ")
-        line.append(new, style=STATE_STYLE.get(new, ""))
-        if event.get("reason"):
-            line.append(f" ({event.get('reason')})", style="dim")
-        return line
-    if kind in ("notify", "action", "action_done", "process_exit", "restore", "config_corrupt", "config", "daemon",
-                "report", "run"):
-        detail = {k: v for k, v in event.items() if k not in ("seq", "kind", "server", "at")}
-        return Text(f"{stamp} {kind} {server} {json.dumps(detail, default=str)[:160]}")
-    return None
+    """One sentence per event worth a person's attention (probes and bookkeeping are left out)."""
+    if event.get("kind") in QUIET_KINDS:
+        return None
+    line = Text(f"{clock(event)} ")
+    line.append(sentence(event), style=_TONE_STYLE.get(tone(event), ""))
+    return line
 
 
 class DaemonLink:

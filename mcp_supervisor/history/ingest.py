@@ -14,7 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_supervisor.event_text import duration
 from mcp_supervisor.events import Event
+from mcp_supervisor.health.exits import exit_text
 from mcp_supervisor.history.metrics import DOWN_STATES, UP_STATES
 from mcp_supervisor.logging import REDACTOR
 
@@ -52,11 +54,13 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
     if kind == "action_done":
         verdict = "ok" if data.get("ok") else "failed"
         return None, None, f"{data.get('rung')} attempt {data.get('attempt')} {verdict} in " \
-                           f"{data.get('duration', 0)}s: {data.get('detail') or ''}".rstrip(": ")
+                           f"{duration(data.get('duration', 0))}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "notify":
         return None, None, f"{data.get('notify')}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "process_exit":
-        return None, None, f"process exited with {data.get('returncode')}"
+        code = data.get("returncode")
+        how = data.get("exit") or exit_text(code if isinstance(code, int) else None)
+        return None, None, f"process {how}"
     if kind == "container":
         return None, None, f"container {data.get('action')}"
     if kind == "command":

@@ -20,6 +20,7 @@ from typing import Any
 
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.events import Event, EventBus
+from mcp_supervisor.health.exits import error_line
 from mcp_supervisor.health.machine import ServerMachine
 from mcp_supervisor.health.model import (
     Action,
@@ -199,10 +200,9 @@ class ServerRunner:
         self.request_probe(ProbeKind.WARM)
 
     def _last_output_line(self) -> str | None:
+        """The server's last line only when it is an error line (never an access-log line)."""
         log_file = getattr(self.process, "log", None)
-        tail = log_file.tail(2000) if log_file is not None else ""
-        lines = [line.strip() for line in tail.splitlines() if line.strip()]
-        return lines[-1][-300:] if lines else None
+        return error_line(log_file.tail(2000)) if log_file is not None else None
 
     def _certain_failure(self, result: ProbeResult) -> None:
         """A dead process or container is a fact, not a blip: it counts as the whole threshold."""

@@ -7,9 +7,9 @@ field list in one place next to its documentation (docs/operations.md, "Reading 
 
 from __future__ import annotations
 
-import signal
 from typing import TYPE_CHECKING, Any
 
+from mcp_supervisor.health.exits import exit_text as exit_text  # the runner's import path
 from mcp_supervisor.health.model import ProbeResult, State
 
 if TYPE_CHECKING:
@@ -33,18 +33,6 @@ def result_json(result: ProbeResult | None) -> dict[str, Any] | None:
         "tool_count": result.tool_count,
         "hint": result.hint,
     }
-
-
-def exit_text(code: int | None) -> str:
-    """'exited with code 1' or 'killed by SIGKILL', as an operator reads it (systemd-style)."""
-    if code is None:
-        return "exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 def server_status(runner: ServerRunner, wall_offset: float) -> dict[str, Any]:
