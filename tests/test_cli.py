@@ -9,16 +9,16 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_api import DrivenControl
 
 from mcp_supervisor.api.server import ApiServer, start_api_server
 from mcp_supervisor.cli.render import ready_line, relative, status_rows
 from mcp_supervisor.health.model import Command
+from tests.live_daemon import wait_until
+from tests.test_api import DrivenControl
 
 CLI = Path(sys.executable).parent / "supervisorctl-mcp"
 if not CLI.exists():  # pragma: no cover - a venv without the console script installed
@@ -53,20 +53,6 @@ async def control() -> DrivenControl:
 
 
 @pytest.fixture
-def sock_path(short_tmp: Path) -> Path:
-    return short_tmp / "ctl.sock"
-
-
-@pytest.fixture
-async def api(control: DrivenControl, sock_path: Path) -> AsyncIterator[ApiServer]:
-    server = await start_api_server(control, sock_path)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture
 def env(short_tmp: Path, sock_path: Path) -> dict[str, str]:
     return clean_env(short_tmp, MCP_SUPERVISOR_SOCKET=str(sock_path))
 
@@ -94,7 +80,7 @@ async def test_ready_wait_returns_as_soon_as_the_server_recovers(
 ) -> None:
     control.set_state("alpha", "starting")
     pending = asyncio.create_task(run_cli("ready", "--wait", "30", env=env))
-    await wait_for(lambda: control.waiting == 1, 10)  # the CLI is parked in the long-poll
+    await wait_until(lambda: control.waiting == 1, 10)  # the CLI is parked in the long-poll
     assert not pending.done()
     control.set_state("alpha", "healthy")
     code, out, _ = await asyncio.wait_for(pending, 15)
@@ -218,7 +204,7 @@ async def first_event_line(control: DrivenControl, env: dict[str, str], cause: A
         str(CLI), "events", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        await wait_for(lambda: control.bus.subscriber_count == 1, 10)
+        await wait_until(lambda: control.bus.subscriber_count == 1, 10)
         cause()
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
@@ -228,7 +214,7 @@ async def first_event_line(control: DrivenControl, env: dict[str, str], cause: A
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    await wait_for(lambda: control.bus.subscriber_count == 0, 10)
+    await wait_until(lambda: control.bus.subscriber_count == 0, 10)
     return line
 
 
@@ -326,12 +312,3 @@ async def test_check_config_valid_and_invalid(short_tmp: Path) -> None:
 async def test_usage_errors_exit_2(short_tmp: Path, args: tuple[str, ...]) -> None:
     code, out, err = await run_cli(*args, env=clean_env(short_tmp))
     assert code == 2 and "usage:" in err and out == ""
-
-
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    assert callable(condition)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

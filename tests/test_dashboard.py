@@ -14,8 +14,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from mcp_supervisor.cli.dashboard import DaemonLink, Dashboard, event_line, since_text, uptime_bar
-from tests.live_daemon import CANARY, LiveDaemon, live_daemon
-from tests.test_e2e import BIN, wait_for
+from tests.live_daemon import BIN, CANARY, LiveDaemon, live_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -56,6 +56,27 @@ def since_text(since: float | None, now: float) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+_LATENCY_STEPS = (10, 100, 500)
+SMOOTHING = 0.3
+"""Weight of the newest latency in the shown (exponentially smoothed) figure."""
+
+
+def latency_text(ms: Any) -> str:
+    """``<10 ms``, ``<100 ms``, ``<500 ms``, ``1.2 s``: what a person needs at a glance.
+
+    Why steps (of a smoothed figure) and not the last probe's: latency jitters (2 ms, 3 ms, 2 ms)
+    and every changed cell makes the whole table repaint; at 50 servers re-read every few seconds
+    that repainting was most of an idle dashboard's CPU. A step changes when a server really got
+    slower, which is what a person looks for.
+    """
+    if not isinstance(ms, int | float):
+        return "–"
+    for step in _LATENCY_STEPS:
+        if ms < step:
+            return f"<{step} ms"
+    return f"{ms / 1000:.1f} s" if ms < 10_000 else f"{ms / 1000:.0f} s"
+
+
 def uptime_bar(pct: float | None, width: int = 10) -> Text:
     """'█████████░ 97.1%': a bar a person reads at a glance, coloured by how bad it is."""
     if pct is None:
@@ -134,6 +155,7 @@ class Dashboard(App[int]):
         self.events: deque[Text] = deque(maxlen=12)
         self.last_error = ""
         self._shown: dict[str, list[tuple[str, str]]] = {}
+        self._latency: dict[str, float] = {}
         self._summary_shown = ""
         self._alerts_shown = ""
         """row -> what each cell shows now (text, style), so only changed cells are redrawn."""
@@ -261,6 +283,18 @@ class Dashboard(App[int]):
 
     # --- rendering ----------------------------------------------------------------------------
 
+    def _smoothed_latency(self, name: str, latest: Any, fresh: bool) -> float | None:
+        """The latency shown: smoothed over the status reads (``fresh``: this render brings one)."""
+        if not isinstance(latest, int | float):
+            return self._latency.get(name)
+        before = self._latency.get(name)
+        if before is None or not fresh:
+            smoothed = float(latest) if before is None else before
+        else:
+            smoothed = before + SMOOTHING * (float(latest) - before)
+        self._latency[name] = smoothed
+        return smoothed
+
     def render_all(self, status: dict[str, Any] | None) -> None:
         now = time.time()
         table = self.query_one("#servers", DataTable)
@@ -272,13 +306,15 @@ class Dashboard(App[int]):
         for name in names:
             server = self.servers[name]
             state = str(server.get("state"))
-            latency = server.get("latency_ms")
-            message = str(server.get("message") or server.get("reason") or "")
+            latency = self._smoothed_latency(name, server.get("latency_ms"), status is not None)
+            # a healthy server's probe message ("answered, protocol ..., 3 tools") says nothing the
+            # state does not, and it alternates with every tools check: each change repaints the table
+            message = "" if state == "healthy" else str(server.get("message") or server.get("reason") or "")
             cells = [
                 Text(name, style="bold" if server.get("critical", True) else ""),
                 Text(state, style=STATE_STYLE.get(state, "")),
                 Text(since_text(server.get("since"), now)),
-                Text(f"{latency:.0f} ms" if isinstance(latency, int | float) else "–"),
+                Text(latency_text(latency)),
                 uptime_bar(self.uptime.get(name)),
                 Text(str(server.get("restarts", server.get("attempt", 0)) or 0)),
                 Text(message[:120]),
