@@ -21,7 +21,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from mcp_supervisor import sse
 from mcp_supervisor.api.control import SupervisorControl
+from mcp_supervisor.api.event_stream import stream_events
 from mcp_supervisor.api.middleware import (
     MAX_BODY,
     AccessLogger,
@@ -171,40 +173,16 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(answer, status=200 if answer.get("ok", True) else 422)
 
 
-def _sse_frame(event_json: dict[str, Any]) -> bytes:
-    event_json = REDACTOR.payload(event_json)
+def _sse_frame(event: Event) -> bytes:
+    event_json = REDACTOR.payload(event.to_json())
     data = json.dumps(event_json, separators=(",", ":"), default=str)
-    return f"id: {event_json.get('seq', '')}\nevent: {event_json.get('kind', 'message')}\ndata: {data}\n\n".encode()
-
-
-async def _next_or_none(queue: asyncio.Queue[Event], timeout: float) -> Event | None:
-    try:
-        return await asyncio.wait_for(queue.get(), timeout)
-    except TimeoutError:
-        return None
+    return sse.frame(data, event=str(event_json.get("kind", "message")), id=event_json.get("seq", ""))
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    bus = _control(request).bus
-    heartbeat = request.app[HEARTBEAT_KEY]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    with bus.subscription() as queue:
-        await response.prepare(request)
-        try:
-            await response.write(b": connected\n\n")
-            stopping = request.app[STOPPING_KEY]
-            while not stopping.is_set():
-                event = await _unless_stopping(request.app, _next_or_none(queue, heartbeat))
-                if event is None:
-                    if not stopping.is_set():
-                        await response.write(b": heartbeat\n\n")
-                    continue
-                await response.write(_sse_frame(event.to_json()))
-        except (ConnectionResetError, ConnectionError):
-            pass  # the client went away: leave, which drops the subscription
-    return response
+    """Every bus event, redacted, as it happens (the CLI's ``events``, the guardian, the dashboard)."""
+    return await stream_events(request, _control(request).bus, _sse_frame, stopping=request.app[STOPPING_KEY],
+                               heartbeat=request.app[HEARTBEAT_KEY])
 
 
 def build_app(

@@ -12,12 +12,16 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from mcp_supervisor import sse
+from mcp_supervisor.api.event_stream import StreamGate, stream_events
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.web.listen import parse_listen
@@ -32,6 +36,8 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 HEARTBEAT = 15.0
+MAX_STREAMS = 256
+"""Default of ``[web] max_event_streams``: open live views of the page (a tab holds one)."""
 log = get_logger("mcp_supervisor.web")
 
 
@@ -47,6 +53,7 @@ class StatusPage:
         scrub: Callable[[str], str],
         record: PageRecord | None = None,
         heartbeat: float = HEARTBEAT,
+        max_streams: int | None = MAX_STREAMS,
     ) -> None:
         self._status = status
         self._bus = bus
@@ -55,6 +62,7 @@ class StatusPage:
         self.record = record
         self._heartbeat = heartbeat
         self.incidents = IncidentLog()
+        self.streams = StreamGate(max_streams)
         self._runner: web.AppRunner | None = None
         self._feed: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
@@ -80,6 +88,10 @@ class StatusPage:
         app.router.add_get("/api/events", self._events)
         app.on_response_prepare.append(self._secure_headers)
         return app
+
+    def collector(self) -> Collector:
+        """Register on the daemon's metrics registry: open streams, the cap, refusals."""
+        return _StreamCollector(self.streams)
 
     async def start(self, listen: str) -> None:
         host, port = parse_listen(listen)
@@ -151,20 +163,40 @@ class StatusPage:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """'Something changed' pings (server name and state only); the page re-reads the summary."""
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        await response.prepare(request)
-        with self._bus.subscription() as queue:
-            try:
-                await response.write(b"event: hello\ndata: {}\n\n")
-                while not self._stopping.is_set():
-                    try:
-                        event: Event = await asyncio.wait_for(queue.get(), self._heartbeat)
-                    except TimeoutError:
-                        await response.write(b": heartbeat\n\n")
-                        continue
-                    if event.kind in ("state", "config", "daemon", "report"):
-                        data = {"kind": event.kind, "server": event.server, "state": event.data.get("new")}
-                        await response.write(f"event: change\ndata: {json.dumps(data)}\n\n".encode())
-            except (ConnectionResetError, ConnectionError):
-                pass
-        return response
+        return await stream_events(request, self._bus, _change_frame, stopping=self._stopping,
+                                   heartbeat=self._heartbeat, hello=sse.frame("{}", event="hello"), gate=self.streams,
+                                   refused=_too_many_streams)
+
+
+def _change_frame(event: Event) -> bytes | None:
+    if event.kind not in ("state", "config", "daemon", "report"):
+        return None
+    return sse.frame(json.dumps({"kind": event.kind, "server": event.server, "state": event.data.get("new")}),
+                     event="change")
+
+
+def _too_many_streams() -> web.Response:
+    """Past the cap: 503 at once, and the connection closed (an idle keep-alive would hold the slot's fd)."""
+    response = web.json_response(
+        {"error": {"code": "too_many_streams", "message": "too many live views of this page are open; retry later"}},
+        status=503, headers={"Retry-After": "10", "Connection": "close"},
+    )
+    response.force_close()
+    return response
+
+
+class _StreamCollector(Collector):
+    """The page's live-update streams, for ``/metrics`` (read at scrape time, never stale)."""
+
+    def __init__(self, gate: StreamGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("mcp_supervisor_status_page_streams", "Open live-update streams of the status page.",
+                                value=self._gate.open)
+        yield GaugeMetricFamily("mcp_supervisor_status_page_streams_limit",
+                                "The cap on open streams of the status page ([web] max_event_streams).",
+                                value=self._gate.limit if self._gate.limit is not None else float("inf"))
+        yield CounterMetricFamily("mcp_supervisor_status_page_streams_refused",
+                                  "Live-update streams refused with 503 because the cap was reached.",
+                                  value=self._gate.refused)
