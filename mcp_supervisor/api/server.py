@@ -29,12 +29,13 @@ from mcp_supervisor.api.middleware import (
     AccessLogger,
     ApiError,
     Handler,
+    JsonErrorsProtocol,
     error_response,
     errors_middleware,
     json_body,
     make_peer_middleware,
 )
-from mcp_supervisor.api.unix_socket import ApiStartError, bind_socket, peer_credentials
+from mcp_supervisor.api.unix_socket import ApiStartError, bind_socket, listen_backlog, peer_credentials
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command
 from mcp_supervisor.logging import get_logger
@@ -230,8 +231,9 @@ def build_app(
 class ApiServer:
     """A running API; ``close()`` stops it and removes its socket file (if it is still ours)."""
 
-    def __init__(self, runner: web.AppRunner, socket_path: Path, inode: int) -> None:
+    def __init__(self, runner: web.AppRunner, listener: asyncio.Server, socket_path: Path, inode: int) -> None:
         self.runner = runner
+        self._listener = listener
         self.socket_path = socket_path
         self._inode = inode
         self._closed = False
@@ -246,6 +248,7 @@ class ApiServer:
         if self._closed:
             return
         self._closed = True
+        self._listener.close()  # no new connections; the runner then ends the open ones
         await self.runner.cleanup()
         try:
             if self.socket_path.lstat().st_ino == self._inode:
@@ -287,12 +290,18 @@ async def start_api_server(
     )  # fmt: skip
     try:
         await runner.setup()
-        site = web.SockSite(runner, sock)
-        await site.start()
+        server = runner.server
+        assert server is not None
+
+        def protocol() -> JsonErrorsProtocol:  # aiohttp's own, but malformed requests get JSON errors
+            return JsonErrorsProtocol(server, loop=loop, keepalive_timeout=IDLE_TIMEOUT, access_log_class=AccessLogger)
+
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(protocol, sock=sock, backlog=listen_backlog())  # listen() again
     except BaseException:
         await runner.cleanup()
         sock.close()
         socket_path.unlink(missing_ok=True)
         raise
     log.info("control API listening", socket=str(socket_path))
-    return ApiServer(runner, socket_path, inode)
+    return ApiServer(runner, listener, socket_path, inode)

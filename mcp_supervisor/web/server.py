@@ -4,6 +4,13 @@ Why a separate listener from the control socket: the socket carries actions and 
 SO_PEERCRED; the page carries none, so anyone on this machine who can reach loopback may read it,
 and nothing on it can change anything. Only GET routes exist; the page is files inside the package
 (no CDN, no build step); live updates come from server-sent events that only say "something changed".
+
+Why the live streams are capped (``[web] max_event_streams``) and the listen backlog is left at
+aiohttp's 128: anyone on this machine can open streams, and each holds a bus subscription and a
+file descriptor; past the cap a 503 comes at once (counted in ``/metrics``). A small accept queue
+keeps each burst of new connections the event loop takes in at once small (asyncio accepts up to
+``backlog`` per wake-up), so a flood of 2 000 page connections is spread by the kernel instead of
+stalling the control socket's ``ready`` (``bench/bench_flood.py``).
 """
 
 from __future__ import annotations
@@ -99,7 +106,9 @@ class StatusPage:
         warm = getattr(self.record, "warm", None)
         if warm is not None:  # the past days' cells once, before the first visitor asks
             self._warm = asyncio.create_task(self._warm_record(warm), name="status-page-warm")
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # handler_cancellation: a live view whose tab closed frees its stream slot at once
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                     handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
