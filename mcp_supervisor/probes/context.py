@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -89,8 +90,10 @@ def make_http_client(
 class ProbeContext:
     """Shared, long-lived resources for all probers of one daemon."""
 
-    def __init__(self, *, max_concurrent_cold: int = 2) -> None:
+    def __init__(self, *, max_concurrent_cold: int = 2, state_dir: Path | None = None) -> None:
         self.max_concurrent_cold = max_concurrent_cold
+        self.state_dir = state_dir
+        """Where stdio servers' private HOMEs go (``<state_dir>/homes``); None: a private temp dir."""
         self._cold: asyncio.Semaphore | None = None
         self._http: dict[tuple[str, str, int | None], httpx2.AsyncClient] = {}
         self._light: aiohttp.ClientSession | None = None

@@ -185,17 +185,19 @@ class ServerRunner:
             return  # our own stop/restart is in progress; its outcome drives the machine
         code = args[-1] if args else None
         self._epoch += 1
-        self.last_exit = exit_text(code)
+        info = getattr(self.process, "exit_info", None)  # spawn's ExitInfo: an OOM kill is told apart
+        oom = bool(getattr(info, "oom", False))
+        self.last_exit = info.text if info is not None else exit_text(code)
         said = self._last_output_line()
         self._log.warning("managed process exited", returncode=code, exit=self.last_exit)
-        self.env.bus.publish(
-            Event(kind="process_exit", server=self.server.name, data={"returncode": code, "exit": self.last_exit})
-        )
+        self.env.bus.publish(Event(kind="process_exit", server=self.server.name,
+                                   data={"returncode": code, "exit": self.last_exit, "oom": oom}))
         conflict = exit_port_conflict(self.server.name, self.server.url, self.process)  # names a port holder
         message = f"managed process {self.last_exit}" + (f"; last output: {said}" if said else "")
         if conflict:
             message = f"{conflict} (the process {self.last_exit})"
-        self._certain_failure(ProbeResult(ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=message))
+        failure = FailureClass.OOM if oom else FailureClass.CRASHED
+        self._certain_failure(ProbeResult(ok=False, failure=failure, kind=ProbeKind.WARM, message=message))
         self.request_probe(ProbeKind.WARM)
 
     def _last_output_line(self) -> str | None:

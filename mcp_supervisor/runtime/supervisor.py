@@ -31,8 +31,9 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import Command, ProbeKind, State, Transition
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
 from mcp_supervisor.runtime.executor import Executor
-from mcp_supervisor.runtime.process_records import ProcessRecords, kill_group, records_for
 from mcp_supervisor.runtime.runner import RunnerEnv, ServerRunner, result_json
+from mcp_supervisor.spawn.home import prepare_state_dir
+from mcp_supervisor.spawn.records import ProcessRecords, kill_group, records_for
 
 log = get_logger("mcp_supervisor.supervisor")
 
@@ -92,7 +93,8 @@ class Supervisor:
         from mcp_supervisor.probes import ProbeContext
 
         self._tg = tg
-        self._probe_context = ProbeContext(max_concurrent_cold=self.config.supervisor.max_concurrent_cold_probes)
+        self._probe_context = ProbeContext(max_concurrent_cold=self.config.supervisor.max_concurrent_cold_probes,
+                                           state_dir=Path(self.config.state_dir))
         log_dir = Path(self.config.state_dir) / "logs"
         executor = Executor(self._get_docker, self.vault, self._get_http)
         self._env = RunnerEnv(
@@ -107,8 +109,9 @@ class Supervisor:
             rng=self._rng,
         )
         try:
+            self._prepare_state_dir()
             if any(s.managed for s in self.config.servers):
-                log_dir.mkdir(parents=True, exist_ok=True)
+                log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await self._stop_previous_life()
             for server in self.config.servers:
                 if self.phase == "stopping":
@@ -127,6 +130,13 @@ class Supervisor:
             self._set_phase("running")
         self._restart_docker_events()
         self.bus.publish(Event(kind="daemon", data={"event": "started", "servers": len(self.runners)}))
+
+    def _prepare_state_dir(self) -> None:
+        """The state directory is the daemon's own, 0711: servers reach their HOME in ``homes``, no more."""
+        try:
+            os.close(prepare_state_dir(Path(self.config.state_dir)))
+        except OSError as exc:  # supervising matters more; the spawns that need it say why
+            log.error("the state directory is not safe to use", error=str(exc))
 
     async def _stop_previous_life(self) -> None:
         """Stop what a daemon that died left running, before starting anything of ours."""
