@@ -155,12 +155,15 @@ class ServerRunner:
             return  # our own stop/restart is in progress; its outcome drives the machine
         code = args[-1] if args else None
         self._epoch += 1
-        self.last_exit = exit_text(code)
+        info = getattr(self.process, "exit_info", None)  # spawn's ExitInfo: an OOM kill is told apart
+        oom = bool(getattr(info, "oom", False))
+        self.last_exit = info.text if info is not None else exit_text(code)
         self._log.warning("managed process exited", returncode=code, exit=self.last_exit)
         self.env.bus.publish(
-            Event(kind="process_exit", server=self.server.name, data={"returncode": code, "exit": self.last_exit})
+            Event(kind="process_exit", server=self.server.name,
+                  data={"returncode": code, "exit": self.last_exit, "oom": oom})
         )
-        self._certain_failure(exit_result(self.server, self.process, self.last_exit))
+        self._certain_failure(exit_result(self.server, self.process, self.last_exit, oom=oom))
         self.request_probe(ProbeKind.WARM)
 
     def _certain_failure(self, result: ProbeResult) -> None:
