@@ -49,6 +49,8 @@ def own_home_usable(identity: Identity) -> bool:
     """Does the account's passwd home exist as a directory it can write and enter?"""
     try:
         info = os.stat(identity.home)
+        if os.statvfs(identity.home).f_flag & os.ST_RDONLY:
+            return False  # e.g. ProtectHome=read-only in the unit: npx/uvx could not write there
     except OSError:
         return False
     if not stat.S_ISDIR(info.st_mode) or identity.home in ("", "/"):
