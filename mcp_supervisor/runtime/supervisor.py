@@ -32,6 +32,7 @@ from mcp_supervisor.health.model import Command, ProbeKind, State, Transition
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.runner import RunnerEnv, ServerRunner, result_json
+from mcp_supervisor.spawn import cgroups
 from mcp_supervisor.spawn.home import prepare_state_dir
 from mcp_supervisor.spawn.records import ProcessRecords, kill_group, records_for
 
@@ -179,6 +180,7 @@ class Supervisor:
         retiring = [self._retiring] if self._retiring is not None else []  # a reload's stops in flight
         await asyncio.gather(*(r.stop() for r in self._closing), *retiring, return_exceptions=True)
         await self._close_shared()
+        cgroups.release()  # every child is stopped: the daemon's (now empty) cgroup subtree goes too
 
     def kill_now(self) -> None:
         """The clean stop ran out of time: SIGKILL every managed process group still there."""
