@@ -210,14 +210,14 @@ async def test_two_damages_in_one_second_keep_both_copies(tmp_path: Path) -> Non
 
 def test_writes_in_a_users_folder_run_with_her_rights_only(tmp_path: Path) -> None:
     from mcp_supervisor.vault.owner_helper import put_file_as_owner
-    from mcp_supervisor.vault.safefs import PathRefused, open_dir
+    from mcp_supervisor.vault.safefs import PathRefused, Put, open_dir
 
     home = tmp_path / "home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
     folder = open_dir(str(home))
     try:  # root asks for a root-owned file: the helper, being her, cannot give it away
-        put_file_as_owner(folder, "mcp.json", b"{}", mode=0o640, uid=0, gid=0, aside_label=None, only_regular=True)
+        put_file_as_owner(folder, "mcp.json", b"{}", Put(0o640, uid=0, gid=0))
     finally:
         os.close(folder)
     info = (home / "mcp.json").stat()
@@ -226,8 +226,7 @@ def test_writes_in_a_users_folder_run_with_her_rights_only(tmp_path: Path) -> No
     folder = open_dir(str(home))
     try:
         with pytest.raises(PathRefused, match=r"as uid 65534: .*Permission denied"):
-            put_file_as_owner(folder, "other.json", b"{}", mode=0o600, uid=None, gid=None, aside_label=None,
-                              only_regular=True)
+            put_file_as_owner(folder, "other.json", b"{}", Put(0o600))
     finally:
         os.close(folder)
     assert not (home / "other.json").exists()

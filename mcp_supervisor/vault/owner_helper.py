@@ -20,7 +20,7 @@ import pwd
 import sys
 from typing import Any
 
-from mcp_supervisor.vault.safefs import PathRefused, put_file
+from mcp_supervisor.vault.safefs import PathRefused, Put, put_file
 
 # --- the daemon's side -------------------------------------------------------------------------
 
@@ -63,22 +63,11 @@ def run_as(uid: int, gid: int, groups: list[int], dir_fd: int, request: dict[str
     return dict(reply)
 
 
-def put_file_as_owner(
-    dir_fd: int,
-    name: str,
-    data: bytes,
-    *,
-    mode: int,
-    uid: int | None,
-    gid: int | None,
-    aside_label: str | None,
-    only_regular: bool,
-) -> dict[str, Any]:
+def put_file_as_owner(dir_fd: int, name: str, data: bytes, how: Put) -> dict[str, Any]:
     """``put_file``, with the rights of the folder's owner when we are root and it is someone else's."""
     folder = os.fstat(dir_fd)
     if os.geteuid() != 0 or folder.st_uid in (0, os.geteuid()):
-        return put_file(dir_fd, name, data, mode=mode, uid=uid, gid=gid, aside_label=aside_label,
-                        only_regular=only_regular)
+        return put_file(dir_fd, name, data, how)
     try:
         user = pwd.getpwuid(folder.st_uid)
         owner_gid = user.pw_gid
@@ -86,8 +75,7 @@ def put_file_as_owner(
     except KeyError:  # a uid without a passwd entry: its folder's group, nothing more
         owner_gid = folder.st_gid
         groups = [owner_gid]
-    request = {"name": name, "mode": mode, "file_uid": uid, "file_gid": gid, "aside_label": aside_label,
-               "only_regular": only_regular}
+    request = {"name": name, "put": how.to_json()}
     return run_as(folder.st_uid, owner_gid, groups, dir_fd, request, data)
 
 
@@ -104,10 +92,7 @@ def drop_to(uid: int, gid: int, groups: list[int]) -> None:
 
 def serve(request: dict[str, Any], data: bytes) -> dict[str, Any]:
     drop_to(int(request["uid"]), int(request["gid"]), [int(g) for g in request["groups"]])
-    return put_file(
-        int(request["dir_fd"]), str(request["name"]), data, mode=int(request["mode"]), uid=request["file_uid"],
-        gid=request["file_gid"], aside_label=request["aside_label"], only_regular=bool(request["only_regular"]),
-    )  # fmt: skip
+    return put_file(int(request["dir_fd"]), str(request["name"]), data, Put(**request["put"]))
 
 
 def main() -> None:

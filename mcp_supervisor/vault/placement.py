@@ -15,7 +15,7 @@ from pathlib import Path
 from mcp_supervisor.vault.crypto import VaultError
 from mcp_supervisor.vault.fsutil import path_lock
 from mcp_supervisor.vault.owner_helper import put_file_as_owner
-from mcp_supervisor.vault.safefs import PathRefused, describe_mode, open_dir, read_regular
+from mcp_supervisor.vault.safefs import PathRefused, Put, describe_mode, open_dir, read_regular
 
 
 class RestoreError(VaultError):
@@ -88,10 +88,7 @@ def place(
             uid, gid = owner.st_uid, owner.st_gid
         try:
             with path_lock(state_dir, target):
-                reply = put_file_as_owner(
-                    folder, target.name, content, mode=mode, uid=uid, gid=gid, aside_label=label,
-                    only_regular=only_regular,
-                )  # fmt: skip
+                reply = put_file_as_owner(folder, target.name, content, Put(mode, uid, gid, label, only_regular))
         except OSError as exc:
             raise RestoreError(f"cannot write {target}: {os_reason(exc)}") from None
     finally:

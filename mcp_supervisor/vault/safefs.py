@@ -258,26 +258,32 @@ def collect_temp(dir_fd: int, name: str, older_than: float = TEMP_GRACE_S) -> li
     return removed
 
 
-def put_file(
-    dir_fd: int,
-    name: str,
-    data: bytes,
-    *,
-    mode: int,
-    uid: int | None,
-    gid: int | None,
-    aside_label: str | None,
-    only_regular: bool,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Put:
+    """How ``put_file`` writes: the file's ``mode``, owner (None: ours), the label of the kept copy
+    of what was there (None: not kept), and whether anything but a regular file there is refused."""
+
+    mode: int
+    uid: int | None = None
+    gid: int | None = None
+    aside_label: str | None = None
+    only_regular: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "uid": self.uid, "gid": self.gid, "aside_label": self.aside_label,
+                "only_regular": self.only_regular}
+
+
+def put_file(dir_fd: int, name: str, data: bytes, how: Put) -> dict[str, Any]:
     """Set aside what is at ``name`` (when asked), then write ``data`` there; returns the kept name."""
     try:
         existing: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         existing = None
-    if existing is not None and only_regular and not stat.S_ISREG(existing.st_mode):
+    if existing is not None and how.only_regular and not stat.S_ISREG(existing.st_mode):
         raise PathRefused(f"{name} is {describe_mode(existing.st_mode)}, not a regular file: refusing to replace it")
-    kept = set_aside(dir_fd, name, aside_label) if existing is not None and aside_label else None
-    write_replace(dir_fd, name, data, mode, uid, gid)
+    kept = set_aside(dir_fd, name, how.aside_label) if existing is not None and how.aside_label else None
+    write_replace(dir_fd, name, data, how.mode, how.uid, how.gid)
     collect_temp(dir_fd, name)
     return {"kept": kept}
 
