@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: ok ({len(config.servers)} server(s), {len(config.configs)} watched config(s))")
         return 0
     setup_logging(config.supervisor.log_level, config.supervisor.log_format, collect_secrets(config))
+    # Whatever the daemon creates (state directory tree, history, server logs) is its own: 0600/0700.
+    # Modes others need (the control socket, restored user files) are set explicitly where made.
+    os.umask(0o077)
     socket_path = resolve_socket_path(args.socket, config)
     try:
         return asyncio.run(serve(config, path, socket_path))
