@@ -52,6 +52,9 @@ shutdown_timeout = "2s"
 [notify]
 retry_initial = "100ms"
 retry_max = "5s"
+group_wait = "0s"
+group_interval = "0s"
+pace = "0s"
 [notify.slack]
 {slack}
 {extra}
@@ -211,7 +214,7 @@ headers = { Authorization = "Bearer ${JIRA_TOKEN}" }
         everything = json.dumps([a.body for a in fake.attempts])
         assert canary not in everything
         assert "***" in everything and "JIRA_TOKEN" in everything  # the variable's name, never its value
-        for path in (tmp_path / "state").glob("outbox.sqlite3*"):  # the database and its WAL
+        for path in (tmp_path / "state").glob("history.sqlite3*"):  # the record (with the outbox) and its WAL
             assert canary.encode() not in path.read_bytes(), path
 
 
@@ -503,6 +506,8 @@ shutdown_timeout = "2s"
 [notify]
 retry_initial = "200ms"
 retry_max = "1s"
+group_wait = "0s"
+group_interval = "0s"
 [notify.slack]
 webhook_url = "${{SLACK_WEBHOOK_URL}}"
 [[servers]]
@@ -535,7 +540,7 @@ probe = {{ interval = "250ms", timeout = "3s", failure_threshold = 3 }}
                                 "the resolution failing at Slack")
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
-            rows = await _outbox_rows(tmp_path / "state" / "outbox.sqlite3")
+            rows = await _outbox_rows(tmp_path / "state" / "history.sqlite3")
             assert [(r["kind"], r["status"]) for r in rows] == [("down", "sent"), ("recovered", "pending")]
             fake.mode = None  # Slack is back
             start_daemon()

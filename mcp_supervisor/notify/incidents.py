@@ -70,6 +70,8 @@ class Incident:
     flapping: bool = False
     up_since: float | None = None
     failures: int = 1
+    after: str = ""
+    """The state the server left (``starting``: it never came up since the daemon started)."""
 
 
 class IncidentTracker:
@@ -153,6 +155,7 @@ class IncidentTracker:
             critical=bool(data.get("critical", False)),
             failure_class=str(failure_class) if failure_class else None,
             reason=str(data.get("reason") or ""),
+            after=str(data.get("old") or ""),
         )
         self.open[server] = incident
         severity = "critical" if incident.critical else "warning"
@@ -202,7 +205,7 @@ class IncidentTracker:
     @staticmethod
     def _note(incident: Incident, kind: str, severity: str, role: Role, at: float, **data: Any) -> Notification:
         payload = {"failure_class": incident.failure_class, "opened_at": incident.opened_at,
-                   "critical": incident.critical, **data}
+                   "critical": incident.critical, "after": incident.after, **data}
         return Notification(kind=kind, severity=severity, incident=incident.key, role=role, at=at,
                             server=incident.server, data=payload)
 
