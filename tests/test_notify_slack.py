@@ -44,7 +44,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_config(tmp: Path, slack: str, extra: str = "", environ: dict[str, str] | None = None) -> Config:
+NO_GROUPING = 'group_wait = "0s"\ngroup_interval = "0s"\npace = "0s"'
+"""Each incident on its own at once, as before grouping (the grouping has its own tests)."""
+
+
+def make_config(tmp: Path, slack: str, extra: str = "", environ: dict[str, str] | None = None,
+                notify: str = NO_GROUPING) -> Config:
     text = f"""
 [supervisor]
 state_dir = "{tmp}/state"
@@ -52,9 +57,7 @@ shutdown_timeout = "2s"
 [notify]
 retry_initial = "100ms"
 retry_max = "5s"
-group_wait = "0s"
-group_interval = "0s"
-pace = "0s"
+{notify}
 [notify.slack]
 {slack}
 {extra}
@@ -241,7 +244,7 @@ async def test_report_events_are_rendered(tmp_path: Path) -> None:
 
 
 async def test_report_slack_without_the_daemon_posts_the_report_at_once(tmp_path: Path) -> None:
-    from mcp_supervisor.notify.service import report_notification, send_now
+    from mcp_supervisor.notify.sending import report_notification, send_now
 
     async with fake_slack() as fake:
         config = make_config(tmp_path, bot(fake))

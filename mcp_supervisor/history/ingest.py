@@ -73,6 +73,12 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
         return None, None, f"snapshot {data.get('snapshot')}: {len(files)} file(s), safe={data.get('safe')}"
     if kind == "restore":
         return None, None, f"config {data.get('config')} restored from {data.get('snapshot')}"
+    if kind == "alert":
+        return None, None, f"not sent ({data.get('event')} by {data.get('silence')}): {data.get('detail') or ''}"
+    if kind in ("silence", "maintenance"):
+        until = data.get("until", data.get("ends_at"))
+        reason = f": {data.get('reason')}" if data.get("reason") else ""
+        return None, None, f"{data.get('kind', kind)} {data.get('id')} {data.get('event')} (until {until}){reason}"
     compact = {k: v for k, v in data.items() if k not in ("server",) and not isinstance(v, dict | list)}
     return None, None, " ".join(f"{k}={v}" for k, v in compact.items())
 
@@ -144,6 +150,9 @@ class Recorder:
                     self.close_interval(server, event.at)
         elif event.kind == "run":
             self._on_run(event, data)
+        elif event.kind == "maintenance" and event.server and data.get("event") == "started":
+            # after the pause it causes: the window's time is maintenance, never downtime
+            self.open_interval(event.server, "maintenance", event.at, str(data.get("reason") or "maintenance"))
         if event.kind not in _SKIP_EVENT_KINDS:
             self._log_event(event, data)
 

@@ -32,13 +32,7 @@ from mcp_supervisor.notify.incidents import IncidentTracker, Notification, sever
 from mcp_supervisor.notify.outbox import Outbox, Row
 from mcp_supervisor.notify.policy import quiet_until, retry_delay
 from mcp_supervisor.notify.render import title
-from mcp_supervisor.notify.sending import (  # noqa: F401  (re-exported: the CLI imports them from here)
-    build_channels,
-    report_notification,
-    send_now,
-    send_test,
-    targets,
-)
+from mcp_supervisor.notify.sending import build_channels, send_test, targets
 from mcp_supervisor.notify.silence_book import SilenceBook
 
 log = get_logger("mcp_supervisor.notify")

@@ -85,6 +85,8 @@ class Supervisor:
         self._retiring: asyncio.Future[Any] | None = None
         self._retiring_runners: list[ServerRunner] = []
         self.records: ProcessRecords | None = None
+        self.maintenance: dict[str, dict[str, Any]] = {}
+        """Servers in a maintenance window (runtime/maintenance.py): paused, not required for ready."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -275,10 +277,9 @@ class Supervisor:
             line += "; " + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
         return line
 
-    @staticmethod
-    def _counts_ready(runner: ServerRunner) -> bool:
+    def _counts_ready(self, runner: ServerRunner) -> bool:
         state = runner.state
-        if state in _READY_STATES:
+        if state in _READY_STATES or runner.server.name in self.maintenance:
             return True
         fallback = runner.server.fallback
         return state is State.FALLBACK and fallback is not None and fallback.allowed
@@ -293,7 +294,7 @@ class Supervisor:
         drift = list(self._env.drift_ms) if self._env else []
         return {
             "ready": self.readiness()["ready"],
-            "servers": [r.status(offset) for r in self.runners.values()],
+            "servers": [{**r.status(offset), "maintenance": self.maintenance.get(n)} for n, r in self.runners.items()],
             "daemon": {
                 "pid": os.getpid(),
                 "state": self.phase,
