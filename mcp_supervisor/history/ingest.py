@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mcp_supervisor.events import Event
@@ -77,8 +78,9 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
         return None, None, f"not sent ({data.get('event')} by {data.get('silence')}): {data.get('detail') or ''}"
     if kind in ("silence", "maintenance"):
         until = data.get("until", data.get("ends_at"))
+        when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(until, int | float) else "?"
         reason = f": {data.get('reason')}" if data.get("reason") else ""
-        return None, None, f"{data.get('kind', kind)} {data.get('id')} {data.get('event')} (until {until}){reason}"
+        return None, None, f"{data.get('kind', kind)} {data.get('id')} {data.get('event')} (until {when}){reason}"
     compact = {k: v for k, v in data.items() if k not in ("server",) and not isinstance(v, dict | list)}
     return None, None, " ".join(f"{k}={v}" for k, v in compact.items())
 

@@ -25,7 +25,7 @@ NETWORK_CLASSES = frozenset({"refused", "timeout"})
 CAUSE_TEXT = {
     DOCKER_ENGINE: "Docker engine not answering",
     DAEMON_STARTING: "not up since the daemon started",
-    NETWORK: "network down: no HTTP server answers",
+    NETWORK: "no HTTP server answers (network down?)",
     "refused": "connection refused",
     "timeout": "no answer in time",
     "crashed": "process or container died",
