@@ -605,3 +605,33 @@ format = "mcp-client-json"
     found = {s.name: s.value for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
     assert found["mcp_supervisor_backup_copies"] == 1.0 and found["mcp_supervisor_backup_min_copies"] == 2.0
     assert 0.0 <= found["mcp_supervisor_backup_age_seconds"] < 60.0
+
+
+async def test_a_pending_outbox_file_of_an_older_daemon_is_moved_into_the_record_and_delivered_once(
+    tmp_path: Path,
+) -> None:
+    from mcp_supervisor.notify.incidents import Notification
+    from mcp_supervisor.notify.outbox import Outbox
+
+    old = tmp_path / "state" / "outbox.sqlite3"
+    old.parent.mkdir(parents=True)
+    box = Outbox(old)  # the tables an older daemon wrote, in their own file
+    notes = [Notification("down", "critical", "jira@1.000", "alert", 1.0, "jira", {"detail": "refused"}),
+             Notification("recovered", "info", "jira@1.000", "resolution", 9.0, "jira", {"ttr_s": 8.0}),
+             Notification("down", "critical", "gitlab@2.000", "alert", 2.0, "gitlab", {"detail": "crashed"})]
+    box.enqueue([("slack", n, 0.0) for n in notes], {"open": {}, "recent": {}})
+    box.mark_sent(3, 5.0, None, None)  # gitlab's alert was delivered before the upgrade
+    box.close()
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake))
+        async with notifier(config) as (service, _):
+            await fake.wait_for(lambda f: len(f.messages) == 2, 20, "the two pending messages")
+            assert service.db_path == tmp_path / "state" / "history.sqlite3"
+            async with asyncio.timeout(10):  # both marked sent (a stop between Slack's ok and that is a repeat)
+                while service.counts["pending"]:
+                    await asyncio.sleep(0.05)
+        async with notifier(config) as (service, _):  # a second start copies nothing again
+            await asyncio.sleep(0.5)
+            assert service.counts == {"pending": 0, "sent": 3, "dead": 0}
+    assert fake.titles() == ["jira is down", "jira recovered after 8.0s"]
+    assert not old.exists() and old.with_name("outbox.sqlite3.migrated").exists()

@@ -96,6 +96,11 @@ class IncidentTracker:
                 continue  # a field from another version: forget that incident rather than crash
         self.recent = {str(k): [float(t) for t in v] for k, v in (raw.get("recent") or {}).items()}
 
+    def fingerprint(self) -> tuple[object, ...]:
+        """Cheap: changes whenever ``to_json`` would (the service stores the state only then)."""
+        return (tuple((k, i.key, i.alerted, i.flapping, i.up_since, i.failures) for k, i in self.open.items()),
+                tuple((k, len(v), v[-1] if v else None) for k, v in self.recent.items()))
+
     # --- inputs ------------------------------------------------------------------------------
 
     def on_event(self, kind: str, server: str | None, data: dict[str, Any], at: float) -> list[Notification]:

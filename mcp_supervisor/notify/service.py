@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from mcp_supervisor.notify.silence_book import SilenceBook
 log = get_logger("mcp_supervisor.notify")
 _RELEVANT = frozenset({"state", "notify", "config", "backup", "backup_failed", "restore", "restore_failed", "report"})
 _TICK = 5.0
+_BATCH = 1000
 _PRUNE_EVERY = 3600.0
 OUTBOX_FILE = "outbox.sqlite3"
 """An older daemon's separate outbox file; migrated into the record at start-up."""
@@ -134,18 +134,26 @@ class NotifyService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     event = await self._queue.get()
+            events = [event] if event is not None else []
+            while len(events) < _BATCH and not self._queue.empty():  # a storm: one write for the lot
+                events.append(self._queue.get_nowait())
             now = self._clock()
             self.grouper.settings = group_settings(self._config())
-            if event is not None and event.kind == "lagged":
-                log.error("the notifier fell behind the event bus; some events were dropped")
-            if event is not None and event.kind in _RELEVANT:
-                await self.handle(event)
+            notes: list[Notification] = []
+            dirty = False
+            for item in events:
+                if item.kind == "lagged":
+                    log.error("the notifier fell behind the event bus; some events were dropped")
+                elif item.kind in _RELEVANT:
+                    produced, changed = self._ingest(item, now)
+                    notes += produced
+                    dirty = dirty or changed
             for ended in self.silences.expired(now):
                 self._bus.publish(Event("silence", None if ended.server == "*" else ended.server,
                                         {"event": "expired", **ended.to_json()}))
                 self.grouper.silence_changed(now)
-            notes = self._route(self.tracker.tick(now), now) + self._flush(now)
-            if notes:
+            notes += self._route(self.tracker.tick(now), now) + self._flush(now)
+            if notes or dirty:
                 await self._store(notes, self._state())
             if now - last_prune >= _PRUNE_EVERY and self.outbox is not None:
                 last_prune = now
@@ -156,19 +164,23 @@ class NotifyService:
 
     async def handle(self, event: Event) -> list[Notification]:
         """Feed one event to the tracker and the grouping; store what is due (exposed for tests)."""
+        now = self._clock()
+        notes, changed = self._ingest(event, now)
+        notes += self._flush(now)
+        if notes or changed:
+            await self._store(notes, self._state())
+        return notes
+
+    def _ingest(self, event: Event, now: float) -> tuple[list[Notification], bool]:
+        """One event into the tracker and the grouping, in memory: (notes due now, state changed)."""
         self._refresh_redactor()
         scrubbed = self._redactor.scrub(dict(event.data))  # secrets never enter the tracker or the file
         data = scrubbed if isinstance(scrubbed, dict) else {}
-        before = json.dumps(self._state(), sort_keys=True)
+        before = self.tracker.fingerprint()
         notes = self.tracker.on_event(event.kind, event.server, data, event.at)
         if event.kind == "config" and data.get("event") == "reloaded":
             self.grouper.forget_servers({str(n) for n in data.get("removed") or []})
-        now = self._clock()
-        out = self._route(notes, now) + self._flush(now)
-        state = self._state()
-        if out or json.dumps(state, sort_keys=True) != before:
-            await self._store(out, state)
-        return out
+        return self._route(notes, now), bool(notes) or self.tracker.fingerprint() != before
 
     def _route(self, notes: list[Notification], now: float) -> list[Notification]:
         """A server's incident notes go to the grouping; the others out now, unless silenced."""
