@@ -146,7 +146,7 @@ class NotifyService:
                     log.error("the notifier fell behind the event bus; some events were dropped")
                 elif item.kind in _RELEVANT:
                     produced, changed = self._ingest(item, now)
-                    notes += produced
+                    notes += produced + self._flush(now)  # what is due goes out in event order
                     dirty = dirty or changed
             for ended in self.silences.expired(now):
                 self._bus.publish(Event("silence", None if ended.server == "*" else ended.server,
@@ -240,7 +240,9 @@ class NotifyService:
         for n in notes:
             n = self._finish(n, config)
             for channel, minimum in wanted.items():
-                if not await self._accepts(outbox, channel, minimum, n):
+                queued_here = n.role != "alert" and any(c == channel and m.incident == n.incident and m.role == "alert"
+                                                        for c, m, _ in rows)  # its alert is in this same batch
+                if not queued_here and not await self._accepts(outbox, channel, minimum, n):
                     continue
                 rows.append((channel, n, quiet_until(config.notify.quiet_hours, n.severity, now)))
             log.info("notification", kind=n.kind, server=n.server, role=n.role, severity=n.severity,
