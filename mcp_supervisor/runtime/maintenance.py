@@ -4,7 +4,7 @@ Why a keeper that compares instead of reacting to each command: the windows live
 notifier's book (stored in the record), the runners come and go with reloads, and the daemon may
 restart in the middle of a window. So on every change (a window made or ended, a reload, and a
 slow tick) the keeper makes the runners match the book: a server in a window is paused (no probes,
-no healing), not required for readiness (``Supervisor.maintenance``) and its time is recorded as
+no healing), not required for readiness (``ServerRunner.maintenance``, in its view) and its time is recorded as
 ``maintenance``; when the window ends it is resumed (``starting``, probed at once), so healing
 resumes by itself.
 """
@@ -42,23 +42,23 @@ class MaintenanceKeeper:
 
     async def apply(self) -> None:
         now = time.time()
-        wanted = {name: s for name, s in self.notifier.silences.maintenance(now).items()
-                  if name in self.supervisor.runners}
-        current: dict[str, dict[str, Any]] = self.supervisor.maintenance
-        for name, window in wanted.items():
-            mark = {"id": window.id, "until": window.ends_at, "reason": window.reason}
-            runner = self.supervisor.runners[name]
-            if current.get(name) == mark and runner.state is State.PAUSED:
+        wanted = self.notifier.silences.maintenance(now)
+        for name, runner in list(self.supervisor.runners.items()):
+            window = wanted.get(name)
+            mark = (window.id, window.ends_at, window.reason) if window is not None else None
+            if mark == runner.maintenance and (mark is None or runner.state is State.PAUSED):
                 continue
-            current[name] = mark
-            if runner.state is not State.PAUSED:
-                await self.supervisor.command(name, Command.PAUSE)
-            log.info("maintenance window", server=name, until=window.ends_at, reason=window.reason)
-            self.supervisor.bus.publish(Event("maintenance", name, {"event": "started", **mark}))
-        for name in [n for n in current if n not in wanted]:
-            mark = current.pop(name)
-            self.supervisor.bus.publish(Event("maintenance", name, {"event": "ended", **mark}))
-            runner = self.supervisor.runners.get(name)
-            if runner is not None and runner.state is State.PAUSED:
+            before, runner.maintenance = runner.maintenance, mark
+            data = dict(zip(("id", "until", "reason"), mark or before or ("", 0.0, ""), strict=True))
+            if mark is not None:
+                if runner.state is not State.PAUSED:
+                    await self.supervisor.command(name, Command.PAUSE)
+                runner.publish()  # readers see the window (status, readiness) now
+                log.info("maintenance window", server=name, until=data["until"], reason=data["reason"])
+                self.supervisor.bus.publish(Event("maintenance", name, {"event": "started", **data}))
+                continue
+            self.supervisor.bus.publish(Event("maintenance", name, {"event": "ended", **data}))
+            if runner.state is State.PAUSED:
                 await self.supervisor.command(name, Command.RESUME)  # healing resumes: probed at once
+            runner.publish()
             log.info("maintenance window over", server=name)
