@@ -133,6 +133,26 @@ class NotifySettings(_Model):
     flap_window: Duration = 600.0
     keep_sent: Duration = 604800.0
     """Delivered messages are kept this long in the outbox (what was sent, when), then deleted."""
+    group_by: list[str] = Field(default_factory=lambda: ["cause"])
+    """Alerts with the same values of these labels become one message (Alertmanager's group_by):
+    cause, failure_class, group (a server's alert_group), transport, server, severity, or "..." (all)."""
+    group_wait: Duration = 10.0
+    """How long a new group waits for more failures before its first message."""
+    group_interval: Duration = 300.0
+    """At most one update of a group's message (or one webhook follow-up) per this interval."""
+    repeat_interval: Duration = 4 * 3600.0
+    """A group still firing and unchanged is sent again after this long."""
+    pace: Duration = 1.0
+    """At least this long between two messages on one channel (Slack allows about one per second)."""
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_labels(cls, value: list[str]) -> list[str]:
+        known = ("cause", "failure_class", "group", "transport", "server", "severity", "...")
+        wrong = [v for v in value if v not in known]
+        if wrong:
+            raise ValueError(f"unknown label(s) {', '.join(map(repr, wrong))}; use any of {', '.join(known)}")
+        return value
 
 
 class MetricsSettings(_Model):

@@ -111,6 +111,8 @@ class ServerConfig(_Model):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     critical: bool = True
+    alert_group: str | None = None
+    """The ``group`` label of this server's alerts ([notify] group_by = ["group"]); ``group`` is the Unix group."""
     protocol: str = "auto"
     """``auto`` (discover, fall back to initialize), ``legacy`` (initialize) or a modern version."""
     managed: bool = False
