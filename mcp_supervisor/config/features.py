@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mcp_supervisor.config.base import Duration, _Model
+from mcp_supervisor.config.fleet import MetricsSettings as MetricsSettings
 
 
 class SlackSettings(_Model):
@@ -133,21 +134,6 @@ class NotifySettings(_Model):
     flap_window: Duration = 600.0
     keep_sent: Duration = 604800.0
     """Delivered messages are kept this long in the outbox (what was sent, when), then deleted."""
-
-
-class MetricsSettings(_Model):
-    listen: str | None = None
-    """``host:port`` for a TCP ``/metrics`` (e.g. ``127.0.0.1:9464``); off by default."""
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} is not host:port; use e.g. \"127.0.0.1:9464\"")
-        return value
 
 
 class WebSettings(_Model):

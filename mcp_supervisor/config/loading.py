@@ -150,6 +150,7 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
     "history": ("path",),
+    "metrics": ("web_config_file",),
 }
 
 
