@@ -1,11 +1,17 @@
-"""A fleet on a real Prometheus: three daemons (one behind TLS + basic auth) scraped through the shipped
-file-SD scrape config, the shipped rules loaded, and a non-loopback listen refused without TLS and auth.
+"""A fleet on a real Prometheus and Alertmanager: three daemons (one behind TLS + basic auth) scraped
+through the shipped file-SD scrape config with the shipped rules; a server killed on one host reaches
+the Slack stand-in as one grouped Alertmanager message and one resolution, while that host's own
+notifier (``[notify] mode = "alertmanager"``) stays quiet; a non-loopback listen is refused without
+TLS and auth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import json
 import shutil
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -20,8 +26,20 @@ import pytest
 import yaml
 
 from mcp_supervisor.config import ConfigError, parse_config
-from tests.fleet import DEPLOY, Daemon, Engine, basic, http_json, make_ca_and_cert, start_prometheus
+from mcp_supervisor.events import Event
+from tests.fleet import (
+    DEPLOY,
+    Daemon,
+    Engine,
+    basic,
+    http_json,
+    make_ca_and_cert,
+    start_alertmanager,
+    start_prometheus,
+)
+from tests.slack_fake import WEBHOOK_PATH, FakeSlack
 from tests.test_e2e import ROOT, free_port, start_http_server, stop, wait_for
+from tests.test_notify_slack import down, fake_slack, make_config, notifier, webhook
 
 pytestmark = pytest.mark.timeout(150)
 PASSWORD = "scrape-secret-4f1d"
@@ -35,6 +53,7 @@ transport = "http"
 url = "http://127.0.0.1:{port}/mcp"
 critical = {str(critical).lower()}
 probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2 }}
+recovery = {{ backoff_initial = "100ms", backoff_max = "1s" }}
 """ for name, port in names_ports)
 
 
@@ -46,6 +65,7 @@ class Fleet:
     backends: dict[str, tuple[int, subprocess.Popen[bytes]]]
     prometheus: Engine
     prom_config: dict[str, Any]
+    slack_port: int
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         answer = http_json(self.prometheus.url("/api/v1/query?" + urllib.parse.urlencode({"query": promql})))
@@ -102,6 +122,7 @@ def fleet() -> Iterator[Fleet]:
     directory = Path(tempfile.mkdtemp(prefix="mcpfleet-", dir="/tmp"))
     ca, cert, key = make_ca_and_cert(directory)
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    slack_port = free_port()
     backends: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     daemons: dict[str, Daemon] = {}
     prometheus: Engine | None = None
@@ -116,6 +137,11 @@ cert_file = "{cert}"
 key_file = "{key}"
 [metrics.basic_auth_users]
 prometheus = "{hashed}"
+""", notify=f"""[notify]
+mode = "alertmanager"
+retry_initial = "100ms"
+[notify.slack]
+webhook_url = "http://127.0.0.1:{slack_port}{WEBHOOK_PATH}"
 """)
         daemons["b"] = Daemon("b", directory / "b", free_port(), servers=_servers(("notes", y)))
         daemons["c"] = Daemon("c", directory / "c", free_port(), servers=_servers(("notes", y)))
@@ -123,10 +149,13 @@ prometheus = "{hashed}"
             daemon.start()
         config = prometheus_config(directory, daemons, ca, fast_rules(directory))
         prometheus = start_prometheus(directory, config)
-        yield Fleet(directory, ca, daemons, backends, prometheus, config)
+        yield Fleet(directory, ca, daemons, backends, prometheus, config, slack_port)
     finally:
         if prometheus is not None:
             prometheus.stop()
+        for daemon in daemons.values():  # all at once: each takes up to its shutdown_timeout
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.proc.terminate()
         for daemon in daemons.values():
             daemon.stop()
         for _, proc in backends.values():
@@ -196,6 +225,83 @@ def test_the_shipped_prometheus_files_pass_promtool() -> None:
                              text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 10 rules found" in checked.stdout and "SUCCESS: 8 rules found" in checked.stdout
+
+
+def alertmanager_config(webhook_file: Path) -> dict[str, Any]:
+    """The shipped alertmanager.yml with this test's webhook file and seconds instead of minutes."""
+    config: dict[str, Any] = yaml.safe_load((DEPLOY / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="6s", group_interval="2s", repeat_interval="1h")
+    for route in config["route"]["routes"]:
+        route["group_wait"] = "6s"  # both servers' alerts reach it within this on a loaded machine
+    config["receivers"][0]["slack_configs"][0]["api_url_file"] = str(webhook_file)
+    return config
+
+
+def _firing_or_resolved(fake: FakeSlack) -> list[dict[str, Any]]:
+    return [m for m in fake.messages if m.get("attachments")]
+
+
+async def test_a_server_down_on_one_host_is_one_grouped_alertmanager_message_then_one_resolution(
+    fleet: Fleet,
+) -> None:
+    if shutil.which("prometheus-alertmanager") is None:
+        pytest.skip("Alertmanager is not installed (Debian: apt-get install prometheus-alertmanager); .ci/run "
+                    "installs it")
+    await asyncio.to_thread(wait_for, lambda: len(fleet.query("mcp_supervisor_server_up == 1")) == 4, 60,
+                            "four servers up", 0.5)
+    async with fake_slack(fleet.slack_port) as fake:
+        (fleet.directory / "webhook").write_text(fake.webhook_url)
+        manager = await asyncio.to_thread(start_alertmanager, fleet.directory, alertmanager_config(
+            fleet.directory / "webhook"))
+        try:
+            fleet.prom_config["alerting"] = {"alertmanagers": [{"static_configs": [
+                {"targets": [f"127.0.0.1:{manager.port}"]}]}]}
+            fleet.prometheus.config.write_text(yaml.safe_dump(fleet.prom_config))
+            fleet.prometheus.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_for, lambda: http_json(fleet.prometheus.url("/api/v1/alertmanagers"))[
+                "data"]["activeAlertmanagers"], 30, "Prometheus sending to Alertmanager", 0.2)
+
+            port, backend = fleet.backends["x"]
+            await asyncio.to_thread(stop, backend)  # notes and wiki on host a go down together
+            await fake.wait_for(lambda f: _firing_or_resolved(f), 60, "Alertmanager's message")
+            await asyncio.sleep(3)  # a second group_interval: nothing else for this group
+            sent = _firing_or_resolved(fake)
+            alerts = http_json(fleet.prometheus.url("/api/v1/alerts"))["data"]["alerts"]
+            assert len(sent) == 1, (sent, alerts)
+            attachment = sent[0]["attachments"][0]
+            assert attachment["title"] == f"2 firing: server_down on {fleet.instance('a')}", attachment
+            assert "notes" in attachment["text"] and "wiki" in attachment["text"]
+
+            fleet.backends["x"] = (port, await asyncio.to_thread(start_http_server, port))
+            await fake.wait_for(lambda f: len(_firing_or_resolved(f)) == 2, 60, "the resolution")
+            resolved = _firing_or_resolved(fake)[1]["attachments"][0]
+            assert resolved["title"] == f"resolved: server_down on {fleet.instance('a')}"
+            # host a's own notifier is in alertmanager mode: none of its per-incident messages
+            assert not [m for m in fake.messages if m.get("blocks")], json.dumps(fake.messages)[:2000]
+        finally:
+            await asyncio.to_thread(manager.stop)
+
+
+async def test_alertmanager_mode_keeps_the_reports_and_drops_the_incident_alerts(tmp_path: Path) -> None:
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake), extra="", environ={})
+        config = config.model_copy(update={"notify": config.notify.model_copy(update={"mode": "alertmanager"})})
+        async with notifier(config) as (service, bus):
+            down(bus)
+            bus.publish(Event("report", None, {"period": "day", "report": {"health": "GOOD", "servers_total": 1}}))
+            await fake.wait_for(lambda f: len(f.messages) >= 1, 20, "the daily summary")
+            await asyncio.sleep(0.3)
+            assert fake.titles() == ["Daily MCP summary: GOOD"] and service.counts["pending"] == 0
+
+
+def test_the_shipped_alertmanager_config_passes_amtool() -> None:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool is not installed (Debian: apt-get install prometheus-alertmanager); .ci/run installs it")
+    checked = subprocess.run([amtool, "check-config", str(DEPLOY / "alertmanager.yml")], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "2 inhibit rules" in checked.stdout and "1 receivers" in checked.stdout
 
 
 NON_LOOPBACK = '[metrics]\nlisten = "0.0.0.0:9464"\n'

@@ -124,6 +124,8 @@ class QuietHours(_Model):
 
 
 class NotifySettings(_Model):
+    mode: Literal["direct", "alertmanager"] = "direct"
+    """``alertmanager``: incidents are left to Prometheus + Alertmanager (no double page); reports still go."""
     slack: SlackNotifySettings | None = None
     apprise: AppriseNotifySettings | None = None
     quiet_hours: QuietHours | None = None
