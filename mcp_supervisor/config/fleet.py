@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mcp_supervisor.config.base import _Model
+from mcp_supervisor.config.base import Duration, _Model
 
 _BCRYPT_RE = re.compile(r"^\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}$")
 _FIX = (
@@ -134,3 +136,84 @@ def read_web_config(path: Path, listen: str | None) -> dict[str, Any]:
         raise ValueError(f"[metrics] web_config_file {path}: {where}: {first['msg']}") from None
     return {"tls_server_config": checked.tls_server_config, "basic_auth_users": checked.basic_auth_users,
             "web_config_file": None}
+
+
+class SFTPSettings(_Model):
+    """``[backup.sftp]``: how ``sftp://`` locations connect (key authentication, known hosts only)."""
+
+    identity_file: Path = Path("~/.ssh/id_ed25519")
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    """The server's host key must be listed here; an unknown or changed key is refused."""
+    timeout: Duration = 30.0
+
+
+class RcloneSettings(_Model):
+    """``[backup.rclone]``: how ``rclone:REMOTE:path`` locations run the ``rclone`` binary."""
+
+    config: Path | None = None
+    """The rclone.conf naming the remotes (default: rclone's own, ``~/.config/rclone/rclone.conf``)."""
+    binary: str = "rclone"
+    timeout: Duration = 120.0
+
+
+def remote_kind(location: str) -> str | None:
+    """``"sftp"`` or ``"rclone"`` for an off-host location, None for a folder."""
+    if location.startswith("sftp://"):
+        return "sftp"
+    if location.startswith("rclone:"):
+        return "rclone"
+    return None
+
+
+def check_location(location: str) -> str:
+    """A location string as the config accepts it (ValueError names the expected form)."""
+    kind = remote_kind(location)
+    if kind == "sftp":
+        return str(parse_sftp(location))
+    if kind == "rclone":
+        return "rclone:" + parse_rclone(location)
+    if "://" in location:
+        raise ValueError(f"{location!r}: off-host locations are sftp://user@host:port/path or rclone:REMOTE:path")
+    return location
+
+
+@dataclass(frozen=True)
+class SFTPTarget:
+    user: str
+    host: str
+    port: int
+    path: str
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sftp://{self.user}@{host}:{self.port}{self.path}"
+
+
+def parse_sftp(spec: str) -> SFTPTarget:
+    """``sftp://user@host[:port]/absolute/path`` (ValueError with the expected form)."""
+    parts = urllib.parse.urlsplit(spec)
+    form = 'use sftp://user@host:port/absolute/path, e.g. "sftp://backup@nas.example:22/srv/mcp-vault"'
+    if parts.scheme != "sftp" or not parts.hostname or not parts.username:
+        raise ValueError(f"{spec!r} is not an sftp location; {form}")
+    if parts.password is not None:
+        raise ValueError(f"{spec!r} has a password in it: sftp locations use key authentication "
+                         "([backup.sftp] identity_file), never a password")
+    if parts.query or parts.fragment or not parts.path.startswith("/") or parts.path == "/":
+        raise ValueError(f"{spec!r}: {form}")
+    try:
+        port = parts.port or 22
+    except ValueError:
+        raise ValueError(f"{spec!r}: the port is not a number; {form}") from None
+    return SFTPTarget(urllib.parse.unquote(parts.username), parts.hostname, port, parts.path.rstrip("/"))
+
+
+def parse_rclone(spec: str) -> str:
+    """``rclone:REMOTE:path`` -> ``REMOTE:path`` (ValueError with the expected form)."""
+    rest = spec.removeprefix("rclone:")
+    remote, sep, path = rest.partition(":")
+    if not sep or not re.fullmatch(r"[\w.\- ]+", remote or "") or remote.startswith("-"):
+        raise ValueError(f"{spec!r} is not an rclone location; use rclone:REMOTE:path with a remote named in "
+                         'your rclone.conf, e.g. "rclone:s3backup:my-bucket/mcp-vault"')
+    if path.startswith("-") or "\n" in path:
+        raise ValueError(f"{spec!r}: the path after the remote name is not usable")
+    return f"{remote}:{path.rstrip('/')}"
