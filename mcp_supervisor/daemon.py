@@ -133,7 +133,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
-        page = await _start_status_page(supervisor, config)
+        page = await _start_status_page(supervisor, config, metrics.registry)
         async with asyncio.TaskGroup() as tg:
             try:
                 await supervisor.start(tg)
@@ -293,7 +293,7 @@ async def _stop_api(api: Any) -> None:
     await api.close()
 
 
-async def _start_status_page(supervisor: Any, config: Config) -> Any:
+async def _start_status_page(supervisor: Any, config: Config, registry: Any = None) -> Any:
     """The read-only page on loopback when ``[web] listen`` is set; a bind failure is logged, not fatal."""
     if not config.web.listen:
         return None
@@ -307,7 +307,7 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
 
         record = HistoryRecordView(history)
     page = StatusPage(supervisor.status, supervisor.bus, title=config.web.title, scrub=REDACTOR.scrub,
-                      record=record)
+                      record=record, max_streams=config.web.max_event_streams)
     try:
         await page.start(config.web.listen)
     except OSError as exc:
@@ -315,6 +315,8 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
                   error=str(exc))
         await page.close()
         return None
+    if registry is not None:
+        registry.register(page.collector())
     log.info("status page listening", url=f"http://{config.web.listen}/")
     return page
 

@@ -83,7 +83,7 @@ class SupervisorMetrics:
         self.process_exits = Counter(
             f"{PREFIX}_process_exits", "Unexpected exits of managed processes.", SERVER_LABELS, registry=self.registry,
         )
-        self._labels_of: tuple[int, dict[str, tuple[str, str, str]]] = (0, {})
+        self._labels_of: tuple[Config | None, dict[str, tuple[str, str, str]]] = (None, {})
         self._snap: dict[str, Any] = {}
         self._scrape_lock = asyncio.Lock()
         self.registry.register(_LiveCollector(self))
@@ -98,9 +98,9 @@ class SupervisorMetrics:
         """(server, critical, managed) as label values, from the current config (cached per config)."""
         config = self._config()
         cached_for, labels = self._labels_of
-        if cached_for != id(config):
+        if cached_for is not config:
             labels = {s.name: (s.name, _flag(s.critical), _flag(s.managed)) for s in config.servers}
-            self._labels_of = (id(config), labels)
+            self._labels_of = (config, labels)
         return labels.get(name, (name, "false", "false"))
 
     def observe(self, event: Event) -> None:
@@ -148,12 +148,15 @@ class SupervisorMetrics:
     def snapshot(self) -> None:
         """Copy the live views (in the event loop) for the collector; formatting then needs no loop."""
         try:
-            servers = list(self._status().get("servers", []))
+            status = self._status()
+            servers = list(status.get("servers", []))
+            daemon = dict(status.get("daemon") or {})
         except Exception:  # a scrape must not fail because one view is unavailable
-            servers = []
+            servers, daemon = [], {}
         notifier = self._notifier
         self._snap = {
             "servers": servers,
+            "daemon": daemon,
             "config": self._config(),
             "outbox": dict(getattr(notifier, "counts", {}) or {}) if notifier is not None else None,
             "deliveries": dict(getattr(notifier, "stats", {}) or {}) if notifier is not None else {},
@@ -232,9 +235,27 @@ class _LiveCollector(Collector):
         yield up
         yield critical
         yield latency
+        yield from self._loop(snap)
         yield from self._backup(snap)
         yield from self._outbox(snap)
         yield from self._tokens(snap)
+
+    @staticmethod
+    def _loop(snap: dict[str, Any]) -> Iterator[Any]:
+        """The daemon's own load (issue 22): how late its event loop ran, and the timeouts re-run
+        because of it instead of being counted against a server."""
+        daemon = snap.get("daemon") or {}
+        lag = daemon.get("loop_lag")
+        if isinstance(lag, dict):
+            gauge = GaugeMetricFamily(f"{PREFIX}_event_loop_lag_seconds",
+                                      "The event loop's worst lateness over the last 10 s.")
+            gauge.add_metric([], float(lag.get("recent_max_ms", 0.0)) / 1000.0)
+            yield gauge
+        if isinstance(daemon.get("timeouts_rerun"), int):
+            reruns = CounterMetricFamily(f"{PREFIX}_probe_timeouts_rerun",
+                                         "Probe timeouts checked again because the event loop itself was late.")
+            reruns.add_metric([], float(daemon["timeouts_rerun"]))
+            yield reruns
 
     @staticmethod
     def _backup(snap: dict[str, Any]) -> Iterator[Any]:

@@ -215,6 +215,8 @@ class SupervisorSettings(_Model):
     allowed_gids: list[int] = Field(default_factory=list)
     shutdown_timeout: Duration = 2.0
     max_concurrent_cold_probes: int = Field(default=2, ge=1, le=64)
+    max_concurrent_handshakes: int = Field(default=16, ge=1, le=1024)
+    """HTTP/SSE connects + handshakes at once; more wait their turn (their deadline starts then)."""
 
 
 class DockerSettings(_Model):
