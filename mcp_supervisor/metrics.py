@@ -61,6 +61,8 @@ class SupervisorMetrics:
         self._environ = os.environ if environ is None else environ
         self.last_backup_at: float | None = None
         self.last_backup_copies: int | None = None
+        self.location_success: dict[str, float] = {}
+        """When each location last took a backup copy (an off-host one can be down for a while)."""
         self.registry = CollectorRegistry(auto_describe=True)
         # by kind only: per server x kind x bucket would be ~10k series at 200 servers (the per-server
         # figure is the last probe's latency, a gauge)
@@ -124,6 +126,8 @@ class SupervisorMetrics:
             self.last_backup_at = event.at
             copies = data.get("copies")
             self.last_backup_copies = len(copies) if isinstance(copies, list) else None
+            for location in copies if isinstance(copies, list) else []:
+                self.location_success[str(location)] = event.at
 
     async def run(self) -> None:
         """Count events from the bus; learn the newest backup from the vault once at start."""
@@ -134,6 +138,10 @@ class SupervisorMetrics:
                     newest = snapshots[0]
                     self.last_backup_at = datetime.fromisoformat(newest["created"]).timestamp()
                     self.last_backup_copies = int(newest.get("copies", 0))
+                for snapshot in reversed(snapshots):  # oldest first: the newest copy wins
+                    if snapshot.get("created"):
+                        made = datetime.fromisoformat(snapshot["created"]).timestamp()
+                        self.location_success.update(dict.fromkeys(snapshot.get("locations", []), made))
         if self._queue is None:
             return
         while True:
@@ -161,6 +169,7 @@ class SupervisorMetrics:
             "outbox": dict(getattr(notifier, "counts", {}) or {}) if notifier is not None else None,
             "deliveries": dict(getattr(notifier, "stats", {}) or {}) if notifier is not None else {},
             "backup": (self.last_backup_at, self.last_backup_copies),
+            "locations": dict(self.location_success),
         }
 
     def exposition(self) -> bytes:
@@ -275,6 +284,17 @@ class _LiveCollector(Collector):
             minimum = GaugeMetricFamily(f"{PREFIX}_backup_min_copies", "The configured [backup] min_copies.")
             minimum.add_metric([], float(snap["config"].backup.min_copies))
             yield minimum
+        # every configured location, 0 for one that never took a copy: the alert rule then fires
+        settings = snap["config"].backup
+        per_location = GaugeMetricFamily(f"{PREFIX}_backup_location_last_success_timestamp_seconds",
+                                         "When each backup location last took a copy (0: never).", labels=["location"])
+        for location in settings.locations:
+            per_location.add_metric([location], snap["locations"].get(location, 0.0))
+        yield per_location
+        max_age = GaugeMetricFamily(f"{PREFIX}_backup_max_age_seconds",
+                                    "The configured [backup] max_age: a location without a copy for longer is alerted.")
+        max_age.add_metric([], settings.max_age)
+        yield max_age
 
     @staticmethod
     def _outbox(snap: dict[str, Any]) -> Iterator[Any]:

@@ -8,6 +8,7 @@ the vault uses runs for real.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.test_e2e import free_port, port_open, stop, wait_for
@@ -55,8 +57,15 @@ class SSHServer:
             raise AssertionError(f"sshd exited: {(self.directory / 'sshd.log').read_text()[-2000:]}")
 
     def stop(self) -> None:
+        """Stop sshd and its open sessions (a host that went down), each by its pid: a session
+        process runs in its own session (setsid), so it would outlive the listener."""
         if self.proc is not None:
+            sessions = psutil.Process(self.proc.pid).children(recursive=True)
             stop(self.proc)
+            for child in sessions:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            psutil.wait_procs(sessions, timeout=5)
             self.proc = None
 
 

@@ -224,7 +224,7 @@ def test_the_shipped_prometheus_files_pass_promtool() -> None:
     checked = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus.yml")], capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 10 rules found" in checked.stdout and "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 10 rules found" in checked.stdout and "SUCCESS: 9 rules found" in checked.stdout
 
 
 def alertmanager_config(webhook_file: Path) -> dict[str, Any]:
@@ -328,3 +328,21 @@ def test_a_non_loopback_listen_without_tls_and_auth_is_refused_at_load_with_the_
         parse_config(NON_LOOPBACK + 'web_config_file = "web.yml"\n', tmp_path / "sup.toml", {})
     assert "web.yml" in str(plain_password.value) and "not a bcrypt hash" in str(plain_password.value)
     assert "hunter2" not in str(plain_password.value)
+
+
+def test_each_backup_location_says_when_it_last_took_a_copy(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mcp_supervisor.metrics import SupervisorMetrics
+
+    remote = "sftp://backup@nas.example:22/srv/mcp-vault"
+    config = parse_config(f'[backup]\nlocations = ["{tmp_path}/local", "{remote}"]\nmax_age = "1d"\n',
+                          tmp_path / "sup.toml", {})
+    metrics = SupervisorMetrics(lambda: {"servers": []}, lambda: config)
+    metrics.observe(Event("backup", None, {"copies": [f"{tmp_path}/local"], "failed_locations": {remote: "down"}},
+                          at=1_800_000_000.0))
+    found = {(s.name, s.labels.get("location")): s.value
+             for family in text_string_to_metric_families(metrics.exposition().decode()) for s in family.samples}
+    assert found[("mcp_supervisor_backup_location_last_success_timestamp_seconds", f"{tmp_path}/local")] == 1.8e9
+    assert found[("mcp_supervisor_backup_location_last_success_timestamp_seconds", remote)] == 0.0  # never
+    assert found[("mcp_supervisor_backup_max_age_seconds", None)] == 86400.0

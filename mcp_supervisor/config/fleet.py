@@ -196,8 +196,8 @@ def parse_sftp(spec: str) -> SFTPTarget:
     if parts.scheme != "sftp" or not parts.hostname or not parts.username:
         raise ValueError(f"{spec!r} is not an sftp location; {form}")
     if parts.password is not None:
-        raise ValueError(f"{spec!r} has a password in it: sftp locations use key authentication "
-                         "([backup.sftp] identity_file), never a password")
+        raise ValueError(f"sftp://{parts.username}:***@{parts.hostname}...: a password in the location; sftp "
+                         "locations use key authentication ([backup.sftp] identity_file), never a password")
     if parts.query or parts.fragment or not parts.path.startswith("/") or parts.path == "/":
         raise ValueError(f"{spec!r}: {form}")
     try:

@@ -210,7 +210,8 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
         for index, loc in enumerate(backup["locations"]):
             if isinstance(loc, str):
                 try:  # an sftp:// or rclone: location is not a local path: only ${VAR} is expanded
-                    loc = expand_refs(loc, environ) if remote_kind(loc) else _expand_path(loc, environ, base)
+                    remote = remote_kind(loc) or "://" in loc  # an unknown scheme is refused, not made a path
+                    loc = expand_refs(loc, environ) if remote else _expand_path(loc, environ, base)
                 except ValueError as exc:
                     raise _FieldProblem(("backup", "locations", index), str(exc)) from None
             locations.append(loc)

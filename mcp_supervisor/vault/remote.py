@@ -18,6 +18,7 @@ carry on, and the backup names the missing copy.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
@@ -41,6 +42,12 @@ UNREADABLE = "?"
 class RemoteError(OSError):
     """A remote location failed (unreachable, refused, host key, permissions): the message says why."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EIO, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 class Transport(Protocol):
     """Five verbs on relative POSIX names (``objects/ab/<name>``) under the location's path."""
@@ -58,7 +65,8 @@ class Transport(Protocol):
         """The object; FileNotFoundError when it is not there."""
 
     def list(self, folder: str) -> list[tuple[str, float]]:
-        """(name relative to the location, mtime) of every file under ``folder``; [] when absent."""
+        """(name relative to the location, mtime) of every file under ``folder`` (``""``: all of
+        them); [] when absent."""
 
     def delete(self, name: str) -> None:
         """Remove one object; absent is fine."""
@@ -73,6 +81,7 @@ class RemoteStore:
         self.transport = transport
         self._key = key
         self._names = AESSIV(HKDF(hashes.SHA256(), 64, None, b"mcp-supervisor remote names").derive(key))
+        self._reached = False
         self._present: set[str] | None = None
         """Outer object names, listed when a lock is taken: a backup then uploads only what is new."""
 
@@ -112,11 +121,13 @@ class RemoteStore:
     # --- the ObjectStore verbs -------------------------------------------------------------------
 
     def ensure(self) -> None:
-        self.transport.check()
+        if not self._reached:
+            self.transport.check()
+            self._reached = True  # a later failure surfaces in the operation itself
 
     def exists(self) -> bool:
         try:
-            self.transport.check()
+            self.ensure()
         except OSError:
             return False
         return True
@@ -145,8 +156,17 @@ class RemoteStore:
         return (0,)
 
     def list(self, prefix: str) -> list[str]:
+        """The inner names under ``prefix``. Outside a lock an unreachable remote lists nothing (it
+        holds no copy we can use, like an unmounted folder); under a lock the error is raised, so
+        retention never mistakes a failed listing for an empty location."""
+        try:
+            listed = self.transport.list(prefix)
+        except RemoteError:
+            if self._present is not None:
+                raise
+            return []
         found = []
-        for outer, _ in self.transport.list(prefix):
+        for outer, _ in listed:
             if PurePosixPath(outer).name.startswith("."):
                 continue
             inner = self._inner(outer)
@@ -179,12 +199,11 @@ class RemoteStore:
         """Temp uploads a killed backup left (dot-names ending ``.tmp``) older than the grace period."""
         cutoff = (now or time.time()) - TEMP_GRACE_S
         removed = 0
-        for folder in ("objects", "snapshots", "locks"):
-            for name, mtime in self.transport.list(folder):
-                base = PurePosixPath(name).name
-                if base.startswith(".") and base.endswith(".tmp") and mtime < cutoff:
-                    self.transport.delete(name)
-                    removed += 1
+        for name, mtime in self.transport.list(""):  # one listing of the whole location
+            base = PurePosixPath(name).name
+            if base.startswith(".") and base.endswith(".tmp") and mtime < cutoff:
+                self.transport.delete(name)
+                removed += 1
         return removed
 
 

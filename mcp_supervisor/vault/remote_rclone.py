@@ -68,6 +68,8 @@ class RcloneTransport:
         return done.stdout
 
     def _path(self, name: str) -> str:
+        if not name:
+            return self.remote
         base = self.remote if self.remote.endswith(":") else self.remote + "/"
         return base + name
 
@@ -98,7 +100,8 @@ class RcloneTransport:
             entries = json.loads(raw)
         except ValueError:
             raise RemoteError(f"{self.where}: rclone lsjson answered something that is not JSON") from None
-        return [(f"{folder}/{entry['Path']}", _mtime(entry.get("ModTime"))) for entry in entries]
+        prefix = f"{folder}/" if folder else ""
+        return [(prefix + entry["Path"], _mtime(entry.get("ModTime"))) for entry in entries]
 
     def delete(self, name: str) -> None:
         try:

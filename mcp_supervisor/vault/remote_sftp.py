@@ -72,9 +72,7 @@ class SFTPTransport:
     async def _client(self) -> Any:
         if self._sftp is not None:
             return self._sftp
-        with warnings.catch_warnings():  # asyncssh still imports the DSA classes cryptography deprecates
-            warnings.simplefilter("ignore")
-            import asyncssh
+        asyncssh = _asyncssh()
         identity = check_private_file(self.settings.identity_file, "[backup.sftp] identity_file", secret=True)
         known_hosts = check_private_file(self.settings.known_hosts, "[backup.sftp] known_hosts", secret=False)
         try:
@@ -113,25 +111,30 @@ class SFTPTransport:
 
     def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
         async def attempt() -> T:
-            import asyncssh
-
-            sftp = await self._client()
-            try:
-                return await work(sftp)
-            except asyncssh.SFTPNoSuchFile as exc:
-                raise FileNotFoundError(2, f"{self.where}: {exc.reason}") from None
-            except asyncssh.SFTPError as exc:
-                raise RemoteError(f"{self.where}: {exc.reason}") from None
-            except (OSError, asyncssh.Error) as exc:
-                if isinstance(exc, RemoteError | FileNotFoundError):
-                    raise
-                await self._drop()  # the connection is gone: the next operation reconnects
-                raise RemoteError(f"{self.where}: {_reason(exc)}") from None
+            asyncssh = _asyncssh()
+            lost = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.DisconnectError,
+                    asyncssh.ChannelOpenError, OSError)
+            for last_try in (False, True):
+                reused = self._sftp is not None
+                sftp = await self._client()
+                try:
+                    return await work(sftp)
+                except asyncssh.SFTPNoSuchFile as exc:
+                    raise FileNotFoundError(2, f"{self.where}: {exc.reason}") from None
+                except lost as exc:
+                    if isinstance(exc, RemoteError | FileNotFoundError):
+                        raise
+                    await self._drop()  # the connection is gone (a restarted server, an idle timeout)
+                    if last_try or not reused:
+                        raise RemoteError(f"{self.where}: {_reason(exc)}") from None
+                except asyncssh.Error as exc:
+                    raise RemoteError(f"{self.where}: {_reason(exc)}") from None
+            raise AssertionError("unreachable")
 
         return _Portal.call(attempt, self.settings.timeout)
 
     def _path(self, name: str) -> str:
-        return str(PurePosixPath(self.target.path) / name)
+        return str(PurePosixPath(self.target.path) / name) if name else self.target.path
 
     # --- the Transport verbs ----------------------------------------------------------------------
 
@@ -169,8 +172,7 @@ class SFTPTransport:
 
     def list(self, folder: str) -> list[tuple[str, float]]:
         async def walk(sftp: Any) -> list[tuple[str, float]]:
-            import asyncssh
-
+            asyncssh = _asyncssh()
             found: list[tuple[str, float]] = []
             pending = [folder]
             while pending:
@@ -183,10 +185,11 @@ class SFTPTransport:
                     name = entry.filename if isinstance(entry.filename, str) else entry.filename.decode()
                     if name in (".", ".."):
                         continue
+                    inside = f"{relative}/{name}" if relative else name
                     if entry.attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
-                        pending.append(f"{relative}/{name}")
+                        pending.append(inside)
                     else:
-                        found.append((f"{relative}/{name}", float(entry.attrs.mtime or 0)))
+                        found.append((inside, float(entry.attrs.mtime or 0)))
             return found
 
         return self._run(walk)
@@ -203,6 +206,14 @@ class SFTPTransport:
                 _Portal.call(self._drop, 5.0)
             except OSError:
                 pass
+
+
+def _asyncssh() -> Any:
+    """asyncssh, imported without the DSA deprecation warnings of the cryptography it uses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import asyncssh
+    return asyncssh
 
 
 def _reason(exc: BaseException) -> str:
