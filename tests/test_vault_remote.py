@@ -191,3 +191,37 @@ def test_remote_locations_are_checked_at_load_and_loose_files_refused(tmp_path: 
         os.chown(identity, 65534, 65534)
         with pytest.raises(RemoteError, match="owned by uid 65534"):
             check_private_file(identity, "[backup.sftp] identity_file", secret=True)
+
+
+async def test_locks_and_retention_on_the_remote_work_as_on_a_folder(sshd: SSHServer, tmp_path: Path) -> None:
+    from mcp_supervisor.config.fleet import SFTPSettings
+    from mcp_supervisor.vault.locks import LocationLocked, hold
+    from mcp_supervisor.vault.remote import RemoteLocks, RemoteStore
+    from mcp_supervisor.vault.remote_sftp import SFTPTransport
+
+    write_config(tmp_path)
+    remote = tmp_path / "remote"
+    url = sshd.url(remote)
+    text = config_text(tmp_path, [url], sftp_settings(sshd)).replace("[backup]\n", "[backup]\nkeep_last = 1\n", 1)
+    config = parse_config(text, environ={})
+    vault = VaultService(config)
+    await vault.backup("one")
+    (tmp_path / "home" / "mcp.json").write_text((tmp_path / "home" / "mcp.json").read_text() + "\n")
+    await vault.backup("two")
+    assert len(remote_files(remote / "snapshots")) == 1  # retention ran on the remote
+    assert len(remote_files(remote / "objects")) == 2  # the replaced file's old blob was collected
+    assert not remote_files(remote / "locks")  # every lock taken was released
+
+    key = (tmp_path / "keys" / "vault.key").read_bytes()
+    settings = SFTPSettings(identity_file=sshd.identity, known_hosts=sshd.known_hosts, timeout=10)
+    holder, other = (RemoteStore(SFTPTransport(url, settings), key) for _ in range(2))
+    with holder.exclusive():
+        (lock,) = remote_files(remote / "locks")
+        assert b"pid" not in lock.read_bytes()  # who holds it is encrypted too
+        with pytest.raises(LocationLocked, match=f"{url} is locked: exclusive lock of pid {os.getpid()}"):
+            with hold(RemoteLocks(other.transport, key), exclusive=False, wait=0.3):
+                pass
+    with other.shared():
+        pass  # released: the next user gets in
+    holder.transport.close()
+    other.transport.close()
