@@ -163,8 +163,8 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                                              name="maintenance"))
             background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))
             if config.metrics.listen:
-                listen = config.metrics.listen
-                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(listen)),
+                settings = config.metrics
+                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(settings)),
                                                  name="metrics-tcp"))
             if not stop.is_set():
                 summary = supervisor.summary()

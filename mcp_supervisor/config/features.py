@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mcp_supervisor.config.base import Duration, _Model
+from mcp_supervisor.config.fleet import MetricsSettings as MetricsSettings
 
 
 class SlackSettings(_Model):
@@ -123,6 +124,8 @@ class QuietHours(_Model):
 
 
 class NotifySettings(_Model):
+    mode: Literal["direct", "alertmanager"] = "direct"
+    """``alertmanager``: incidents are left to Prometheus + Alertmanager (no double page); reports still go."""
     slack: SlackNotifySettings | None = None
     apprise: AppriseNotifySettings | None = None
     quiet_hours: QuietHours | None = None
@@ -152,21 +155,6 @@ class NotifySettings(_Model):
         wrong = [v for v in value if v not in known]
         if wrong:
             raise ValueError(f"unknown label(s) {', '.join(map(repr, wrong))}; use any of {', '.join(known)}")
-        return value
-
-
-class MetricsSettings(_Model):
-    listen: str | None = None
-    """``host:port`` for a TCP ``/metrics`` (e.g. ``127.0.0.1:9464``); off by default."""
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} is not host:port; use e.g. \"127.0.0.1:9464\"")
         return value
 
 
