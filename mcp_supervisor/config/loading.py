@@ -30,6 +30,7 @@ from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,
+    ProxySettings,
     QuietHours,
     ReportSettings,
     Severity,
@@ -66,6 +67,7 @@ __all__ = [
     "HistorySettings",
     "MetricsSettings",
     "NotifySettings",
+    "ProxySettings",
     "ProbeConfig",
     "QuietHours",
     "RecoveryConfig",
@@ -150,6 +152,7 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
     "history": ("path",),
+    "proxy": ("token_file",),
 }
 
 

@@ -19,6 +19,7 @@ from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,
+    ProxySettings,
     ReportSettings,
     SlackSettings,
     WebSettings,
@@ -100,6 +101,9 @@ class ServerConfig(_Model):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     fallback: FallbackConfig | None = None
+    retry_tools: list[str] = Field(default_factory=list)
+    """Proxy: tools safe to call again after a backend restart besides those the server annotates
+    ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
     # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
     user: str | None = None
     """Account a managed process runs as; unset under a root daemon means ``nobody``."""
@@ -270,6 +274,7 @@ class Config(_Model):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     servers_from: list[str] = Field(default_factory=list)
