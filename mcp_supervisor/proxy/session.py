@@ -1,0 +1,190 @@
+"""The shell around one ``SessionCore``: performs its actions over a backend link, on the loop's clock.
+
+Why apart from the core: everything here is I/O (links, queues the HTTP handlers wait on, the
+reconnect loop, the hold timer) and nothing here decides what a call's fate is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+
+import aiohttp
+
+from mcp_supervisor.proxy.core import Action, Connect, Deliver, Link, Send, SessionCore
+from mcp_supervisor.proxy.links import BackendLink, OnLost, OnMessage
+from mcp_supervisor.proxy.wire import INTERNAL_ERROR, Message, error
+
+LinkFactory = Callable[[OnMessage, OnLost], BackendLink]
+Answer = tuple[Message, bool]
+"""A message for the client and whether it ends the call."""
+STREAM_BOUND = 1000
+RETRY_FIRST = 0.02
+RETRY_MAX = 0.25
+
+
+class ProxySession:
+    def __init__(self, core: SessionCore, make_link: LinkFactory, state_text: Callable[[], str],
+                 session_id: str = "") -> None:
+        self.core = core
+        self.id = session_id
+        self._make_link = make_link
+        self._state_text = state_text
+        self._loop = asyncio.get_running_loop()
+        self.last_used = self._loop.time()
+        self._link: BackendLink | None = None
+        self._link_gen = 0
+        self._waiters: dict[int, asyncio.Queue[Answer]] = {}
+        self._headers: dict[int, Mapping[str, str]] = {}
+        self.stream: asyncio.Queue[Message] = asyncio.Queue(STREAM_BOUND)
+        self.stream_open = False
+        self._connector: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._wake = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.last_loss: str | None = None
+        self.closed = False
+
+    # --- from the client ---------------------------------------------------------------------
+
+    def request(self, message: Message, headers: Mapping[str, str] | None = None) -> tuple[int, asyncio.Queue[Answer]]:
+        self.last_used = self._loop.time()
+        key, actions = self.core.on_request(message, self.last_used)
+        queue: asyncio.Queue[Answer] = asyncio.Queue()
+        self._waiters[key] = queue
+        if headers:
+            self._headers[key] = headers
+        self._perform(actions)
+        return key, queue
+
+    def notify(self, message: Message) -> None:
+        self.last_used = self._loop.time()
+        self._perform(self.core.on_notification(message, self.last_used))
+
+    def client_response(self, message: Message) -> None:
+        self.last_used = self._loop.time()
+        self._perform(self.core.on_client_response(message))
+
+    def client_gone(self, key: int) -> None:
+        self.core.on_client_gone(key)
+        self._waiters.pop(key, None)
+        self._headers.pop(key, None)
+
+    def wake(self) -> None:
+        """Something happened to the server (a state change, an exit): try to reconnect now."""
+        self._wake.set()
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                if self._link is not None and action.generation == self._link_gen:
+                    headers = self._headers.get(action.key) if action.key is not None else None
+                    self._link.send(action.message, headers)
+            elif isinstance(action, Deliver):
+                self._deliver(action)
+            elif isinstance(action, Connect):
+                if self._connector is None or self._connector.done():
+                    self._connector = asyncio.ensure_future(self._connect())
+        self._arm_timer()
+
+    def _deliver(self, action: Deliver) -> None:
+        queue = self._waiters.get(action.key) if action.key is not None else None
+        if action.final:
+            if action.key is not None:
+                self._waiters.pop(action.key, None)
+                self._headers.pop(action.key, None)
+            if queue is not None:
+                queue.put_nowait((action.message, True))
+            return
+        if queue is None and not self.stream_open and self._waiters:
+            queue = self._waiters[max(self._waiters)]  # no stream of its own: the newest open call carries it
+        if queue is not None:
+            queue.put_nowait((action.message, False))
+        elif self.stream_open and not self.stream.full():
+            self.stream.put_nowait(action.message)
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer) if deadline is not None else None
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self._perform(self.core.on_timer(self._loop.time(), self._state_text()))
+
+    # --- the backend link --------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        delay = 0.0
+        while not self.closed and self.core.link is Link.CONNECTING:
+            generation = self.core.generation
+            if not self.core.wants_link:
+                self._perform(self.core.on_link_failed(generation, self._loop.time()))
+                return
+            if delay:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+            delay = min(RETRY_MAX, max(RETRY_FIRST, delay * 2))
+            link = self._make_link(self._on_message_for(generation), self._on_lost_for(generation))
+            try:
+                await link.open()
+            except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+                self.last_loss = f"cannot reach the server: {exc}"
+                await link.close()
+                continue
+            if generation != self.core.generation or self.closed:
+                await link.close()
+                return
+            self._retire(self._link)
+            self._link, self._link_gen = link, generation
+            self._perform(self.core.on_link_up(generation, self._loop.time()))
+            return
+
+    def _on_message_for(self, generation: int) -> OnMessage:
+        def on_message(message: Message, related: int | None) -> None:
+            self._perform(self.core.on_backend(generation, message, related, self._loop.time()))
+
+        return on_message
+
+    def _on_lost_for(self, generation: int) -> OnLost:
+        def on_lost(reason: str, unsent: int | None) -> None:
+            if generation == self._link_gen:
+                self.last_loss = reason
+                self._perform(self.core.on_link_lost(generation, self._loop.time(), unsent))
+
+        return on_lost
+
+    def _retire(self, link: BackendLink | None) -> None:
+        if link is None:
+            return
+        task = asyncio.ensure_future(link.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self, reason: str = "the proxy session closed") -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connector
+        for key, queue in list(self._waiters.items()):
+            call = self.core.calls.get(key)
+            queue.put_nowait((error(call.client_id if call else None, INTERNAL_ERROR, reason), True))
+        self._waiters.clear()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+        for task in list(self._closing):
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,59 @@
+"""An SDK server for the proxy tests: a read-only tool, a non-idempotent one that counts its runs.
+
+Usage: python tests/servers/proxied.py (stdio | http PORT | sse PORT) COUNT_FILE
+
+``charge`` appends one line to COUNT_FILE when it starts, then waits ``delay`` seconds: the test
+kills the server in that window and reads the file to prove the call ran at most once.
+``lookup`` is annotated readOnlyHint; ``slow_lookup`` too, with a delay and progress notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ToolAnnotations
+
+server = MCPServer("proxied", version="1.0.0")
+COUNT = Path(sys.argv[3] if len(sys.argv) > 3 else sys.argv[2] if len(sys.argv) > 2 else os.devnull)
+READ_ONLY = ToolAnnotations(readOnlyHint=True)
+
+
+@server.tool(annotations=READ_ONLY)
+def lookup(query: str) -> str:
+    """Find something (read-only)."""
+    return f"found {query} (pid {os.getpid()})"
+
+
+@server.tool(annotations=READ_ONLY)
+async def slow_lookup(query: str, delay: float, ctx: Context) -> str:
+    """Find something slowly, reporting progress (read-only)."""
+    await ctx.report_progress(0.5, 1.0, "half way")
+    await asyncio.sleep(delay)
+    return f"found {query} slowly"
+
+
+@server.tool()
+async def charge(amount: int, delay: float = 0.0) -> str:
+    """Charge a card: not safe to repeat. Each run is counted in the count file."""
+    with COUNT.open("a") as handle:
+        handle.write(f"{amount}\n")
+    await asyncio.sleep(delay)
+    return f"charged {amount}"
+
+
+def main() -> None:
+    transport = sys.argv[1] if len(sys.argv) > 1 else "stdio"
+    if transport == "stdio":
+        server.run("stdio")
+    elif transport in ("http", "sse"):
+        server.run("streamable-http" if transport == "http" else "sse", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

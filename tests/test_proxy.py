@@ -1,0 +1,257 @@
+"""The proxy end to end: a real daemon, real SDK servers it manages, the official SDK client in both eras.
+
+What a job notices: its calls go on across a kill -9 of the server (read-only calls: 0 failures),
+a non-idempotent call in flight gets the honest error and ran at most once, its session id never
+changes, and bad requests (wrong token, unknown server, garbage, huge bodies) get clear errors
+while the daemon carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from tests.servers.fixtures import RUN_AS, ServerProcess, start_http_server
+from tests.test_e2e import BIN, PY, _UnixHTTPConnection, api, free_port, stop, wait_for
+
+PROXIED = Path(__file__).parent / "servers" / "proxied.py"
+
+
+@dataclass
+class ProxyDaemon:
+    directory: Path
+    sock: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    counts: Path
+    sse: ServerProcess
+
+    @property
+    def token(self) -> str:
+        return (self.directory / "state" / "proxy.token").read_text().strip()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/servers/{name}/mcp"
+
+    def pid(self, name: str) -> int | None:
+        _status, body = api(self.sock, "/v1/status")
+        entry = next(s for s in body["servers"] if s["name"] == name)
+        return entry["pid"] if entry["state"] == "healthy" else None
+
+    def log(self) -> str:
+        return (self.directory / "daemon.log").read_text()[-4000:]
+
+
+@pytest.fixture(scope="module")
+def proxy_daemon() -> Iterator[ProxyDaemon]:
+    directory = Path(tempfile.mkdtemp(prefix="mcpproxy-", dir="/tmp"))
+    port, managed_port, sse_port = free_port(), free_port(), free_port()
+    counts = directory / "charges.txt"
+    sse = start_http_server("sse", argv=[PY, str(PROXIED), "sse", "{port}", str(directory / "sse-charges.txt")],
+                            port=sse_port)
+    config = directory / "mcp-supervisor.toml"
+    config.write_text(f"""
+[supervisor]
+socket = "{directory}/ctl.sock"
+state_dir = "{directory}/state"
+log_format = "json"
+shutdown_timeout = "3s"
+
+[proxy]
+listen = "127.0.0.1:{port}"
+hold = "20s"
+
+[[servers]]
+name = "pay"
+transport = "http"
+url = "http://127.0.0.1:{managed_port}/mcp"
+managed = true
+command = "{PY}"
+args = ["{PROXIED}", "http", "{managed_port}", "{counts}"]
+{RUN_AS}
+probe = {{ interval = "300ms", timeout = "2s", failure_threshold = 1, start_period = "20s" }}
+recovery = {{ backoff_initial = "50ms", max_attempts = 1000 }}
+
+[[servers]]
+name = "legacy-sse"
+transport = "sse"
+url = "{sse.url}"
+probe = {{ interval = "1s", timeout = "2s" }}
+""")
+    with open(directory / "daemon.log", "ab") as log:
+        proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], stderr=log)
+    daemon = ProxyDaemon(directory, directory / "ctl.sock", port, proc, counts, sse)
+    try:
+        wait_for(lambda: daemon.sock.exists() and daemon.pid("pay") is not None, 60, "the managed server healthy")
+        yield daemon
+    finally:
+        stop(proc)
+        sse.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def connect(daemon: ProxyDaemon, name: str, mode: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {daemon.token}"},
+                              timeout=httpx2.Timeout(30.0, read=60.0))
+    async with http, Client(streamable_http_client(daemon.url(name), http_client=http), mode=mode) as client:
+        yield client
+
+
+def text(result: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+def test_token_file_is_private(proxy_daemon: ProxyDaemon) -> None:
+    info = (proxy_daemon.directory / "state" / "proxy.token").stat()
+    assert info.st_mode & 0o777 == 0o600
+    assert proxy_daemon.token not in (proxy_daemon.directory / "daemon.log").read_text()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_sdk_client_in_both_eras_through_the_proxy(proxy_daemon: ProxyDaemon, mode: str) -> None:
+    async def run() -> tuple[str, str, list[str], str]:
+        async with connect(proxy_daemon, "pay", mode) as client:
+            tools = await client.list_tools()
+            progress: list[str] = []
+
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                progress.append(message or "")
+
+            slow = await client.call_tool("slow_lookup", {"query": "q", "delay": 0.05}, progress_callback=on_progress)
+            result = await client.call_tool("lookup", {"query": "x"})
+            return client.protocol_version, text(result), [t.name for t in tools.tools] + progress, text(slow)
+
+    version, answer, names, slow = asyncio.run(run())
+    assert answer.startswith("found x")
+    assert {"lookup", "charge", "slow_lookup"} <= set(names)
+    assert "half way" in names  # progress reached the client through the proxy
+    assert slow == "found q slowly"
+    assert version == ("2026-07-28" if mode == "auto" else version) and version
+
+
+def test_legacy_sse_backend_through_the_proxy(proxy_daemon: ProxyDaemon) -> None:
+    async def run() -> str:
+        async with connect(proxy_daemon, "legacy-sse", "legacy") as client:
+            return text(await client.call_tool("lookup", {"query": "sse"}))
+
+    assert asyncio.run(run()).startswith("found sse")
+
+
+def _kill(daemon: ProxyDaemon, name: str) -> int:
+    pid = wait_for(lambda: daemon.pid(name), 30, f"{name} healthy")
+    os.kill(pid, signal.SIGKILL)
+    return int(pid)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_read_only_calls_go_on_across_kills_and_the_session_id_stays(proxy_daemon: ProxyDaemon, mode: str) -> None:
+    async def run() -> tuple[int, set[str]]:
+        pids: set[str] = set()
+        async with connect(proxy_daemon, "pay", mode) as client:
+            await client.list_tools()
+            failures = 0
+            for _kill_round in range(2):
+                loop = asyncio.get_running_loop()
+                kill = loop.run_in_executor(None, _kill, proxy_daemon, "pay")
+                while not kill.done():
+                    result = await client.call_tool("lookup", {"query": "k"})
+                    failures += bool(result.is_error)
+                    pids.add(text(result).rsplit(" ", 1)[-1])
+                await kill
+                for _ in range(5):  # and after the restart
+                    result = await client.call_tool("lookup", {"query": "k"})
+                    failures += bool(result.is_error)
+                    pids.add(text(result).rsplit(" ", 1)[-1])
+        return failures, pids
+
+    failures, pids = asyncio.run(run())
+    assert failures == 0
+    assert len(pids) >= 2, "the calls were answered by more than one backend process"
+
+
+def test_unsafe_call_in_flight_gets_the_honest_error_and_ran_at_most_once(proxy_daemon: ProxyDaemon) -> None:
+    proxy_daemon.counts.unlink(missing_ok=True)
+
+    async def run() -> tuple[str, str]:
+        async with connect(proxy_daemon, "pay", "legacy") as client:
+            await client.list_tools()
+            call = asyncio.ensure_future(client.call_tool("charge", {"amount": 7, "delay": 3.0}))
+            await asyncio.get_running_loop().run_in_executor(
+                None, wait_for, lambda: proxy_daemon.counts.exists(), 20, "the charge started")
+            _kill(proxy_daemon, "pay")
+            try:
+                await call
+            except MCPError as exc:
+                message = str(exc)
+            else:
+                message = "no error"
+            after = text(await client.call_tool("lookup", {"query": "after"}))  # the session goes on
+            return message, after
+
+    message, after = asyncio.run(run())
+    assert after.startswith("found after")
+    assert "'charge'" in message
+    assert "backend restarted during the call; not retried because it may have taken effect" in message
+    assert proxy_daemon.counts.read_text().split() == ["7"]  # executed once, never twice
+
+
+def _post(daemon: ProxyDaemon, path: str, body: bytes, token: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/list"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}{path}", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_bad_requests_get_clear_errors_and_the_daemon_carries_on(proxy_daemon: ProxyDaemon) -> None:
+    good = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}}}}).encode()
+    status, body = _post(proxy_daemon, "/servers/pay/mcp", good, "wrong-token")
+    assert status == 401 and "bearer token" in body["error"]["message"]
+    status, body = _post(proxy_daemon, "/servers/pay/mcp", good, None)
+    assert status == 401
+    status, body = _post(proxy_daemon, "/servers/nope/mcp", good, proxy_daemon.token)
+    assert status == 404 and "no server named 'nope'" in body["error"]["message"]
+    assert "pay" in body["error"]["message"]
+    status, body = _post(proxy_daemon, "/servers/pay/mcp", b"\x00garbage{", proxy_daemon.token)
+    assert status == 400 and body["error"]["code"] == -32700
+    status, body = _post(proxy_daemon, "/servers/pay/mcp", b"[" + good + b"]", proxy_daemon.token)
+    assert status == 400 and "batches" in body["error"]["message"]
+    huge = b'{"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"pad": "' + b"a" * (5 * 1024 * 1024) + b'"}}'
+    with contextlib.suppress(ConnectionError):  # the server may close before reading it all
+        status, body = _post(proxy_daemon, "/servers/pay/mcp", huge, proxy_daemon.token)
+        assert status == 413 and "max_body" in body["error"]["message"]
+    status, body = _post(proxy_daemon, "/servers/pay/mcp", good, proxy_daemon.token)
+    assert status == 200 and body["result"]["tools"]
+    conn = _UnixHTTPConnection(proxy_daemon.sock, 10.0)
+    conn.request("GET", "/metrics")
+    lines = conn.getresponse().read().decode()
+    conn.close()
+    assert "mcp_supervisor_proxy_unauthorized_total 2.0" in lines, lines[-2000:]
+    assert proxy_daemon.proc.poll() is None
