@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import mcp_types as types
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
@@ -146,6 +147,37 @@ def test_sdk_client_in_both_eras_through_the_proxy(proxy_daemon: ProxyDaemon, mo
     assert "half way" in names  # progress reached the client through the proxy
     assert slow == "found q slowly"
     assert version == ("2026-07-28" if mode == "auto" else version) and version
+
+
+def test_server_to_client_requests_cross_the_proxy(proxy_daemon: ProxyDaemon) -> None:
+    async def elicit(context: Any, params: Any) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri="file:///tmp/a"), types.Root(uri="file:///tmp/b")])
+
+    async def run() -> str:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {proxy_daemon.token}"})
+        transport = streamable_http_client(proxy_daemon.url("pay"), http_client=http)
+        async with http, Client(transport, mode="legacy", elicitation_callback=elicit,
+                                list_roots_callback=roots) as client:
+            return text(await client.call_tool("ask_name", {}))
+
+    assert asyncio.run(run()) == "hello Ada, 2 root(s)"
+
+
+def test_stdio_bridge_speaks_mcp_over_the_control_socket(proxy_daemon: ProxyDaemon) -> None:
+    params = StdioServerParameters(command=str(BIN / "supervisorctl-mcp"),
+                                   args=["--socket", str(proxy_daemon.sock), "proxy", "pay"])
+
+    async def run(mode: str) -> tuple[str, str]:
+        async with Client(params, mode=mode) as client:
+            return client.protocol_version, text(await client.call_tool("lookup", {"query": "bridge"}))
+
+    for mode in ("legacy", "auto"):
+        version, answer = asyncio.run(run(mode))
+        assert answer.startswith("found bridge")
+        assert (version == "2026-07-28") == (mode == "auto")
 
 
 def test_legacy_sse_backend_through_the_proxy(proxy_daemon: ProxyDaemon) -> None:

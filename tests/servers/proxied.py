@@ -4,7 +4,8 @@ Usage: python tests/servers/proxied.py (stdio | http PORT | sse PORT) COUNT_FILE
 
 ``charge`` appends one line to COUNT_FILE when it starts, then waits ``delay`` seconds: the test
 kills the server in that window and reads the file to prove the call ran at most once.
-``lookup`` is annotated readOnlyHint; ``slow_lookup`` too, with a delay and progress notifications.
+``lookup`` is annotated readOnlyHint; ``slow_lookup`` too, with a delay and progress notifications;
+``ask_name`` sends the client an elicitation and a roots/list request.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
+from pydantic import BaseModel
 
 server = MCPServer("proxied", version="1.0.0")
 COUNT = Path(sys.argv[3] if len(sys.argv) > 3 else sys.argv[2] if len(sys.argv) > 2 else os.devnull)
@@ -34,6 +36,19 @@ async def slow_lookup(query: str, delay: float, ctx: Context) -> str:
     await ctx.report_progress(0.5, 1.0, "half way")
     await asyncio.sleep(delay)
     return f"found {query} slowly"
+
+
+class Name(BaseModel):
+    name: str
+
+
+@server.tool()
+async def ask_name(ctx: Context) -> str:
+    """Ask the client (elicitation) and the client's roots: server-to-client requests."""
+    answer = await ctx.elicit("Who are you?", Name)
+    roots = await ctx.request_context.session.list_roots()
+    who = answer.data.name if answer.action == "accept" and answer.data else answer.action
+    return f"hello {who}, {len(roots.roots)} root(s)"
 
 
 @server.tool()
