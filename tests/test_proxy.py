@@ -287,3 +287,73 @@ def test_bad_requests_get_clear_errors_and_the_daemon_carries_on(proxy_daemon: P
     conn.close()
     assert "mcp_supervisor_proxy_unauthorized_total 2.0" in lines, lines[-2000:]
     assert proxy_daemon.proc.poll() is None
+
+
+def _initialize(port: int, token: str) -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/servers/notes/mcp", data=body, headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_past_the_hold_the_error_names_the_state_and_sessions_are_bounded(short_tmp: Path) -> None:
+    port, gone_port = free_port(), free_port()
+    notes = start_http_server()
+    config = short_tmp / "mcp-supervisor.toml"
+    config.write_text(f"""
+[supervisor]
+socket = "{short_tmp}/ctl.sock"
+state_dir = "{short_tmp}/state"
+[proxy]
+listen = "127.0.0.1:{port}"
+hold = "1s"
+max_sessions = 2
+[[servers]]
+name = "notes"
+transport = "http"
+url = "{notes.url}"
+[[servers]]
+name = "gone"
+transport = "http"
+url = "http://127.0.0.1:{gone_port}/mcp"
+critical = false
+probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 1 }}
+""")
+    with open(short_tmp / "daemon.log", "ab") as log:
+        proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], stderr=log)
+    try:
+        token_file = short_tmp / "state" / "proxy.token"
+        wait_for(lambda: token_file.exists() and (short_tmp / "ctl.sock").exists(), 30, "the daemon up")
+        token = token_file.read_text().strip()
+        daemon = ProxyDaemon(short_tmp, short_tmp / "ctl.sock", port, proc, short_tmp / "none", notes)
+        wait_for(lambda: _state(daemon, "gone") == "failed", 30, "the gone server failed")
+
+        async def held() -> str:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+            async with http:
+                try:
+                    async with Client(streamable_http_client(daemon.url("gone"), http_client=http), mode="legacy"):
+                        return "connected"
+                except Exception as exc:  # the SDK wraps it in exception groups
+                    return repr(exc)
+
+        message = asyncio.run(held())
+        assert "did not come back within 1 s" in message and "its state is failed" in message, message
+        assert [_initialize(port, token)[0] for _ in range(2)] == [200, 200]
+        status, body = _initialize(port, token)
+        assert status == 503 and "max_sessions" in body["error"]["message"]
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+        notes.stop()
+
+
+def _state(daemon: ProxyDaemon, name: str) -> str:
+    _status, body = api(daemon.sock, "/v1/status")
+    return str(next(s for s in body["servers"] if s["name"] == name)["state"])

@@ -137,6 +137,15 @@ def test_legacy_session_rehandshakes_with_the_clients_params_and_restores_subscr
     assert c.link is Link.UP
 
 
+def test_a_handshake_that_never_happens_is_answered_at_the_hold_and_not_retried_forever() -> None:
+    c = core("legacy")
+    c.on_request({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}, 0.0)
+    assert c.on_link_failed(1, 0.1) == [] and c.next_deadline() == 30.0
+    [expired] = finals(c.on_timer(30.0, "its state is failed"))
+    assert expired.message["id"] == 0 and "its state is failed" in expired.message["error"]["message"]
+    assert not c.wants_link
+
+
 def test_server_to_client_request_round_trip_and_a_stale_answer_is_dropped() -> None:
     c = core("legacy")
     c.on_request({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}, 0.0)

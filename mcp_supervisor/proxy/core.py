@@ -136,6 +136,7 @@ class SessionCore:
             self.init_params = dict(message.get("params") or {})
             self._init_key = key
             self.calls[key] = Call(key, message["id"], message, safe=True, arrived=now)
+            self._hold(self.calls[key], now)
             return key, self._connect()
         call = Call(key, message["id"], message, self.safety.request_is_safe(method, message.get("params")), now)
         self.calls[key] = call
@@ -323,6 +324,9 @@ class SessionCore:
             return actions
         first = self.init_result is None
         self.init_result = message.get("result")
+        init = self.calls.get(self._init_key) if self._init_key is not None else None
+        if init is not None:
+            init.held_since = None
         actions = [Send({"jsonrpc": "2.0", "method": "notifications/initialized"}, self.generation)]
         if first and self._init_key is not None and self._init_key in self.calls:
             actions.append(self._finish(self.calls[self._init_key], with_id(message, self.calls[self._init_key].client_id),
