@@ -357,3 +357,16 @@ probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 1 }}
 def _state(daemon: ProxyDaemon, name: str) -> str:
     _status, body = api(daemon.sock, "/v1/status")
     return str(next(s for s in body["servers"] if s["name"] == name)["state"])
+
+
+def test_run_tells_the_job_the_proxy_urls_and_the_token_file(proxy_daemon: ProxyDaemon) -> None:
+    script = ("import os, json; print(json.dumps({k: v for k, v in os.environ.items() "
+              "if k.startswith('MCP_SUPERVISOR_PROXY')}))")
+    done = subprocess.run([str(BIN / "supervisorctl-mcp"), "--socket", str(proxy_daemon.sock), "run", "-q",
+                           "--require", "pay", "--", PY, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    env = json.loads(done.stdout.strip().splitlines()[0])
+    assert env["MCP_SUPERVISOR_PROXY_URL_PAY"] == proxy_daemon.url("pay")
+    assert env["MCP_SUPERVISOR_PROXY_URL_LEGACY_SSE"] == proxy_daemon.url("legacy-sse")
+    assert env["MCP_SUPERVISOR_PROXY_TOKEN_FILE"] == str(proxy_daemon.directory / "state" / "proxy.token")
+    assert proxy_daemon.token not in done.stdout + done.stderr

@@ -36,8 +36,23 @@ class ProxyRuntime:
         self.server: ProxyServer | None = None
 
     def add_routes(self, app: web.Application) -> None:
-        """``/v1/proxy/<name>/mcp`` on the control socket, for the stdio bridge (no token)."""
+        """``/v1/proxy/<name>/mcp`` on the control socket, for the stdio bridge (no token), and
+        ``GET /v1/proxy``: where the proxy listens and what it counted (for ``run`` and reports)."""
         ProxyHandlers(self.service).add_routes(app, SOCKET_PREFIX)
+        app.router.add_get(SOCKET_PREFIX, self._info)
+
+    def info(self) -> dict[str, Any]:
+        config: Config = self._supervisor.config
+        listening = self.server is not None and config.proxy.listen
+        return {
+            "listen": config.proxy.listen if listening else None,
+            "token_file": str(token_path(config)) if listening else None,
+            "servers": [s.name for s in config.servers],
+            "counts": self.service.figures(),
+        }
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.info())
 
     def register_metrics(self, registry: Any) -> None:
         registry.register(_Collector(self.service))
