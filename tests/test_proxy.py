@@ -202,6 +202,7 @@ def test_read_only_calls_go_on_across_kills_and_the_session_id_stays(proxy_daemo
             await client.list_tools()
             failures = 0
             for _kill_round in range(1):
+                pids.add(text(await client.call_tool("lookup", {"query": "before"})).rsplit(" ", 1)[-1])
                 loop = asyncio.get_running_loop()
                 kill = loop.run_in_executor(None, _kill, proxy_daemon, "pay")
                 while not kill.done():
@@ -218,6 +219,13 @@ def test_read_only_calls_go_on_across_kills_and_the_session_id_stays(proxy_daemo
     failures, pids = asyncio.run(run())
     assert failures == 0
     assert len(pids) >= 2, "the calls were answered by more than one backend process"
+
+    def restored() -> list[dict[str, Any]]:
+        _status, body = api(proxy_daemon.sock, "/v1/history?days=1&server=pay")
+        return [e for e in body["events"] if e.get("kind") == "proxy"]
+
+    events = wait_for(restored, 20, "the proxy's restore in the record")
+    assert "held=" in str(events[-1]) and "failed=0" in str(events[-1]), events[-1]
 
 
 def test_unsafe_call_in_flight_gets_the_honest_error_and_ran_at_most_once(proxy_daemon: ProxyDaemon) -> None:

@@ -248,6 +248,11 @@ class SessionCore:
         return min(held) + self.hold if held else None
 
     @property
+    def restoring(self) -> bool:
+        """Between a loss and the moment every call held by it has its answer."""
+        return self._lost or any(c.held_by_loss for c in self.calls.values())
+
+    @property
     def wants_link(self) -> bool:
         """A link is worth (re)opening: calls wait, or a legacy session must be restored."""
         if self.era == "legacy":

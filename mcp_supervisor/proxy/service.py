@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from mcp_supervisor.config import Config, ServerConfig
-from mcp_supervisor.events import EventBus
+from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.proxy.core import SessionCore, Stats
 from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink
@@ -42,6 +42,11 @@ class ServerProxy:
     stats: Stats = field(default_factory=Stats)
     modern: ProxySession | None = None
     sessions: dict[str, ProxySession] = field(default_factory=dict)
+
+    restoring: set[int] = field(default_factory=set)
+    """Sessions between a backend loss and the answer to every call it held (ids of the objects)."""
+    before: Stats | None = None
+    started: float = 0.0
 
     def all_sessions(self) -> list[ProxySession]:
         return list(self.sessions.values()) + ([self.modern] if self.modern is not None else [])
@@ -96,7 +101,39 @@ class ProxyService:
         proxy = self._proxy(server)
         hold = self._config().proxy.hold
         core = SessionCore(era=era, server=server.name, hold=hold, safety=proxy.safety, stats=proxy.stats)
-        return ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id)
+        return ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id,
+                            self._episode)
+
+    def _episode(self, session: ProxySession, restoring: bool) -> None:
+        """A server's restart as the proxy lived it: from the first session that lost its backend
+        to the last held call answered; then one ``proxy`` event for the record: "3 calls held
+        0.6 s during the restart, 0 failed"."""
+        proxy = self.servers.get(session.core.server)
+        if proxy is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if restoring:
+            if not proxy.restoring:
+                proxy.before = Stats(**vars(proxy.stats))
+                proxy.stats.max_held = 0.0
+                proxy.started = now
+            proxy.restoring.add(id(session))
+            return
+        proxy.restoring.discard(id(session))
+        if proxy.restoring or proxy.before is None or self._bus is None:
+            return
+        before, proxy.before = proxy.before, None
+        data = {
+            "event": "restored",
+            "held": proxy.stats.held - before.held,
+            "retried": proxy.stats.retried - before.retried,
+            "failed": proxy.stats.failed - before.failed,
+            "max_held_s": round(proxy.stats.max_held, 3),
+            "duration_s": round(now - proxy.started, 3),
+            "reason": session.last_loss,
+        }
+        proxy.stats.max_held = max(proxy.stats.max_held, before.max_held)
+        self._bus.publish(Event(kind="proxy", server=proxy.name, data=data))
 
     def new_legacy(self, server: ServerConfig) -> ProxySession:
         if self.session_count() >= self._config().proxy.max_sessions:

@@ -26,8 +26,10 @@ RETRY_MAX = 0.25
 
 class ProxySession:
     def __init__(self, core: SessionCore, make_link: LinkFactory, state_text: Callable[[], str],
-                 session_id: str = "") -> None:
+                 session_id: str = "", on_episode: Callable[[ProxySession, bool], None] | None = None) -> None:
         self.core = core
+        self._on_episode = on_episode
+        self._restoring = False
         self.id = session_id
         self._make_link = make_link
         self._state_text = state_text
@@ -90,6 +92,11 @@ class ProxySession:
                 if self._connector is None or self._connector.done():
                     self._connector = asyncio.ensure_future(self._connect())
         self._arm_timer()
+        restoring = self.core.restoring
+        if restoring != self._restoring:
+            self._restoring = restoring
+            if self._on_episode is not None:
+                self._on_episode(self, restoring)
 
     def _deliver(self, action: Deliver) -> None:
         queue = self._waiters.get(action.key) if action.key is not None else None
