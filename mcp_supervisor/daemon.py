@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: ok ({len(config.servers)} server(s), {len(config.configs)} watched config(s))")
         return 0
     setup_logging(config.supervisor.log_level, config.supervisor.log_format, collect_secrets(config))
+    # Whatever the daemon creates (state directory tree, history, server logs) is its own: 0600/0700.
+    # Modes others need (the control socket, restored user files) are set explicitly where made.
+    os.umask(0o077)
     socket_path = resolve_socket_path(args.socket, config)
     try:
         return asyncio.run(serve(config, path, socket_path))
@@ -137,7 +140,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
-        page = await _start_status_page(supervisor, config)
+        page = await _start_status_page(supervisor, config, metrics.registry)
         await proxy.start(config)
         async with asyncio.TaskGroup() as tg:
             try:
@@ -300,7 +303,7 @@ async def _stop_api(api: Any) -> None:
     await api.close()
 
 
-async def _start_status_page(supervisor: Any, config: Config) -> Any:
+async def _start_status_page(supervisor: Any, config: Config, registry: Any = None) -> Any:
     """The read-only page on loopback when ``[web] listen`` is set; a bind failure is logged, not fatal."""
     if not config.web.listen:
         return None
@@ -314,7 +317,7 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
 
         record = HistoryRecordView(history)
     page = StatusPage(supervisor.status, supervisor.bus, title=config.web.title, scrub=REDACTOR.scrub,
-                      record=record)
+                      record=record, max_streams=config.web.max_event_streams)
     try:
         await page.start(config.web.listen)
     except OSError as exc:
@@ -322,6 +325,8 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
                   error=str(exc))
         await page.close()
         return None
+    if registry is not None:
+        registry.register(page.collector())
     log.info("status page listening", url=f"http://{config.web.listen}/")
     return page
 

@@ -132,12 +132,15 @@ class SupervisorMetrics:
     def snapshot(self) -> None:
         """Copy the live views (in the event loop) for the collector; formatting then needs no loop."""
         try:
-            servers = list(self._status().get("servers", []))
+            status = self._status()
+            servers = list(status.get("servers", []))
+            daemon = dict(status.get("daemon") or {})
         except Exception:  # a scrape must not fail because one view is unavailable
-            servers = []
+            servers, daemon = [], {}
         notifier = self._notifier
         self._snap = {
             "servers": servers,
+            "daemon": daemon,
             "config": self._config(),
             "outbox": dict(getattr(notifier, "counts", {}) or {}) if notifier is not None else None,
             "deliveries": dict(getattr(notifier, "stats", {}) or {}) if notifier is not None else {},
@@ -209,9 +212,27 @@ class _LiveCollector(Collector):
         yield up
         yield critical
         yield latency
+        yield from self._loop(snap)
         yield from self._backup(snap)
         yield from self._outbox(snap)
         yield from self._tokens(snap)
+
+    @staticmethod
+    def _loop(snap: dict[str, Any]) -> Iterator[Any]:
+        """The daemon's own load (issue 22): how late its event loop ran, and the timeouts re-run
+        because of it instead of being counted against a server."""
+        daemon = snap.get("daemon") or {}
+        lag = daemon.get("loop_lag")
+        if isinstance(lag, dict):
+            gauge = GaugeMetricFamily(f"{PREFIX}_event_loop_lag_seconds",
+                                      "The event loop's worst lateness over the last 10 s.")
+            gauge.add_metric([], float(lag.get("recent_max_ms", 0.0)) / 1000.0)
+            yield gauge
+        if isinstance(daemon.get("timeouts_rerun"), int):
+            reruns = CounterMetricFamily(f"{PREFIX}_probe_timeouts_rerun",
+                                         "Probe timeouts checked again because the event loop itself was late.")
+            reruns.add_metric([], float(daemon["timeouts_rerun"]))
+            yield reruns
 
     @staticmethod
     def _backup(snap: dict[str, Any]) -> Iterator[Any]:

@@ -578,7 +578,7 @@ async def test_only_the_server_map_is_restored_when_the_app_changed_the_rest(vau
 
 
 def test_manifests_from_before_owners_were_recorded_still_read() -> None:
-    from mcp_supervisor.vault.snapshots import Manifest
+    from mcp_supervisor.vault.manifest import Manifest
 
     old = {"version": 1, "id": "s1", "created": "2026-01-01T00:00:00+00:00", "reason": "r",
            "files": [{"name": "c", "path": "/x", "sha256": "ab", "size": 1, "mode": 0o600, "mtime": 1.0}]}

@@ -25,6 +25,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
+from mcp_supervisor.sse import SseParser
+
 STATE_STYLE = {
     "healthy": "bold green",
     "degraded": "bold yellow",
@@ -218,15 +220,11 @@ class Dashboard(App[int]):
                         raise aiohttp.ClientError(f"HTTP {response.status}")
                     self._connected()
                     await self.refresh_status()
-                    data: list[str] = []
-                    async for raw in response.content:
-                        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                        if line.startswith("data:"):
-                            data.append(line[5:].lstrip(" "))
-                        elif not line and data:
+                    parser = SseParser()
+                    async for chunk in response.content.iter_any():
+                        for message in parser.feed(chunk):
                             with contextlib.suppress(ValueError):
-                                self.on_daemon_event(json.loads("\n".join(data)))
-                            data = []
+                                self.on_daemon_event(json.loads(message.data))
                 self._disconnected("the event stream ended")
             except Exception as exc:  # aiohttp turns a connection closed mid-line into RuntimeError
                 self._disconnected(str(exc) or type(exc).__name__)

@@ -218,10 +218,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     import tomllib
 
     from mcp_supervisor.notify.checks import inline_secret_warnings
+    from mcp_supervisor.spawn.checks import spawn_warnings
 
     warnings: list[str] = []
     with contextlib.suppress(OSError, ValueError):
         warnings = inline_secret_warnings(tomllib.loads(path.read_text(encoding="utf-8")))
+    warnings += spawn_warnings(config)
     if args.json:
         emit_json({"valid": True, "path": str(path), "servers": servers, "watched_configs": watched,
                    "warnings": warnings})

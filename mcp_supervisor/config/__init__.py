@@ -46,6 +46,7 @@ from mcp_supervisor.config.loading import (
     parse_duration,
     resolve_socket_path,
 )
+from mcp_supervisor.config.models import LimitsConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATHS",
@@ -59,6 +60,7 @@ __all__ = [
     "Duration",
     "FallbackConfig",
     "HistorySettings",
+    "LimitsConfig",
     "MetricsSettings",
     "NotifySettings",
     "ProbeConfig",

@@ -154,6 +154,8 @@ class WebSettings(_Model):
     listen: str | None = None
     """Loopback ``HOST:PORT`` for the read-only status page, e.g. ``127.0.0.1:8089``; off when unset."""
     title: str = "MCP status"
+    max_event_streams: int = Field(default=256, ge=1, le=100_000)
+    """Live-update streams (``/api/events``) open at once; past it a 503, counted in ``/metrics``."""
 
     @field_validator("listen")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mcp_supervisor.config.base import _NAME_RE, Duration, _Model
+from mcp_supervisor.config.base import _NAME_RE, Duration, Size, _Model, format_size
 from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
@@ -68,6 +68,29 @@ class RecoveryConfig(_Model):
     stable_after: Duration = 60.0
 
 
+class LimitsConfig(_Model):
+    """What one process tree the supervisor starts may use (``spawn/``: cgroup + setrlimit).
+
+    ``memory`` and ``tasks`` go into a cgroup of the process (v2, else v1's memory and pids
+    hierarchies); ``open_files`` is ``RLIMIT_NOFILE``. Unset: no limit of the supervisor's own.
+    """
+
+    memory: Size | None = None
+    """Bytes the process tree may use ("512M", "2G"); past it the kernel OOM-kills inside it."""
+    tasks: int | None = Field(default=None, ge=1, le=4_194_304)
+    """Processes + threads the tree may have at once (a fork bomb stops here)."""
+    open_files: int | None = Field(default=None, ge=16, le=1 << 30)
+    """File descriptors per process (soft and hard ``RLIMIT_NOFILE``)."""
+
+    @property
+    def memory_text(self) -> str | None:
+        return format_size(self.memory) if self.memory is not None else None
+
+    @property
+    def any(self) -> bool:
+        return self.memory is not None or self.tasks is not None or self.open_files is not None
+
+
 class FallbackConfig(_Model):
     """Emergency mode: the job talks to the service's API directly; this URL proves it answers."""
 
@@ -104,13 +127,15 @@ class ServerConfig(_Model):
     retry_tools: list[str] = Field(default_factory=list)
     """Proxy: tools safe to call again after a backend restart besides those the server annotates
     ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
-    # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
+    # --- how a process the supervisor starts runs (least privilege; see spawn/identity.py) ---
     user: str | None = None
-    """Account a managed process runs as; unset under a root daemon means ``nobody``."""
+    """Account a managed or stdio server runs as; unset under a root daemon means ``nobody``."""
     group: str | None = None
     """Primary group (name or number); default: the user's own primary group."""
     inherit_env: list[str] = Field(default_factory=list)
-    """Names of the daemon's environment variables passed to a managed process besides the base."""
+    """Names of the daemon's environment variables passed to the server besides the base."""
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """``{ memory = "512M", tasks = 256, open_files = 4096 }``: bounds of a managed or stdio server."""
     stop_signal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
     stop_timeout: Duration | None = None
     """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
@@ -192,13 +217,25 @@ class ServerConfig(_Model):
                     f"secret_args: {index} is not an index into args (0..{len(self.args) - 1}); "
                     "count args from 0"
                 )
-        if not self.managed:
-            for key in ("user", "group", "stop_timeout"):
+        if not self.managed and self.transport != "stdio":
+            for key in ("user", "group"):
                 if getattr(self, key) is not None:
-                    raise ValueError(f"'{key}' applies to managed servers only (managed = true); remove it here")
-            if self.inherit_env or self.stop_signal != "TERM":
-                raise ValueError("'inherit_env' and 'stop_signal' apply to managed servers only (managed = true)")
+                    raise ValueError(f"'{key}' applies to servers the supervisor starts (stdio, or managed = true); "
+                                     "remove it here")
+            if self.inherit_env or self.limits.any:
+                raise ValueError("'inherit_env' and 'limits' apply to servers the supervisor starts "
+                                 "(stdio, or managed = true); remove them here")
+        if not self.managed:
+            if self.stop_timeout is not None:
+                raise ValueError("'stop_timeout' applies to managed servers only (managed = true); remove it here")
+            if self.stop_signal != "TERM":
+                raise ValueError("'stop_signal' applies to managed servers only (managed = true); remove it here")
         return self
+
+    @property
+    def spawned(self) -> bool:
+        """Does the supervisor start this server's process (stdio probes, managed processes)?"""
+        return self.transport == "stdio" or self.managed
 
     @property
     def kind(self) -> str:
@@ -218,6 +255,8 @@ class SupervisorSettings(_Model):
     allowed_gids: list[int] = Field(default_factory=list)
     shutdown_timeout: Duration = 2.0
     max_concurrent_cold_probes: int = Field(default=2, ge=1, le=64)
+    max_concurrent_handshakes: int = Field(default=16, ge=1, le=1024)
+    """HTTP/SSE connects + handshakes at once; more wait their turn (their deadline starts then)."""
 
 
 class DockerSettings(_Model):

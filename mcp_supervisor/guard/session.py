@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcp_supervisor.api.client import ClientError, DaemonUnreachable, NotReady, SupervisorClient
+from mcp_supervisor.api.client import ClientError, DaemonUnreachable, SupervisorClient
 from mcp_supervisor.guard.precheck import precheck, say, servers_of, standalone_precheck, take_backup
 from mcp_supervisor.guard.report import RunFacts, build_run_report, command_line, exit_code_of, redact_argv
 from mcp_supervisor.guard.store import new_run_id, post_run, runs_dir, save_report
@@ -27,6 +27,18 @@ if TYPE_CHECKING:
 EXIT_UNREACHABLE = 3
 EXIT_NOT_STARTED = 75  # EX_TEMPFAIL: cron and systemd may try again later
 DEFAULT_WAIT = 300.0
+
+
+class NotReady(ClientError):
+    """``guarded_run`` did not enter its block: ``exit_code`` 75 (required servers not ready) or 3
+    (no daemon); ``report`` is the stored run report, ``not_ready`` the servers and why."""
+
+    def __init__(self, message: str, exit_code: int, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.report = report
+        run = report.get("run") or {}
+        self.not_ready: list[dict[str, Any]] = list((run.get("precheck") or {}).get("not_ready", []))
 
 
 class GuardUsageError(ValueError):

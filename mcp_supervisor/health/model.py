@@ -17,6 +17,13 @@ class FailureClass(StrEnum):
     AUTH = "auth"
     PROTOCOL = "protocol"
     CONFIG = "config"
+    OOM = "oom"
+    """The kernel killed the server for memory (its ``limits.memory``): restarted with backoff like a crash."""
+
+    @property
+    def is_exit(self) -> bool:
+        """The process is gone (a fact, not a blip): a crash or an OOM kill."""
+        return self in (FailureClass.CRASHED, FailureClass.OOM)
 
     @property
     def needs_human(self) -> bool:

@@ -56,7 +56,8 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
     if kind == "notify":
         return None, None, f"{data.get('notify')}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "process_exit":
-        return None, None, f"process exited with {data.get('returncode')}"
+        text = data.get("exit")  # "killed by the kernel: out of memory (limit 64M)": the OOM pattern reads it
+        return None, None, f"process {text}" if text else f"process exited with {data.get('returncode')}"
     if kind == "container":
         return None, None, f"container {data.get('action')}"
     if kind == "command":
