@@ -30,7 +30,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.servers.fixtures import RUN_AS, ServerProcess, start_http_server
+from tests.servers.fixtures import MCP_SERVER_TIME, RUN_AS, ServerProcess, start_http_server
 from tests.test_e2e import BIN, PY, _UnixHTTPConnection, api, free_port, stop, wait_for
 
 PROXIED = Path(__file__).parent / "servers" / "proxied.py"
@@ -90,6 +90,23 @@ args = ["{PROXIED}", "http", "{managed_port}", "{counts}"]
 {RUN_AS}
 probe = {{ interval = "300ms", timeout = "2s", failure_threshold = 1, start_period = "20s" }}
 recovery = {{ backoff_initial = "50ms", max_attempts = 1000 }}
+
+[[servers]]
+name = "time"
+transport = "stdio"
+command = "{MCP_SERVER_TIME}"
+critical = false
+{RUN_AS}
+probe = {{ interval = "60s", cold_interval = "60m" }}
+
+[[servers]]
+name = "pay-stdio"
+transport = "stdio"
+command = "{PY}"
+args = ["{PROXIED}", "stdio", "{directory / 'stdio-charges.txt'}"]
+critical = false
+{RUN_AS}
+probe = {{ interval = "60s", cold_interval = "60m" }}
 
 [[servers]]
 name = "legacy-sse"
@@ -372,3 +389,52 @@ def test_run_tells_the_job_the_proxy_urls_and_the_token_file(proxy_daemon: Proxy
     assert env["MCP_SUPERVISOR_PROXY_URL_LEGACY_SSE"] == proxy_daemon.url("legacy-sse")
     assert env["MCP_SUPERVISOR_PROXY_TOKEN_FILE"] == str(proxy_daemon.directory / "state" / "proxy.token")
     assert proxy_daemon.token not in done.stdout + done.stderr
+
+
+def _backend_pids(daemon: ProxyDaemon, name: str) -> list[int]:
+    _status, info = api(daemon.sock, "/v1/proxy")
+    return list(info["counts"]["servers"].get(name, {}).get("backend_pids", []))
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_stdio_reference_server_behind_the_proxy(proxy_daemon: ProxyDaemon, mode: str) -> None:
+    async def run() -> tuple[str, str]:
+        async with connect(proxy_daemon, "time", mode) as client:
+            result = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            return client.protocol_version, text(result)
+
+    version, answer = asyncio.run(run())
+    assert "UTC" in answer and not answer.startswith("Error")
+    assert (version == "2026-07-28") == (mode == "auto")
+
+
+def test_stdio_backend_killed_mid_session_read_only_calls_go_on_unsafe_one_is_not_repeated(
+        proxy_daemon: ProxyDaemon) -> None:
+    counts = proxy_daemon.directory / "stdio-charges.txt"
+
+    async def run() -> tuple[int, str, str]:
+        async with connect(proxy_daemon, "pay-stdio", "legacy") as client:
+            first = text(await client.call_tool("lookup", {"query": "a"}))
+            [pid] = _backend_pids(proxy_daemon, "pay-stdio")
+            os.kill(pid, signal.SIGKILL)
+            failures = 0
+            for _ in range(3):
+                failures += bool((await client.call_tool("lookup", {"query": "b"})).is_error)
+            second = text(await client.call_tool("lookup", {"query": "c"}))
+            call = asyncio.ensure_future(client.call_tool("charge", {"amount": 3, "delay": 3.0}))
+            await asyncio.get_running_loop().run_in_executor(None, wait_for, counts.exists, 30, "the charge started")
+            [pid] = _backend_pids(proxy_daemon, "pay-stdio")
+            os.kill(pid, signal.SIGKILL)
+            try:
+                await call
+                message = "no error"
+            except MCPError as exc:
+                message = str(exc)
+            return failures, first + " / " + second, message
+
+    failures, answers, message = asyncio.run(run())
+    assert failures == 0
+    first_pid, second_pid = (part.rsplit(" ", 1)[-1] for part in answers.split(" / "))
+    assert first_pid != second_pid  # a new backend process answered, in the same client session
+    assert "backend restarted during the call; not retried because it may have taken effect" in message
+    assert counts.read_text().split() == ["3"]

@@ -23,7 +23,7 @@ from mcp_supervisor.logging import get_logger
 from mcp_supervisor.proxy.core import SessionCore, Stats
 from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink
 from mcp_supervisor.proxy.safety import ToolSafety, patterns
-from mcp_supervisor.proxy.session import ProxySession
+from mcp_supervisor.proxy.session import RETRY_MAX_SPAWN, ProxySession
 
 log = get_logger("mcp_supervisor.proxy")
 SWEEP_EVERY = 60.0
@@ -101,8 +101,11 @@ class ProxyService:
         proxy = self._proxy(server)
         hold = self._config().proxy.hold
         core = SessionCore(era=era, server=server.name, hold=hold, safety=proxy.safety, stats=proxy.stats)
-        return ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id,
-                            self._episode)
+        session = ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id,
+                               self._episode)
+        if server.transport == "stdio":
+            session.retry_max = RETRY_MAX_SPAWN
+        return session
 
     def _episode(self, session: ProxySession, restoring: bool) -> None:
         """A server's restart as the proxy lived it: from the first session that lost its backend
@@ -238,7 +241,8 @@ class ProxyService:
             "servers": {
                 name: {"sessions": len(p.sessions), "held": p.stats.held, "retried": p.stats.retried,
                        "failed": p.stats.failed, "held_seconds": round(p.stats.held_seconds, 3),
-                       "max_held": round(p.stats.max_held, 3)}
+                       "max_held": round(p.stats.max_held, 3),
+                       "backend_pids": [pid for x in p.all_sessions() if (pid := x.backend_pid) is not None]}
                 for name, p in self.servers.items()
             },
         }

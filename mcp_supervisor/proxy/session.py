@@ -22,6 +22,8 @@ Answer = tuple[Message, bool]
 STREAM_BOUND = 1000
 RETRY_FIRST = 0.02
 RETRY_MAX = 0.25
+RETRY_MAX_SPAWN = 2.0
+"""A stdio backend that keeps dying is started again at most this often (a spawn costs a second of CPU)."""
 
 
 class ProxySession:
@@ -48,6 +50,8 @@ class ProxySession:
         self._closing: set[asyncio.Task[None]] = set()
         self.last_loss: str | None = None
         self.closed = False
+        self._fails = 0
+        self.retry_max = RETRY_MAX
 
     # --- from the client ---------------------------------------------------------------------
 
@@ -73,6 +77,12 @@ class ProxySession:
         self.core.on_client_gone(key)
         self._waiters.pop(key, None)
         self._headers.pop(key, None)
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The stdio backend's process id, when the link is a process of its own."""
+        pid = getattr(self._link, "pid", None)
+        return pid if isinstance(pid, int) else None
 
     def wake(self) -> None:
         """Something happened to the server (a state change, an exit): try to reconnect now."""
@@ -130,22 +140,25 @@ class ProxySession:
     # --- the backend link --------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        delay = 0.0
+        """Open a link for the core's current generation. Consecutive failures (refused, or lost
+        again before any answer: a crash loop) wait longer each time, up to ``retry_max``; a bus
+        event about the server ends a wait early."""
         while not self.closed and self.core.link is Link.CONNECTING:
             generation = self.core.generation
             if not self.core.wants_link:
                 self._perform(self.core.on_link_failed(generation, self._loop.time()))
                 return
-            if delay:
+            if self._fails:
                 self._wake.clear()
+                delay = min(self.retry_max, RETRY_FIRST * 2 ** (self._fails - 1))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
-            delay = min(RETRY_MAX, max(RETRY_FIRST, delay * 2))
             link = self._make_link(self._on_message_for(generation), self._on_lost_for(generation))
             try:
                 await link.open()
             except (OSError, aiohttp.ClientError, TimeoutError) as exc:
                 self.last_loss = f"cannot reach the server: {exc}"
+                self._fails += 1
                 await link.close()
                 continue
             if generation != self.core.generation or self.closed:
@@ -158,6 +171,7 @@ class ProxySession:
 
     def _on_message_for(self, generation: int) -> OnMessage:
         def on_message(message: Message, related: int | None) -> None:
+            self._fails = 0
             self._perform(self.core.on_backend(generation, message, related, self._loop.time()))
 
         return on_message
@@ -166,6 +180,7 @@ class ProxySession:
         def on_lost(reason: str, unsent: int | None) -> None:
             if generation == self._link_gen:
                 self.last_loss = reason
+                self._fails += 1
                 self._perform(self.core.on_link_lost(generation, self._loop.time(), unsent))
 
         return on_lost

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mcp_types import jsonrpc_message_adapter
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.proxy.links import OnLost, OnMessage
 from mcp_supervisor.proxy.wire import Message, is_request
+from mcp_supervisor.spawn import SpawnRefused, SpawnSpec, spec_for_server, stdio_transport
 
 
 class StdioLink:
@@ -32,21 +32,22 @@ class StdioLink:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._sends: set[asyncio.Task[None]] = set()
+        self.pid: int | None = None
 
     async def open(self) -> None:
-        spawn: Any = importlib.import_module("mcp_supervisor.spawn")  # the fixed interface (spawn/__init__.py)
         try:
-            spec = spawn.spec_for_server(self._server, state_dir=self._state_dir, role="backend")
-        except Exception as exc:
+            spec = spec_for_server(self._server, state_dir=self._state_dir, role="backend")
+        except SpawnRefused as exc:
             raise OSError(str(exc)) from None
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.ensure_future(self._run(spawn, spec, ready))
+        self._task = asyncio.ensure_future(self._run(spec, ready))
         await ready
 
-    async def _run(self, spawn: Any, spec: Any, ready: asyncio.Future[None]) -> None:
+    async def _run(self, spec: SpawnSpec, ready: asyncio.Future[None]) -> None:
         try:
-            async with spawn.stdio_transport(spec) as (read_stream, write_stream, _child):
+            async with stdio_transport(spec) as (read_stream, write_stream, child):
                 self._write = write_stream
+                self.pid = child.pid
                 ready.set_result(None)
                 async for item in read_stream:
                     if isinstance(item, Exception):
