@@ -109,6 +109,16 @@ critical = false
 probe = {{ interval = "60s", cold_interval = "60m" }}
 
 [[servers]]
+name = "pay-standby"
+transport = "stdio"
+command = "{PY}"
+args = ["{PROXIED}", "stdio"]
+standby = 1
+critical = false
+{RUN_AS}
+probe = {{ interval = "60s", cold_interval = "60m" }}
+
+[[servers]]
 name = "legacy-sse"
 transport = "sse"
 url = "{sse.url}"
@@ -438,3 +448,26 @@ def test_stdio_backend_killed_mid_session_read_only_calls_go_on_unsafe_one_is_no
     assert first_pid != second_pid  # a new backend process answered, in the same client session
     assert "backend restarted during the call; not retried because it may have taken effect" in message
     assert counts.read_text().split() == ["3"]
+
+
+def test_warm_standby_takes_over_at_once_and_a_new_one_is_started(proxy_daemon: ProxyDaemon) -> None:
+    def figures() -> dict[str, Any]:
+        _status, info = api(proxy_daemon.sock, "/v1/proxy")
+        return dict(info["counts"]["servers"].get("pay-standby", {}))
+
+    async def run() -> tuple[str, int, str]:
+        async with connect(proxy_daemon, "pay-standby", "legacy") as client:
+            first = text(await client.call_tool("lookup", {"query": "a"}))
+            ready = await asyncio.get_running_loop().run_in_executor(
+                None, wait_for, lambda: figures().get("standbys") == ["ready"] and figures(), 60, "a ready standby")
+            [standby] = ready["standby_pids"]
+            [backend] = ready["backend_pids"]
+            os.kill(backend, signal.SIGKILL)
+            second = text(await client.call_tool("lookup", {"query": "b"}))
+            await asyncio.get_running_loop().run_in_executor(
+                None, wait_for, lambda: figures().get("standbys") == ["ready"]
+                and figures()["standby_pids"] != [standby], 60, "a new standby")
+            return first, standby, second
+
+    first, standby, second = asyncio.run(run())
+    assert first.startswith("found a") and second == f"found b (pid {standby})"

@@ -127,6 +127,9 @@ class ServerConfig(_Model):
     retry_tools: list[str] = Field(default_factory=list)
     """Proxy: tools safe to call again after a backend restart besides those the server annotates
     ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
+    standby: int = Field(default=0, ge=0, le=1)
+    """Proxy, stdio servers: keep one more backend process per client session started and
+    initialized, so a crash switches to it at once instead of waiting for a cold start."""
     # --- how a process the supervisor starts runs (least privilege; see spawn/identity.py) ---
     user: str | None = None
     """Account a managed or stdio server runs as; unset under a root daemon means ``nobody``."""
@@ -207,6 +210,9 @@ class ServerConfig(_Model):
                 raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
             if self.managed and self.container:
                 raise ValueError("use either 'managed = true' (a process) or 'container', not both")
+            if self.standby:
+                raise ValueError("standby = 1 works for stdio servers only so far (an http/sse standby needs a "
+                                 "second instance on its own port, not yet supported); remove it")
         return self
 
     @model_validator(mode="after")

@@ -187,13 +187,16 @@ class SessionCore:
             return [Deliver(with_id(message, self._ids), key)]
         return [Deliver(message, key)]
 
-    def on_link_up(self, generation: int, now: float) -> list[Action]:
+    def on_link_up(self, generation: int, now: float, handshaken: bool = False) -> list[Action]:
+        """The link of ``generation`` is open. ``handshaken``: it is a standby the shell already
+        initialized with this session's parameters, so only subscriptions and the log level are
+        restored before the held calls go out."""
         if generation != self.generation or self.link is not Link.CONNECTING:
             return []
-        if self.era == "legacy":
+        if self.era == "legacy" and not (handshaken and self.init_result is not None):
             self.link = Link.HANDSHAKE
             return [self._internal_send("initialize", None, self.init_params or {})]
-        return self._up(now)
+        return self._restore(now)
 
     def on_link_failed(self, generation: int, now: float) -> list[Action]:
         """The (re)connection did not work; the shell tries again later if ``wants_link``."""
@@ -336,6 +339,11 @@ class SessionCore:
         if first and self._init_key is not None and self._init_key in self.calls:
             actions.append(self._finish(self.calls[self._init_key], with_id(message, self.calls[self._init_key].client_id),
                                         now))
+        return actions + self._restore(now)
+
+    def _restore(self, now: float) -> list[Action]:
+        self.link = Link.UP
+        actions: list[Action] = []
         for uri in sorted(self.subscriptions):
             actions.append(self._internal_send("resources/subscribe", uri, {"uri": uri}))
         if self.log_level is not None:

@@ -105,6 +105,7 @@ class ProxyService:
                                self._episode)
         if server.transport == "stdio":
             session.retry_max = RETRY_MAX_SPAWN
+            session.standby_wanted = server.standby > 0
         return session
 
     def _episode(self, session: ProxySession, restoring: bool) -> None:
@@ -242,7 +243,9 @@ class ProxyService:
                 name: {"sessions": len(p.sessions), "held": p.stats.held, "retried": p.stats.retried,
                        "failed": p.stats.failed, "held_seconds": round(p.stats.held_seconds, 3),
                        "max_held": round(p.stats.max_held, 3),
-                       "backend_pids": [pid for x in p.all_sessions() if (pid := x.backend_pid) is not None]}
+                       "backend_pids": [pid for x in p.all_sessions() if (pid := x.backend_pid) is not None],
+                       "standbys": [x.standby_state for x in p.all_sessions() if x.standby_state is not None],
+                       "standby_pids": [pid for x in p.all_sessions() if (pid := x.standby_pid) is not None]}
                 for name, p in self.servers.items()
             },
         }

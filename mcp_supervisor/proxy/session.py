@@ -14,6 +14,7 @@ import aiohttp
 
 from mcp_supervisor.proxy.core import Action, Connect, Deliver, Link, Send, SessionCore
 from mcp_supervisor.proxy.links import BackendLink, OnLost, OnMessage
+from mcp_supervisor.proxy.standby import Standby
 from mcp_supervisor.proxy.wire import INTERNAL_ERROR, Message, error
 
 LinkFactory = Callable[[OnMessage, OnLost], BackendLink]
@@ -22,6 +23,7 @@ Answer = tuple[Message, bool]
 STREAM_BOUND = 1000
 RETRY_FIRST = 0.02
 RETRY_MAX = 0.25
+STANDBY_RETRY = 2.0
 RETRY_MAX_SPAWN = 2.0
 """A stdio backend that keeps dying is started again at most this often (a spawn costs a second of CPU)."""
 
@@ -52,6 +54,9 @@ class ProxySession:
         self.closed = False
         self._fails = 0
         self.retry_max = RETRY_MAX
+        self.standby_wanted = False
+        self._standby: Standby | None = None
+        self._standby_failed_at = -STANDBY_RETRY
 
     # --- from the client ---------------------------------------------------------------------
 
@@ -99,9 +104,12 @@ class ProxySession:
             elif isinstance(action, Deliver):
                 self._deliver(action)
             elif isinstance(action, Connect):
-                if self._connector is None or self._connector.done():
+                if self._standby is not None and self._standby.ready:
+                    self._switch(action.generation)
+                elif self._connector is None or self._connector.done():
                     self._connector = asyncio.ensure_future(self._connect())
         self._arm_timer()
+        self._keep_standby()
         restoring = self.core.restoring
         if restoring != self._restoring:
             self._restoring = restoring
@@ -169,6 +177,45 @@ class ProxySession:
             self._perform(self.core.on_link_up(generation, self._loop.time()))
             return
 
+    def _switch(self, generation: int) -> None:
+        """The backend is lost and a standby is ready: it becomes the backend at once."""
+        assert self._standby is not None
+        link = self._standby.promote(self._on_message_for(generation), self._on_lost_for(generation))
+        self._standby = None
+        self._retire(self._link)
+        self._link, self._link_gen = link, generation
+        self._perform(self.core.on_link_up(generation, self._loop.time(), handshaken=True))
+
+    def _keep_standby(self) -> None:
+        """One standby while the session is up (after its first handshake); a failed one is
+        replaced at most every STANDBY_RETRY seconds."""
+        if not self.standby_wanted or self.closed or self.core.link is not Link.UP:
+            return
+        if self.core.era == "legacy" and self.core.init_result is None:
+            return
+        now = self._loop.time()
+        if self._standby is not None and self._standby.failed:
+            self._retire_standby(self._standby)
+            self._standby, self._standby_failed_at = None, now
+        if self._standby is None and now - self._standby_failed_at >= STANDBY_RETRY:
+            params = self.core.init_params if self.core.era == "legacy" else None
+            self._standby = Standby(lambda m, lost: self._make_link(m, lost), params)
+
+    def _retire_standby(self, standby: Standby) -> None:
+        task = asyncio.ensure_future(standby.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def standby_pid(self) -> int | None:
+        return self._standby.pid if self._standby is not None else None
+
+    @property
+    def standby_state(self) -> str | None:
+        if self._standby is None:
+            return None
+        return "ready" if self._standby.ready else "failed" if self._standby.failed else "starting"
+
     def _on_message_for(self, generation: int) -> OnMessage:
         def on_message(message: Message, related: int | None) -> None:
             self._fails = 0
@@ -207,6 +254,9 @@ class ProxySession:
         link, self._link = self._link, None
         if link is not None:
             await link.close()
+        if self._standby is not None:
+            await self._standby.close()
+            self._standby = None
         for task in list(self._closing):
             with contextlib.suppress(BaseException):
                 await task
