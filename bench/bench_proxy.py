@@ -66,6 +66,25 @@ command = "{python}"
 args = ["{server}", "http", "{port}", "{counts}"]
 probe = {{ interval = "500ms", timeout = "2s", failure_threshold = 1 }}
 recovery = {{ backoff_initial = "50ms", max_attempts = 1000, stable_after = "1s" }}
+
+[[servers]]
+name = "stdio"
+transport = "stdio"
+command = "{python}"
+args = ["{server}", "stdio"]
+user = "{user}"
+critical = false
+probe = {{ interval = "60s", cold_interval = "60m" }}
+
+[[servers]]
+name = "stdio-standby"
+transport = "stdio"
+command = "{python}"
+args = ["{server}", "stdio"]
+user = "{user}"
+critical = false
+standby = 1
+probe = {{ interval = "60s", cold_interval = "60m" }}
 """
 
 
@@ -209,6 +228,36 @@ async def failover(bench: Bench, kills: int) -> None:
     print(f"  calls {calls}, failed at the client {failed}")
 
 
+async def proxy_figures(bench: Bench, name: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(bench.dir / "s.sock"))) as http:
+        async with http.get("http://daemon/v1/proxy") as response:
+            info = await response.json()
+    return dict(info["counts"]["servers"].get(name, {}))
+
+
+async def stdio_failover(bench: Bench, kills: int) -> None:
+    print(f"failover of a stdio backend (one process per session), kill -9 -> next answer ({kills} kills):")
+    for name in ("stdio", "stdio-standby"):
+        gaps: list[float] = []
+        failed = 0
+        url = f"http://127.0.0.1:{bench.proxy_port}/servers/{name}/mcp"
+        async with sdk(url, bench.token, "legacy") as client:
+            await client.call_tool("lookup", {"query": "warm"})
+            for _ in range(kills):
+                while True:
+                    figures = await proxy_figures(bench, name)
+                    if name == "stdio" or figures.get("standbys") == ["ready"]:
+                        break
+                    await asyncio.sleep(0.05)
+                killed = time.monotonic()
+                os.kill(figures["backend_pids"][0], signal.SIGKILL)
+                result = await client.call_tool("lookup", {"query": "k"})
+                failed += bool(result.is_error)
+                gaps.append((time.monotonic() - killed) * 1000)
+        show("with a standby" if name == "stdio-standby" else "without a standby (cold start)", gaps)
+        print(f"  {'':<34} failed at the client {failed}")
+
+
 async def unsafe_kills(bench: Bench, kills: int) -> None:
     print(f"kills during a non-idempotent tools/call ({kills}):")
     honest = other = 0
@@ -290,6 +339,7 @@ async def main() -> None:
             await latency(bench, args.calls)
             await throughput(bench, args.workers, args.seconds)
             await failover(bench, args.kills)
+            await stdio_failover(bench, args.kills)
             await unsafe_kills(bench, args.unsafe_kills)
             await idle_and_memory(bench, args.sessions)
         finally:
