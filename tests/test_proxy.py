@@ -471,3 +471,37 @@ def test_warm_standby_takes_over_at_once_and_a_new_one_is_started(proxy_daemon: 
 
     first, standby, second = asyncio.run(run())
     assert first.startswith("found a") and second == f"found b (pid {standby})"
+
+
+def test_import_via_proxy_rewrites_a_client_config_and_undo_puts_it_back(proxy_daemon: ProxyDaemon,
+                                                                          short_tmp: Path) -> None:
+    client_file = short_tmp / "mcp.json"
+    original = {"mcpServers": {"pay": {"url": "http://127.0.0.1:1/mcp", "headers": {"X": "y"}},
+                               "elsewhere": {"command": "npx", "args": ["some-server"]}},
+                "theme": "dark"}
+    client_file.write_text(json.dumps(original))
+    client_file.chmod(0o640)
+
+    def cli_import(*flags: str) -> dict[str, Any]:
+        done = subprocess.run([str(BIN / "supervisorctl-mcp"), "--config", str(proxy_daemon.directory /
+                               "mcp-supervisor.toml"), "--socket", str(proxy_daemon.sock), "import", *flags,
+                               "--json", str(client_file)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return dict(json.loads(done.stdout))
+
+    answer = cli_import("--via-proxy")
+    assert answer["files"][0]["proxied"] == ["pay"] and answer["files"][0]["not_supervised"] == ["elsewhere"]
+    rewritten = json.loads(client_file.read_text())
+    entry = rewritten["mcpServers"]["pay"]
+    assert entry["args"][-2:] == ["proxy", "pay"] and rewritten["mcpServers"]["elsewhere"] == original["mcpServers"][
+        "elsewhere"] and rewritten["theme"] == "dark"
+    assert client_file.stat().st_mode & 0o777 == 0o640
+
+    async def through_the_entry() -> str:
+        async with Client(StdioServerParameters(command=entry["command"], args=entry["args"]), mode="legacy") as client:
+            return text(await client.call_tool("lookup", {"query": "imported"}))
+
+    assert asyncio.run(through_the_entry()).startswith("found imported")
+    assert cli_import("--via-proxy")["files"][0]["proxied"] == []  # twice is a no-op
+    assert cli_import("--undo-proxy")["files"][0]["restored"] == ["pay"]
+    assert json.loads(client_file.read_text()) == original
