@@ -122,7 +122,13 @@ probe = {{ interval = "60s", cold_interval = "60m" }}
 name = "legacy-sse"
 transport = "sse"
 url = "{sse.url}"
+critical = false
 probe = {{ interval = "1s", timeout = "2s" }}
+
+[[servers.checks]]
+tool = "upstream"
+expect = "^upstream ok$"
+interval = "1s"
 """)
     with open(directory / "daemon.log", "ab") as log:
         proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], stderr=log)
@@ -505,3 +511,25 @@ def test_import_via_proxy_rewrites_a_client_config_and_undo_puts_it_back(proxy_d
     assert cli_import("--via-proxy")["files"][0]["proxied"] == []  # twice is a no-op
     assert cli_import("--undo-proxy")["files"][0]["restored"] == ["pay"]
     assert json.loads(client_file.read_text()) == original
+
+
+def test_a_failing_deep_check_is_its_own_failure_class_and_an_auth_shaped_one_needs_a_human(
+        proxy_daemon: ProxyDaemon) -> None:
+    broken = proxy_daemon.directory / "sse-charges.txt.broken"
+
+    def server() -> dict[str, Any]:
+        _status, body = api(proxy_daemon.sock, "/v1/status")
+        return dict(next(s for s in body["servers"] if s["name"] == "legacy-sse"))
+
+    try:
+        wait_for(lambda: server()["state"] == "healthy", 30, "the checked server healthy")
+        broken.write_text("upstream database answered 500")
+        down = wait_for(lambda: server()["failure_class"] == "check" and server(), 30, "a check failure")
+        assert "upstream database answered 500" in down["message"]
+        wait_for(lambda: server()["state"] not in ("healthy", "degraded"), 30, "the server not ready")
+        broken.write_text("401 Unauthorized: the Jira token expired")
+        wait_for(lambda: server()["state"] == "needs_human" and server()["failure_class"] == "auth", 30,
+                 "needs_human for an auth-shaped check failure")
+    finally:
+        broken.unlink(missing_ok=True)
+    wait_for(lambda: server()["state"] == "healthy", 60, "healthy again once the check passes")

@@ -277,3 +277,63 @@ def test_every_call_answered_once_and_unsafe_calls_never_reach_a_backend_twice(h
     assert all(finals_by_key.get(key) == 1 for key in keys), (finals_by_key, keys, c.calls)
     assert all(reached.get(key, 0) <= 1 for key in unsafe_keys)
     assert not c.calls
+
+
+# --- deep check verdicts, config refusals, the token file ----------------------------------
+
+
+def test_deep_check_verdicts() -> None:
+    from mcp_supervisor.config import DeepCheck
+    from mcp_supervisor.health.model import FailureClass
+    from mcp_supervisor.proxy.checks import judge
+
+    check = DeepCheck(tool="search", expect="^found")
+
+    def result(text: str, is_error: bool = False) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": text}], "isError": is_error}}
+
+    assert judge(check, result("found 3 issues")) == (None, "found 3 issues")
+    cls, why = judge(check, result("nothing"))
+    assert cls is FailureClass.CHECK and "does not match" in why
+    cls, why = judge(check, result("upstream 502 Bad Gateway", is_error=True))
+    assert cls is FailureClass.CHECK and "upstream 502 Bad Gateway" in why
+    for text in ("401 Unauthorized", "the token has expired", "Invalid API key", "403 Forbidden"):
+        assert judge(check, result(text, is_error=True))[0] is FailureClass.AUTH, text
+    cls, why = judge(check, {"jsonrpc": "2.0", "id": 1, "error": {"code": -32602, "message": "unknown tool"}})
+    assert cls is FailureClass.CHECK and "unknown tool" in why
+
+
+def test_proxy_config_refusals_name_the_fix(tmp_path: Any) -> None:
+    import pytest
+
+    from mcp_supervisor.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[proxy]\nlisten = "0.0.0.0:8766"\n', tmp_path / "c.toml")
+    assert "loopback only" in str(caught.value) and "[proxy] listen" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[[servers]]\nname = "a"\ntransport = "http"\nurl = "http://x/mcp"\nstandby = 1\n',
+                     tmp_path / "c.toml")
+    assert "standby = 1 works for stdio servers only" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[[servers]]\nname = "a"\ntransport = "http"\nurl = "http://x/mcp"\n'
+                     '[[servers.checks]]\ntool = "t"\nexpect = "("\n', tmp_path / "c.toml")
+    assert "not a regular expression" in str(caught.value)
+
+
+def test_token_file_is_made_private_and_a_readable_one_is_refused(tmp_path: Any) -> None:
+    import pytest
+
+    from mcp_supervisor.proxy.token import TokenFileError, bearer_ok, ensure_token
+
+    path = tmp_path / "state" / "proxy.token"
+    token = ensure_token(path)
+    assert ensure_token(path) == token and path.stat().st_mode & 0o777 == 0o600
+    assert bearer_ok(f"Bearer {token}", token) and not bearer_ok("Bearer nope", token) and not bearer_ok(None, token)
+    path.chmod(0o644)
+    with pytest.raises(TokenFileError, match="chmod 600"):
+        ensure_token(path)
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(TokenFileError):
+        ensure_token(path)

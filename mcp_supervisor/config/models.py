@@ -102,6 +102,32 @@ class FallbackConfig(_Model):
     """Whether a server in fallback counts as ready for the job."""
 
 
+class DeepCheck(_Model):
+    """``[[servers.checks]]``: a synthetic ``tools/call`` with an expected answer (proxy/checks.py).
+
+    Why: ``tools/list`` can pass while every real call fails (an expired upstream token behind a
+    healthy process)."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    expect: str | None = None
+    """A regular expression the result's text must contain (``re.search``); unset: any answer."""
+    is_error: bool = False
+    """The result's ``isError`` the check expects (normally false)."""
+    interval: Duration = 60.0
+    timeout: Duration = 30.0
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"expect = {value!r} is not a regular expression: {exc}") from None
+        return value
+
+
 class ServerConfig(_Model):
     name: str
     transport: Literal["stdio", "http", "sse"]
@@ -127,6 +153,8 @@ class ServerConfig(_Model):
     retry_tools: list[str] = Field(default_factory=list)
     """Proxy: tools safe to call again after a backend restart besides those the server annotates
     ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
+    checks: list[DeepCheck] = Field(default_factory=list)
+    """Deep checks run through the proxy; a failing one is the failure class ``check``."""
     standby: int = Field(default=0, ge=0, le=1)
     """Proxy, stdio servers: keep one more backend process per client session started and
     initialized, so a crash switches to it at once instead of waiting for a cold start."""

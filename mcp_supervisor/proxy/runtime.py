@@ -8,6 +8,7 @@ is logged with the fix and the supervisor runs on without it, like the status pa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ class ProxyRuntime:
         log.info("proxy listening", url=f"http://{config.proxy.listen}/servers/<name>/mcp", token_file=str(path))
 
     async def run(self) -> None:
-        await self.service.run()
+        from mcp_supervisor.proxy.checks import DeepChecks
+
+        await asyncio.gather(self.service.run(), DeepChecks(self.service, self._supervisor).run())
 
     async def close(self) -> None:
         if self.server is not None:

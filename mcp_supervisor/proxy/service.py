@@ -146,6 +146,10 @@ class ProxyService:
         self._proxy(server).sessions[session.id] = session
         return session
 
+    def internal_session(self, server: ServerConfig) -> ProxySession:
+        """A handshake-era session the proxy itself uses (deep checks); not a client's, not counted."""
+        return self._session(server, "legacy")
+
     def legacy(self, name: str, session_id: str) -> ProxySession | None:
         proxy = self.servers.get(name)
         return proxy.sessions.get(session_id) if proxy is not None else None

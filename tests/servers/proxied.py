@@ -5,7 +5,8 @@ Usage: python tests/servers/proxied.py (stdio | http PORT | sse PORT) COUNT_FILE
 ``charge`` appends one line to COUNT_FILE when it starts, then waits ``delay`` seconds: the test
 kills the server in that window and reads the file to prove the call ran at most once.
 ``lookup`` is annotated readOnlyHint; ``slow_lookup`` too, with a delay and progress notifications;
-``ask_name`` sends the client an elicitation and a roots/list request.
+``ask_name`` sends the client an elicitation and a roots/list request; ``upstream`` fails with the
+text of COUNT_FILE.broken while it exists (a broken upstream behind a healthy server).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel
 
@@ -49,6 +51,15 @@ async def ask_name(ctx: Context) -> str:
     roots = await ctx.request_context.session.list_roots()
     who = answer.data.name if answer.action == "accept" and answer.data else answer.action
     return f"hello {who}, {len(roots.roots)} root(s)"
+
+
+@server.tool(annotations=READ_ONLY)
+def upstream() -> str:
+    """What a deep check calls: fails with the text in COUNT_FILE.broken while that file exists."""
+    broken = COUNT.with_name(COUNT.name + ".broken")
+    if broken.exists():
+        raise ToolError(broken.read_text().strip())  # its text reaches the client, like a real upstream error
+    return "upstream ok"
 
 
 @server.tool()
