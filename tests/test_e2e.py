@@ -27,6 +27,7 @@ import pytest
 from tests.live_daemon import (
     EXAMPLE,
     PY,
+    RUN_AS,
     api,
     cli,
     daemon_env,
@@ -89,6 +90,7 @@ def write_config(directory: Path, http_port: int, managed_port: int, *, broken: 
 [[servers]]
 name = "notes-stdio"
 transport = "stdio"
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "stdio"]
 probe = {{ interval = "1s", timeout = "8s", expected_tools = ["add_note"] }}

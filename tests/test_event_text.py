@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from mcp_supervisor.event_text import duration, sentence, tone
-from mcp_supervisor.health.exits import error_line, exit_text, is_error_line
+from mcp_supervisor.health.exits import error_line, is_error_line
+from mcp_supervisor.spawn import exit_text
 
 ACCESS = 'INFO:     127.0.0.1:54042 - "POST /mcp HTTP/1.1" 200 OK'
 

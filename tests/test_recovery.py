@@ -22,7 +22,7 @@ from aiohttp import web
 
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command, State
-from tests.live_daemon import PY, free_port, make_config, managed_notes, managed_server, running, state, until
+from tests.live_daemon import PY, RUN_AS, free_port, make_config, managed_notes, managed_server, running, state, until
 from tests.servers.fixtures import pid_alive
 
 KILLS = int(os.environ.get("MCP_SUPERVISOR_KILL_ROUNDS", "25"))
@@ -249,6 +249,7 @@ async def test_stdio_server_that_cannot_start_is_not_ready_while_its_warm_copy_a
 [[servers]]
 name = "git"
 transport = "stdio"
+{RUN_AS}
 command = "{PY}"
 args = ["{HEALING}", "datafile", "{data}"]
 probe = {{ interval = "{interval}s", timeout = "10s", cold_interval = "4s", tools_interval = "1h" }}

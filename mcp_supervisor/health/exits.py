@@ -1,16 +1,15 @@
-"""How a dead process is described: its honest cause and, only when it is one, its last error line.
+"""A dead process's last words: its last output line, only when it is an error line.
 
 Why a filter on the last output line: a server killed by SIGKILL printed nothing about it; its
 last line is whatever it logged before, often an access-log line (``INFO: 127.0.0.1 - "POST
 /mcp" 200 OK``). Shown as the reason, that line reads as if a successful request killed it. The
-cause is the signal or exit code; the server's own words are added only when they are an error
-(a traceback's last line, a line that says error, fatal, panic ...). Pure functions, no I/O.
+cause is the signal or exit code (``spawn.exit_text``); the server's own words are added only
+when they are an error (a traceback's last line, a line that says error, fatal, panic ...). Pure.
 """
 
 from __future__ import annotations
 
 import re
-import signal
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Failure|Fault)\b(?::|$)")
 """The last line of a Python traceback: ``ValueError: boom``, ``pkg.mod.CustomError: x``."""
@@ -22,18 +21,6 @@ _ERROR_WORDS = re.compile(
 _ROUTINE_LEVEL = re.compile(r"^\W{0,3}(?:\S+\s+){0,3}?\W?(?:INFO|DEBUG|TRACE|NOTICE)\b\W")
 """A routine log line (``INFO:``, ``2026-01-01 12:00:00 [INFO]``, ``level=INFO``): never a cause."""
 MAX_LINE = 300
-
-
-def exit_text(code: int | None) -> str:
-    """'exited with code 1' or 'killed by SIGKILL', as an operator reads it (systemd-style)."""
-    if code is None:
-        return "exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 def is_error_line(line: str) -> bool:
