@@ -30,8 +30,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from tests.live_daemon import BIN, PY, UnixHTTPConnection, api, free_port, stop, wait_for
 from tests.servers.fixtures import MCP_SERVER_TIME, RUN_AS, ServerProcess, start_http_server
-from tests.test_e2e import BIN, PY, _UnixHTTPConnection, api, free_port, stop, wait_for
 
 PROXIED = Path(__file__).parent / "servers" / "proxied.py"
 
@@ -322,7 +322,7 @@ def test_bad_requests_get_clear_errors_and_the_daemon_carries_on(proxy_daemon: P
         assert status == 413 and "max_body" in body["error"]["message"]
     status, body = _post(proxy_daemon, "/servers/pay/mcp", good, proxy_daemon.token)
     assert status == 200 and body["result"]["tools"]
-    conn = _UnixHTTPConnection(proxy_daemon.sock, 10.0)
+    conn = UnixHTTPConnection(proxy_daemon.sock, 10.0)
     conn.request("GET", "/metrics")
     lines = conn.getresponse().read().decode()
     conn.close()
