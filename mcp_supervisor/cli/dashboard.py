@@ -46,36 +46,58 @@ COLUMNS = ("server", "state", "for", "latency", "uptime 24h", "restarts", "messa
 
 
 def since_text(since: float | None, now: float) -> str:
+    """``<1m``, ``7m``, ``20m``, ``3h``, ``2.5d``: how long a server has been in its state.
+
+    Why coarser as it grows: every changed cell repaints the whole table, and 50 servers each
+    ticking once a minute meant a repaint on nearly every status read of an idle dashboard. A
+    person needs minutes at first, then tens of minutes, then hours.
+    """
     if not since:
         return ""
     seconds = max(0.0, now - since)
     if seconds < 60:
-        return "<1m"  # minute resolution: a row is redrawn when something a person reads changed
-    if seconds < 3600:
+        return "<1m"
+    if seconds < 600:
         return f"{seconds / 60:.0f}m"
+    if seconds < 3600:
+        return f"{int(seconds // 600) * 10}m"
     if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
+        return f"{int(seconds // 3600)}h"
     return f"{seconds / 86400:.1f}d"
 
 
-_LATENCY_STEPS = (10, 100, 500)
+LATENCY_STEPS = (10.0, 100.0, 1000.0)
+HYSTERESIS = 1.5
+"""A shown step changes only once the figure is this factor past the step's bounds."""
 SMOOTHING = 0.3
 """Weight of the newest latency in the shown (exponentially smoothed) figure."""
 
 
-def latency_text(ms: Any) -> str:
-    """``<10 ms``, ``<100 ms``, ``<500 ms``, ``1.2 s``: what a person needs at a glance.
+def latency_step(ms: float, shown: int | None = None) -> int:
+    """The step ``ms`` falls in (0: under 10 ms, ... 3: a second or more), sticking to ``shown``
+    while ``ms`` stays within HYSTERESIS of that step's bounds."""
+    step = next((i for i, bound in enumerate(LATENCY_STEPS) if ms < bound), len(LATENCY_STEPS))
+    if shown is None or step == shown:
+        return step
+    low = LATENCY_STEPS[shown - 1] if shown > 0 else 0.0
+    high = LATENCY_STEPS[shown] if shown < len(LATENCY_STEPS) else float("inf")
+    return shown if low / HYSTERESIS <= ms < high * HYSTERESIS else step
 
-    Why steps (of a smoothed figure) and not the last probe's: latency jitters (2 ms, 3 ms, 2 ms)
-    and every changed cell makes the whole table repaint; at 50 servers re-read every few seconds
-    that repainting was most of an idle dashboard's CPU. A step changes when a server really got
-    slower, which is what a person looks for.
+
+def latency_text(ms: Any, step: int | None = None) -> str:
+    """``<10 ms``, ``<100 ms``, ``<1 s``, ``1.2 s``: what a person needs at a glance.
+
+    Why steps (of a smoothed figure, with hysteresis) and not the last probe's figure: latency
+    jitters (2 ms, 3 ms, 2 ms; far more on a loaded machine) and every changed cell makes the whole
+    table repaint; at 50 servers re-read every few seconds that repainting was most of an idle
+    dashboard's CPU. A step changes when a server really got slower, which is what a person reads.
     """
     if not isinstance(ms, int | float):
         return "–"
-    for step in _LATENCY_STEPS:
-        if ms < step:
-            return f"<{step} ms"
+    step = latency_step(float(ms)) if step is None else step
+    if step < len(LATENCY_STEPS):
+        bound = LATENCY_STEPS[step]
+        return f"<{bound / 1000:.0f} s" if bound >= 1000 else f"<{bound:.0f} ms"
     return f"{ms / 1000:.1f} s" if ms < 10_000 else f"{ms / 1000:.0f} s"
 
 
@@ -158,6 +180,7 @@ class Dashboard(App[int]):
         self.last_error = ""
         self._shown: dict[str, list[tuple[str, str]]] = {}
         self._latency: dict[str, float] = {}
+        self._latency_step: dict[str, int] = {}
         self._summary_shown = ""
         self._alerts_shown = ""
         """row -> what each cell shows now (text, style), so only changed cells are redrawn."""
@@ -281,17 +304,21 @@ class Dashboard(App[int]):
 
     # --- rendering ----------------------------------------------------------------------------
 
-    def _smoothed_latency(self, name: str, latest: Any, fresh: bool) -> float | None:
-        """The latency shown: smoothed over the status reads (``fresh``: this render brings one)."""
+    def _latency_cell(self, name: str, latest: Any, fresh: bool) -> str:
+        """The latency shown: smoothed over the status reads (``fresh``: this render brings one),
+        in steps that do not flicker (``latency_step``)."""
         if not isinstance(latest, int | float):
-            return self._latency.get(name)
-        before = self._latency.get(name)
-        if before is None or not fresh:
-            smoothed = float(latest) if before is None else before
+            smoothed = self._latency.get(name)
         else:
-            smoothed = before + SMOOTHING * (float(latest) - before)
-        self._latency[name] = smoothed
-        return smoothed
+            before = self._latency.get(name)
+            smoothed = float(latest) if before is None else before + (SMOOTHING * (float(latest) - before) if fresh
+                                                                       else 0.0)
+            self._latency[name] = smoothed
+        if smoothed is None:
+            return latency_text(None)
+        step = latency_step(smoothed, self._latency_step.get(name))
+        self._latency_step[name] = step
+        return latency_text(smoothed, step)
 
     def render_all(self, status: dict[str, Any] | None) -> None:
         now = time.time()
@@ -304,7 +331,7 @@ class Dashboard(App[int]):
         for name in names:
             server = self.servers[name]
             state = "maintenance" if server.get("maintenance") else str(server.get("state"))
-            latency = self._smoothed_latency(name, server.get("latency_ms"), status is not None)
+            latency = self._latency_cell(name, server.get("latency_ms"), status is not None)
             # a healthy server's probe message ("answered, protocol ..., 3 tools") says nothing the
             # state does not, and it alternates with every tools check: each change repaints the table
             quiet = state == "healthy"
@@ -314,7 +341,7 @@ class Dashboard(App[int]):
                 Text(name, style="bold" if server.get("critical", True) else ""),
                 Text(state, style=STATE_STYLE.get(state, "")),
                 Text(since_text(server.get("since"), now)),
-                Text(latency_text(latency)),
+                Text(latency),
                 uptime_bar(self.uptime.get(name)),
                 Text(str(server.get("restarts", server.get("attempt", 0)) or 0)),
                 Text(message[:120]),
