@@ -100,9 +100,12 @@ def test_group_by_decides_which_failures_share_a_message(group_by: tuple[str, ..
 
 
 def test_a_known_cause_inhibits_whatever_group_by_says_and_leads_the_message() -> None:
+    from mcp_supervisor.actuators.container import ContainerState, container_probe_result
+
     g, t = Grouper(GroupSettings(group_by=("server",), group_wait=5.0)), IncidentTracker()
-    for i in range(3):
-        fail(g, t, f"box{i}", 1.0, "refused", reason="Docker engine unreachable while checking container c")
+    for i in range(3):  # the reason the runtime gives when the engine does not answer
+        engine = container_probe_result(ContainerState(name=f"c{i}", exists=False, engine_error="ConnectionRefused"))
+        fail(g, t, f"box{i}", 1.0, "refused", reason=f"restart (attempt 1) after refused: {engine.message}")
     fail(g, t, "local", 1.0, "crashed", old="starting")
     out = g.flush(6.0)
     assert len(out.notes) == 2 and out.inhibited == 4
