@@ -182,3 +182,15 @@ def test_silences_match_by_server_or_all_never_reports_and_end_by_themselves() -
 def test_a_bad_silence_names_the_fix(kind: str, server: str, seconds: float, fix: str) -> None:
     with pytest.raises(SilenceError, match=fix):
         make(kind, server, seconds, 0.0, known=["jira"])
+
+
+def test_servers_sharing_a_rejected_token_are_one_message_under_that_token() -> None:
+    g, t = Grouper(GroupSettings(group_by=("server",), group_wait=5.0)), IncidentTracker()
+    for name in ("jira", "confluence"):
+        t.on_event("state", name, {"old": "healthy", "new": "failed", "failure_class": "auth", "reason": "401"}, 1.0)
+        for n in t.on_event("notify", name, {"notify": "needs_human", "severity": "critical",
+                                             "detail": "401; renew JIRA_TOKEN", "instruction": "renew JIRA_TOKEN"}, 1.0):
+            g.add(n, alert_labels(name, n.data, n.severity, {"token": "JIRA_TOKEN", "config": ""}), 1.0)
+    out = g.flush(6.0)
+    assert len(out.notes) == 1 and out.inhibited == 2
+    assert title(out.notes[0]) == "2 servers down: token JIRA_TOKEN rejected; confluence, jira"

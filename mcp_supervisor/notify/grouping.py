@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcp_supervisor.notify.causes import KNOWN_CAUSES, group_key
+from mcp_supervisor.notify.causes import group_key, is_known
 from mcp_supervisor.notify.incidents import ESCALATIONS, Notification, severity_rank
 
 Silenced = Callable[[str, float], str | None]
@@ -230,7 +230,7 @@ class Grouper:
         new = [m for m in visible if not m.announced]
         if group.many:
             out.grouped += len(new)
-        if group.cause in KNOWN_CAUSES:
+        if is_known(group.cause):
             out.inhibited += len(new)
         out.notes.append(group_note(group, visible, role, now, update=update,
                                     reply=any(m.escalated for m in visible)))

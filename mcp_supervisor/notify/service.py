@@ -218,7 +218,8 @@ class NotifyService:
     @staticmethod
     def _labels(n: Notification, config: Config) -> dict[str, str]:
         server = next((s for s in config.servers if s.name == n.server), None)
-        extra = {"group": server.alert_group or "", "transport": server.transport} if server is not None else {}
+        extra = {"group": server.alert_group or "", "transport": server.transport, "token": server.token_env or "",
+                 "config": server.config or ""} if server is not None else {}
         return alert_labels(n.server or "", n.data, n.severity, extra)
 
     def _suppressed(self, server: str | None, kind: str, silence: str, what: str) -> None:
