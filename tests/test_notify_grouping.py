@@ -194,3 +194,14 @@ def test_servers_sharing_a_rejected_token_are_one_message_under_that_token() -> 
     out = g.flush(6.0)
     assert len(out.notes) == 1 and out.inhibited == 2
     assert title(out.notes[0]) == "2 servers down: token JIRA_TOKEN rejected; confluence, jira"
+
+
+def test_the_engine_learned_after_the_alert_moves_not_yet_announced_servers_under_it() -> None:
+    g, t = Grouper(GroupSettings(group_by=("cause",), group_wait=5.0)), IncidentTracker()
+    fail(g, t, "box1", 1.0, "refused")
+    fail(g, t, "box2", 1.0, "refused")
+    assert g.reveal("box1", DOCKER_ENGINE, 2.0) and g.reveal("box2", DOCKER_ENGINE, 2.0)
+    assert not g.reveal("box2", DOCKER_ENGINE, 2.5)  # already there
+    out = g.flush(7.0)
+    assert len(out.notes) == 1 and title(out.notes[0]).startswith("2 servers down: Docker engine not answering")
+    assert out.inhibited == 2
