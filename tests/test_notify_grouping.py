@@ -205,3 +205,9 @@ def test_the_engine_learned_after_the_alert_moves_not_yet_announced_servers_unde
     out = g.flush(7.0)
     assert len(out.notes) == 1 and title(out.notes[0]).startswith("2 servers down: Docker engine not answering")
     assert out.inhibited == 2
+
+
+def test_a_container_restart_that_cannot_reach_the_engine_names_the_engine() -> None:
+    reason = "restart failed: ClientConnectorError: Cannot connect to unix socket /run/docker.sock [Connection refused]"
+    assert alert_labels("box", {"detail": reason}, "critical", {"container": "box"})["cause"] == DOCKER_ENGINE
+    assert alert_labels("web", {"detail": reason, "failure_class": "refused"}, "critical", {})["cause"] == "refused"

@@ -38,11 +38,17 @@ CAUSE_TEXT = {
 LABELS = ("cause", "failure_class", "group", "transport", "server", "severity")
 
 
-def known_cause(data: dict[str, Any], token: str | None = None, config: str | None = None) -> str | None:
+def engine_unreachable(reason: str, container: bool) -> bool:
+    """The container check says so, or (a container server) a restart could not reach the engine."""
+    return "Docker engine unreachable" in reason or (container and "Cannot connect to" in reason)
+
+
+def known_cause(data: dict[str, Any], token: str | None = None, config: str | None = None,
+                container: bool = False) -> str | None:
     """The shared cause an alert's data proves, if any (``data`` is the tracker's note data;
-    ``token``/``config``: the server's ``token_env`` and watched config, from the config)."""
+    ``token``/``config``/``container``: the server's ``token_env``, watched config, container)."""
     reason = str(data.get("detail") or data.get("reason") or "")
-    if "Docker engine unreachable" in reason:
+    if engine_unreachable(reason, container):
         return DOCKER_ENGINE
     if data.get("failure_class") == "auth" and token:
         return f"token:{token}"  # servers sharing one token fail together when it is revoked
@@ -58,7 +64,7 @@ def alert_labels(server: str, data: dict[str, Any], severity: str, extra: dict[s
     token: its ``token_env``, config: its watched config)."""
     failure = str(data.get("failure_class") or "unknown")
     extra = dict(extra or {})
-    cause = known_cause(data, extra.pop("token", None), extra.pop("config", None))
+    cause = known_cause(data, extra.pop("token", None), extra.pop("config", None), bool(extra.pop("container", "")))
     labels = {"cause": cause or failure, "failure_class": failure, "server": server, "severity": severity,
               "group": "", "transport": ""}
     labels.update(extra)
