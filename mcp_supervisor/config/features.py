@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mcp_supervisor.config.base import Duration, _Model
+from mcp_supervisor.config.fleet import MetricsSettings as MetricsSettings
 
 
 class SlackSettings(_Model):
@@ -123,6 +124,8 @@ class QuietHours(_Model):
 
 
 class NotifySettings(_Model):
+    mode: Literal["direct", "alertmanager"] = "direct"
+    """``alertmanager``: incidents are left to Prometheus + Alertmanager (no double page); reports still go."""
     slack: SlackNotifySettings | None = None
     apprise: AppriseNotifySettings | None = None
     quiet_hours: QuietHours | None = None
@@ -155,21 +158,6 @@ class NotifySettings(_Model):
         return value
 
 
-class MetricsSettings(_Model):
-    listen: str | None = None
-    """``host:port`` for a TCP ``/metrics`` (e.g. ``127.0.0.1:9464``); off by default."""
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} is not host:port; use e.g. \"127.0.0.1:9464\"")
-        return value
-
-
 class WebSettings(_Model):
     listen: str | None = None
     """Loopback ``HOST:PORT`` for the read-only status page, e.g. ``127.0.0.1:8089``; off when unset."""
@@ -184,4 +172,32 @@ class WebSettings(_Model):
             from mcp_supervisor.web.listen import parse_listen
 
             parse_listen(value)
+        return value
+
+
+class ProxySettings(_Model):
+    """``[proxy]``: the daemon's own MCP endpoint per server (proxy/); off unless ``listen`` is set.
+
+    Why loopback and a token: any local user can reach loopback TCP, and the proxy calls tools with
+    the team's credentials, so every request must carry the token only the job's user can read."""
+
+    listen: str | None = None
+    """Loopback ``HOST:PORT``, e.g. ``127.0.0.1:8766``; URLs are ``http://HOST:PORT/servers/<name>/mcp``."""
+    token_file: Path | None = None
+    """Default ``<state_dir>/proxy.token``: created at first start (0600), never logged."""
+    hold: Duration = 30.0
+    """How long a call waits for its restarting server before the client gets an error naming its state."""
+    max_sessions: int = Field(default=1000, ge=1, le=100000)
+    """Open client sessions at most; one more is refused with 503 (an idle one expires after ``session_idle``)."""
+    session_idle: Duration = 3600.0
+    max_body: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Largest request body in bytes; a bigger one is refused with 413."""
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mcp_supervisor.web.listen import parse_listen
+
+            parse_listen(value, "proxy", "the proxy calls tools with your servers' credentials, so it is served")
         return value

@@ -238,6 +238,8 @@ class NotifyService:
         if outbox is None:
             return
         config = self._config()
+        if config.notify.mode == "alertmanager":  # Alertmanager pages for the fleet; reports still go
+            notes = [n for n in notes if n.kind == "report"]
         self._refresh_redactor()
         wanted = targets(config)
         now = self._clock()

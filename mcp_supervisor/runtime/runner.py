@@ -65,6 +65,8 @@ class ServerRunner:
         self.last_result: ProbeResult | None = None
         self.last_probe_wall: float | None = None
         self.tool_count: int | None = None
+        self.check_failure: ProbeResult | None = None
+        """The last deep check's failure (proxy/checks.py), until a check passes."""
         self.restarts = 0
         self.last_exit: str | None = None
         self.maintenance: tuple[str, float, str] | None = None
@@ -176,6 +178,13 @@ class ServerRunner:
             if self.machine.state is not before or before not in (State.STARTING, State.HEALTHY, State.DEGRADED):
                 break
 
+    def check_result(self, failure: ProbeResult | None) -> None:
+        """A deep check's verdict (proxy/checks.py): a failure stands until a check passes, so the
+        probes that still pass cannot hide it; a new failure counts at once."""
+        was, self.check_failure = self.check_failure, failure
+        if failure is not None and was is None:
+            self.observe(failure)
+
     def observe(self, result: ProbeResult) -> None:
         """Feed an observation made outside the probe loop (process exit, container event)."""
         if self.machine.state is State.PAUSED or self._stopping:
@@ -264,6 +273,8 @@ class ServerRunner:
         if result.ok and self.process is not None:  # i7life: an answer from another process is not ours
             result = managed_answer(self.server.name, self.server.url, self.process, result,
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
+        if result.ok and self.check_failure is not None:  # a failing deep check outweighs a passing probe
+            result = self.check_failure
         stale = epoch != self._epoch
         self.env.bus.publish(
             Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
