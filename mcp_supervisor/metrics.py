@@ -168,6 +168,7 @@ class SupervisorMetrics:
             "config": self._config(),
             "outbox": dict(getattr(notifier, "counts", {}) or {}) if notifier is not None else None,
             "deliveries": dict(getattr(notifier, "stats", {}) or {}) if notifier is not None else {},
+            "alerts": dict(getattr(notifier, "alert_stats", {}) or {}) if notifier is not None else {},
             "backup": (self.last_backup_at, self.last_backup_copies),
             "locations": dict(self.location_success),
         }
@@ -312,6 +313,13 @@ class _LiveCollector(Collector):
         for (channel, outcome), value in sorted(snap["deliveries"].items()):
             deliveries.add_metric([channel, outcome], float(value))
         yield deliveries
+        alerts = CounterMetricFamily(f"{PREFIX}_notify_alerts",
+                                     "Per-server alerts by what became of them: grouped (in a message naming other "
+                                     "servers), inhibited (under a known shared cause), silenced (recorded, not sent).",
+                                     labels=["outcome"])
+        for outcome in ("grouped", "inhibited", "silenced"):
+            alerts.add_metric([outcome], float(snap.get("alerts", {}).get(outcome, 0)))
+        yield alerts
 
     def _tokens(self, snap: dict[str, Any]) -> Iterator[Any]:
         from mcp_supervisor.runtime.token_watch import token_expiry

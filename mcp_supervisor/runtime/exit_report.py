@@ -35,14 +35,16 @@ def last_output_line(process: Any) -> str | None:
     return lines[-1][-300:] if lines else None
 
 
-def exit_result(server: ServerConfig, process: Any, exited: str) -> ProbeResult:
-    """The ``crashed`` observation of a process that ``exited`` (``exit_text``) on its own."""
+def exit_result(server: ServerConfig, process: Any, exited: str, *, oom: bool = False) -> ProbeResult:
+    """The ``crashed`` (or ``oom``: the kernel killed it at its memory limit) observation of a process
+    that ``exited`` (``exit_text``) on its own."""
     said = last_output_line(process)
     conflict = exit_port_conflict(server.name, server.url, process)  # names a port holder
     message = f"managed process {exited}" + (f"; last output: {said}" if said else "")
     if conflict:
         message = f"{conflict} (the process {exited})"
-    return ProbeResult(ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=message)
+    failure = FailureClass.OOM if oom else FailureClass.CRASHED
+    return ProbeResult(ok=False, failure=failure, kind=ProbeKind.WARM, message=message)
 
 
 def start_failure(server: ServerConfig, exc: Exception) -> ProbeResult:
