@@ -164,11 +164,13 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 )
             )
             background.append(tg.create_task(_guard("notifier", notify_service.run), name="notifier"))
+            background.append(tg.create_task(_guard("maintenance", _maintenance(supervisor, notify_service)),
+                                             name="maintenance"))
             background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))
             background.append(tg.create_task(_guard("proxy", proxy.run), name="proxy"))
             if config.metrics.listen:
-                listen = config.metrics.listen
-                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(listen)),
+                settings = config.metrics
+                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(settings)),
                                                  name="metrics-tcp"))
             if not stop.is_set():
                 summary = supervisor.summary()
@@ -252,7 +254,14 @@ def _make_history(config: Config, supervisor: Any) -> Any:
     from mcp_supervisor.history.service import HistoryService
 
     return HistoryService(lambda: supervisor.config, supervisor.bus,
-                          lambda: {name: str(r.state) for name, r in supervisor.runners.items()})
+                          lambda: {name: "maintenance" if r.maintenance else str(r.state)
+                                   for name, r in supervisor.runners.items()})
+
+
+def _maintenance(supervisor: Any, notify_service: Any) -> Any:
+    from mcp_supervisor.runtime.maintenance import MaintenanceKeeper
+
+    return MaintenanceKeeper(supervisor, notify_service).run
 
 
 def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
@@ -265,6 +274,7 @@ def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
         return config
 
     notify_service = NotifyService(current, supervisor.bus)
+    supervisor.notifier = notify_service  # read by api/alert_routes.py (silences, maintenance)
     metrics = SupervisorMetrics(supervisor.status, current, supervisor.bus, notifier=notify_service, vault=vault)
     return notify_service, metrics
 

@@ -48,14 +48,9 @@ MCP_JSON = {
 }
 
 
-def write_config(root: Path, locations: int = 2, min_copies: int = 1) -> Any:
-    locs = ", ".join(f'"{root}/backup{i}"' for i in range(locations))
-    text = f"""
-[backup]
-key_file = "{root}/keys/vault.key"
-locations = [{locs}]
-min_copies = {min_copies}
-keep_last = 5
+def configs_toml(root: Path) -> str:
+    """The two watched configs (a client JSON and a dotenv with the canary) under ``root/home``."""
+    return f"""
 [[configs]]
 name = "cursor"
 path = "{root}/home/mcp.json"
@@ -66,6 +61,17 @@ path = "{root}/home/.env"
 format = "dotenv"
 required_keys = ["JIRA_TOKEN", "GITLAB_TOKEN"]
 """
+
+
+def write_config(root: Path, locations: int = 2, min_copies: int = 1) -> Any:
+    locs = ", ".join(f'"{root}/backup{i}"' for i in range(locations))
+    text = f"""
+[backup]
+key_file = "{root}/keys/vault.key"
+locations = [{locs}]
+min_copies = {min_copies}
+keep_last = 5
+""" + configs_toml(root)
     (root / "home").mkdir(parents=True, exist_ok=True)
     (root / "home" / "mcp.json").write_text(json.dumps(MCP_JSON, indent=2))
     (root / "home" / ".env").write_text(f"JIRA_TOKEN={CANARY}\nGITLAB_TOKEN=glpat-abc\n")

@@ -25,6 +25,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
+from mcp_supervisor.cli.render import maintenance_text
 from mcp_supervisor.sse import SseParser
 
 STATE_STYLE = {
@@ -276,9 +277,9 @@ class Dashboard(App[int]):
                 self._shown.pop(key, None)
         for name in names:
             server = self.servers[name]
-            state = str(server.get("state"))
+            state = "maintenance" if server.get("maintenance") else str(server.get("state"))
             latency = server.get("latency_ms")
-            message = str(server.get("message") or server.get("reason") or "")
+            message = str(maintenance_text(server) or server.get("message") or server.get("reason") or "")
             cells = [
                 Text(name, style="bold" if server.get("critical", True) else ""),
                 Text(state, style=STATE_STYLE.get(state, "")),

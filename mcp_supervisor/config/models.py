@@ -24,6 +24,7 @@ from mcp_supervisor.config.features import (
     SlackSettings,
     WebSettings,
 )
+from mcp_supervisor.config.fleet import RcloneSettings, SFTPSettings, check_location
 
 MANAGED_START_PERIOD = 60.0
 """Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
@@ -138,6 +139,8 @@ class ServerConfig(_Model):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     critical: bool = True
+    alert_group: str | None = None
+    """The ``group`` label of this server's alerts ([notify] group_by = ["group"]); ``group`` is the Unix group."""
     protocol: str = "auto"
     """``auto`` (discover, fall back to initialize), ``legacy`` (initialize) or a modern version."""
     managed: bool = False
@@ -300,7 +303,12 @@ class DockerSettings(_Model):
 
 class BackupSettings(_Model):
     key_file: Path = Path("~/.config/mcp-supervisor/vault.key")
-    locations: list[Path] = Field(default_factory=list)
+    locations: list[str] = Field(default_factory=list)
+    """Folders, ``sftp://user@host:port/path`` or ``rclone:REMOTE:path`` (config/fleet.py)."""
+    sftp: SFTPSettings = Field(default_factory=SFTPSettings)
+    rclone: RcloneSettings = Field(default_factory=RcloneSettings)
+    max_age: Duration = 2 * 86400.0
+    """A location without a good copy of a backup for this long is alerted (metrics and alert rules)."""
     min_copies: int = Field(default=1, ge=1)
     keep_last: int = Field(default=10, ge=1)
     keep_daily: int = Field(default=7, ge=0)
@@ -308,6 +316,11 @@ class BackupSettings(_Model):
     keep_monthly: int = Field(default=6, ge=0)
     verify_interval: Duration = 86400.0
     full_backup_interval: Duration = 604800.0
+
+    @field_validator("locations")
+    @classmethod
+    def _known_kinds(cls, locations: list[str]) -> list[str]:
+        return [check_location(location) for location in locations]
 
     @model_validator(mode="after")
     def _copies_fit(self) -> BackupSettings:

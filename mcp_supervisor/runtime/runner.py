@@ -69,6 +69,8 @@ class ServerRunner:
         """The last deep check's failure (proxy/checks.py), until a check passes."""
         self.restarts = 0
         self.last_exit: str | None = None
+        self.maintenance: tuple[str, float, str] | None = None
+        """Set by runtime/maintenance.py while a maintenance window lasts (readers see it in the view)."""
         self._epoch = 0
         """Bumped by every action, exit and command: a probe that started before one never counts
         as the check after it (it may have talked to the process that was just replaced)."""
@@ -388,6 +390,7 @@ class ServerRunner:
             restarts=self.restarts,
             last_exit=self.last_exit,
             next_attempt_at=machine.next_attempt_at(),
+            maintenance=self.maintenance,
         )
 
     def publish(self) -> None:

@@ -190,6 +190,18 @@ def _clean_stale(parent: Path) -> None:
                 os.rmdir(entry.path)
 
 
+def release() -> None:
+    """The daemon is done: remove its (empty) base directories; a child still in one keeps it.
+    The next spawn in this process (a test's next supervisor) detects and makes them again."""
+    global _support
+    state, _support = _support, None
+    if state is None or state.hierarchy is None:
+        return
+    for directory in {state.hierarchy.memory, state.hierarchy.pids}:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
 def warn_unenforced(server: str) -> None:
     """Say once per daemon that limits are not enforced, and why (never pretend)."""
     state = support()

@@ -48,21 +48,25 @@ class Manifest:
     created: datetime
     reason: str
     files: tuple[FileEntry, ...]
+    held: str | None = None
+    """Set on content the watcher undid (servers removed from a client config): the SHA-256 of
+    what it wrote in its place. Not a backup to restore from: ``backup --accept`` puts it back
+    while the file still holds that digest. Written only when set (older readers ignore it)."""
 
     def file(self, name: str) -> FileEntry | None:
         return next((f for f in self.files if f.name == name), None)
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "version": 1,
-                "id": self.id,
-                "created": self.created.isoformat(),
-                "reason": self.reason,
-                "files": [f.to_json() for f in self.files],
-            },
-            sort_keys=True,
-        ).encode()
+        data: dict[str, Any] = {
+            "version": 1,
+            "id": self.id,
+            "created": self.created.isoformat(),
+            "reason": self.reason,
+            "files": [f.to_json() for f in self.files],
+        }
+        if self.held is not None:
+            data["held"] = self.held
+        return json.dumps(data, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
@@ -77,6 +81,7 @@ class Manifest:
                 )
                 for f in raw["files"]
             ),
+            held=raw.get("held"),
         )
 
 

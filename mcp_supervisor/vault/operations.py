@@ -49,8 +49,10 @@ class VaultOperations:
         self._last_backed_up: dict[str, str] = {}
         self._last_snapshot: dict[str, str] = {}
         self._alerted: dict[str, str] = {}
-        self._reverted: dict[str, tuple[str, bytes]] = {}
-        """After a server-loss restore: (digest of what we wrote, what the user had): ``accept`` puts it back."""
+        self._reverted: dict[str, tuple[str, str]] = {}
+        """After a server-loss restore: (digest of what we wrote, the snapshot holding what the user
+        had): ``accept`` puts it back. The content is in the vault (``Manifest.held``), so this
+        survives a restart (``VaultService._load_state`` finds it again)."""
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -103,7 +105,7 @@ class VaultOperations:
     def _backup_sync(self, events: Events, reason: str, accept: bool) -> dict[str, Any]:
         store = self._open_store(create_key=True)
         if accept:
-            self._put_back_reverted(events)
+            self._put_back_reverted(store, events)
         files: list[tuple[FileEntry, bytes]] = []
         servers: dict[str, frozenset[str]] = {}
         skipped: dict[str, str] = {}
@@ -152,17 +154,38 @@ class VaultOperations:
             log.warning("backup location failed", failures=report.failures, snapshot=report.snapshot_id)
         return result
 
-    def _put_back_reverted(self, events: Events) -> None:
-        """``accept``: the servers the watcher put back were removed on purpose; undo its restore."""
-        for name, (restored, theirs) in list(self._reverted.items()):
+    def _put_back_reverted(self, store: SnapshotStore, events: Events) -> None:
+        """``accept``: the servers the watcher put back were removed on purpose; undo its restore
+        with the user's version, read back from the snapshot that holds it."""
+        manifests = store.manifests() if self._reverted else {}
+        for name, (restored, snapshot_id) in list(self._reverted.items()):
             del self._reverted[name]
             watched = self.watched.get(name)
-            if watched is None:
-                continue
+            held = manifests.get(snapshot_id)
+            entry = held[0].file(name) if held is not None else None
+            if watched is None or entry is None:
+                continue  # removed by retention: nothing to put back (the kept copy beside the file remains)
             if self.check_file(watched).digest != restored:
                 continue  # changed since: what is there now is what gets accepted
+            try:
+                theirs = store.read_file(entry)
+            except IntegrityError as exc:
+                log.error("the held version cannot be read back; accepting what is there", config=name, error=str(exc))
+                continue
             place(self.config.state_dir, watched.path, theirs, mode=None, uid=None, gid=None, label=None, only_regular=True)
-            events.append(("accepted", {"config": name, "path": str(watched.path)}))
+            events.append(("accepted", {"config": name, "path": str(watched.path), "snapshot": snapshot_id}))
+
+    def _hold(self, store: SnapshotStore, watched: WatchedConfig, check: FileCheck, restored: str, why: str) -> None:
+        """Keep the version the watcher just undid in the vault, for ``backup --accept``."""
+        if check.content is None or check.info is None:
+            return
+        entry = file_entry(watched.name, watched.path, check.content, check.info)
+        report = store.write([(entry, check.content)], f"held for backup --accept: {why}", held=restored)
+        if report.copies:
+            self._reverted[watched.name] = (restored, report.snapshot_id)
+        else:
+            log.error("the undone version could not be kept in the vault; backup --accept cannot bring it back "
+                      "(it is kept beside the file)", config=watched.name, failures=report.failures)
 
     async def list_snapshots(self) -> list[dict[str, Any]]:
         async with self._lock:
@@ -175,6 +198,7 @@ class VaultOperations:
             {
                 "id": sid,
                 "readable": True,
+                "held": manifest.held is not None,
                 "created": manifest.created.isoformat(),
                 "age_s": round((now - manifest.created).total_seconds(), 1),
                 "reason": manifest.reason,
@@ -189,6 +213,7 @@ class VaultOperations:
             {
                 "id": sid,
                 "readable": False,
+                "held": False,
                 "problem": f"cannot decrypt: {problem}",
                 "created": None,
                 "age_s": None,
@@ -220,7 +245,8 @@ class VaultOperations:
         manifests = store.manifests()
         if snapshot_id is not None and snapshot_id not in manifests:
             raise RestoreError(f"snapshot {snapshot_id} not found (list them with: supervisorctl-mcp backups)")
-        chosen = [manifests[snapshot_id][0]] if snapshot_id else [m for m, _ in reversed(manifests.values())]
+        # a held version (what the watcher undid) is restored only when named
+        chosen = [manifests[snapshot_id][0]] if snapshot_id else [m for m, _ in reversed(manifests.values()) if m.held is None]
         return [(m, entry) for m in chosen if (entry := m.file(name)) is not None]
 
     def _restore_sync(

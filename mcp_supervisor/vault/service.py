@@ -78,8 +78,8 @@ class VaultService(VaultOperations):
             events.append(("restore_failed", {"config": name, "path": str(watched.path), "error": str(exc)}))
             log.error("cannot restore watched config", config=name, error=str(exc))
             return {"config": name, "error": str(exc)}
-        if verdict is not None and verdict.action == "restore" and check.content is not None:
-            self._reverted[name] = (self._last_backed_up[name], check.content)
+        if verdict is not None and verdict.action == "restore":
+            self._hold(self._open_store(create_key=False), watched, check, self._last_backed_up[name], verdict.reason)
         return result
 
     async def run(self) -> None:
@@ -144,11 +144,18 @@ class VaultService(VaultOperations):
         except NoBackupsYet:
             return
         newest: dict[str, FileEntry] = {}
-        for snapshot_id, (manifest, _) in store.manifests().items():
+        held: dict[str, tuple[str, str]] = {}
+        for snapshot_id, (manifest, _) in store.manifests().items():  # oldest first
             for entry in manifest.files:
+                if manifest.held is not None:
+                    held[entry.name] = (manifest.held, snapshot_id)
+                    continue
                 self._last_backed_up[entry.name] = entry.sha256
                 self._last_snapshot[entry.name] = snapshot_id
                 newest[entry.name] = entry
+                if entry.name in held and entry.sha256 != held[entry.name][0]:
+                    del held[entry.name]  # a change after the undo: nothing left to accept
+        self._reverted.update(held)
         for name, watched in self.watched.items():
             if watched.format != "mcp-client-json" or name not in newest:
                 continue

@@ -32,9 +32,11 @@ class SnapshotStore:
     def __init__(self, locations: list[Path | ObjectStore], key: bytes) -> None:
         self.locations = [Location(Path(p) if isinstance(p, str) else p, key) for p in locations]
 
-    def write(self, files: list[tuple[FileEntry, bytes]], reason: str, now: datetime | None = None) -> WriteReport:
+    def write(
+        self, files: list[tuple[FileEntry, bytes]], reason: str, now: datetime | None = None, *, held: str | None = None
+    ) -> WriteReport:
         now = now or datetime.now(UTC)
-        manifest = Manifest(new_snapshot_id(now), now, reason, tuple(entry for entry, _ in files))
+        manifest = Manifest(new_snapshot_id(now), now, reason, tuple(entry for entry, _ in files), held)
         report = WriteReport(manifest.id)
         for location in self.locations:
             try:
