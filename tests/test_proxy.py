@@ -104,15 +104,6 @@ name = "pay-stdio"
 transport = "stdio"
 command = "{PY}"
 args = ["{PROXIED}", "stdio", "{directory / 'stdio-charges.txt'}"]
-critical = false
-{RUN_AS}
-probe = {{ interval = "60s", cold_interval = "60m" }}
-
-[[servers]]
-name = "pay-standby"
-transport = "stdio"
-command = "{PY}"
-args = ["{PROXIED}", "stdio"]
 standby = 1
 critical = false
 {RUN_AS}
@@ -486,10 +477,10 @@ def test_stdio_backend_killed_mid_session_read_only_calls_go_on_unsafe_one_is_no
 def test_warm_standby_takes_over_at_once_and_a_new_one_is_started(proxy_daemon: ProxyDaemon) -> None:
     def figures() -> dict[str, Any]:
         _status, info = api(proxy_daemon.sock, "/v1/proxy")
-        return dict(info["counts"]["servers"].get("pay-standby", {}))
+        return dict(info["counts"]["servers"].get("pay-stdio", {}))
 
     async def run() -> tuple[str, int, str]:
-        async with connect(proxy_daemon, "pay-standby", "legacy") as client:
+        async with connect(proxy_daemon, "pay-stdio", "legacy") as client:
             first = text(await client.call_tool("lookup", {"query": "a"}))
             ready = await asyncio.get_running_loop().run_in_executor(
                 None, wait_for, lambda: figures().get("standbys") == ["ready"] and figures(), 60, "a ready standby")
