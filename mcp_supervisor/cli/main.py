@@ -38,6 +38,8 @@ PLUGINS: tuple[tuple[str, str], ...] = (
     ("mcp_supervisor.cli.run_command", "add_run_subcommand"),
     ("mcp_supervisor.cli.notify_commands", "add_notify_subcommands"),
     ("mcp_supervisor.cli.import_commands", "add_import_subcommands"),
+    ("mcp_supervisor.cli.alert_commands", "add_alert_subcommands"),
+    ("mcp_supervisor.cli.proxy_commands", "add_proxy_subcommands"),
 )
 """(module, function) of each plug-in command module: ``function(sub)`` adds its subparsers.
 

@@ -253,7 +253,11 @@ class McpProber:
 
     async def _connect(self, conn: Conn, phases: dict[str, float]) -> ConnectInfo | Verdict:
         try:
-            info = await conn.start()
+            if self.server.transport == "stdio":  # spawns take cold slots instead
+                info = await conn.start()
+            else:  # the deadline starts inside conn.start(), when the turn has come
+                async with self._context.handshake_turn(self.server.probe.timeout):
+                    info = await conn.start()
         except Exception as exc:
             phase = exc.phase if isinstance(exc, PhaseTimeout) else conn.worker.phase.name
             phases.update(conn.worker.info.phases_ms)
