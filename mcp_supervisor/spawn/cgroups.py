@@ -243,11 +243,11 @@ class ChildCgroup:
             return 0
 
     def members(self) -> list[int]:
-        found: set[int] = set()
-        for directory in self.dirs:
-            with contextlib.suppress(OSError, ValueError):
-                found.update(int(x) for x in _read(directory / "cgroup.procs").split())
-        return sorted(found)
+        """The processes in the child's cgroup (v1: the pids hierarchy's copy; both hold the same)."""
+        try:
+            return [int(x) for x in _read(self.dirs[-1] / "cgroup.procs").split()]
+        except (OSError, ValueError):
+            return []
 
     def kill_all(self) -> bool:
         """SIGKILL every member (v2: ``cgroup.kill``); True if any was there."""
