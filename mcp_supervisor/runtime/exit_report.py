@@ -7,24 +7,14 @@ a port held by another process named with its pid); the runner only decides *whe
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.runtime.port_conflict import exit_port_conflict
+from mcp_supervisor.spawn import exit_text
 
-
-def exit_text(code: int | None) -> str:
-    """'exited with code 1' or 'killed by SIGKILL', as an operator reads it (systemd-style)."""
-    if code is None:
-        return "exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
+__all__ = ["exit_result", "exit_text", "last_output_line", "start_failure"]
 
 
 def last_output_line(process: Any) -> str | None:
