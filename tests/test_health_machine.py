@@ -538,7 +538,7 @@ def test_exits_and_401s_count_during_the_start_period() -> None:
 
 
 def test_illegal_transitions_raise() -> None:
-    from mcp_supervisor.health.machine import ALLOWED_TRANSITIONS, IllegalTransition
+    from mcp_supervisor.health.transitions import ALLOWED_TRANSITIONS, IllegalTransition
 
     assert (State.PAUSED, State.HEALTHY) not in ALLOWED_TRANSITIONS
     machine = healthy()

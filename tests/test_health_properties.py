@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_supervisor.health.machine import ALLOWED_TRANSITIONS, ServerMachine
+from mcp_supervisor.health.machine import ServerMachine
 from mcp_supervisor.health.model import (
     Action,
     Command,
@@ -28,6 +28,7 @@ from mcp_supervisor.health.model import (
     Transition,
 )
 from mcp_supervisor.health.policy import Policy, backoff_ceiling
+from mcp_supervisor.health.transitions import ALLOWED_TRANSITIONS
 
 REPAIRS = (Restart, RestoreConfig, Recreate)
 

@@ -24,9 +24,9 @@ import pytest
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
 from mcp_supervisor.runtime.supervisor import Supervisor
+from tests.live_daemon import make_config, running, state, until
 from tests.servers.fixtures import PYTHON, ROOT, ServerProcess, kill_pids, running_http_server, start_http_server
 from tests.servers.http_proxy import Proxy
-from tests.test_daemon import make_config, running, state, until
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -19,6 +19,7 @@ from mcp_supervisor.config.loading import (
     BackupSettings,
     Config,
     ConfigError,
+    DeepCheck,
     DockerSettings,
     Duration,
     FallbackConfig,
@@ -26,6 +27,7 @@ from mcp_supervisor.config.loading import (
     MetricsSettings,
     NotifySettings,
     ProbeConfig,
+    ProxySettings,
     QuietHours,
     RecoveryConfig,
     ReportSettings,
@@ -45,6 +47,7 @@ from mcp_supervisor.config.loading import (
     parse_duration,
     resolve_socket_path,
 )
+from mcp_supervisor.config.models import LimitsConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATHS",
@@ -54,13 +57,16 @@ __all__ = [
     "BackupSettings",
     "Config",
     "ConfigError",
+    "DeepCheck",
     "DockerSettings",
     "Duration",
     "FallbackConfig",
     "HistorySettings",
+    "LimitsConfig",
     "MetricsSettings",
     "NotifySettings",
     "ProbeConfig",
+    "ProxySettings",
     "QuietHours",
     "RecoveryConfig",
     "ReportSettings",

@@ -14,15 +14,17 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mcp_supervisor.config.base import _NAME_RE, Duration, _Model
+from mcp_supervisor.config.base import _NAME_RE, Duration, Size, _Model, format_size
 from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,
+    ProxySettings,
     ReportSettings,
     SlackSettings,
     WebSettings,
 )
+from mcp_supervisor.config.fleet import RcloneSettings, SFTPSettings, check_location
 
 MANAGED_START_PERIOD = 60.0
 """Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
@@ -67,6 +69,29 @@ class RecoveryConfig(_Model):
     stable_after: Duration = 60.0
 
 
+class LimitsConfig(_Model):
+    """What one process tree the supervisor starts may use (``spawn/``: cgroup + setrlimit).
+
+    ``memory`` and ``tasks`` go into a cgroup of the process (v2, else v1's memory and pids
+    hierarchies); ``open_files`` is ``RLIMIT_NOFILE``. Unset: no limit of the supervisor's own.
+    """
+
+    memory: Size | None = None
+    """Bytes the process tree may use ("512M", "2G"); past it the kernel OOM-kills inside it."""
+    tasks: int | None = Field(default=None, ge=1, le=4_194_304)
+    """Processes + threads the tree may have at once (a fork bomb stops here)."""
+    open_files: int | None = Field(default=None, ge=16, le=1 << 30)
+    """File descriptors per process (soft and hard ``RLIMIT_NOFILE``)."""
+
+    @property
+    def memory_text(self) -> str | None:
+        return format_size(self.memory) if self.memory is not None else None
+
+    @property
+    def any(self) -> bool:
+        return self.memory is not None or self.tasks is not None or self.open_files is not None
+
+
 class FallbackConfig(_Model):
     """Emergency mode: the job talks to the service's API directly; this URL proves it answers."""
 
@@ -76,6 +101,32 @@ class FallbackConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
     allowed: bool = True
     """Whether a server in fallback counts as ready for the job."""
+
+
+class DeepCheck(_Model):
+    """``[[servers.checks]]``: a synthetic ``tools/call`` with an expected answer (proxy/checks.py).
+
+    Why: ``tools/list`` can pass while every real call fails (an expired upstream token behind a
+    healthy process)."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    expect: str | None = None
+    """A regular expression the result's text must contain (``re.search``); unset: any answer."""
+    is_error: bool = False
+    """The result's ``isError`` the check expects (normally false)."""
+    interval: Duration = 60.0
+    timeout: Duration = 30.0
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"expect = {value!r} is not a regular expression: {exc}") from None
+        return value
 
 
 class ServerConfig(_Model):
@@ -88,6 +139,8 @@ class ServerConfig(_Model):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     critical: bool = True
+    alert_group: str | None = None
+    """The ``group`` label of this server's alerts ([notify] group_by = ["group"]); ``group`` is the Unix group."""
     protocol: str = "auto"
     """``auto`` (discover, fall back to initialize), ``legacy`` (initialize) or a modern version."""
     managed: bool = False
@@ -100,13 +153,23 @@ class ServerConfig(_Model):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     fallback: FallbackConfig | None = None
-    # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
+    retry_tools: list[str] = Field(default_factory=list)
+    """Proxy: tools safe to call again after a backend restart besides those the server annotates
+    ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
+    checks: list[DeepCheck] = Field(default_factory=list)
+    """Deep checks run through the proxy; a failing one is the failure class ``check``."""
+    standby: int = Field(default=0, ge=0, le=1)
+    """Proxy, stdio servers: keep one more backend process per client session started and
+    initialized, so a crash switches to it at once instead of waiting for a cold start."""
+    # --- how a process the supervisor starts runs (least privilege; see spawn/identity.py) ---
     user: str | None = None
-    """Account a managed process runs as; unset under a root daemon means ``nobody``."""
+    """Account a managed or stdio server runs as; unset under a root daemon means ``nobody``."""
     group: str | None = None
     """Primary group (name or number); default: the user's own primary group."""
     inherit_env: list[str] = Field(default_factory=list)
-    """Names of the daemon's environment variables passed to a managed process besides the base."""
+    """Names of the daemon's environment variables passed to the server besides the base."""
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """``{ memory = "512M", tasks = 256, open_files = 4096 }``: bounds of a managed or stdio server."""
     stop_signal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
     stop_timeout: Duration | None = None
     """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
@@ -178,6 +241,9 @@ class ServerConfig(_Model):
                 raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
             if self.managed and self.container:
                 raise ValueError("use either 'managed = true' (a process) or 'container', not both")
+            if self.standby:
+                raise ValueError("standby = 1 works for stdio servers only so far (an http/sse standby needs a "
+                                 "second instance on its own port, not yet supported); remove it")
         return self
 
     @model_validator(mode="after")
@@ -188,13 +254,25 @@ class ServerConfig(_Model):
                     f"secret_args: {index} is not an index into args (0..{len(self.args) - 1}); "
                     "count args from 0"
                 )
-        if not self.managed:
-            for key in ("user", "group", "stop_timeout"):
+        if not self.managed and self.transport != "stdio":
+            for key in ("user", "group"):
                 if getattr(self, key) is not None:
-                    raise ValueError(f"'{key}' applies to managed servers only (managed = true); remove it here")
-            if self.inherit_env or self.stop_signal != "TERM":
-                raise ValueError("'inherit_env' and 'stop_signal' apply to managed servers only (managed = true)")
+                    raise ValueError(f"'{key}' applies to servers the supervisor starts (stdio, or managed = true); "
+                                     "remove it here")
+            if self.inherit_env or self.limits.any:
+                raise ValueError("'inherit_env' and 'limits' apply to servers the supervisor starts "
+                                 "(stdio, or managed = true); remove them here")
+        if not self.managed:
+            if self.stop_timeout is not None:
+                raise ValueError("'stop_timeout' applies to managed servers only (managed = true); remove it here")
+            if self.stop_signal != "TERM":
+                raise ValueError("'stop_signal' applies to managed servers only (managed = true); remove it here")
         return self
+
+    @property
+    def spawned(self) -> bool:
+        """Does the supervisor start this server's process (stdio probes, managed processes)?"""
+        return self.transport == "stdio" or self.managed
 
     @property
     def kind(self) -> str:
@@ -225,7 +303,12 @@ class DockerSettings(_Model):
 
 class BackupSettings(_Model):
     key_file: Path = Path("~/.config/mcp-supervisor/vault.key")
-    locations: list[Path] = Field(default_factory=list)
+    locations: list[str] = Field(default_factory=list)
+    """Folders, ``sftp://user@host:port/path`` or ``rclone:REMOTE:path`` (config/fleet.py)."""
+    sftp: SFTPSettings = Field(default_factory=SFTPSettings)
+    rclone: RcloneSettings = Field(default_factory=RcloneSettings)
+    max_age: Duration = 2 * 86400.0
+    """A location without a good copy of a backup for this long is alerted (metrics and alert rules)."""
     min_copies: int = Field(default=1, ge=1)
     keep_last: int = Field(default=10, ge=1)
     keep_daily: int = Field(default=7, ge=0)
@@ -233,6 +316,11 @@ class BackupSettings(_Model):
     keep_monthly: int = Field(default=6, ge=0)
     verify_interval: Duration = 86400.0
     full_backup_interval: Duration = 604800.0
+
+    @field_validator("locations")
+    @classmethod
+    def _known_kinds(cls, locations: list[str]) -> list[str]:
+        return [check_location(location) for location in locations]
 
     @model_validator(mode="after")
     def _copies_fit(self) -> BackupSettings:
@@ -272,6 +360,7 @@ class Config(_Model):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     servers_from: list[str] = Field(default_factory=list)

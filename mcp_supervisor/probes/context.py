@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -111,9 +112,13 @@ def make_http_client(
 class ProbeContext:
     """Shared, long-lived resources for all probers of one daemon."""
 
-    def __init__(self, *, max_concurrent_cold: int = 2, max_concurrent_handshakes: int = 16) -> None:
+    def __init__(
+        self, *, max_concurrent_cold: int = 2, max_concurrent_handshakes: int = 16, state_dir: Path | None = None
+    ) -> None:
         self.max_concurrent_cold = max_concurrent_cold
         self.max_concurrent_handshakes = max_concurrent_handshakes
+        self.state_dir = state_dir
+        """Where stdio servers' private HOMEs go (``<state_dir>/homes``); None: a private temp dir."""
         self._cold: asyncio.Semaphore | None = None
         self._handshakes: asyncio.Semaphore | None = None
         self.turns_waited = 0

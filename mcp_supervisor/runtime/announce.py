@@ -37,5 +37,5 @@ def notify_event(server: ServerConfig, action: Notify) -> Event:
                  data={"notify": action.kind, "severity": action.severity, "detail": action.detail})
 
 
-def exit_event(server: ServerConfig, code: int | None, exited: str) -> Event:
-    return Event(kind="process_exit", server=server.name, data={"returncode": code, "exit": exited})
+def exit_event(server: ServerConfig, code: int | None, exited: str, *, oom: bool = False) -> Event:
+    return Event(kind="process_exit", server=server.name, data={"returncode": code, "exit": exited, "oom": oom})

@@ -65,8 +65,12 @@ class ServerRunner:
         self.last_result: ProbeResult | None = None
         self.last_probe_wall: float | None = None
         self.tool_count: int | None = None
+        self.check_failure: ProbeResult | None = None
+        """The last deep check's failure (proxy/checks.py), until a check passes."""
         self.restarts = 0
         self.last_exit: str | None = None
+        self.maintenance: tuple[str, float, str] | None = None
+        """Set by runtime/maintenance.py while a maintenance window lasts (readers see it in the view)."""
         self._epoch = 0
         """Bumped by every action, exit and command: a probe that started before one never counts
         as the check after it (it may have talked to the process that was just replaced)."""
@@ -157,10 +161,12 @@ class ServerRunner:
             return  # our own stop/restart is in progress; its outcome drives the machine
         code = args[-1] if args else None
         self._epoch += 1
-        self.last_exit = exit_text(code)
+        info = getattr(self.process, "exit_info", None)  # spawn's ExitInfo: an OOM kill is told apart
+        oom = bool(getattr(info, "oom", False))
+        self.last_exit = info.text if info is not None else exit_text(code)
         self._log.warning("managed process exited", returncode=code, exit=self.last_exit)
-        self.env.bus.publish(exit_event(self.server, code, self.last_exit))
-        self._certain_failure(exit_result(self.server, self.process, self.last_exit))
+        self.env.bus.publish(exit_event(self.server, code, self.last_exit, oom=oom))
+        self._certain_failure(exit_result(self.server, self.process, self.last_exit, oom=oom))
         self.request_probe(ProbeKind.WARM)
 
     def _certain_failure(self, result: ProbeResult) -> None:
@@ -170,6 +176,13 @@ class ServerRunner:
             self.observe(result)
             if self.machine.state is not before or before not in (State.STARTING, State.HEALTHY, State.DEGRADED):
                 break
+
+    def check_result(self, failure: ProbeResult | None) -> None:
+        """A deep check's verdict (proxy/checks.py): a failure stands until a check passes, so the
+        probes that still pass cannot hide it; a new failure counts at once."""
+        was, self.check_failure = self.check_failure, failure
+        if failure is not None and was is None:
+            self.observe(failure)
 
     def observe(self, result: ProbeResult) -> None:
         """Feed an observation made outside the probe loop (process exit, container event)."""
@@ -265,6 +278,8 @@ class ServerRunner:
         if result.ok and self.process is not None:  # i7life: an answer from another process is not ours
             result = managed_answer(self.server.name, self.server.url, self.process, result,
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
+        if result.ok and self.check_failure is not None:  # a failing deep check outweighs a passing probe
+            result = self.check_failure
         stale = epoch != self._epoch
         self.env.bus.publish(probe_event(self.server, kind, result, stale=stale, void=void))
         if stale:  # it started before an action, exit or command: it is not the check after it
@@ -368,6 +383,7 @@ class ServerRunner:
             restarts=self.restarts,
             last_exit=self.last_exit,
             next_attempt_at=machine.next_attempt_at(),
+            maintenance=self.maintenance,
         )
 
     def publish(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,8 @@ class SharedResources:
         self._config = config
         settings = config().supervisor
         self.probe_context = ProbeContext(max_concurrent_cold=settings.max_concurrent_cold_probes,
-                                          max_concurrent_handshakes=settings.max_concurrent_handshakes)
+                                          max_concurrent_handshakes=settings.max_concurrent_handshakes,
+                                          state_dir=Path(config().state_dir))
         self._http: aiohttp.ClientSession | None = None
         self.docker: Any = None
 

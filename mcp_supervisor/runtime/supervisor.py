@@ -31,13 +31,15 @@ from mcp_supervisor.runtime.docker_events import DockerEvents, event_facts, is_t
 from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.loop_lag import LoopLag
-from mcp_supervisor.runtime.process_records import ProcessRecords, kill_group, records_for
 from mcp_supervisor.runtime.readiness import Phase, Roster, readiness, summary
 from mcp_supervisor.runtime.reload_plan import plan_reload
 from mcp_supervisor.runtime.runner import ServerRunner
 from mcp_supervisor.runtime.shared import SharedResources
 from mcp_supervisor.runtime.snapshot import Board, ServerView
 from mcp_supervisor.runtime.status import DriftStats, result_json, server_status
+from mcp_supervisor.spawn import cgroups
+from mcp_supervisor.spawn.home import prepare_state_dir
+from mcp_supervisor.spawn.records import ProcessRecords, kill_group, records_for
 
 log = get_logger("mcp_supervisor.supervisor")
 
@@ -104,8 +106,11 @@ class Supervisor:
             lag=self.lag,
         )
         try:
+            self._prepare_state_dir()
+            if any(s.limits.memory is not None or s.limits.tasks is not None for s in self.config.servers):
+                cgroups.support()  # before any child: in cgroup v2 the daemon must move to a leaf alone
             if any(s.managed for s in self.config.servers):
-                log_dir.mkdir(parents=True, exist_ok=True)
+                log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await self._stop_previous_life()
             for server in self.config.servers:
                 if self.phase == "stopping":
@@ -131,6 +136,13 @@ class Supervisor:
     def _on_view(self, view: ServerView) -> None:
         if view.name in self.runners:  # a runner a reload took out may still say something
             self.board.put(view)
+
+    def _prepare_state_dir(self) -> None:
+        """The state directory is the daemon's own, 0711: servers reach their HOME in ``homes``, no more."""
+        try:
+            os.close(prepare_state_dir(Path(self.config.state_dir)))
+        except OSError as exc:  # supervising matters more; the spawns that need it say why
+            log.error("the state directory is not safe to use", error=str(exc))
 
     async def _stop_previous_life(self) -> None:
         """Stop what a daemon that died left running, before starting anything of ours."""
@@ -171,6 +183,7 @@ class Supervisor:
         retiring = [self._retiring] if self._retiring is not None else []  # a reload's stops in flight
         await asyncio.gather(*(r.stop() for r in self._closing), *retiring, return_exceptions=True)
         await self._close_shared()
+        cgroups.release()  # every child is stopped: the daemon's (now empty) cgroup subtree goes too
 
     def kill_now(self) -> None:
         """The clean stop ran out of time: SIGKILL every managed process group still there."""
