@@ -18,6 +18,8 @@ TICK = 0.05
 """Seconds between samples: fine enough to see a 100 ms stall, ~20 wake-ups a second (~0.1 % CPU)."""
 WINDOW = 10.0
 """Seconds over which ``recent_max`` reports the worst lateness (the metric's gauge)."""
+PRESSURE_WINDOW = 2.0
+"""Seconds of ``pressure``: short, so one stall (loading a config) does not narrow turns for long."""
 
 
 class LoopLag:
@@ -45,12 +47,16 @@ class LoopLag:
             return 0.0
         return max(0.0, time.monotonic() - self._expected)
 
-    def recent_max(self, now: float | None = None) -> float:
-        """The worst lateness in the last ``WINDOW`` seconds (0.0 when the loop kept time)."""
+    def recent_max(self, now: float | None = None, window: float = WINDOW) -> float:
+        """The worst lateness in the last ``window`` seconds (at most ``WINDOW``; 0.0: on time)."""
         now = time.monotonic() if now is None else now
         self._trim(now)
-        worst = max((late for _, late in self._recent), default=0.0)
+        worst = max((late for at, late in self._recent if at >= now - window), default=0.0)
         return max(worst, self._pending())
+
+    def pressure(self) -> float:
+        """The worst lateness of the last 2 s: how starved the loop is now (narrows handshake turns)."""
+        return self.recent_max(window=PRESSURE_WINDOW)
 
     def _trim(self, now: float) -> None:
         while self._recent and self._recent[0][0] < now - WINDOW:
