@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from mcp_supervisor.api.control import UnknownServer
 from mcp_supervisor.api.unix_socket import peer_credentials, peer_groups
+from mcp_supervisor.health.model import UnknownServer
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.redact import REDACTOR
 

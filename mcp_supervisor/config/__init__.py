@@ -7,8 +7,9 @@ channels comes from here, checked once at load so a typo fails at ``--check`` or
 ``features.py`` the optional features (notify, metrics, history, reports, web) and ``base.py``
 the shared bases (durations, the strict model).
 
-What it may import: the standard library, pydantic and ``mcp_supervisor.events``-level modules
-only. It sits at the bottom of the layers; every other package may import it.
+What it may import: the standard library, pydantic and the foundation layer only (``events``;
+``importer``, whose ``follow.py`` reads the client files ``servers_from`` names). It sits just
+above the foundation; every other package may import it (docs/architecture.md "Layers").
 """
 
 from mcp_supervisor.config.loading import (

@@ -159,7 +159,7 @@ class WebSettings(_Model):
     @classmethod
     def _loopback_only(cls, value: str | None) -> str | None:
         if value is not None:
-            from mcp_supervisor.web.listen import parse_listen
+            from mcp_supervisor.config.listen import parse_listen
 
             parse_listen(value)
         return value

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_supervisor.api.client import ClientError, SupervisorClient, _BadResponse, _open, _Response, _send, sse_payloads
-from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
+from mcp_supervisor.guard.timeline import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
                         "config", "restore", "backup"})

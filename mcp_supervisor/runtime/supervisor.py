@@ -25,10 +25,9 @@ from typing import Any, Literal
 
 import aiohttp
 
-from mcp_supervisor.api.control import UnknownServer
 from mcp_supervisor.config import Config, ConfigError, ServerConfig, load_config
 from mcp_supervisor.events import Event, EventBus
-from mcp_supervisor.health.model import Command, ProbeKind, State, Transition
+from mcp_supervisor.health.model import Command, ProbeKind, State, Transition, UnknownServer
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.process_records import ProcessRecords, kill_group, records_for

@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from mcp_supervisor.config.listen import parse_listen
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.web.listen import parse_listen
 from mcp_supervisor.web.summary import DAYS, IncidentLog, PageRecord, RecordData, build_summary
 
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
