@@ -5,7 +5,10 @@ Prints:
     populated probe histograms (N = 50, 200),
   - the outbox: enqueue + mark-sent per message on a real SQLite file (WAL, synchronous=FULL),
   - alert latency: bus event -> message accepted by a local Slack stand-in, through the real
-    slack-sdk webhook client and the outbox (p50/p99 over M incidents).
+    slack-sdk webhook client and the outbox (p50/p99 over M incidents; grouping off),
+  - an incident storm: 200 servers failing within 0.2 s and coming back, through the real
+    slack-sdk bot client (chat.postMessage + chat.update): messages sent (goal 1-3) and the time
+    from the first failure to the grouped message (goal group_wait + <= 100 ms).
 
 Usage: python bench/bench_notify_metrics.py [--incidents 50]
 """
@@ -80,7 +83,8 @@ async def bench_latency(incidents: int) -> None:
     fake = await FakeSlack().start()
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config(
-            f'[supervisor]\nstate_dir = "{tmp}"\n[notify.slack]\nwebhook_url = "{fake.webhook_url}"\n'
+            f'[supervisor]\nstate_dir = "{tmp}"\n[notify]\ngroup_wait = "0s"\ngroup_interval = "0s"\npace = "0s"\n'
+            f'[notify.slack]\nwebhook_url = "{fake.webhook_url}"\n'
         )
         bus = EventBus()
         service = NotifyService(lambda: config, bus)
@@ -103,6 +107,44 @@ async def bench_latency(incidents: int) -> None:
           f"p50 {statistics.median(latencies):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms over {incidents}")
 
 
+async def bench_storm(servers: int = 200, group_wait: float = 1.0) -> None:
+    from tests.slack_fake import BOT_TOKEN
+
+    fake = await FakeSlack().start()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(
+            f'[supervisor]\nstate_dir = "{tmp}"\n[notify]\ngroup_wait = "{group_wait}s"\ngroup_interval = "1s"\n'
+            f'[notify.slack]\ntoken = "{BOT_TOKEN}"\nchannel = "#mcp"\nbase_url = "{fake.api_url}"\n'
+        )
+        bus = EventBus()
+        service = NotifyService(lambda: config, bus)
+        task = asyncio.create_task(service.run())
+        await service.wait_ready()
+        try:
+            started = time.perf_counter()
+            for i in range(servers):
+                bus.publish(Event("state", f"s{i:03d}", {"old": "healthy", "new": "failed", "reason": "refused",
+                                                         "failure_class": "refused"}))
+                if i % 20 == 19:
+                    await asyncio.sleep(0.02)
+            await fake.wait_for(lambda f: len(f.messages) >= 1, 30, "the grouped alert")
+            first = (time.perf_counter() - started) * 1000
+            named = sum(f"s{i:03d}" in str(fake.messages[0]) for i in range(servers))
+            for i in range(servers):
+                bus.publish(Event("state", f"s{i:03d}", {"old": "recovering", "new": "healthy", "reason": "ok"}))
+            await fake.wait_for(lambda f: len(f.messages) >= 2, 30, "the resolution")
+            await asyncio.sleep(1.5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            service.close()
+            await fake.stop()
+    print(f"storm of {servers} servers (bot token): {len(fake.messages)} messages sent, {len(fake.updates)} edits "
+          f"in place; first message {first:.0f} ms after the first failure (group_wait {group_wait * 1000:.0f} ms "
+          f"+ {first - group_wait * 1000:.0f} ms), naming {named} of {servers}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--incidents", type=int, default=50)
@@ -117,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_metrics(n)
     bench_outbox()
     asyncio.run(bench_latency(args.incidents))
+    asyncio.run(bench_storm())
     return 0
 
 

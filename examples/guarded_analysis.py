@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from mcp_supervisor.api.client import NotReady, guarded_run
+from mcp_supervisor.guard import NotReady, guarded_run
 
 
 def analyse(use_jira_api_directly: bool) -> None:

@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: ok ({len(config.servers)} server(s), {len(config.configs)} watched config(s))")
         return 0
     setup_logging(config.supervisor.log_level, config.supervisor.log_format, collect_secrets(config))
+    # Whatever the daemon creates (state directory tree, history, server logs) is its own: 0600/0700.
+    # Modes others need (the control socket, restored user files) are set explicitly where made.
+    os.umask(0o077)
     socket_path = resolve_socket_path(args.socket, config)
     try:
         return asyncio.run(serve(config, path, socket_path))
@@ -121,6 +124,10 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         hard_stop.arm(budget)
 
     notify_service, metrics = _make_observers(supervisor, vault)
+    from mcp_supervisor.proxy.runtime import ProxyRuntime
+
+    proxy = ProxyRuntime(supervisor)
+    proxy.register_metrics(metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, begin_shutdown)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
@@ -129,11 +136,12 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
     try:
         # the socket first: if another daemon owns it, fail before starting any managed process
         try:
-            api = await _start_api(supervisor, socket_path, config, vault, metrics.add_routes)
+            api = await _start_api(supervisor, socket_path, config, vault, [metrics.add_routes, proxy.add_routes])
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
-        page = await _start_status_page(supervisor, config)
+        page = await _start_status_page(supervisor, config, metrics.registry)
+        await proxy.start(config)
         async with asyncio.TaskGroup() as tg:
             try:
                 await supervisor.start(tg)
@@ -156,10 +164,13 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 )
             )
             background.append(tg.create_task(_guard("notifier", notify_service.run), name="notifier"))
+            background.append(tg.create_task(_guard("maintenance", _maintenance(supervisor, notify_service)),
+                                             name="maintenance"))
             background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))
+            background.append(tg.create_task(_guard("proxy", proxy.run), name="proxy"))
             if config.metrics.listen:
-                listen = config.metrics.listen
-                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(listen)),
+                settings = config.metrics
+                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(settings)),
                                                  name="metrics-tcp"))
             if not stop.is_set():
                 summary = supervisor.summary()
@@ -176,7 +187,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 # the clean part gets most of the budget; the hard deadline (armed at the
                 # signal) ends the process at the full budget whatever is still stuck
                 async with asyncio.timeout(max(0.2, budget * 0.75)):
-                    await asyncio.gather(_stop_api(api), supervisor.aclose(), _stop_status_page(page))
+                    await asyncio.gather(_stop_api(api), supervisor.aclose(), _stop_status_page(page), proxy.close())
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
                 supervisor.kill_now()
@@ -243,7 +254,14 @@ def _make_history(config: Config, supervisor: Any) -> Any:
     from mcp_supervisor.history.service import HistoryService
 
     return HistoryService(lambda: supervisor.config, supervisor.bus,
-                          lambda: {name: str(r.state) for name, r in supervisor.runners.items()})
+                          lambda: {name: "maintenance" if r.maintenance else str(r.state)
+                                   for name, r in supervisor.runners.items()})
+
+
+def _maintenance(supervisor: Any, notify_service: Any) -> Any:
+    from mcp_supervisor.runtime.maintenance import MaintenanceKeeper
+
+    return MaintenanceKeeper(supervisor, notify_service).run
 
 
 def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
@@ -256,6 +274,7 @@ def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
         return config
 
     notify_service = NotifyService(current, supervisor.bus)
+    supervisor.notifier = notify_service  # read by api/alert_routes.py (silences, maintenance)
     metrics = SupervisorMetrics(supervisor.status, current, supervisor.bus, notifier=notify_service, vault=vault)
     return notify_service, metrics
 
@@ -263,7 +282,7 @@ def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
 # --- the control API: one call to start, one to stop -------------------------------------------
 
 
-async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any, metrics_routes: Any = None) -> Any:
+async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any, more_routes: Any = ()) -> Any:
     from mcp_supervisor.api.server import start_api_server
 
     extra_routes = None
@@ -271,13 +290,14 @@ async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: 
         from mcp_supervisor.api.vault_routes import add_vault_routes
 
         extra_routes = add_vault_routes
-    if metrics_routes is not None:
+    if more_routes:
         vault_routes = extra_routes
 
         def extra_routes(app: Any) -> None:
             if vault_routes is not None:
                 vault_routes(app)
-            metrics_routes(app)
+            for add in more_routes:  # the metrics' and the proxy's routes
+                add(app)
 
     return await start_api_server(
         supervisor,
@@ -293,7 +313,7 @@ async def _stop_api(api: Any) -> None:
     await api.close()
 
 
-async def _start_status_page(supervisor: Any, config: Config) -> Any:
+async def _start_status_page(supervisor: Any, config: Config, registry: Any = None) -> Any:
     """The read-only page on loopback when ``[web] listen`` is set; a bind failure is logged, not fatal."""
     if not config.web.listen:
         return None
@@ -307,7 +327,7 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
 
         record = HistoryRecordView(history)
     page = StatusPage(supervisor.status, supervisor.bus, title=config.web.title, scrub=REDACTOR.scrub,
-                      record=record)
+                      record=record, max_streams=config.web.max_event_streams)
     try:
         await page.start(config.web.listen)
     except OSError as exc:
@@ -315,6 +335,8 @@ async def _start_status_page(supervisor: Any, config: Config) -> Any:
                   error=str(exc))
         await page.close()
         return None
+    if registry is not None:
+        registry.register(page.collector())
     log.info("status page listening", url=f"http://{config.web.listen}/")
     return page
 

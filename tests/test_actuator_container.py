@@ -241,3 +241,16 @@ async def test_oom_killed_container_is_reported_as_such(
     result = container_probe_result(state)
     assert result.failure is FailureClass.CRASHED and "OOM" in result.message
     docker_engine.docker("rm", "-f", "hog")
+
+
+def test_the_actuator_reads_containers_through_aiodocker_public_api_only() -> None:
+    """``_container`` is aiodocker's private attribute (it may change in any release); the inspect
+    data comes through the container's mapping access (the tests above drive it on a real engine)."""
+    import ast
+    import inspect
+
+    import mcp_supervisor.actuators.container as module
+
+    private = [node.lineno for node in ast.walk(ast.parse(inspect.getsource(module)))
+               if isinstance(node, ast.Attribute) and node.attr == "_container"]
+    assert private == [], f"aiodocker's private _container read at lines {private}"

@@ -213,12 +213,33 @@ async def test_a_header_over_8kb_is_a_4xx_logged_as_one_redacted_json_line(
     data = await asyncio.wait_for(reader.read(), 30)
     writer.close()
     assert 400 <= int(data.split(b" ", 2)[1]) < 500
+    assert error_of(data.partition(b"\r\n\r\n")[2])["code"] == "bad_request"  # the API's JSON, not aiohttp's text
     lines = [line for line in json_log.getvalue().splitlines() if line.strip()]
     assert lines, "the refused request was not logged at all"
     records = [json.loads(line) for line in lines]  # every line is JSON: no plain-text traceback
     assert any(r.get("logger") == "aiohttp.server" and r["level"] == "warning" for r in records)
     assert CANARY not in json_log.getvalue()
     assert all("exception" not in r for r in records)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n",  # TLS to a plain socket
+    b"GET /v1/status HTTP/1.1\r\nHost: x\r\nBad Header Name: 1\r\n\r\n",
+], ids=["bad-content-length", "tls-hello", "bad-header-name"])
+async def test_a_request_aiohttp_cannot_parse_gets_the_api_json_error(
+    api: ApiServer, sock_path: Path, request_bytes: bytes
+) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(sock_path))
+    writer.write(request_bytes)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"400"
+    assert b"application/json" in head
+    error = error_of(payload)
+    assert error["code"] == "bad_request" and error["message"].startswith("malformed HTTP/1.1 request")
 
 
 async def test_connections_that_never_finish_their_request_are_closed(api: ApiServer, sock_path: Path) -> None:

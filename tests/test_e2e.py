@@ -179,6 +179,7 @@ recovery = {{ backoff_initial = "100ms" }}
 [[servers]]
 name = "notes-stdio"
 transport = "stdio"
+{RUN_AS}
 command = "{PY}"
 args = ["{EXAMPLE}", "stdio"]
 probe = {{ interval = "1s", timeout = "8s", expected_tools = ["add_note"] }}

@@ -475,7 +475,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_guarded_run_block_is_reported_like_a_job(ready: Setup) -> None:
-    from mcp_supervisor.api.client import guarded_run
+    from mcp_supervisor.guard import guarded_run
 
     with guarded_run(socket=ready.sock, config=ready.config, wait=30) as run:
         assert run.fallback == []
@@ -493,7 +493,7 @@ def test_guarded_run_block_is_reported_like_a_job(ready: Setup) -> None:
 
 
 def test_guarded_run_does_not_enter_the_block_when_a_required_server_is_down(ready: Setup) -> None:
-    from mcp_supervisor.api.client import NotReady, guarded_run
+    from mcp_supervisor.guard import NotReady, guarded_run
 
     ready.http.stop()
     entered = False

@@ -168,7 +168,7 @@ def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> N
         events = json.loads(hist.stdout)
         assert all(set(e) == {"time", "server", "kind", "from_state", "to_state", "detail"} for e in events)
         assert [e["kind"] for e in events].count("action_done") >= 1
-        assert next(e["detail"] for e in events if e["kind"] == "process_exit") == "process exited with -9"
+        assert next(e["detail"] for e in events if e["kind"] == "process_exit") == "process killed by SIGKILL"
         table = cli(sock, "history")
         assert table.returncode == 0 and "-> healthy" in table.stdout and "restart" in table.stdout
 

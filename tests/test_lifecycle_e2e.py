@@ -370,6 +370,7 @@ def test_status_and_ready_print_server_text_with_brackets_as_is(run: Run) -> Non
 [[servers]]
 name = "noisy"
 transport = "stdio"
+{RUN_AS}
 command = "{PY}"
 args = ["{script}"]
 probe = {{ interval = "500ms", timeout = "5s", failure_threshold = 1 }}

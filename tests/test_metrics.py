@@ -139,39 +139,39 @@ def test_metrics_over_the_socket_and_tcp_follow_a_real_kill_and_heal(daemon: dic
     code, content_type, text = get(_Unix(sock), "/metrics")
     assert code == 200 and content_type.startswith("text/plain; version=0.0.4")
     before = samples(text)
-    assert value(before, "mcp_supervisor_server_state", server="notes", state="healthy") == 1.0
-    assert value(before, "mcp_supervisor_server_state", server="notes", state="failed") == 0.0
-    assert value(before, "mcp_supervisor_server_up", server="notes") == 1.0
+    assert value(before, "mcp_supervisor_server_state", server="notes", critical="true", managed="true", state="healthy") == 1.0
+    assert value(before, "mcp_supervisor_server_state", server="notes", critical="true", managed="true", state="failed") == 0.0
+    assert value(before, "mcp_supervisor_server_up", server="notes", critical="true", managed="true") == 1.0
     # the first checks of a server list its tools; later ones are the light warm check
     assert sum(value(before, "mcp_supervisor_probe_duration_seconds_count", kind=kind) or 0
                for kind in ("warm", "tools", "cold")) >= 1
-    assert 0 < (value(before, "mcp_supervisor_server_probe_latency_seconds", server="notes") or 0) < 5
+    assert 0 < (value(before, "mcp_supervisor_server_probe_latency_seconds", server="notes", critical="true", managed="true") or 0) < 5
     assert value(before, "mcp_supervisor_notify_outbox_messages", status="pending") == 0.0
     expiry = datetime(2030, 1, 2, tzinfo=UTC).timestamp()  # good through the end of 2030-01-01
-    assert value(before, "mcp_supervisor_token_expiry_timestamp_seconds", server="notes",
+    assert value(before, "mcp_supervisor_token_expiry_timestamp_seconds", server="notes", critical="true", managed="true",
                  source="the configured token") == expiry
     # a slow start on a loaded machine may already have cost a restart: count from here
-    restarts = value(before, "mcp_supervisor_restarts_total", server="notes") or 0.0
-    successes = value(before, "mcp_supervisor_recoveries_total", server="notes", rung="restart", outcome="success") or 0.0
-    exits = value(before, "mcp_supervisor_process_exits_total", server="notes") or 0.0
+    restarts = value(before, "mcp_supervisor_restarts_total", server="notes", critical="true", managed="true") or 0.0
+    successes = value(before, "mcp_supervisor_recoveries_total", server="notes", critical="true", managed="true", rung="restart", outcome="success") or 0.0
+    exits = value(before, "mcp_supervisor_process_exits_total", server="notes", critical="true", managed="true") or 0.0
 
     os.kill(first["pid"], signal.SIGKILL)
     wait_for(lambda: (s := status(sock))["state"] == "healthy" and s["pid"] not in (None, first["pid"]), 40,
              "notes healthy again under a new pid")
     after = samples(get(_Unix(sock), "/metrics")[2])
-    assert value(after, "mcp_supervisor_restarts_total", server="notes") == restarts + 1
-    assert value(after, "mcp_supervisor_recoveries_total", server="notes", rung="restart", outcome="success") == (
+    assert value(after, "mcp_supervisor_restarts_total", server="notes", critical="true", managed="true") == restarts + 1
+    assert value(after, "mcp_supervisor_recoveries_total", server="notes", critical="true", managed="true", rung="restart", outcome="success") == (
         successes + 1)
-    assert value(after, "mcp_supervisor_process_exits_total", server="notes") == exits + 1
-    assert value(after, "mcp_supervisor_server_state", server="notes", state="healthy") == 1.0
+    assert value(after, "mcp_supervisor_process_exits_total", server="notes", critical="true", managed="true") == exits + 1
+    assert value(after, "mcp_supervisor_server_state", server="notes", critical="true", managed="true", state="healthy") == 1.0
     assert sum(v for (name, labels), v in after.items()
                if name == "mcp_supervisor_server_state" and ("server", "notes") in labels) == 1.0
-    assert value(after, "mcp_supervisor_server_up", server="notes") == 1.0
+    assert value(after, "mcp_supervisor_server_up", server="notes", critical="true", managed="true") == 1.0
 
     tcp = http.client.HTTPConnection("127.0.0.1", daemon["metrics_port"], timeout=10)
     code, _, tcp_text = wait_for(lambda: get(tcp, "/metrics"), 10, "the TCP metrics listener")
     assert code == 200
-    assert value(samples(tcp_text), "mcp_supervisor_restarts_total", server="notes") == restarts + 1
+    assert value(samples(tcp_text), "mcp_supervisor_restarts_total", server="notes", critical="true", managed="true") == restarts + 1
     # only /metrics is on TCP: the control API stays behind the socket's peer check
     assert get(http.client.HTTPConnection("127.0.0.1", daemon["metrics_port"], timeout=10), "/v1/status")[0] == 404
 
@@ -194,4 +194,4 @@ def test_the_sample_alerting_rules_are_valid_for_promtool() -> None:
     checked = subprocess.run([promtool, "check", "rules", str(ROOT / "docs" / "alerting-rules.yml")],
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 9 rules found" in checked.stdout

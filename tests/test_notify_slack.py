@@ -44,7 +44,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_config(tmp: Path, slack: str, extra: str = "", environ: dict[str, str] | None = None) -> Config:
+NO_GROUPING = 'group_wait = "0s"\ngroup_interval = "0s"\npace = "0s"'
+"""Each incident on its own at once, as before grouping (the grouping has its own tests)."""
+
+
+def make_config(tmp: Path, slack: str, extra: str = "", environ: dict[str, str] | None = None,
+                notify: str = NO_GROUPING) -> Config:
     text = f"""
 [supervisor]
 state_dir = "{tmp}/state"
@@ -52,6 +57,7 @@ shutdown_timeout = "2s"
 [notify]
 retry_initial = "100ms"
 retry_max = "5s"
+{notify}
 [notify.slack]
 {slack}
 {extra}
@@ -211,7 +217,7 @@ headers = { Authorization = "Bearer ${JIRA_TOKEN}" }
         everything = json.dumps([a.body for a in fake.attempts])
         assert canary not in everything
         assert "***" in everything and "JIRA_TOKEN" in everything  # the variable's name, never its value
-        for path in (tmp_path / "state").glob("outbox.sqlite3*"):  # the database and its WAL
+        for path in (tmp_path / "state").glob("history.sqlite3*"):  # the record (with the outbox) and its WAL
             assert canary.encode() not in path.read_bytes(), path
 
 
@@ -238,7 +244,7 @@ async def test_report_events_are_rendered(tmp_path: Path) -> None:
 
 
 async def test_report_slack_without_the_daemon_posts_the_report_at_once(tmp_path: Path) -> None:
-    from mcp_supervisor.notify.service import report_notification, send_now
+    from mcp_supervisor.notify.sending import report_notification, send_now
 
     async with fake_slack() as fake:
         config = make_config(tmp_path, bot(fake))
@@ -503,6 +509,8 @@ shutdown_timeout = "2s"
 [notify]
 retry_initial = "200ms"
 retry_max = "1s"
+group_wait = "0s"
+group_interval = "0s"
 [notify.slack]
 webhook_url = "${{SLACK_WEBHOOK_URL}}"
 [[servers]]
@@ -535,7 +543,7 @@ probe = {{ interval = "250ms", timeout = "3s", failure_threshold = 3 }}
                                 "the resolution failing at Slack")
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
-            rows = await _outbox_rows(tmp_path / "state" / "outbox.sqlite3")
+            rows = await _outbox_rows(tmp_path / "state" / "history.sqlite3")
             assert [(r["kind"], r["status"]) for r in rows] == [("down", "sent"), ("recovered", "pending")]
             fake.mode = None  # Slack is back
             start_daemon()
@@ -597,3 +605,33 @@ format = "mcp-client-json"
     found = {s.name: s.value for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
     assert found["mcp_supervisor_backup_copies"] == 1.0 and found["mcp_supervisor_backup_min_copies"] == 2.0
     assert 0.0 <= found["mcp_supervisor_backup_age_seconds"] < 60.0
+
+
+async def test_a_pending_outbox_file_of_an_older_daemon_is_moved_into_the_record_and_delivered_once(
+    tmp_path: Path,
+) -> None:
+    from mcp_supervisor.notify.incidents import Notification
+    from mcp_supervisor.notify.outbox import Outbox
+
+    old = tmp_path / "state" / "outbox.sqlite3"
+    old.parent.mkdir(parents=True)
+    box = Outbox(old)  # the tables an older daemon wrote, in their own file
+    notes = [Notification("down", "critical", "jira@1.000", "alert", 1.0, "jira", {"detail": "refused"}),
+             Notification("recovered", "info", "jira@1.000", "resolution", 9.0, "jira", {"ttr_s": 8.0}),
+             Notification("down", "critical", "gitlab@2.000", "alert", 2.0, "gitlab", {"detail": "crashed"})]
+    box.enqueue([("slack", n, 0.0) for n in notes], {"open": {}, "recent": {}})
+    box.mark_sent(3, 5.0, None, None)  # gitlab's alert was delivered before the upgrade
+    box.close()
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake))
+        async with notifier(config) as (service, _):
+            await fake.wait_for(lambda f: len(f.messages) == 2, 20, "the two pending messages")
+            assert service.db_path == tmp_path / "state" / "history.sqlite3"
+            async with asyncio.timeout(10):  # both marked sent (a stop between Slack's ok and that is a repeat)
+                while service.counts["pending"]:
+                    await asyncio.sleep(0.05)
+        async with notifier(config) as (service, _):  # a second start copies nothing again
+            await asyncio.sleep(0.5)
+            assert service.counts == {"pending": 0, "sent": 3, "dead": 0}
+    assert fake.titles() == ["jira is down", "jira recovered after 8.0s"]
+    assert not old.exists() and old.with_name("outbox.sqlite3.migrated").exists()

@@ -1,19 +1,13 @@
-"""The stdio probe's process-group sweep: psutil in a worker thread, and a vanished SDK hook is logged."""
+"""The process-group sweep after a spawned child's leader exits: psutil in a worker thread."""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
 import subprocess
 import sys
 
-import mcp.client.stdio as sdk_stdio
-import pytest
-
-from mcp_supervisor.logging import setup_logging
-from mcp_supervisor.probes import spawn
+from mcp_supervisor.spawn import sweep as spawn
 from tests.servers.fixtures import pid_alive
 
 # A leader that exits at once, leaving a child that ignores SIGTERM in its process group.
@@ -57,19 +51,3 @@ async def test_an_empty_group_is_not_signalled() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
     proc.wait(timeout=30)
     assert await spawn.sweep_group(proc.pid) is False
-
-
-def test_a_vanished_sdk_hook_is_logged_not_silently_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(sdk_stdio, spawn._HOOK)
-    monkeypatch.setattr(spawn, "_installed", False)
-    stream = io.StringIO()
-    setup_logging("info", "json", (), stream=stream)
-    try:
-        spawn.install()
-        spawn.install()  # once is enough
-    finally:
-        setup_logging("info", "json", (), stream=sys.stderr)
-    records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert len(records) == 1 and records[0]["level"] == "warning"
-    assert spawn._HOOK in records[0]["event"] and "not swept" in records[0]["event"]
-    assert not hasattr(sdk_stdio, spawn._HOOK)

@@ -23,6 +23,7 @@ from tests.servers.fixtures import (
     MISBEHAVE,
     NOTES_SERVER,
     PYTHON,
+    TEST_USER,
     ServerProcess,
     children_of,
     free_port,
@@ -39,6 +40,7 @@ MODERN = "2026-07-28"
 
 
 def stdio(name: str, *args: str, timeout: float = 5.0, **kw: Any) -> ServerConfig:
+    kw.setdefault("user", TEST_USER)  # under root: the interpreter lives in /root, which nobody cannot enter
     return ServerConfig(name=name, transport="stdio", command=PYTHON, args=list(args),
                         probe=ProbeConfig(timeout=timeout, **kw.pop("probe", {})), **kw)
 
@@ -119,7 +121,7 @@ async def test_stdio_cold_warm_tools_on_sdk_server(context: ProbeContext, prober
 
 
 async def test_reference_server_from_pypi(context: ProbeContext, probers: list[Prober]) -> None:
-    server = ServerConfig(name="time", transport="stdio", command=str(MCP_SERVER_TIME))
+    server = ServerConfig(name="time", transport="stdio", command=str(MCP_SERVER_TIME), user=TEST_USER)
     result = await make(probers, context, server).probe(ProbeKind.COLD)
     assert result.ok, result.message
     assert result.protocol_version == MODERN

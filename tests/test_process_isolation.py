@@ -112,7 +112,8 @@ async def test_a_command_nobody_cannot_run_says_which_field_fixes_it(tmp_path: P
         name="p", transport="http", url="http://127.0.0.1:1/mcp", managed=True, command=str(script)
     )
     proc = ManagedProcess(server, tmp_path)
-    with pytest.raises(ProcessStartError, match=r"runs as nobody because 'user' is not set: set user ="):
+    with pytest.raises(ProcessStartError, match=r"cannot execute \S+/server.sh as nobody: \S+ is 0700 \(owner root\); "
+                       r"it runs as nobody \(the default under a root daemon: 'user' is not set\): set user ="):
         await proc.start()
     await proc.close()
 
@@ -153,7 +154,8 @@ async def test_stop_timeout_bounds_the_wait_for_a_server_that_ignores_its_signal
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ('user = "nobody"', "'user' applies to managed servers only"),
+        ('user = "nobody"', "'user' applies to servers the supervisor starts"),
+        ('limits = { memory = "lots" }', "'lots' is not a size; use a number with a unit: '64M'"),
         ("stop_timeout = \"1s\"", "'stop_timeout' applies to managed servers only"),
         ('args = ["--token", "x"]\nsecret_args = [2]', "secret_args: 2 is not an index into args"),
         ('stop_signal = "TERMINATE"', "stop_signal: invalid value 'TERMINATE'"),
@@ -161,7 +163,7 @@ async def test_stop_timeout_bounds_the_wait_for_a_server_that_ignores_its_signal
 )
 def test_process_fields_are_validated_with_the_field_named(fields: str, message: str) -> None:
     text = f'[[servers]]\nname = "x"\ntransport = "http"\nurl = "http://127.0.0.1:1/mcp"\n{fields}\n'
-    if "secret_args" in fields or "stop_signal" in fields:
+    if "secret_args" in fields or "stop_signal" in fields or "limits" in fields:
         text += 'managed = true\ncommand = "/bin/true"\n'
     with pytest.raises(ConfigError, match="servers\\[0\\] \\(x\\)") as caught:
         parse_config(text, environ={})
@@ -169,7 +171,7 @@ def test_process_fields_are_validated_with_the_field_named(fields: str, message:
 
 
 def test_a_daemon_that_is_not_root_runs_servers_as_itself_and_refuses_other_users() -> None:
-    from mcp_supervisor.actuators.process_env import IdentityError, resolve_identity
+    from mcp_supervisor.spawn.identity import IdentityError, resolve_identity
 
     own = resolve_identity(shell_server("o", user=None), daemon_euid=65534)
     assert own.uid == 65534 and own.switch is False and own.name == "nobody"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_supervisor.runtime import procfs
 from mcp_supervisor.runtime.port_conflict import local_port, port_conflict
-from mcp_supervisor.runtime.process_records import ProcessRecord, ProcessRecords, still_ours
+from mcp_supervisor.spawn import procfs
+from mcp_supervisor.spawn.records import ProcessRecord, ProcessRecords, still_ours
 from tests.servers.fixtures import pid_alive
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,7 +142,7 @@ def test_a_second_daemon_on_the_same_state_dir_does_not_sweep(tmp_path: Path) ->
     code = subprocess.run(
         [sys.executable, "-c", (
             "import sys; from pathlib import Path\n"
-            "from mcp_supervisor.runtime.process_records import ProcessRecords\n"
+            "from mcp_supervisor.spawn.records import ProcessRecords\n"
             "r = ProcessRecords(Path(sys.argv[1]))\n"
             "print(r.claim(), r.problem)\n"
         ), str(tmp_path / "processes")],

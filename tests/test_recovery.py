@@ -270,6 +270,7 @@ async def test_stdio_server_that_cannot_start_is_not_ready_while_its_warm_copy_a
 [[servers]]
 name = "git"
 transport = "stdio"
+{RUN_AS}
 command = "{PY}"
 args = ["{HEALING}", "datafile", "{data}"]
 probe = {{ interval = "{interval}s", timeout = "10s", cold_interval = "4s", tools_interval = "1h" }}

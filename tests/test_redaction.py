@@ -31,7 +31,7 @@ from mcp_supervisor.api.client import SupervisorClient
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.logging import get_logger, setup_logging
 from mcp_supervisor.redact import MASK, collect_secrets
-from tests.servers.fixtures import free_port
+from tests.servers.fixtures import RUN_AS, free_port
 
 BIN = Path(sys.executable).parent
 CANARIES = {
@@ -97,6 +97,7 @@ log_format = "json"
 [[servers]]
 name = "leaky-stdio"
 transport = "stdio"
+{RUN_AS}
 command = "{sys.executable}"
 args = ["{directory}/leaky.py", "--token", "{c['arg']}", "--file", "${{file:{secret_file}}}"]
 secret_args = [2]

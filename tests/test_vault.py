@@ -48,14 +48,9 @@ MCP_JSON = {
 }
 
 
-def write_config(root: Path, locations: int = 2, min_copies: int = 1) -> Any:
-    locs = ", ".join(f'"{root}/backup{i}"' for i in range(locations))
-    text = f"""
-[backup]
-key_file = "{root}/keys/vault.key"
-locations = [{locs}]
-min_copies = {min_copies}
-keep_last = 5
+def configs_toml(root: Path) -> str:
+    """The two watched configs (a client JSON and a dotenv with the canary) under ``root/home``."""
+    return f"""
 [[configs]]
 name = "cursor"
 path = "{root}/home/mcp.json"
@@ -66,6 +61,17 @@ path = "{root}/home/.env"
 format = "dotenv"
 required_keys = ["JIRA_TOKEN", "GITLAB_TOKEN"]
 """
+
+
+def write_config(root: Path, locations: int = 2, min_copies: int = 1) -> Any:
+    locs = ", ".join(f'"{root}/backup{i}"' for i in range(locations))
+    text = f"""
+[backup]
+key_file = "{root}/keys/vault.key"
+locations = [{locs}]
+min_copies = {min_copies}
+keep_last = 5
+""" + configs_toml(root)
     (root / "home").mkdir(parents=True, exist_ok=True)
     (root / "home" / "mcp.json").write_text(json.dumps(MCP_JSON, indent=2))
     (root / "home" / ".env").write_text(f"JIRA_TOKEN={CANARY}\nGITLAB_TOKEN=glpat-abc\n")
@@ -578,7 +584,7 @@ async def test_only_the_server_map_is_restored_when_the_app_changed_the_rest(vau
 
 
 def test_manifests_from_before_owners_were_recorded_still_read() -> None:
-    from mcp_supervisor.vault.snapshots import Manifest
+    from mcp_supervisor.vault.manifest import Manifest
 
     old = {"version": 1, "id": "s1", "created": "2026-01-01T00:00:00+00:00", "reason": "r",
            "files": [{"name": "c", "path": "/x", "sha256": "ab", "size": 1, "mode": 0o600, "mtime": 1.0}]}

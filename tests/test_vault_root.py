@@ -190,22 +190,62 @@ async def test_two_damages_in_one_second_keep_both_copies(tmp_path: Path) -> Non
         assert result is not None and result["kept_aside"]
     kept = sorted(p for p in home.iterdir() if ".corrupt-" in p.name)
     assert sorted(p.read_bytes() for p in kept) == [b"{first", b"{second"]
-    assert kept[0].name[: len("mcp.json.corrupt-YYYYmmddTHHMMSS")] == kept[1].name[: len("mcp.json.corrupt-YYYYmmddTHHMMSS")]
+    # the names never collide within a second (each heal's write now takes a helper process, so
+    # the same-second case is checked on the naming itself, microseconds apart)
+    from mcp_supervisor.vault.safefs import open_dir, set_aside
+
+    folder = open_dir(str(home))
+    try:
+        (home / "again.json").write_bytes(b"1")
+        first = set_aside(folder, "again.json", "corrupt")
+        (home / "again.json").unlink()  # a new file in its place, as an app's save makes it
+        (home / "again.json").write_bytes(b"2")
+        second = set_aside(folder, "again.json", "corrupt")
+    finally:
+        os.close(folder)
+    assert first and second and first != second
+    assert first[: len("again.json.corrupt-YYYYmmddTHHMMSS")] == second[: len("again.json.corrupt-YYYYmmddTHHMMSS")]
+    assert {(home / first).read_bytes(), (home / second).read_bytes()} == {b"1", b"2"}
 
 
 def test_writes_in_a_users_folder_run_with_her_rights_only(tmp_path: Path) -> None:
-    from mcp_supervisor.vault.safefs import PathRefused, as_owner_of, open_dir
+    from mcp_supervisor.vault.owner_helper import put_file_as_owner
+    from mcp_supervisor.vault.safefs import PathRefused, Put, open_dir
 
     home = tmp_path / "home"
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
-    (tmp_path / "root-only").write_text("secret")
-    (tmp_path / "root-only").chmod(0o600)
     folder = open_dir(str(home))
-    try:
-        ids = as_owner_of(folder, lambda: {"ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid()]})
-        assert ids["ids"] == [NOBODY] * 4
-        with pytest.raises(PathRefused, match=r"as uid 65534: .*Permission denied"):
-            as_owner_of(folder, lambda: {"read": (tmp_path / "root-only").read_text()})
+    try:  # root asks for a root-owned file: the helper, being her, cannot give it away
+        put_file_as_owner(folder, "mcp.json", b"{}", Put(0o640, uid=0, gid=0))
     finally:
         os.close(folder)
+    info = (home / "mcp.json").stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (NOBODY, NOBODY, 0o640)
+    home.chmod(0o500)  # her folder, but she took away her own write right: root would write anyway
+    folder = open_dir(str(home))
+    try:
+        with pytest.raises(PathRefused, match=r"as uid 65534: .*Permission denied"):
+            put_file_as_owner(folder, "other.json", b"{}", Put(0o600))
+    finally:
+        os.close(folder)
+    assert not (home / "other.json").exists()
+
+
+async def test_a_restore_into_a_users_folder_never_forks_the_threaded_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, home, _ = foreign_setup(tmp_path)
+    vault = VaultService(config)
+    await vault.backup()
+    original = (home / "mcp.json").read_bytes()
+    (home / "mcp.json").write_bytes(b"{broken")
+
+    def no_fork() -> int:
+        raise AssertionError("os.fork() called from the daemon's worker thread")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    result = await vault.heal("cursor")  # the vault's work runs in a worker thread
+    assert result is not None and result.get("kept_aside"), result
+    assert (home / "mcp.json").read_bytes() == original
+    assert (home / "mcp.json").stat().st_uid == NOBODY

@@ -226,6 +226,37 @@ async def test_backup_accept_goes_through_the_daemon_and_the_watcher_respects_it
     assert "gitlab" not in json.loads(path.read_text())["mcpServers"]
 
 
+async def test_the_version_the_watcher_undid_is_kept_in_the_vault_and_accepted_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    config = client_config(tmp_path, "restore")
+    path = tmp_path / "home" / "claude_desktop_config.json"
+    theirs = without("gitlab")
+    async with Running(config) as running:
+        path.write_text(theirs)
+        await wait_until(lambda: bool(running.kinds("restore")), timeout=30)  # on_server_loss = "restore"
+    assert "gitlab" in json.loads(path.read_text())["mcpServers"]
+    for kept in path.parent.glob(path.name + ".corrupt-*"):
+        kept.unlink()  # not from the folder: the accepted version must come from the vault
+    # a new daemon (nothing in memory): the undone version is a held snapshot, never restored unasked
+    vault = VaultService(config)
+    listed = await vault.list_snapshots()
+    held = [s for s in listed if s["held"]]
+    assert len(held) == 1 and held[0]["reason"].startswith("held for backup --accept")
+    await vault.restore("claude")
+    assert "gitlab" in json.loads(path.read_text())["mcpServers"]
+    events: list[tuple[str, dict[str, Any]]] = []
+    vault = VaultService(config, on_event=lambda k, d: events.append((k, d)))
+    await asyncio.to_thread(vault._load_state)  # what the daemon does at start (run() then watches)
+    result = await vault.backup(accept=True)
+    assert result["accepted"] is True
+    assert [d for k, d in events if k == "accepted"] == [
+        {"config": "claude", "path": str(path), "snapshot": held[0]["id"]}
+    ]
+    assert path.read_text() == theirs  # the user's removal, byte for byte, from the vault
+    assert not [s for s in await vault.list_snapshots() if s["held"] and s["id"] != held[0]["id"]]
+
+
 # --- several processes on one location ------------------------------------------------------------
 
 

@@ -97,6 +97,17 @@ def container_probe_result(state: ContainerState) -> ProbeResult:
     return ProbeResult(ok=True, kind=kind, message=f"container {state.name} running ({state.health or 'no healthcheck'})")
 
 
+_INSPECT_KEYS = ("Id", "Name", "Image", "State", "Config", "HostConfig")
+"""What the actuator reads of ``docker inspect``: the state, and what a recreate needs."""
+
+
+def _inspected(container: aiodocker.containers.DockerContainer) -> dict[str, Any]:
+    """The inspect data ``containers.get`` fetched, through the container's public mapping access
+    (``container["State"]``), not aiodocker's private ``_container``: no second request, and no
+    reliance on a private attribute that may change in any release."""
+    return {key: container[key] for key in _INSPECT_KEYS if key in container}
+
+
 class DockerActuator:
     """One aiodocker client per daemon; all container servers share it."""
 
@@ -117,8 +128,7 @@ class DockerActuator:
     async def inspect(self, name: str) -> ContainerState:
         """Never raises for an unreachable engine: that is a state too (``engine_error``)."""
         try:
-            data = await self._client().containers.get(name)
-            info: dict[str, Any] = data._container
+            info = _inspected(await self._client().containers.get(name))
         except aiodocker.DockerError as exc:
             if exc.status == 404:
                 return ContainerState(name=name, exists=False)
@@ -144,7 +154,7 @@ class DockerActuator:
 
     async def restart(self, name: str, timeout: float = 10) -> bool:
         container = await self._client().containers.get(name)
-        self._recorded[name] = container._container
+        self._recorded[name] = _inspected(container)
         await container.restart(t=int(timeout))
         return (await self.inspect(name)).status == "running"
 

@@ -1,19 +1,20 @@
 """Managed server processes, owned by the supervisor the way supervisord owns its programs.
 
 Why these choices:
-* Own process group (``start_new_session``): a server that forks helpers (npx, uvx, shells) is
-  stopped as a whole; nothing outlives a restart.
+* Started through the one spawn path (``spawn/``): its own process group (a server that forks
+  helpers, npx, uvx, shells, is stopped as a whole), its ``user`` (``nobody`` under a root daemon
+  when none is named) with a clean environment, ``umask 077``, its ``limits`` (an OOM kill is
+  read back into ``exit_info``), on record while it runs, its group swept after it.
 * Exit noticed by awaiting the process in a task, never by polling: the respawn can start within
   milliseconds of the death instead of at the next check (supervisord's ~1 s tick).
 * Output pumped into size-capped rotating files: a chatty server must not fill the disk, and a
   crash's last words are kept for the alert.
-* Least privilege (``process_env``): the process runs as its ``user`` (``nobody`` under a root
-  daemon when none is named) with a clean environment, never the daemon's whole environment.
+* The log is the server's raw output, not redacted (a traceback may hold its token): the file
+  is 0600 in a 0700 directory, the daemon's own; only the daemon's user (and root) read it.
 * Log writes (and rotation's renames) run in a worker thread: a slow or full disk must not stall
   the event loop that answers probes and the control socket.
-* The output pipe is ours (``os.pipe``), not asyncio's: on Python 3.11 ``Process.wait()`` returns
-  only once every pipe asyncio made for the child is closed, so a grandchild still holding stdout
-  would hide the leader's death. With our own pipe ``wait()`` returns when the leader is reaped.
+* The output pipe is ours (``os.pipe``): a grandchild still holding it must not hide the leader's
+  death (``Child.wait()`` returns when the leader is reaped, whatever holds the pipe).
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
+import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
-from mcp_supervisor.actuators.process_env import IdentityError, build_environment, resolve_identity, stop_signal
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.runtime.process_records import ProcessRecords, records_for
+from mcp_supervisor.spawn import Child, ExitInfo, SpawnRefused, spawn, spec_for_server
+from mcp_supervisor.spawn.records import ProcessRecords, records_for
 
 log = get_logger("mcp_supervisor.process")
 
@@ -52,8 +54,10 @@ class RotatingLog:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab", buffering=0)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(path.parent.stat().st_mode) != 0o700:
+            os.chmod(path.parent, 0o700)  # an older daemon made it 0755
+        self._file = _open_private(path)
         self._size = self._file.tell()
         self._lock = threading.Lock()
         """Writes come from worker threads; an old instance's pump may still drain beside a new one."""
@@ -79,7 +83,7 @@ class RotatingLog:
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        self._file = open(self.path, "ab", buffering=0)
+        self._file = _open_private(self.path)
         self._size = 0
 
     def tail(self, limit: int = 2000) -> str:
@@ -93,6 +97,16 @@ class RotatingLog:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """Append to ``path``, 0600 and never through a symlink (older files are made 0600 too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+        os.fchmod(fd, 0o600)
+    handle = os.fdopen(fd, "ab", buffering=0)
+    handle.seek(0, os.SEEK_END)
+    return handle
 
 
 class ManagedProcess:
@@ -125,7 +139,9 @@ class ManagedProcess:
         self.started_at: float | None = None
         self.exited_at: float | None = None
         self.returncode: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
+        self.exit_info: ExitInfo | None = None
+        """How the last process ended (``text``: "killed by the kernel: out of memory (limit 64M)")."""
         self._watch: asyncio.Task[None] | None = None
         self._pumps: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
@@ -135,11 +151,11 @@ class ManagedProcess:
     @property
     def pid(self) -> int | None:
         """The running leader's pid; None once it exited (status never shows a dead pid)."""
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+        return self._proc.pid if self._proc is not None and self._proc.running else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        return self._proc is not None and self._proc.running
 
     async def start(self) -> None:
         async with self._lock:
@@ -160,7 +176,7 @@ class ManagedProcess:
     def kill(self) -> None:
         """Synchronous last resort (shutdown deadline passed): SIGKILL the whole group now."""
         if self._proc is not None:
-            _signal_group(self._proc.pid, signal.SIGKILL)
+            self._proc.kill()
 
     # --- internals -------------------------------------------------------------------------
 
@@ -171,31 +187,18 @@ class ManagedProcess:
             await self._stop()
         server = self.server
         try:
-            identity = resolve_identity(server)
-        except IdentityError as exc:
+            spec = spec_for_server(server, state_dir=self.records.directory.parent, role="managed", grace=self.grace)
+        except SpawnRefused as exc:
             raise ProcessStartError(str(exc)) from None
+        identity = spec.identity
         if identity.defaulted and not self._told_default_user:
             self._told_default_user = True
             log.warning("managed server runs as nobody: the daemon is root and 'user' is not set "
                         "(set user = \"ACCOUNT\" in its [[servers]] table)", server=server.name)
-        env = build_environment(server, identity, os.environ)
-        switch: dict[str, Any] = {}
-        if identity.switch:  # extra_groups always: else the child keeps root's supplementary groups
-            switch = {"user": identity.uid, "group": identity.gid, "extra_groups": list(identity.groups)}
-        read_fd, write_fd = os.pipe()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                server.command,  # type: ignore[arg-type]  # checked in __init__
-                *server.args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=write_fd,
-                stderr=write_fd,
-                cwd=str(server.cwd) if server.cwd else None,
-                env=env,
-                start_new_session=True,
-                **switch,
-            )
-        except (OSError, ValueError) as exc:
+            proc = await spawn(spec, stdio=False, output=write_fd)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
             os.close(read_fd)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             who = f" as {identity.name} (uid {identity.uid})" if identity.switch else ""
@@ -206,7 +209,7 @@ class ManagedProcess:
         finally:
             os.close(write_fd)
         self._proc = proc
-        self.records.record(server.name, proc.pid)
+        self.exit_info = None
         self._stopping = False
         self.exited.clear()
         self.started_at = time.monotonic()
@@ -217,10 +220,12 @@ class ManagedProcess:
         pump.add_done_callback(self._pumps.discard)
         self._watch = loop.create_task(self._watch_exit(proc, pump), name=f"proc:{server.name}")
 
-    async def _watch_exit(self, proc: asyncio.subprocess.Process, pump: asyncio.Task[None]) -> None:
-        returncode = await proc.wait()
+    async def _watch_exit(self, proc: Child, pump: asyncio.Task[None]) -> None:
+        info = await proc.wait()
+        returncode = info.returncode
         self.exited_at = time.monotonic()
         self.returncode = returncode
+        self.exit_info = info
         self.exited.set()
         if not self._stopping and self.on_exit is not None:
             try:
@@ -255,21 +260,11 @@ class ManagedProcess:
         if proc is None:
             return
         self._stopping = True
-        pgid = proc.pid
-        if proc.returncode is None:
-            sig = stop_signal(self.server)
-            _signal_group(pgid, sig)
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exited.wait()), timeout=self.grace)
-            except TimeoutError:
-                log.warning(f"process ignored SIG{self.server.stop_signal}; killing its group",
-                            server=self.server.name, pid=pgid, stop_timeout=self.grace)
-        # Children that ignore TERM (or outlived their leader) die with the group either way.
-        _signal_group(pgid, signal.SIGKILL)
+        info = await proc.stop(self.grace)  # stop_signal, grace, KILL of the group; swept; off record
         if self._watch is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        self.records.forget(self.server.name, pgid)
+        self.exit_info = info
         self._proc = None
         self._watch = None
 
@@ -283,8 +278,3 @@ class ManagedProcess:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self.log.close()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)

@@ -1,10 +1,9 @@
-"""A small synchronous client for the control socket, for the CLI and for user jobs.
+"""A small synchronous client for the control socket, for the CLI and for user jobs: transport only.
 
-Why stdlib only, and not even ``http.client``: the CLI must answer ``ready`` close to a bare
-interpreter's start-up, and a job that only asks "are MCPs ready?" should not pay for importing
-aiohttp, pydantic, rich, asyncio or ``http.client`` (which pulls in the ``email`` package: ~10 ms).
-The daemon speaks plain HTTP/1.1 on its own socket, so a few lines over ``socket`` suffice:
-one request per connection (``Connection: close``), a Content-Length, chunked or until-close body.
+Why stdlib only: the CLI must answer ``ready`` close to a bare interpreter's start-up, and a job
+that only asks "are MCPs ready?" should not pay for importing aiohttp, pydantic, rich or asyncio.
+The bytes on the socket are ``api/wire.py``; the event stream's format is ``mcp_supervisor/sse.py``.
+The guarded run for a Python job (``guarded_run``, ``NotReady``) is ``mcp_supervisor.guard``.
 
     from mcp_supervisor.api.client import wait_ready
     if not wait_ready(timeout=60):
@@ -17,11 +16,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from mcp_supervisor import sse
+from mcp_supervisor.api.wire import BadResponse, Response, connect, send
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs the CLI a few ms
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 DEFAULT_TIMEOUT = 10.0
@@ -52,130 +54,6 @@ class ApiError(ClientError):
         self.code = code
         self.message = message
         super().__init__(f"{message} ({status} {code})")
-
-
-class _BadResponse(Exception):
-    """The bytes on the socket are not an HTTP response."""
-
-
-_MAX_LINE = 65536
-
-
-class _Response:
-    """One HTTP/1.1 response read from a connected socket (status, headers, then the body)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._file = sock.makefile("rb")
-        status_line = self._line()
-        parts = status_line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise _BadResponse(f"not an HTTP status line: {status_line[:80]!r}")
-        self.status = int(parts[1])
-        self.reason = parts[2] if len(parts) > 2 else ""
-        self.headers: dict[str, str] = {}
-        while True:
-            line = self._line()
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line:
-                raise _BadResponse("connection closed in the headers")
-            name, _, value = line.decode("latin-1").partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
-        length = self.headers.get("content-length")
-        self._left: int | None = int(length) if length and length.isdigit() and not self._chunked else None
-        self._chunk_left = 0
-        self._done = False
-
-    def close(self) -> None:
-        self._file.close()
-
-    def _line(self) -> bytes:
-        line = self._file.readline(_MAX_LINE)
-        if len(line) >= _MAX_LINE and not line.endswith(b"\n"):
-            raise _BadResponse("header line too long")
-        return line
-
-    def read(self) -> bytes:
-        """The whole (rest of the) body."""
-        if self._left is not None:
-            data = self._file.read(self._left)
-            self._left = 0
-            return data
-        out = bytearray()
-        while chunk := self.read_some():
-            out += chunk
-        return bytes(out)
-
-    def read_some(self) -> bytes:
-        """The next piece of the body; b"" at its end (for streams: what the daemon sent so far)."""
-        if self._done:
-            return b""
-        if self._left is not None:
-            self._done = True
-            return self.read()
-        if not self._chunked:
-            data = self._file.read1(65536)
-            self._done = not data
-            return data
-        if self._chunk_left == 0:
-            size_line = self._line()
-            try:
-                self._chunk_left = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadResponse(f"bad chunk size {size_line[:40]!r}") from None
-            if self._chunk_left == 0:
-                self._done = True
-                return b""
-        data = self._file.read1(self._chunk_left)
-        if not data:
-            raise _BadResponse("connection closed inside a chunk")
-        self._chunk_left -= len(data)
-        if self._chunk_left == 0:
-            self._file.readline(8)  # the CRLF after the chunk
-        return data
-
-    def lines(self) -> Iterator[bytes]:
-        """The body split into lines as it arrives (for server-sent events)."""
-        pending = b""
-        while chunk := self.read_some():
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                yield line + b"\n"
-        if pending:
-            yield pending
-
-
-def sse_payloads(lines: Iterable[bytes]) -> Iterator[str]:
-    """The ``data:`` of each server-sent event in a stream of lines (comments and heartbeats skipped)."""
-    data: list[str] = []
-    for line in lines:
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
-        if text.startswith("data:"):
-            data.append(text[5:].lstrip(" "))
-        elif text == "" and data:
-            yield "\n".join(data)
-            data = []
-
-
-def _open(socket_path: str, timeout: float | None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _send(sock: socket.socket, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> None:
-    head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close"]
-    head += [f"{k}: {v}" for k, v in headers.items()]
-    if payload is not None or method in ("POST", "PUT", "PATCH"):
-        head.append(f"Content-Length: {len(payload or b'')}")
-    sock.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + (payload or b""))
 
 
 def default_socket_path(config: str | Path | None = None) -> Path:
@@ -211,7 +89,7 @@ class SupervisorClient:
     def _connect(self, timeout: float | None) -> socket.socket:
         """Connected socket; DaemonUnreachable when nothing listens (or the path is wrong)."""
         try:
-            return _open(str(self.socket_path), timeout)
+            return connect(str(self.socket_path), timeout)
         except TimeoutError:
             raise DaemonUnreachable(self.socket_path, "no answer in time") from None
         except OSError as exc:
@@ -230,20 +108,20 @@ class SupervisorClient:
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         conn = self._connect(self.timeout if timeout is None else timeout)
-        response: _Response | None = None
+        response: Response | None = None
         try:
             try:
-                _send(conn, method, path, payload, headers)
+                send(conn, method, path, payload, headers)
             except TimeoutError:
                 raise DaemonUnreachable(self.socket_path, "no answer in time") from None
             except OSError as exc:
                 raise DaemonUnreachable(self.socket_path, exc.strerror or str(exc) or type(exc).__name__) from None
             try:
-                response = _Response(conn)
+                response = Response(conn)
                 raw = response.read()
             except TimeoutError:
                 raise DaemonUnreachable(self.socket_path, "no answer in time") from None
-            except (OSError, _BadResponse) as exc:
+            except (OSError, BadResponse) as exc:
                 raise DaemonUnreachable(self.socket_path, f"connection broken: {exc}") from None
         finally:
             if response is not None:
@@ -336,12 +214,12 @@ class SupervisorClient:
         15 s); None waits forever.
         """
         conn = self._connect(timeout)
-        response: _Response | None = None
+        response: Response | None = None
         try:
             try:
-                _send(conn, "GET", "/v1/events", None, {"Accept": "text/event-stream"})
-                response = _Response(conn)
-            except (OSError, _BadResponse) as exc:
+                send(conn, "GET", "/v1/events", None, {"Accept": "text/event-stream"})
+                response = Response(conn)
+            except (OSError, BadResponse) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
                 raise DaemonUnreachable(self.socket_path, reason) from None
             if response.status != 200:
@@ -351,11 +229,11 @@ class SupervisorClient:
                 except (ValueError, AttributeError):
                     error = {}
                 raise ApiError(response.status, str(error.get("code", "http_error")), str(error.get("message", "")))
-            for payload in sse_payloads(response.lines()):
+            for message in sse.parse(response.chunks()):
                 try:
-                    event = json.loads(payload)
+                    event = json.loads(message.data)
                 except ValueError:
-                    event = {"kind": "unparsed", "data": payload}
+                    event = {"kind": "unparsed", "data": message.data}
                 if isinstance(event, dict):
                     yield event
         finally:
@@ -376,33 +254,3 @@ def wait_ready(
     ApiError (e.g. an unknown server name) is raised as is.
     """
     return bool(SupervisorClient(socket).ready_within(timeout, servers).get("ready"))
-
-
-# --- the guarded run, for a Python job (loaded only when used) ---------------------------------
-
-
-def guarded_run(require: list[str] | None = None, **options: Any) -> Any:
-    """The guardian around a block of a Python job (``supervisorctl-mcp run`` for a ``with``)::
-
-        from mcp_supervisor.api.client import NotReady, guarded_run
-        with guarded_run(require=["jira"], wait=300) as run:
-            ...  # run.fallback: servers to reach through their own API
-
-    Options: ``wait``, ``allow_fallback``, ``socket``, ``config``. Raises NotReady (``exit_code``
-    75, or 3 without a daemon) instead of entering the block. See ``mcp_supervisor.guard.session``.
-    """
-    from mcp_supervisor.guard.session import guarded_run as _guarded_run
-
-    return _guarded_run(require, **options)
-
-
-class NotReady(ClientError):
-    """``guarded_run`` did not enter its block: ``exit_code`` 75 (required servers not ready) or 3
-    (no daemon); ``report`` is the stored run report, ``not_ready`` the servers and why."""
-
-    def __init__(self, message: str, exit_code: int, report: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.report = report
-        run = report.get("run") or {}
-        self.not_ready: list[dict[str, Any]] = list((run.get("precheck") or {}).get("not_ready", []))

@@ -6,6 +6,9 @@ Why bodies are bounded here (size, nesting depth, time to arrive): a request is 
 ``[`` x 1000 must be a 400, not a ``RecursionError`` 500, and a client that never sends its body
 must not hold a handler forever. Why JSON answers pass the redactor on the way out: a route (ours
 or a plug-in's) that echoes an error text must not leak a token through the socket.
+Why a protocol class of our own (``JsonErrorsProtocol``): a request aiohttp cannot even parse (a
+bad request line, a header over 8 KB, TLS bytes) never reaches a middleware; aiohttp answers it
+itself in plain text, and a script must get the API's JSON error there too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_protocol import RequestHandler
 
 from mcp_supervisor.api.unix_socket import peer_credentials, peer_groups
 from mcp_supervisor.health.model import UnknownServer
@@ -183,3 +187,26 @@ class AccessLogger(AbstractAccessLogger):
     @property
     def enabled(self) -> bool:
         return True
+
+
+_PARSE_DETAIL_MAX = 200
+
+
+class JsonErrorsProtocol(RequestHandler):
+    """aiohttp's HTTP/1.1 connection, answering what it cannot parse with the API's JSON error."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it; refuses once a response began
+        if status >= 500:
+            code, text = ("timeout" if status == 504 else "internal"), "internal error in the supervisor; see its log"
+        else:
+            detail = " ".join(str(getattr(exc, "message", None) or message or "").split())[:_PARSE_DETAIL_MAX]
+            code = _HTTP_CODES.get(status, "bad_request")
+            text = "malformed HTTP/1.1 request" + (f": {detail}" if detail else "") + " (send HTTP/1.1 with JSON bodies)"
+        response = error_response(status, code, text)
+        response.force_close()
+        return response

@@ -21,18 +21,21 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from mcp_supervisor import sse
 from mcp_supervisor.api.app_keys import CONTROL_KEY, VAULT_KEY
 from mcp_supervisor.api.control import SupervisorControl
+from mcp_supervisor.api.event_stream import stream_events
 from mcp_supervisor.api.middleware import (
     MAX_BODY,
     AccessLogger,
     ApiError,
     Handler,
+    JsonErrorsProtocol,
     errors_middleware,
     json_body,
     make_peer_middleware,
 )
-from mcp_supervisor.api.unix_socket import bind_socket
+from mcp_supervisor.api.unix_socket import bind_socket, listen_backlog
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command
 from mcp_supervisor.logging import get_logger
@@ -161,40 +164,16 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(answer, status=200 if answer.get("ok", True) else 422)
 
 
-def _sse_frame(event_json: dict[str, Any]) -> bytes:
-    event_json = REDACTOR.payload(event_json)
+def _sse_frame(event: Event) -> bytes:
+    event_json = REDACTOR.payload(event.to_json())
     data = json.dumps(event_json, separators=(",", ":"), default=str)
-    return f"id: {event_json.get('seq', '')}\nevent: {event_json.get('kind', 'message')}\ndata: {data}\n\n".encode()
-
-
-async def _next_or_none(queue: asyncio.Queue[Event], timeout: float) -> Event | None:
-    try:
-        return await asyncio.wait_for(queue.get(), timeout)
-    except TimeoutError:
-        return None
+    return sse.frame(data, event=str(event_json.get("kind", "message")), id=event_json.get("seq", ""))
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    bus = _control(request).bus
-    heartbeat = request.app[HEARTBEAT_KEY]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    with bus.subscription() as queue:
-        await response.prepare(request)
-        try:
-            await response.write(b": connected\n\n")
-            stopping = request.app[STOPPING_KEY]
-            while not stopping.is_set():
-                event = await _unless_stopping(request.app, _next_or_none(queue, heartbeat))
-                if event is None:
-                    if not stopping.is_set():
-                        await response.write(b": heartbeat\n\n")
-                    continue
-                await response.write(_sse_frame(event.to_json()))
-        except (ConnectionResetError, ConnectionError):
-            pass  # the client went away: leave, which drops the subscription
-    return response
+    """Every bus event, redacted, as it happens (the CLI's ``events``, the guardian, the dashboard)."""
+    return await stream_events(request, _control(request).bus, _sse_frame, stopping=request.app[STOPPING_KEY],
+                               heartbeat=request.app[HEARTBEAT_KEY])
 
 
 def build_app(
@@ -234,6 +213,9 @@ def build_app(
     from mcp_supervisor.api.history_routes import add_history_routes
 
     add_history_routes(app)  # /v1/history, /v1/report, POST /v1/runs (the record: control.history)
+    from mcp_supervisor.api.alert_routes import add_alert_routes
+
+    add_alert_routes(app)  # /v1/silences (silences and maintenance windows: control.notifier)
     if extra_routes is not None:
         extra_routes(app)
     return app
@@ -242,8 +224,9 @@ def build_app(
 class ApiServer:
     """A running API; ``close()`` stops it and removes its socket file (if it is still ours)."""
 
-    def __init__(self, runner: web.AppRunner, socket_path: Path, inode: int) -> None:
+    def __init__(self, runner: web.AppRunner, listener: asyncio.Server, socket_path: Path, inode: int) -> None:
         self.runner = runner
+        self._listener = listener
         self.socket_path = socket_path
         self._inode = inode
         self._closed = False
@@ -258,6 +241,7 @@ class ApiServer:
         if self._closed:
             return
         self._closed = True
+        self._listener.close()  # no new connections; the runner then ends the open ones
         await self.runner.cleanup()
         try:
             if self.socket_path.lstat().st_ino == self._inode:
@@ -299,12 +283,18 @@ async def start_api_server(
     )  # fmt: skip
     try:
         await runner.setup()
-        site = web.SockSite(runner, sock)
-        await site.start()
+        server = runner.server
+        assert server is not None
+
+        def protocol() -> JsonErrorsProtocol:  # aiohttp's own, but malformed requests get JSON errors
+            return JsonErrorsProtocol(server, loop=loop, keepalive_timeout=IDLE_TIMEOUT, access_log_class=AccessLogger)
+
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_server(protocol, sock=sock, backlog=listen_backlog())  # listen() again
     except BaseException:
         await runner.cleanup()
         sock.close()
         socket_path.unlink(missing_ok=True)
         raise
     log.info("control API listening", socket=str(socket_path))
-    return ApiServer(runner, socket_path, inode)
+    return ApiServer(runner, listener, socket_path, inode)

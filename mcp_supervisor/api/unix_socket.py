@@ -32,6 +32,20 @@ SHARED_DIR_MODE = 0o711
 PRIVATE_SOCKET_MODE = 0o660
 SHARED_SOCKET_MODE = 0o666
 _PEERCRED = struct.Struct("3i")
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def listen_backlog() -> int:
+    """The longest accept queue the kernel allows (``net.core.somaxconn``; 4096 on recent kernels).
+
+    Why the most: when hundreds of clients connect at once, a connection that finds the queue full
+    is refused at once (EAGAIN); a job's ``ready`` must not fail because of someone else's flood.
+    A queued connection costs the kernel a little memory and the daemon nothing until accepted.
+    """
+    try:
+        return max(int(SOMAXCONN.read_text().strip()), socket.SOMAXCONN)
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
 
 
 class ApiStartError(RuntimeError):
@@ -139,7 +153,7 @@ def bind_socket(path: Path, *, shared: bool = False) -> tuple[socket.socket, Pat
         # before listen() nobody can connect, so there is no window with a wider mode; a
         # process-wide umask change would race with other threads creating files
         os.chmod(path, SHARED_SOCKET_MODE if shared else PRIVATE_SOCKET_MODE)
-        sock.listen(128)
+        sock.listen(listen_backlog())
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -25,6 +25,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
+from mcp_supervisor.cli.render import maintenance_text
+from mcp_supervisor.sse import SseParser
+
 STATE_STYLE = {
     "healthy": "bold green",
     "degraded": "bold yellow",
@@ -218,15 +221,11 @@ class Dashboard(App[int]):
                         raise aiohttp.ClientError(f"HTTP {response.status}")
                     self._connected()
                     await self.refresh_status()
-                    data: list[str] = []
-                    async for raw in response.content:
-                        line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                        if line.startswith("data:"):
-                            data.append(line[5:].lstrip(" "))
-                        elif not line and data:
+                    parser = SseParser()
+                    async for chunk in response.content.iter_any():
+                        for message in parser.feed(chunk):
                             with contextlib.suppress(ValueError):
-                                self.on_daemon_event(json.loads("\n".join(data)))
-                            data = []
+                                self.on_daemon_event(json.loads(message.data))
                 self._disconnected("the event stream ended")
             except Exception as exc:  # aiohttp turns a connection closed mid-line into RuntimeError
                 self._disconnected(str(exc) or type(exc).__name__)
@@ -278,9 +277,9 @@ class Dashboard(App[int]):
                 self._shown.pop(key, None)
         for name in names:
             server = self.servers[name]
-            state = str(server.get("state"))
+            state = "maintenance" if server.get("maintenance") else str(server.get("state"))
             latency = server.get("latency_ms")
-            message = str(server.get("message") or server.get("reason") or "")
+            message = str(maintenance_text(server) or server.get("message") or server.get("reason") or "")
             cells = [
                 Text(name, style="bold" if server.get("critical", True) else ""),
                 Text(state, style=STATE_STYLE.get(state, "")),

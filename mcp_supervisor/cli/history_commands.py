@@ -122,7 +122,7 @@ def render_report(report: dict[str, Any]) -> str:
         f"window:       {_local(report.get('since'))} -> {_local(report.get('until'))} ({report.get('period')})",
         f"MCPs healthy: {report.get('servers_healthy', 0)}/{report.get('servers_total', 0)}",
         f"uptime:       {_pct(report.get('uptime_pct'))}  (not watching: {_secs(report.get('unknown_s'))}, "
-        f"paused: {_secs(report.get('paused_s'))}, excluded)",
+        f"paused: {_secs(report.get('paused_s'))}, maintenance: {_secs(report.get('maintenance_s'))}, excluded)",
         f"recovery:     {_pct(100 * report['recovery_rate'], 0) if isinstance(report.get('recovery_rate'), int | float) else 'n/a'}"
         f"  ({report.get('recoveries', 0)} recovered of {report.get('incidents', 0)} incident(s))",
         f"MTTR:         {_secs(report.get('mttr_s'))}",
@@ -170,7 +170,7 @@ def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
 
     from mcp_supervisor.cli.common import UsageError
     from mcp_supervisor.cli.notify_commands import channels_config, print_answers
-    from mcp_supervisor.notify.service import report_notification, send_now, targets
+    from mcp_supervisor.notify.sending import report_notification, send_now, targets
 
     config = channels_config(args)
     if not targets(config):

@@ -42,6 +42,8 @@ PLUGINS: tuple[tuple[str, str], ...] = (
     ("mcp_supervisor.cli.run_command", "add_run_subcommand"),
     ("mcp_supervisor.cli.notify_commands", "add_notify_subcommands"),
     ("mcp_supervisor.cli.import_commands", "add_import_subcommands"),
+    ("mcp_supervisor.cli.alert_commands", "add_alert_subcommands"),
+    ("mcp_supervisor.cli.proxy_commands", "add_proxy_subcommands"),
 )
 """(module, function) of each plug-in command module: ``function(sub)`` adds its subparsers.
 
@@ -157,10 +159,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     import tomllib
 
     from mcp_supervisor.notify.checks import inline_secret_warnings
+    from mcp_supervisor.spawn.checks import spawn_warnings
 
     warnings: list[str] = []
     with contextlib.suppress(OSError, ValueError):
         warnings = inline_secret_warnings(tomllib.loads(path.read_text(encoding="utf-8")))
+    warnings += spawn_warnings(config)
     if args.json:
         emit_json({"valid": True, "path": str(path), "servers": servers, "watched_configs": watched,
                    "warnings": warnings})

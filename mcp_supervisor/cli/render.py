@@ -58,7 +58,22 @@ def one_line(text: str | None, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def maintenance_text(server: dict[str, Any]) -> str:
+    """'maintenance until 14:30: renewing certs' for a server in a maintenance window, else ''."""
+    window = server.get("maintenance")
+    if not isinstance(window, dict):
+        return ""
+    from datetime import datetime
+
+    until = window.get("until")
+    when = datetime.fromtimestamp(until).strftime("%H:%M") if isinstance(until, int | float) else "?"
+    reason = f": {window.get('reason')}" if window.get("reason") else ""
+    return f"maintenance until {when}{reason}"
+
+
 def server_message(server: dict[str, Any]) -> str:
+    if server.get("maintenance"):
+        return one_line(maintenance_text(server))
     parts = []
     if server.get("failure_class"):
         parts.append(f"[{server['failure_class']}]")
@@ -79,7 +94,7 @@ def status_rows(status: dict[str, Any], now: float | None = None) -> list[tuple[
         rows.append(
             (
                 name,
-                str(server.get("state", "?")),
+                "maintenance" if server.get("maintenance") else str(server.get("state", "?")),
                 relative(server.get("since"), now),
                 latency(server.get("latency_ms")),
                 server_message(server),

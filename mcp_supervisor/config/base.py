@@ -34,6 +34,33 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT])?(?:i?B)?\s*$", re.I)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"512M"``, ``"2G"``, ``"64MiB"`` or a plain number (binary multiples, like systemd)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE_RE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").upper()]
+    else:
+        raise ValueError(f"{value!r} is not a size; use a number with a unit: '64M', '512M', '2G' (or bytes)")
+    if size <= 0:
+        raise ValueError("a size must be greater than 0")
+    return size
+
+
+def format_size(size: int) -> str:
+    """``512M`` for 536870912: the way the limit was most likely written."""
+    for unit in ("T", "G", "M", "K"):
+        if size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)

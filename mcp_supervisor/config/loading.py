@@ -24,72 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_supervisor.config.base import Duration, parse_duration
-from mcp_supervisor.config.features import (
-    AppriseNotifySettings,
-    HistorySettings,
-    MetricsSettings,
-    NotifySettings,
-    QuietHours,
-    ReportSettings,
-    Severity,
-    SlackNotifySettings,
-    SlackSettings,
-    WebSettings,
-)
-from mcp_supervisor.config.models import (
-    DEFAULT_LADDER,
-    MANAGED_START_PERIOD,
-    BackupSettings,
-    Config,
-    DockerSettings,
-    FallbackConfig,
-    ProbeConfig,
-    RecoveryConfig,
-    Rung,
-    ServerConfig,
-    SupervisorSettings,
-    WatchedConfig,
-)
-
-__all__ = [
-    "DEFAULT_CONFIG_PATHS",
-    "DEFAULT_LADDER",
-    "MANAGED_START_PERIOD",
-    "AppriseNotifySettings",
-    "BackupSettings",
-    "Config",
-    "ConfigError",
-    "DockerSettings",
-    "Duration",
-    "FallbackConfig",
-    "HistorySettings",
-    "MetricsSettings",
-    "NotifySettings",
-    "ProbeConfig",
-    "QuietHours",
-    "RecoveryConfig",
-    "ReportSettings",
-    "Rung",
-    "ServerConfig",
-    "Severity",
-    "SlackNotifySettings",
-    "SlackSettings",
-    "SupervisorSettings",
-    "WatchedConfig",
-    "WebSettings",
-    "expand_refs",
-    "find_config",
-    "load_config",
-    "parse_config",
-    "parse_duration",
-    "resolve_socket_path",
-]
-
-DEFAULT_CONFIG_PATHS = (
-    Path("/etc/mcp-supervisor/mcp-supervisor.toml"),
-    Path("~/.config/mcp-supervisor/mcp-supervisor.toml"),
-)
+from mcp_supervisor.config.fleet import remote_kind
+from mcp_supervisor.config.models import Config
 
 _REF_RE = re.compile(r"\$\{(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FILE_VALUES: ContextVar[set[str] | None] = ContextVar("config_file_values", default=None)
@@ -150,6 +86,12 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
     "history": ("path",),
+    "metrics": ("web_config_file",),
+    "proxy": ("token_file",),
+}
+_NESTED_PATH_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("backup", "sftp"): ("identity_file", "known_hosts"),
+    ("backup", "rclone"): ("config",),
 }
 
 
@@ -187,13 +129,25 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
                     except ValueError as exc:
                         raise _FieldProblem((table, key), str(exc)) from None
             data[table] = section
+    for (table, key), fields in _NESTED_PATH_FIELDS.items():
+        section = data.get(table)
+        if isinstance(section, dict) and isinstance(section.get(key), dict):
+            nested = dict(section[key])
+            for name in fields:
+                if isinstance(nested.get(name), str):
+                    try:
+                        nested[name] = _expand_path(nested[name], environ, base)
+                    except ValueError as exc:
+                        raise _FieldProblem((table, key, name), str(exc)) from None
+            data[table] = {**section, key: nested}
     backup = data.get("backup")
     if isinstance(backup, dict) and isinstance(backup.get("locations"), list):
         locations = []
         for index, loc in enumerate(backup["locations"]):
             if isinstance(loc, str):
-                try:
-                    loc = _expand_path(loc, environ, base)
+                try:  # an sftp:// or rclone: location is not a local path: only ${VAR} is expanded
+                    remote = remote_kind(loc) or "://" in loc  # an unknown scheme is refused, not made a path
+                    loc = expand_refs(loc, environ) if remote else _expand_path(loc, environ, base)
                 except ValueError as exc:
                     raise _FieldProblem(("backup", "locations", index), str(exc)) from None
             locations.append(loc)
@@ -341,56 +295,3 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [f"cannot read the file: {exc}"]) from None
     return parse_config(text, path, environ)
-
-
-def find_config(explicit: str | Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
-    """``--config``, else ``MCP_SUPERVISOR_CONFIG``, else the first default path that exists."""
-    environ = os.environ if environ is None else environ
-    if explicit:
-        return Path(os.path.expanduser(str(explicit)))
-    if environ.get("MCP_SUPERVISOR_CONFIG"):
-        return Path(os.path.expanduser(environ["MCP_SUPERVISOR_CONFIG"]))
-    for candidate in DEFAULT_CONFIG_PATHS:
-        expanded = Path(os.path.expanduser(str(candidate)))
-        if expanded.exists():
-            return expanded
-    return None
-
-
-def default_socket_path(owner_uid: int | None = None, run_user: Path = Path("/run/user")) -> Path:
-    """The socket a config implies, from the uid that owns the config, never from who asks.
-
-    Why not the reader's uid or ``$XDG_RUNTIME_DIR``: an unprivileged ``supervisorctl-mcp`` reading
-    the system config, a cron job without a login session and the daemon itself must all arrive at
-    the same path. Root's config -> ``/run/mcp-supervisor/``; uid N's -> ``/run/user/N/`` when
-    logind made it, else ``/tmp/mcp-supervisor-N/`` (whose owner and mode the daemon checks).
-    """
-    uid = os.geteuid() if owner_uid is None else owner_uid
-    if uid == 0:
-        return Path("/run/mcp-supervisor/control.sock")
-    if (run_user / str(uid)).is_dir():
-        return run_user / str(uid) / "mcp-supervisor" / "control.sock"
-    return Path(f"/tmp/mcp-supervisor-{uid}/control.sock")
-
-
-def _config_owner(config: Config | None) -> int | None:
-    if config is None or config.source is None or config.source.name == "<string>":
-        return None
-    try:
-        return config.source.stat().st_uid
-    except OSError:
-        return None
-
-
-def resolve_socket_path(
-    cli_socket: str | Path | None, config: Config | None, environ: Mapping[str, str] | None = None
-) -> Path:
-    """``--socket``, else ``MCP_SUPERVISOR_SOCKET``, else ``[supervisor] socket``, else the default."""
-    environ = os.environ if environ is None else environ
-    if cli_socket:
-        return Path(os.path.expanduser(str(cli_socket)))
-    if environ.get("MCP_SUPERVISOR_SOCKET"):
-        return Path(os.path.expanduser(environ["MCP_SUPERVISOR_SOCKET"]))
-    if config is not None and config.supervisor.socket is not None:
-        return config.supervisor.socket
-    return default_socket_path(_config_owner(config))

@@ -2,15 +2,15 @@
 
 Why apart from the loader (``loading.py``): the models are the reference of every key, its default
 and its check, read by anyone who wants to know what a setting means; reading files, expanding
-``${...}`` references and turning errors into messages is the loader's job.
+``${...}`` references and turning errors into messages is the loader's job. A ``[[servers]]``
+entry's models are in ``servers.py``, the optional features' in ``features.py``; here are the
+daemon's own settings, the vault's, the watched files and ``Config``, which holds them all.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -19,189 +19,13 @@ from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,
+    ProxySettings,
     ReportSettings,
     SlackSettings,
     WebSettings,
 )
-
-MANAGED_START_PERIOD = 60.0
-"""Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
-
-
-class ProbeConfig(_Model):
-    """Kubernetes-style probe settings: one failed probe is not an outage (thresholds)."""
-
-    interval: Duration = 10.0
-    timeout: Duration = 5.0
-    failure_threshold: int = Field(default=3, ge=1, le=100)
-    success_threshold: int = Field(default=1, ge=1, le=100)
-    start_period: Duration = 0.0
-    tools_interval: Duration = 300.0
-    expected_tools: list[str] = Field(default_factory=list)
-    cold_interval: Duration = 600.0
-    """stdio only: how often a fresh instance is spawned (the MCP client's full path)."""
-
-    @model_validator(mode="after")
-    def _timeout_fits_interval(self) -> ProbeConfig:
-        if self.interval <= 0:
-            raise ValueError("interval must be greater than 0 (e.g. '10s')")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be greater than 0 (e.g. '5s')")
-        return self
-
-
-Rung = Literal["restart", "restore_config", "recreate", "fallback"]
-DEFAULT_LADDER: tuple[Rung, ...] = ("restart", "restore_config", "recreate", "fallback")
-
-
-class RecoveryConfig(_Model):
-    """The recovery ladder and its backoff (CrashLoopBackOff-like: 1 s, x2, cap 5 min)."""
-
-    enabled: bool = True
-    ladder: list[Rung] = Field(default_factory=lambda: list(DEFAULT_LADDER))
-    max_attempts: int = Field(default=5, ge=1, le=1000)
-    window: Duration = 600.0
-    backoff_initial: Duration = 1.0
-    backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
-    backoff_max: Duration = 300.0
-    stable_after: Duration = 60.0
-
-
-class FallbackConfig(_Model):
-    """Emergency mode: the job talks to the service's API directly; this URL proves it answers."""
-
-    url: str
-    expect_status: int = Field(default=200, ge=100, le=599)
-    timeout: Duration = 5.0
-    headers: dict[str, str] = Field(default_factory=dict)
-    allowed: bool = True
-    """Whether a server in fallback counts as ready for the job."""
-
-
-class ServerConfig(_Model):
-    name: str
-    transport: Literal["stdio", "http", "sse"]
-    command: str | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    cwd: Path | None = None
-    url: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    critical: bool = True
-    protocol: str = "auto"
-    """``auto`` (discover, fall back to initialize), ``legacy`` (initialize) or a modern version."""
-    managed: bool = False
-    container: str | None = None
-    config: str | None = None
-    """Name of a ``[[configs]]`` entry this server's definition lives in (for the restore rung)."""
-    token_env: str | None = None
-    """Environment variable holding this server's bearer token (for expiry warnings and hints)."""
-    token_expires: date | None = None
-    probe: ProbeConfig = Field(default_factory=ProbeConfig)
-    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
-    fallback: FallbackConfig | None = None
-    # --- how a managed process runs (least privilege; see actuators/process_env.py) ---
-    user: str | None = None
-    """Account a managed process runs as; unset under a root daemon means ``nobody``."""
-    group: str | None = None
-    """Primary group (name or number); default: the user's own primary group."""
-    inherit_env: list[str] = Field(default_factory=list)
-    """Names of the daemon's environment variables passed to a managed process besides the base."""
-    stop_signal: Literal["TERM", "INT", "QUIT", "HUP", "KILL", "USR1", "USR2"] = "TERM"
-    stop_timeout: Duration | None = None
-    """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
-    secret_args: list[int] = Field(default_factory=list)
-    """Indexes into ``args`` whose values are secrets (masked everywhere, like env values)."""
-    missing_env: tuple[str, ...] = ()
-    """Filled by the loader: references in this server's fields that could not be resolved."""
-    config_problem: str | None = None
-    """Filled by the loader for ``servers_from``: the client file could not be read (a config failure)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _startup_allowance(cls, data: Any) -> Any:
-        """A managed server (process or container) gets ``start_period`` = 60 s unless set: it
-        may take a while to bind its port, like a Kubernetes startup probe; its exit still
-        counts at once."""
-        if isinstance(data, dict) and (data.get("managed") is True or data.get("container")):
-            probe = data.get("probe")
-            if probe is None:
-                data = {**data, "probe": {"start_period": MANAGED_START_PERIOD}}
-            elif isinstance(probe, dict) and "start_period" not in probe:
-                data = {**data, "probe": {**probe, "start_period": MANAGED_START_PERIOD}}
-        return data
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid server name: use letters, digits, '.', '_' or '-' (max 64)"
-            )
-        return value
-
-    @field_validator("protocol")
-    @classmethod
-    def _valid_protocol(cls, value: str) -> str:
-        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
-        if value in ("auto", "legacy") or value in MODERN_PROTOCOL_VERSIONS:
-            return value
-        raise ValueError(
-            f"protocol {value!r} is not supported; use 'auto', 'legacy' or one of "
-            f"{', '.join(MODERN_PROTOCOL_VERSIONS)}"
-        )
-
-    @field_validator("url")
-    @classmethod
-    def _valid_url(cls, value: str | None) -> str | None:
-        if value is not None and "${" not in value and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'http://127.0.0.1:8000/mcp')")
-        return value
-
-    @model_validator(mode="after")
-    def _transport_fields(self) -> ServerConfig:
-        if self.transport == "stdio":
-            if not self.command:
-                raise ValueError("a stdio server needs 'command' (the program an MCP client would spawn)")
-            if self.url:
-                raise ValueError("a stdio server takes 'command', not 'url'; use transport = 'http' for a URL")
-            if self.managed:
-                raise ValueError(
-                    "'managed = true' is for http/sse servers the supervisor keeps running; "
-                    "a stdio server is spawned fresh by every client"
-                )
-        else:
-            if not self.url:
-                raise ValueError(f"a {self.transport} server needs 'url' (e.g. 'http://127.0.0.1:8000/mcp')")
-            if self.managed and not self.command:
-                raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
-            if self.managed and self.container:
-                raise ValueError("use either 'managed = true' (a process) or 'container', not both")
-        return self
-
-    @model_validator(mode="after")
-    def _process_fields(self) -> ServerConfig:
-        for index in self.secret_args:
-            if not 0 <= index < len(self.args):
-                raise ValueError(
-                    f"secret_args: {index} is not an index into args (0..{len(self.args) - 1}); "
-                    "count args from 0"
-                )
-        if not self.managed:
-            for key in ("user", "group", "stop_timeout"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"'{key}' applies to managed servers only (managed = true); remove it here")
-            if self.inherit_env or self.stop_signal != "TERM":
-                raise ValueError("'inherit_env' and 'stop_signal' apply to managed servers only (managed = true)")
-        return self
-
-    @property
-    def kind(self) -> str:
-        """What the supervisor can act on: 'process', 'container' or 'external'."""
-        if self.container:
-            return "container"
-        return "process" if self.managed else "external"
+from mcp_supervisor.config.fleet import RcloneSettings, SFTPSettings, check_location
+from mcp_supervisor.config.servers import ServerConfig
 
 
 class SupervisorSettings(_Model):
@@ -214,6 +38,8 @@ class SupervisorSettings(_Model):
     allowed_gids: list[int] = Field(default_factory=list)
     shutdown_timeout: Duration = 2.0
     max_concurrent_cold_probes: int = Field(default=2, ge=1, le=64)
+    max_concurrent_handshakes: int = Field(default=16, ge=1, le=1024)
+    """HTTP/SSE connects + handshakes at once; more wait their turn (their deadline starts then)."""
 
 
 class DockerSettings(_Model):
@@ -223,7 +49,12 @@ class DockerSettings(_Model):
 
 class BackupSettings(_Model):
     key_file: Path = Path("~/.config/mcp-supervisor/vault.key")
-    locations: list[Path] = Field(default_factory=list)
+    locations: list[str] = Field(default_factory=list)
+    """Folders, ``sftp://user@host:port/path`` or ``rclone:REMOTE:path`` (config/fleet.py)."""
+    sftp: SFTPSettings = Field(default_factory=SFTPSettings)
+    rclone: RcloneSettings = Field(default_factory=RcloneSettings)
+    max_age: Duration = 2 * 86400.0
+    """A location without a good copy of a backup for this long is alerted (metrics and alert rules)."""
     min_copies: int = Field(default=1, ge=1)
     keep_last: int = Field(default=10, ge=1)
     keep_daily: int = Field(default=7, ge=0)
@@ -231,6 +62,11 @@ class BackupSettings(_Model):
     keep_monthly: int = Field(default=6, ge=0)
     verify_interval: Duration = 86400.0
     full_backup_interval: Duration = 604800.0
+
+    @field_validator("locations")
+    @classmethod
+    def _known_kinds(cls, locations: list[str]) -> list[str]:
+        return [check_location(location) for location in locations]
 
     @model_validator(mode="after")
     def _copies_fit(self) -> BackupSettings:
@@ -270,6 +106,7 @@ class Config(_Model):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     servers_from: list[str] = Field(default_factory=list)

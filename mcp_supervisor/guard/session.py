@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcp_supervisor.api.client import ClientError, DaemonUnreachable, NotReady, SupervisorClient
+from mcp_supervisor.api.client import ClientError, DaemonUnreachable, SupervisorClient
 from mcp_supervisor.guard.masking import command_line, redact_argv
 from mcp_supervisor.guard.precheck import precheck, say, servers_of, standalone_precheck, take_backup
 from mcp_supervisor.guard.report import RunFacts, build_run_report, exit_code_of
@@ -28,6 +28,18 @@ if TYPE_CHECKING:
 EXIT_UNREACHABLE = 3
 EXIT_NOT_STARTED = 75  # EX_TEMPFAIL: cron and systemd may try again later
 DEFAULT_WAIT = 300.0
+
+
+class NotReady(ClientError):
+    """``guarded_run`` did not enter its block: ``exit_code`` 75 (required servers not ready) or 3
+    (no daemon); ``report`` is the stored run report, ``not_ready`` the servers and why."""
+
+    def __init__(self, message: str, exit_code: int, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.report = report
+        run = report.get("run") or {}
+        self.not_ready: list[dict[str, Any]] = list((run.get("precheck") or {}).get("not_ready", []))
 
 
 class GuardUsageError(ValueError):
@@ -60,6 +72,7 @@ class GuardedRun:
         self.watcher: EventWatcher | None = None
         self.report: dict[str, Any] | None = None
         self.report_path: Path | None = None
+        self.proxy_env: dict[str, str] = {}
 
     @property
     def run_id(self) -> str:
@@ -71,12 +84,25 @@ class GuardedRun:
         return list(self.facts.fallback)
 
     def environment(self) -> dict[str, str]:
-        """What the job is told: fallback servers, the socket, the run id."""
+        """What the job is told: fallback servers, the socket, the run id, the proxy's URLs."""
         return {
             "MCP_SUPERVISOR_FALLBACK": ",".join(self.facts.fallback),
             "MCP_SUPERVISOR_SOCKET": str(self.socket_path),
             "MCP_SUPERVISOR_RUN_ID": self.facts.run_id,
+            **self.proxy_env,
         }
+
+    def _read_proxy(self) -> None:
+        """``MCP_SUPERVISOR_PROXY_URL_<NAME>`` and the token file's path, when the proxy listens."""
+        from mcp_supervisor.proxy.exports import proxy_environment
+
+        if self.client is None:
+            return
+        try:
+            _status, info = self.client.request("GET", "/v1/proxy")
+        except ClientError:
+            return  # a daemon without the proxy: the job uses the servers directly
+        self.proxy_env = proxy_environment(info)
 
     # --- before ------------------------------------------------------------------------------
 
@@ -103,6 +129,7 @@ class GuardedRun:
             take_backup(self.client) if self.client is not None else {"taken": False, "reason": "standalone"}
         )
         facts.fallback = sorted({*pre["fallback"], *(str(e["name"]) for e in pre["not_ready"])})
+        self._read_proxy()
         return None
 
     def _precheck(self) -> dict[str, Any] | None:

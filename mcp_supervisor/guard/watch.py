@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.api.client import ClientError, SupervisorClient, _BadResponse, _open, _Response, _send, sse_payloads
+from mcp_supervisor import sse
+from mcp_supervisor.api.client import ClientError, SupervisorClient
+from mcp_supervisor.api.wire import BadResponse, Response, connect, send
 from mcp_supervisor.guard.timeline import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
@@ -64,7 +66,7 @@ class EventWatcher(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self._follow()
-            except (OSError, ClientError, ValueError, _BadResponse):
+            except (OSError, ClientError, ValueError, BadResponse):
                 pass
             if self._stop_event.is_set():
                 return
@@ -74,24 +76,24 @@ class EventWatcher(threading.Thread):
             self._stop_event.wait(0.5)
 
     def _follow(self) -> None:
-        sock = _open(str(self.socket_path), STREAM_SILENCE)
-        response: _Response | None = None
+        sock = connect(str(self.socket_path), STREAM_SILENCE)
+        response: Response | None = None
         try:
             self._sock = sock
             if self._stop_event.is_set():
                 return
-            _send(sock, "GET", "/v1/events", None, {"Accept": "text/event-stream"})
-            response = _Response(sock)
+            send(sock, "GET", "/v1/events", None, {"Accept": "text/event-stream"})
+            response = Response(sock)
             if response.status != 200:
                 return
             if self._lost:
                 self._came_back()
             self.connected.set()
-            for payload in sse_payloads(response.lines()):  # stop() shuts the socket: the lines end
+            for message in sse.parse(response.chunks()):  # stop() shuts the socket: the stream ends
                 if self._stop_event.is_set():
                     return
                 try:
-                    event = json.loads(payload)
+                    event = json.loads(message.data)
                 except ValueError:
                     continue
                 if isinstance(event, dict):

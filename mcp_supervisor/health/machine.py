@@ -21,7 +21,6 @@ from mcp_supervisor.health.model import (
     Action,
     Command,
     EnterFallback,
-    FailureClass,
     Notify,
     ProbeKind,
     ProbeNow,
@@ -131,7 +130,7 @@ class ServerMachine:
         self.last_failure = result
         assert result.failure is not None  # ProbeResult guarantees it for ok=False
         booting = self.state is State.STARTING and now - self._started_at < self.policy.start_period
-        if booting and not (result.failure.needs_human or result.failure is FailureClass.CRASHED):
+        if booting and not (result.failure.needs_human or result.failure.is_exit):
             return []  # still starting: failures do not count yet (but a 401 or an exit is no boot)
         self._failures += 1
         return self._on_failure(result, now)
@@ -268,7 +267,7 @@ class ServerMachine:
                 return []
             return self._needs_human(now, headline(result), result)
         if self._verifying_since is not None:
-            if failure is FailureClass.CRASHED or now - self._verifying_since >= self.policy.verify_window:
+            if failure.is_exit or now - self._verifying_since >= self.policy.verify_window:
                 return self._attempt_failed(now, headline(result))
             self._timer = _Timer(now + self.policy.verify_retry, "verify")
             return []

@@ -17,6 +17,16 @@ class FailureClass(StrEnum):
     AUTH = "auth"
     PROTOCOL = "protocol"
     CONFIG = "config"
+    OOM = "oom"
+    """The kernel killed the server for memory (its ``limits.memory``): restarted with backoff like a crash."""
+    CHECK = "check"
+    """A deep check (``[[servers.checks]]``: a real ``tools/call``) failed while the server still
+    answers probes; the message is the tool's own error text."""
+
+    @property
+    def is_exit(self) -> bool:
+        """The process is gone (a fact, not a blip): a crash or an OOM kill."""
+        return self in (FailureClass.CRASHED, FailureClass.OOM)
 
     @property
     def needs_human(self) -> bool:

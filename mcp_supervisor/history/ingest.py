@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mcp_supervisor.events import Event
@@ -56,7 +57,8 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
     if kind == "notify":
         return None, None, f"{data.get('notify')}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "process_exit":
-        return None, None, f"process exited with {data.get('returncode')}"
+        text = data.get("exit")  # "killed by the kernel: out of memory (limit 64M)": the OOM pattern reads it
+        return None, None, f"process {text}" if text else f"process exited with {data.get('returncode')}"
     if kind == "container":
         return None, None, f"container {data.get('action')}"
     if kind == "command":
@@ -73,6 +75,13 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
         return None, None, f"snapshot {data.get('snapshot')}: {len(files)} file(s), safe={data.get('safe')}"
     if kind == "restore":
         return None, None, f"config {data.get('config')} restored from {data.get('snapshot')}"
+    if kind == "alert":
+        return None, None, f"not sent ({data.get('event')} by {data.get('silence')}): {data.get('detail') or ''}"
+    if kind in ("silence", "maintenance"):
+        until = data.get("until", data.get("ends_at"))
+        when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(until, int | float) else "?"
+        reason = f": {data.get('reason')}" if data.get("reason") else ""
+        return None, None, f"{data.get('kind', kind)} {data.get('id')} {data.get('event')} (until {when}){reason}"
     compact = {k: v for k, v in data.items() if k not in ("server",) and not isinstance(v, dict | list)}
     return None, None, " ".join(f"{k}={v}" for k, v in compact.items())
 
@@ -144,6 +153,9 @@ class Recorder:
                     self.close_interval(server, event.at)
         elif event.kind == "run":
             self._on_run(event, data)
+        elif event.kind == "maintenance" and event.server and data.get("event") == "started":
+            # after the pause it causes: the window's time is maintenance, never downtime
+            self.open_interval(event.server, "maintenance", event.at, str(data.get("reason") or "maintenance"))
         if event.kind not in _SKIP_EVENT_KINDS:
             self._log_event(event, data)
 

@@ -186,6 +186,7 @@ def recommendations(patterns: Iterable[Pattern], notices: Sequence[Notice], foun
                 "timeout": "it answers too slowly; check its load or raise probe.timeout",
                 "refused": "nothing listens on its port at times; check what stops it",
                 "crashed": "its process keeps exiting; read its log",
+                "oom": "the kernel kills it for memory; raise limits.memory or find what makes it grow",
                 "auth": "its credentials are rejected; renew the token",
                 "config": "its command or environment is wrong; run `supervisorctl-mcp check-config`",
                 "protocol": "it answers with malformed MCP; check its version",

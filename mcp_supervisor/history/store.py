@@ -90,9 +90,12 @@ class HistoryDB:
         try:
             info = os.lstat(self.path)
         except FileNotFoundError:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            os.close(fd)
-            return None
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+                return None
+            except FileExistsError:  # the notifier's outbox (same file) created it meanwhile
+                info = os.lstat(self.path)
         if not stat.S_ISREG(info.st_mode):
             return "not a regular file (a symlink or something else is in its place)"
         return None

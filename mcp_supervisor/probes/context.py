@@ -1,18 +1,31 @@
-"""Resources every prober of one daemon shares: one HTTP client, a limit on cold spawns.
+"""Resources every prober of one daemon shares: HTTP clients, turns for handshakes and cold spawns.
 
 Why shared: a fresh ``httpx2.AsyncClient`` per probe is most of the 55-61 ms CPU a fresh SDK
 connect costs. Long-lived clients (one per origin, one TLS context for all) keep connections
-open across probes; per-server headers are added by a request hook from a context variable set inside each session's task, and
-a response hook records statuses there, so a 401 is classified as ``auth`` even though the SDK
-turns it into a generic error.
+open across probes; per-server headers are added by a request hook from a context variable set
+inside each session's task, and a response hook records statuses there, so a 401 is classified as
+``auth`` even though the SDK turns it into a generic error.
+
+Why no connection cap per origin: every kept-open session of the ``initialize`` era holds one
+connection for its GET stream as long as it lives, so a cap of C connections silently starved the
+(C+1)th server behind one gateway forever ("no answer within the deadline"). The number of
+connections is already bounded by the config (one session per HTTP server, one stream and one
+request each); the one limit that matters under load, how many handshakes run at once, is a
+config key (``[supervisor] max_concurrent_handshakes``), and a turn waited for is never counted
+against a probe's deadline: the deadline starts when the turn comes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -22,8 +35,18 @@ if TYPE_CHECKING:
     import aiohttp
 
 _HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
-_LIMITS = httpx2.Limits(max_connections=200, max_keepalive_connections=4, keepalive_expiry=60.0)
-"""Per origin. Small on purpose: the pool checks every connection it holds on each request."""
+_LIMITS = httpx2.Limits(max_connections=None, max_keepalive_connections=4, keepalive_expiry=60.0)
+"""Per origin: no cap on connections (see above); few idle ones kept, as the pool checks every
+connection it holds on each request."""
+_SLOW_TURN_LOG_EVERY = 60.0
+"""Seconds between two log lines saying handshakes queued for longer than a probe timeout."""
+
+_log = logging.getLogger(__name__)
+
+OUTER_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
+    "mcp_probe_outer_deadline", default=None
+)
+"""The runner's last-resort deadline around a whole probe; a wait for a turn pushes it back."""
 
 _ssl_context: ssl.SSLContext | None = None
 
@@ -89,9 +112,19 @@ def make_http_client(
 class ProbeContext:
     """Shared, long-lived resources for all probers of one daemon."""
 
-    def __init__(self, *, max_concurrent_cold: int = 2) -> None:
+    def __init__(
+        self, *, max_concurrent_cold: int = 2, max_concurrent_handshakes: int = 16, state_dir: Path | None = None
+    ) -> None:
         self.max_concurrent_cold = max_concurrent_cold
+        self.max_concurrent_handshakes = max_concurrent_handshakes
+        self.state_dir = state_dir
+        """Where stdio servers' private HOMEs go (``<state_dir>/homes``); None: a private temp dir."""
         self._cold: asyncio.Semaphore | None = None
+        self._handshakes: asyncio.Semaphore | None = None
+        self.turns_waited = 0
+        """Handshakes that had to wait for a turn (``status``: the queue is working)."""
+        self.longest_turn_wait = 0.0
+        self._slow_logged_at = -_SLOW_TURN_LOG_EVERY
         self._http: dict[tuple[str, str, int | None], httpx2.AsyncClient] = {}
         self._light: aiohttp.ClientSession | None = None
         self._closed = False
@@ -102,6 +135,41 @@ class ProbeContext:
         if self._cold is None:
             self._cold = asyncio.Semaphore(self.max_concurrent_cold)
         return self._cold
+
+    @asynccontextmanager
+    async def handshake_turn(self, timeout: float) -> AsyncIterator[None]:
+        """Hold one of ``max_concurrent_handshakes`` turns for a connect + handshake.
+
+        Start-up, reload and a gateway coming back are a queue, not a stampede: a handshake that
+        has to wait does so before its deadline starts (the caller starts its deadline inside),
+        and the runner's outer deadline (``OUTER_DEADLINE``) is pushed back by the wait. A wait
+        longer than one probe timeout is logged (at most once a minute) with the key to raise.
+        """
+        if self._handshakes is None:
+            self._handshakes = asyncio.Semaphore(self.max_concurrent_handshakes)
+        slots = self._handshakes
+        if not slots.locked():
+            await slots.acquire()
+        else:
+            loop = asyncio.get_running_loop()
+            queued = loop.time()
+            await slots.acquire()
+            waited = loop.time() - queued
+            self.turns_waited += 1
+            self.longest_turn_wait = max(self.longest_turn_wait, waited)
+            outer = OUTER_DEADLINE.get()
+            when = outer.when() if outer is not None else None
+            if outer is not None and when is not None:
+                outer.reschedule(when + waited)
+            if waited > timeout and time.monotonic() - self._slow_logged_at > _SLOW_TURN_LOG_EVERY:
+                self._slow_logged_at = time.monotonic()
+                _log.warning("handshakes are queued: one waited %.1f s for a turn; [supervisor] "
+                             "max_concurrent_handshakes = %d limits them (raise it on a machine with "
+                             "more cores)", waited, self.max_concurrent_handshakes)
+        try:
+            yield
+        finally:
+            slots.release()
 
     def http_client(self, url: str = "") -> httpx2.AsyncClient:
         """The long-lived client for ``url``'s origin.

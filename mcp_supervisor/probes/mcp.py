@@ -13,138 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-from mcp import Client, StdioServerParameters
-from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
+from mcp import Client
 
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
-from mcp_supervisor.probes.classify import Observed, Verdict, classify, missing_tools
-from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
-from mcp_supervisor.probes.light import LightRequest, build_request
+from mcp_supervisor.probes.classify import Verdict, classify, missing_tools
+from mcp_supervisor.probes.conn import Conn
+from mcp_supervisor.probes.context import ProbeContext
 from mcp_supervisor.probes.light import send as send_light
-from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed, SessionWorker
-from mcp_supervisor.probes.spawn import install as _install_spawn_hook
-from mcp_supervisor.probes.spawn import sweep_group
+from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed
 from mcp_supervisor.redact import REDACTOR, Redactor, server_secrets
-
-_install_spawn_hook()
+from mcp_supervisor.spawn import Role, SpawnRefused, SpawnSpec, spec_for_server
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
-_STDERR_TAIL_BYTES = 2048
-_STDERR_TAIL_CHARS = 240
 _MAX_TOOL_PAGES = 50
 _LIGHT_MISSES_MAX = 3
 """Light checks in a row that failed where the SDK's reconnect then succeeded: past this, the
 server evidently does not take the raw request (an unusual implementation) and its warm checks go
 through the SDK session; cheaper than a full reconnect on every probe, and still correct."""
-
-
-class _Conn:
-    """One connection attempt: the worker plus what it observed (statuses, garbage, stderr)."""
-
-    def __init__(self, server: ServerConfig, context: ProbeContext) -> None:
-        self.server = server
-        self.obs = Observed(
-            transport=server.transport,
-            headers=tuple(server.headers),
-            token_env=server.token_env,
-            command=server.command,
-        )
-        self.sink: HttpSink | None = None
-        self.pids: list[int] = []
-        self.errfile: IO[str] | None = None
-        self.on_close: Callable[[_Conn], None] | None = None
-        self._light: LightRequest | None = None
-        first_phase = "spawn" if server.transport == "stdio" else "connect"
-        transport: Callable[[], AbstractAsyncContextManager[Any]]
-        if server.transport == "stdio":
-            self.errfile = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
-            params = StdioServerParameters(
-                command=server.command or "",
-                args=list(server.args),
-                env=dict(server.env) or None,
-                cwd=server.cwd,
-            )
-            errfile = self.errfile
-            transport = lambda: stdio_client(params, errlog=errfile)  # noqa: E731
-        else:
-            self.sink = HttpSink(headers=dict(server.headers), statuses=self.obs.statuses)
-            url = server.url or ""
-            if server.transport == "http":
-                http_client = context.http_client(url)
-                transport = lambda: streamable_http_client(url, http_client=http_client)  # noqa: E731
-            else:
-                transport = lambda: sse_client(  # noqa: E731
-                    url, timeout=server.probe.timeout, httpx_client_factory=make_http_client
-                )
-        self.worker = SessionWorker(
-            transport,
-            mode=server.protocol,
-            timeout=server.probe.timeout,
-            sink=self.sink,
-            spawned=self.pids if server.transport == "stdio" else None,
-            first_phase=first_phase,
-            message_handler=self._on_message,
-        )
-
-    async def _on_message(self, message: Any) -> None:
-        if isinstance(message, Exception) and len(self.obs.garbage) < 5:
-            self.obs.garbage.append(f"{type(message).__name__}: {message}")
-
-    async def start(self) -> ConnectInfo:
-        return await self.worker.start()
-
-    def light_request(self) -> LightRequest | None:
-        """The prebuilt raw warm check of a connected Streamable-HTTP session (None: use the SDK)."""
-        if self._light is None and self.server.transport == "http" and self.sink is not None:
-            info = self.worker.info
-            if info.protocol_version and self.worker.alive:
-                self._light = build_request(
-                    self.server.url or "",
-                    legacy=info.legacy,
-                    protocol_version=info.protocol_version,
-                    session_id=self.sink.session_id,
-                    headers=self.server.headers,
-                )
-        return self._light
-
-    async def aclose(self, *, force: bool = False) -> None:
-        if self.on_close is not None:
-            self.on_close(self)
-        try:
-            await self.worker.aclose(force=force)
-            for pgid in self.pids:  # the leader is gone; children that ignored TERM may not be
-                await sweep_group(pgid)
-        finally:
-            self._read_stderr()
-            if self.errfile is not None:
-                self.errfile.close()
-                self.errfile = None
-
-    def _read_stderr(self) -> None:
-        if self.errfile is None:
-            return
-        try:
-            fd = self.errfile.fileno()
-            size = os.fstat(fd).st_size
-            raw = os.pread(fd, _STDERR_TAIL_BYTES, max(0, size - _STDERR_TAIL_BYTES))
-        except (OSError, ValueError):
-            return
-        lines = [ln.strip() for ln in raw.decode("utf-8", "replace").splitlines() if ln.strip()]
-        tail = " | ".join(lines[-4:])
-        self.obs.stderr_tail = tail[-_STDERR_TAIL_CHARS:]
 
 
 async def _light_request(client: Client) -> None:
@@ -174,8 +68,9 @@ class McpProber:
     def __init__(self, server: ServerConfig, context: ProbeContext) -> None:
         self.server = server
         self._context = context
-        self._warm: _Conn | None = None
-        self._open: set[_Conn] = set()
+        self._warm: Conn | None = None
+        self._open: set[Conn] = set()
+        self._refused: str | None = None
         self._redactor = Redactor(server_secrets(server))
         self._lock = asyncio.Lock()
         self._closed = False
@@ -227,9 +122,9 @@ class McpProber:
     def warm_pid(self) -> int | None:
         """Pid (= process group) of the warm stdio instance, if one is running."""
         conn = self._warm
-        if conn is None or not conn.worker.alive or not conn.pids:
+        if conn is None or not conn.worker.alive:
             return None
-        return conn.pids[-1]
+        return conn.pid
 
     async def aclose(self) -> None:
         self._closed = True
@@ -265,8 +160,10 @@ class McpProber:
             slots.release()
 
     async def _cold_once(self, kind: ProbeKind, started: float) -> ProbeResult:
-        conn = self._new_conn()
+        conn = self._new_conn("probe")
         phases: dict[str, float] = {}
+        if isinstance(conn, Verdict):
+            return self._failed(kind, started, phases, conn)
         try:
             info = await self._connect(conn, phases)
             if isinstance(info, Verdict):
@@ -296,12 +193,15 @@ class McpProber:
                 error = conn.worker.error or SessionClosed("warm instance ended")
                 verdict = await self._verdict(conn, error, "request")
                 self._warm = None
-                if verdict.failure is not FailureClass.CRASHED:
+                if verdict.failure not in (FailureClass.CRASHED, FailureClass.OOM):
                     verdict = Verdict(FailureClass.CRASHED, _crash_text(conn), verdict.hint)
                 return self._failed(kind, started, phases, verdict)
             if conn is None or not conn.worker.alive:
                 await self._drop_warm()
-                conn = self._new_conn()
+                made = self._new_conn("warm")
+                if isinstance(made, Verdict):
+                    return self._failed(kind, started, phases, made)
+                conn = made
                 if self.server.transport == "stdio" and wait_for_slot:
                     async with self._cold_slot():  # spawn anyway if no slot comes free in time
                         info = await self._connect(conn, phases)
@@ -351,9 +251,13 @@ class McpProber:
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    async def _connect(self, conn: _Conn, phases: dict[str, float]) -> ConnectInfo | Verdict:
+    async def _connect(self, conn: Conn, phases: dict[str, float]) -> ConnectInfo | Verdict:
         try:
-            info = await conn.start()
+            if self.server.transport == "stdio":  # spawns take cold slots instead
+                info = await conn.start()
+            else:  # the deadline starts inside conn.start(), when the turn has come
+                async with self._context.handshake_turn(self.server.probe.timeout):
+                    info = await conn.start()
         except Exception as exc:
             phase = exc.phase if isinstance(exc, PhaseTimeout) else conn.worker.phase.name
             phases.update(conn.worker.info.phases_ms)
@@ -361,12 +265,28 @@ class McpProber:
         phases.update(info.phases_ms)
         return info
 
-    async def _verdict(self, conn: _Conn, exc: BaseException, phase: str) -> Verdict:
+    async def _verdict(self, conn: Conn, exc: BaseException, phase: str) -> Verdict:
         await conn.aclose(force=True)  # the process is gone, so its stderr is complete
+        info = conn.exit_info
+        if info is not None and info.oom:  # the kernel ended it: not the server's own crash
+            return Verdict(FailureClass.OOM, f"server {info.text}",
+                           "raise limits.memory of this server, or find what makes it grow")
         return classify(exc, conn.obs, phase=phase)
 
-    def _new_conn(self) -> _Conn:
-        conn = _Conn(self.server, self._context)
+    def _new_conn(self, role: Role) -> Conn | Verdict:
+        spec: SpawnSpec | None = None
+        if self.server.transport == "stdio":
+            try:
+                spec = spec_for_server(self.server, state_dir=self._context.state_dir, role=role)
+            except SpawnRefused as exc:  # says why and what to set; said once in the log too
+                if str(exc) != self._refused:
+                    self._refused = str(exc)
+                    _log.warning("stdio server cannot start: %s", exc)
+                return Verdict(FailureClass.CONFIG, str(exc),
+                               "set 'user' (and 'group') of this server, or fix the permissions named, then: "
+                               f"supervisorctl-mcp probe {self.server.name}")
+            self._refused = None
+        conn = Conn(self.server, self._context, spec)
         self._open.add(conn)
         conn.on_close = self._open.discard
         return conn
@@ -428,7 +348,10 @@ class McpProber:
         return REDACTOR.text(self._redactor.text(text))
 
 
-def _crash_text(conn: _Conn) -> str:
+def _crash_text(conn: Conn) -> str:
+    info = conn.exit_info
+    if info is not None and info.oom:
+        return f"warm instance {info.text}"
     tail = conn.obs.stderr_tail.strip()
     return f"warm instance exited between probes; stderr: {tail}" if tail else "warm instance exited between probes"
 

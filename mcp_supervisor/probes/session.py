@@ -22,7 +22,6 @@ from mcp import Client
 from mcp.client.session import MessageHandlerFnT
 
 from mcp_supervisor.probes.context import CURRENT_SINK, HttpSink
-from mcp_supervisor.probes.spawn import SPAWNED, kill_groups
 
 T = TypeVar("T")
 
@@ -79,7 +78,6 @@ class SessionWorker:
         mode: str,
         timeout: float,
         sink: HttpSink | None,
-        spawned: list[int] | None = None,
         first_phase: str,
         message_handler: MessageHandlerFnT | None = None,
     ) -> None:
@@ -87,7 +85,6 @@ class SessionWorker:
         self._mode = mode
         self._timeout = timeout
         self._sink = sink
-        self._spawned = spawned
         self._message_handler = message_handler
         self.phase = Phase(first_phase)
         self.info = ConnectInfo()
@@ -166,17 +163,11 @@ class SessionWorker:
             self.info.phases_ms[self.phase.name] = (time.perf_counter() - started) * 1000
             self.phase.name = "handshake"
             scope.deadline = anyio.current_time() + self._timeout  # a fresh deadline per phase
-            try:
-                yield streams
-            except BaseException:
-                kill_groups(self._spawned or ())  # failed or cancelled: no grace for the server
-                raise
+            yield streams  # a stdio transport kills its child's group itself when this fails
 
     async def _main(self) -> None:
         if self._sink is not None:
             CURRENT_SINK.set(self._sink)
-        if self._spawned is not None:
-            SPAWNED.set(self._spawned)
         try:
             with anyio.CancelScope() as outer:
                 self._scope = outer

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from mcp_supervisor.runtime import procfs
-from mcp_supervisor.runtime.process_records import ProcessRecord, kill_group
+from mcp_supervisor.spawn import procfs
+from mcp_supervisor.spawn.records import ProcessRecord, kill_group
 
 
 def kill_children(records: Callable[[], list[ProcessRecord]]) -> list[int]:

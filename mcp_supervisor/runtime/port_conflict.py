@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcp_supervisor.health.model import FailureClass, ProbeResult
-from mcp_supervisor.runtime import procfs
+from mcp_supervisor.spawn import procfs
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "[::1]"})
 _BIND_ERRORS = ("address already in use", "eaddrinuse", "errno 98")

@@ -4,22 +4,19 @@ Why one task per server and a wake-up event: every input (a grid tick, a machine
 process exiting, a Docker event, an operator command, a finished recovery action) just wakes the
 loop; the loop alone decides what to do next. So probes of one server never overlap, and a
 recovery action runs in its own task (``runtime/actions.py``) while the machine (``busy()``) holds
-back any second one. Status views live in ``runtime/status.py``.
+back any second one. What readers see is the ``ServerView`` the runner publishes after every change
+(``runtime/snapshot.py``); taking one observation is ``runtime/observe.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_supervisor.config import ServerConfig
-from mcp_supervisor.events import Event, EventBus
+from mcp_supervisor.events import Event
 from mcp_supervisor.health.machine import ServerMachine
 from mcp_supervisor.health.model import (
     Action,
@@ -37,39 +34,18 @@ from mcp_supervisor.health.model import (
 from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.actions import ActionSlot
-from mcp_supervisor.runtime.executor import Executor
-from mcp_supervisor.runtime.port_conflict import exit_port_conflict, managed_answer
+from mcp_supervisor.runtime.env import RunnerEnv
+from mcp_supervisor.runtime.exit_report import exit_result, exit_text, start_failure
+from mcp_supervisor.runtime.observe import observe
+from mcp_supervisor.runtime.port_conflict import managed_answer
 from mcp_supervisor.runtime.schedule import ProbeSchedule
-from mcp_supervisor.runtime.status import exit_text, result_json, server_status
+from mcp_supervisor.runtime.snapshot import ServerView
 
-__all__ = ["RunnerEnv", "ServerRunner", "exit_text", "result_json"]
+__all__ = ["ServerRunner"]
 
 log = get_logger("mcp_supervisor.runner")
 
 _WEIGHT = {ProbeKind.WARM: 0, ProbeKind.CONTAINER: 1, ProbeKind.TOOLS: 2, ProbeKind.COLD: 3}
-_PROBE_SAFETY_MARGIN = 5.0
-"""The prober enforces its own deadlines; this outer one only guards against a prober bug."""
-
-
-@dataclass
-class RunnerEnv:
-    """What every runner shares with the supervisor."""
-
-    bus: EventBus
-    executor: Executor
-    probe_context: Any
-    log_dir: Any
-    on_transition: Callable[[ServerRunner, Transition], None]
-    docker: Callable[[], Awaitable[Any]] = field(default=lambda: _no_docker())
-    process_grace: float = 2.0
-    can_restore: Callable[[ServerConfig], bool] = lambda server: False
-    rng: random.Random = field(default_factory=random.Random)
-    drift_ms: deque[float] = field(default_factory=lambda: deque(maxlen=8192))
-    counters: dict[str, int] = field(default_factory=lambda: {"probes": 0, "actions": 0})
-
-
-async def _no_docker() -> None:
-    return None
 
 
 def _clock() -> float:
@@ -89,8 +65,12 @@ class ServerRunner:
         self.last_result: ProbeResult | None = None
         self.last_probe_wall: float | None = None
         self.tool_count: int | None = None
+        self.check_failure: ProbeResult | None = None
+        """The last deep check's failure (proxy/checks.py), until a check passes."""
         self.restarts = 0
         self.last_exit: str | None = None
+        self.maintenance: tuple[str, float, str] | None = None
+        """Set by runtime/maintenance.py while a maintenance window lasts (readers see it in the view)."""
         self._epoch = 0
         """Bumped by every action, exit and command: a probe that started before one never counts
         as the check after it (it may have talked to the process that was just replaced)."""
@@ -112,6 +92,7 @@ class ServerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._fired_deadline: float | None = None
+        self.publish()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -127,17 +108,10 @@ class ServerRunner:
                 self._log.info("managed process started", pid=self.process.pid)
             except Exception as exc:  # a bad command is a config failure of this server, not a daemon crash
                 self._log.error("managed process could not start", error=str(exc))
-                self.observe(
-                    ProbeResult(
-                        ok=False,
-                        failure=FailureClass.CONFIG,
-                        message=str(exc)[:300],
-                        hint="fix 'command', 'args' or 'cwd' of this server, then: supervisorctl-mcp recover "
-                        + self.server.name,
-                    )
-                )
+                self.observe(start_failure(self.server, exc))
         if self.server.container:
             self.request_probe(ProbeKind.CONTAINER)  # the engine's view first: it is cheap and certain
+        self.publish()
         self._task = tg.create_task(self._run(), name=f"runner:{self.server.name}")
 
     async def stop(self) -> None:
@@ -185,24 +159,16 @@ class ServerRunner:
             return  # our own stop/restart is in progress; its outcome drives the machine
         code = args[-1] if args else None
         self._epoch += 1
-        self.last_exit = exit_text(code)
-        said = self._last_output_line()
+        info = getattr(self.process, "exit_info", None)  # spawn's ExitInfo: an OOM kill is told apart
+        oom = bool(getattr(info, "oom", False))
+        self.last_exit = info.text if info is not None else exit_text(code)
         self._log.warning("managed process exited", returncode=code, exit=self.last_exit)
         self.env.bus.publish(
-            Event(kind="process_exit", server=self.server.name, data={"returncode": code, "exit": self.last_exit})
+            Event(kind="process_exit", server=self.server.name,
+                  data={"returncode": code, "exit": self.last_exit, "oom": oom})
         )
-        conflict = exit_port_conflict(self.server.name, self.server.url, self.process)  # names a port holder
-        message = f"managed process {self.last_exit}" + (f"; last output: {said}" if said else "")
-        if conflict:
-            message = f"{conflict} (the process {self.last_exit})"
-        self._certain_failure(ProbeResult(ok=False, failure=FailureClass.CRASHED, kind=ProbeKind.WARM, message=message))
+        self._certain_failure(exit_result(self.server, self.process, self.last_exit, oom=oom))
         self.request_probe(ProbeKind.WARM)
-
-    def _last_output_line(self) -> str | None:
-        log_file = getattr(self.process, "log", None)
-        tail = log_file.tail(2000) if log_file is not None else ""
-        lines = [line.strip() for line in tail.splitlines() if line.strip()]
-        return lines[-1][-300:] if lines else None
 
     def _certain_failure(self, result: ProbeResult) -> None:
         """A dead process or container is a fact, not a blip: it counts as the whole threshold."""
@@ -211,6 +177,13 @@ class ServerRunner:
             self.observe(result)
             if self.machine.state is not before or before not in (State.STARTING, State.HEALTHY, State.DEGRADED):
                 break
+
+    def check_result(self, failure: ProbeResult | None) -> None:
+        """A deep check's verdict (proxy/checks.py): a failure stands until a check passes, so the
+        probes that still pass cannot hide it; a new failure counts at once."""
+        was, self.check_failure = self.check_failure, failure
+        if failure is not None and was is None:
+            self.observe(failure)
 
     def observe(self, result: ProbeResult) -> None:
         """Feed an observation made outside the probe loop (process exit, container event)."""
@@ -292,31 +265,16 @@ class ServerRunner:
     async def _probe(self, kind: ProbeKind, planned: float | None) -> ProbeResult:
         async with self._probe_lock:
             epoch = self._epoch
-            started = _clock()
             if planned is not None:
-                self.env.drift_ms.append((started - planned) * 1000.0)
+                self.env.drift_ms.append((_clock() - planned) * 1000.0)
             self.env.counters["probes"] += 1
-            try:
-                async with asyncio.timeout(self.server.probe.timeout * 4 + _PROBE_SAFETY_MARGIN):
-                    result = await self._observe(kind)
-            except TimeoutError:
-                result = ProbeResult(
-                    ok=False,
-                    failure=FailureClass.TIMEOUT,
-                    kind=kind,
-                    latency_ms=(_clock() - started) * 1000.0,
-                    message="probe overran every deadline",
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._log.exception("prober raised")
-                result = ProbeResult(
-                    ok=False, failure=FailureClass.PROTOCOL, kind=kind, message=f"probe error: {type(exc).__name__}"
-                )
+            result = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag,
+                                   self.env.counters)
         if result.ok and self.process is not None:  # i7life: an answer from another process is not ours
             result = managed_answer(self.server.name, self.server.url, self.process, result,
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
+        if result.ok and self.check_failure is not None:  # a failing deep check outweighs a passing probe
+            result = self.check_failure
         stale = epoch != self._epoch
         self.env.bus.publish(
             Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
@@ -340,19 +298,7 @@ class ServerRunner:
                 self._certain_failure(result)
             else:
                 self._dispatch(self.machine.on_probe(result, _clock()))
-        return result
-
-    async def _observe(self, kind: ProbeKind) -> ProbeResult:
-        """CONTAINER is the engine's view (state, health); every other kind is an MCP exchange."""
-        if kind is ProbeKind.CONTAINER:
-            docker = await self.env.docker() if self.server.container else None
-            if docker is None:
-                kind = ProbeKind.WARM
-            else:
-                from mcp_supervisor.actuators.container import container_probe_result
-
-                return container_probe_result(await docker.inspect(self.server.container))
-        result: ProbeResult = await self.prober.probe(kind)
+        self.publish()
         return result
 
     # --- actions ---------------------------------------------------------------------------
@@ -371,6 +317,8 @@ class ServerRunner:
                 self.request_probe(action.kind)
             elif not self._stopping:
                 self._actions.submit(action)
+        if actions:
+            self.publish()
 
     def _on_transition(self, transition: Transition) -> None:
         self._log.info("state", old=str(transition.old), new=str(transition.new), reason=transition.reason)
@@ -389,12 +337,14 @@ class ServerRunner:
                 },
             )
         )
-        self.env.on_transition(self, transition)
+        self.publish()  # readers of the transition see the new state
+        self.env.on_transition(transition)
 
     def _action_started(self, action: RecoveryAction) -> None:
         self._epoch += 1  # probes already running talk to what the action replaces
         if not isinstance(action, EnterFallback):
             self.restarts += 1
+        self.publish()
 
     def _action_done(self, action: RecoveryAction, ok: bool, detail: str) -> None:
         self._epoch += 1
@@ -402,6 +352,7 @@ class ServerRunner:
         if not self._actions.running and self.process is not None and not self.process.running and not self.machine.busy():
             # it died while the action ran (its exit was ignored then): that is the verdict
             self._on_process_exit(getattr(self.process, "returncode", None))
+        self.publish()
         self._wake.set()
 
     # --- views -----------------------------------------------------------------------------
@@ -416,5 +367,33 @@ class ServerRunner:
             reason = self.last_result.message
         return reason
 
-    def status(self, wall_offset: float) -> dict[str, Any]:
-        return server_status(self, wall_offset)
+    def view(self) -> ServerView:
+        """What readers see of this server now (``runtime/snapshot.py``)."""
+        machine, process = self.machine, self.process
+        running = process is not None and bool(getattr(process, "running", False))
+        started = getattr(process, "started_at", None) if running else None
+        return ServerView(
+            name=self.server.name,
+            critical=self.server.critical,
+            transport=self.server.transport,
+            kind=self.server.kind,
+            fallback_allowed=self.server.fallback is not None and self.server.fallback.allowed,
+            state=machine.state,
+            since=machine.since,
+            reason=self.reason(),
+            attempt=machine.attempt,
+            result=self.last_result,
+            last_probe_wall=self.last_probe_wall,
+            tool_count=self.tool_count,
+            pid=getattr(process, "pid", None) if running else None,
+            started_at=float(started) if isinstance(started, int | float) else None,
+            restarts=self.restarts,
+            last_exit=self.last_exit,
+            next_attempt_at=machine.next_attempt_at(),
+            maintenance=self.maintenance,
+        )
+
+    def publish(self) -> None:
+        """Hand readers the current view; called after every change they can see."""
+        if not self._stopping:
+            self.env.on_view(self.view())

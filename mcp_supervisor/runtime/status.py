@@ -1,19 +1,19 @@
 """Status views of one server: the JSON the control API serves (a stable interface).
 
-Why apart from the runner: these are pure projections of what the runner and its machine know,
-read by the API, the CLI and scripts; keeping them here keeps the runner about running, and the
-field list in one place next to its documentation (docs/operations.md, "Reading status").
+Why apart from the runner: these are pure projections of a ``ServerView`` (``runtime/snapshot.py``),
+the immutable picture a runner publishes, read by the API, the CLI and scripts; they never see the
+runner or its machine. That keeps the runner about running, and the field list in one place next
+to its documentation (docs/operations.md, "Reading status").
 """
 
 from __future__ import annotations
 
-import signal
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Iterable
+from typing import Any
 
 from mcp_supervisor.health.model import ProbeResult, State
-
-if TYPE_CHECKING:
-    from mcp_supervisor.runtime.runner import ServerRunner
+from mcp_supervisor.runtime.snapshot import ServerView
 
 
 def result_json(result: ProbeResult | None) -> dict[str, Any] | None:
@@ -35,56 +35,69 @@ def result_json(result: ProbeResult | None) -> dict[str, Any] | None:
     }
 
 
-def exit_text(code: int | None) -> str:
-    """'exited with code 1' or 'killed by SIGKILL', as an operator reads it (systemd-style)."""
-    if code is None:
-        return "exited"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def server_status(runner: ServerRunner, wall_offset: float) -> dict[str, Any]:
+def server_status(view: ServerView, wall_offset: float) -> dict[str, Any]:
     """One server's entry in ``/v1/status``; monotonic times become wall clock via ``wall_offset``."""
-    machine = runner.machine
-    result = runner.last_result
-    since = machine.since
+    result = view.result
     return {
-        "name": runner.server.name,
-        "state": str(machine.state),
-        "since": round(since + wall_offset, 3),
+        "name": view.name,
+        "state": str(view.state),
+        "since": round(view.since + wall_offset, 3),
         "failure_class": str(result.failure) if result and result.failure else None,
         "message": result.message if result else "",
         "latency_ms": round(result.latency_ms, 2) if result else None,
-        "critical": runner.server.critical,
-        "fallback": machine.state is State.FALLBACK,
-        "transport": runner.server.transport,
-        "kind": runner.server.kind,
-        "reason": runner.reason(),
-        "attempt": machine.attempt,
-        "last_probe_at": round(runner.last_probe_wall, 3) if runner.last_probe_wall else None,
+        "critical": view.critical,
+        "fallback": view.state is State.FALLBACK,
+        "transport": view.transport,
+        "kind": view.kind,
+        "reason": view.reason,
+        "attempt": view.attempt,
+        "last_probe_at": round(view.last_probe_wall, 3) if view.last_probe_wall else None,
         "degraded": result.degraded if result else None,
         "hint": result.hint if result else None,
-        "tool_count": runner.tool_count,
+        "tool_count": view.tool_count,
         "protocol_version": result.protocol_version if result else None,
-        **process_fields(runner, wall_offset),
+        "maintenance": dict(zip(("id", "until", "reason"), view.maintenance, strict=True)) if view.maintenance else None,
+        **process_fields(view, wall_offset),
     }
 
 
-def process_fields(runner: ServerRunner, wall_offset: float) -> dict[str, Any]:
+def process_fields(view: ServerView, wall_offset: float) -> dict[str, Any]:
     """What an operator of supervisord or systemd expects: pid, uptime, restarts, last exit."""
-    process = runner.process
-    running = process is not None and bool(getattr(process, "running", False))
-    started = getattr(process, "started_at", None) if running else None
-    next_at = runner.machine.next_attempt_at()
+    started, next_at = view.started_at, view.next_attempt_at
     return {
-        "pid": getattr(process, "pid", None) if running else None,
+        "pid": view.pid,
         # ManagedProcess stamps time.monotonic(), the event loop's clock too
-        "started_at": round(started + wall_offset, 3) if isinstance(started, int | float) else None,
-        "restarts": runner.restarts,
-        "last_exit": runner.last_exit,
+        "started_at": round(started + wall_offset, 3) if started is not None else None,
+        "restarts": view.restarts,
+        "last_exit": view.last_exit,
         "next_attempt_at": round(next_at + wall_offset, 3) if next_at is not None else None,
     }
+
+
+class DriftStats:
+    """Percentiles of the probes' start drift for ``status``, recomputed at most once a second:
+    sorting thousands of samples per request would make status cost grow with uptime."""
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self._max_age = max_age
+        self._at = -max_age
+        self._value: dict[str, Any] = {}
+
+    def of(self, samples: Iterable[float]) -> dict[str, Any]:
+        now = time.monotonic()
+        if now - self._at >= self._max_age:
+            ordered = sorted(samples)
+            self._value = {
+                "samples": len(ordered),
+                "p50": _percentile(ordered, 0.5),
+                "p99": _percentile(ordered, 0.99),
+                "max": ordered[-1] if ordered else None,
+            }
+            self._at = now
+        return self._value
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -1,51 +1,46 @@
 """The running supervisor: owns the runners and shared resources; the control API's backend.
 
-Why readiness is computed from the machines on demand: ``/v1/ready`` is the hot path a job polls,
-and the truth is the machines' states; there is no second copy to get out of sync. ``wait_ready``
-is event-driven: every state change wakes its waiters, nothing polls.
+Why readiness and status are read from the ``Board`` (``runtime/snapshot.py``): the runners
+publish a view of their server after every change, so ``/v1/ready`` and ``/v1/status`` answer from
+prepared data at the same cost whatever the daemon is doing (``runtime/readiness.py``).
+``wait_ready`` is event-driven: every state change wakes its waiters, nothing polls.
 
-Why the daemon's own ``phase`` (starting, running, reloading, stopping) is part of readiness:
-"ready" must be true or it must be "no". While the daemon starts, nothing has been checked; while
-it stops, the servers are going away; while a reload replaces a server, the old runner is gone and
-the new one has not probed yet. In each case the affected servers answer not ready and say why,
-and an empty set of runners is never read as "all ready".
+Start-up and reload are a queue, not a stampede: every runner's first probe falls at a random
+point of its interval, handshakes take turns (``[supervisor] max_concurrent_handshakes``), and the
+event loop's lateness is measured (``runtime/loop_lag.py``) so that a timeout the daemon's own load
+caused is checked again rather than counted against the server (``runtime/observe.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
-
-import aiohttp
+from typing import Any
 
 from mcp_supervisor.config import Config, ConfigError, ServerConfig, load_config
 from mcp_supervisor.events import Event, EventBus
-from mcp_supervisor.health.model import Command, ProbeKind, State, Transition, UnknownServer
+from mcp_supervisor.health.model import Command, ProbeKind, Transition, UnknownServer
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
+from mcp_supervisor.runtime.docker_events import DockerEvents, event_facts, is_trigger
+from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.executor import Executor
-from mcp_supervisor.runtime.process_records import ProcessRecords, kill_group, records_for
-from mcp_supervisor.runtime.runner import RunnerEnv, ServerRunner, result_json
+from mcp_supervisor.runtime.loop_lag import LoopLag
+from mcp_supervisor.runtime.readiness import Phase, Roster, readiness, summary
+from mcp_supervisor.runtime.reload_plan import plan_reload
+from mcp_supervisor.runtime.runner import ServerRunner
+from mcp_supervisor.runtime.shared import SharedResources
+from mcp_supervisor.runtime.snapshot import Board, ServerView
+from mcp_supervisor.runtime.status import DriftStats, result_json, server_status
+from mcp_supervisor.spawn import cgroups
+from mcp_supervisor.spawn.home import prepare_state_dir
+from mcp_supervisor.spawn.records import ProcessRecords, kill_group, records_for
 
 log = get_logger("mcp_supervisor.supervisor")
-
-_READY_STATES = frozenset({State.HEALTHY, State.DEGRADED})
-Phase = Literal["starting", "running", "reloading", "stopping"]
-_PHASE_REASON = {"starting": "daemon starting", "reloading": "reloading", "stopping": "daemon stopping"}
-_DOCKER_TRIGGERS = ("die", "oom", "kill", "stop", "unhealthy", "health_status: unhealthy", "destroy")
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class Supervisor:
@@ -69,10 +64,13 @@ class Supervisor:
         self._on_change = on_change
         self._waiters: set[asyncio.Future[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._docker: Any = None
-        self._docker_task: asyncio.Task[None] | None = None
-        self._probe_context: Any = None
+        self._shared: SharedResources | None = None
+        self._docker_events = DockerEvents(self._get_docker, self._on_docker_event)
+        self.board = Board(self._render)
+        self.roster = Roster.of([(s.name, s.critical) for s in config.servers])
+        self.lag = LoopLag()
+        self._lag_task: asyncio.Task[None] | None = None
+        self._drift = DriftStats()
         self._env: RunnerEnv | None = None
         self._reload_lock = asyncio.Lock()
         self.started_at = time.time()
@@ -88,26 +86,28 @@ class Supervisor:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
-        from mcp_supervisor.probes import ProbeContext
-
         self._tg = tg
-        self._probe_context = ProbeContext(max_concurrent_cold=self.config.supervisor.max_concurrent_cold_probes)
+        self._lag_task = tg.create_task(self.lag.run(), name="loop-lag")
+        shared = self._shared = SharedResources(lambda: self.config)
         log_dir = Path(self.config.state_dir) / "logs"
-        executor = Executor(self._get_docker, self.vault, self._get_http)
+        executor = Executor(self._get_docker, self.vault, shared.get_http)
         self._env = RunnerEnv(
             bus=self.bus,
             executor=executor,
-            probe_context=self._probe_context,
+            probe_context=shared.probe_context,
             log_dir=log_dir,
             on_transition=self._transition,
             docker=self._get_docker,
             process_grace=min(2.0, max(0.2, self.config.supervisor.shutdown_timeout * 0.5)),
             can_restore=self._can_restore,
             rng=self._rng,
+            on_view=self._on_view,
+            lag=self.lag,
         )
         try:
+            self._prepare_state_dir()
             if any(s.managed for s in self.config.servers):
-                log_dir.mkdir(parents=True, exist_ok=True)
+                log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await self._stop_previous_life()
             for server in self.config.servers:
                 if self.phase == "stopping":
@@ -126,6 +126,20 @@ class Supervisor:
             self._set_phase("running")
         self._restart_docker_events()
         self.bus.publish(Event(kind="daemon", data={"event": "started", "servers": len(self.runners)}))
+
+    def _render(self, view: ServerView) -> dict[str, Any]:
+        return server_status(view, self._wall_offset())
+
+    def _on_view(self, view: ServerView) -> None:
+        if view.name in self.runners:  # a runner a reload took out may still say something
+            self.board.put(view)
+
+    def _prepare_state_dir(self) -> None:
+        """The state directory is the daemon's own, 0711: servers reach their HOME in ``homes``, no more."""
+        try:
+            os.close(prepare_state_dir(Path(self.config.state_dir)))
+        except OSError as exc:  # supervising matters more; the spawns that need it say why
+            log.error("the state directory is not safe to use", error=str(exc))
 
     async def _stop_previous_life(self) -> None:
         """Stop what a daemon that died left running, before starting anything of ours."""
@@ -159,15 +173,14 @@ class Supervisor:
     async def aclose(self) -> None:
         """Stop every runner concurrently (closing probers and managed processes)."""
         self.begin_stop()
-        if self._docker_task is not None:
-            self._docker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._docker_task
+        await self._docker_events.aclose()
         self._closing = list(self.runners.values())
         self.runners.clear()
+        self.board = Board(self._render)
         retiring = [self._retiring] if self._retiring is not None else []  # a reload's stops in flight
         await asyncio.gather(*(r.stop() for r in self._closing), *retiring, return_exceptions=True)
         await self._close_shared()
+        cgroups.release()  # every child is stopped: the daemon's (now empty) cgroup subtree goes too
 
     def kill_now(self) -> None:
         """The clean stop ran out of time: SIGKILL every managed process group still there."""
@@ -178,17 +191,11 @@ class Supervisor:
                 kill_group(record, signal.SIGKILL)
 
     async def _close_shared(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        if self._docker is not None:
-            with contextlib.suppress(Exception):
-                await self._docker.aclose()
-            self._docker = None
-        close = getattr(self._probe_context, "aclose", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                await close()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            self._lag_task = None
+        if self._shared is not None:
+            await self._shared.aclose()
 
     async def _add(self, server: ServerConfig) -> None:
         assert self._env is not None and self._tg is not None
@@ -196,91 +203,36 @@ class Supervisor:
             return  # a reload racing the shutdown must not start what nobody will stop
         runner = ServerRunner(server, self._env)
         self.runners[server.name] = runner
-        await runner.start(self._tg)
+        await runner.start(self._tg)  # publishes its first view
 
     def _can_restore(self, server: ServerConfig) -> bool:
         return self.vault is not None and server.config is not None
 
-    async def _get_http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        return self._http
-
     async def _get_docker(self) -> Any:
-        if self._docker is None and any(s.container for s in self.config.servers):
-            from mcp_supervisor.actuators.container import DockerActuator
-
-            required: dict[str, Iterable[str]] = {s.container: tuple(s.env) for s in self.config.servers if s.container}
-            self._docker = DockerActuator(os.environ.get("DOCKER_HOST") or self.config.docker.host, required_env=required)
-        return self._docker
+        return await self._shared.get_docker() if self._shared is not None else None
 
     # --- Docker events: a dead container is noticed at once -------------------------------
 
     def _restart_docker_events(self) -> None:
-        if self._docker_task is not None:
-            self._docker_task.cancel()
-            self._docker_task = None
-        names = [s.container for s in self.config.servers if s.container]
-        if names and self._tg is not None:
-            self._docker_task = self._tg.create_task(self._follow_docker(names), name="docker-events")
-
-    async def _follow_docker(self, names: list[str]) -> None:
-        """Follow the engine's events; ``since`` makes it replay whatever happened while the
-        stream was not yet (or no longer) connected, so a death is never missed."""
-        since = time.time()
-        while True:
-            try:
-                docker = await self._get_docker()
-                async for event in docker.events(names, since=since):
-                    since = max(since, time.time() - 1.0)  # a replayed duplicate only costs a check
-                    self._on_docker_event(event)
-                log.info("docker event stream ended; reconnecting")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("docker event stream failed; retrying in 2s", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(2.0)
+        self._docker_events.restart(self._tg, [s.container for s in self.config.servers if s.container])
 
     def _on_docker_event(self, event: Any) -> None:
-        def get(key: str) -> Any:
-            return event.get(key) if isinstance(event, dict) else getattr(event, key, None)
-
-        name = get("name") or get("container")
-        action = str(get("action") or get("status") or get("kind") or "")
+        name, action = event_facts(event)
         for runner in self.runners.values():
             if runner.server.container and runner.server.container == name:
                 self.bus.publish(Event(kind="container", server=runner.server.name, data={"action": action}))
-                if any(action.startswith(t) for t in _DOCKER_TRIGGERS) or "unhealthy" in action:
+                if is_trigger(action):
                     runner.request_probe(ProbeKind.CONTAINER)
                     runner.request_probe(ProbeKind.WARM)
 
     # --- state changes ---------------------------------------------------------------------
 
-    def _transition(self, runner: ServerRunner, transition: Transition) -> None:
-        waiters, self._waiters = self._waiters, set()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self._on_change is not None:
-            self._on_change(self)
+    def _transition(self, transition: Transition) -> None:
+        self._wake_waiters()
 
     def summary(self) -> str:
-        """One line for systemd's STATUS=: '3/3 ready' or '2/3 ready; failed: jira'."""
-        total = len(self.runners)
-        ok = [r for r in self.runners.values() if self._counts_ready(r)]
-        line = f"{len(ok)}/{total} ready"
-        bad = [f"{r.server.name} {r.state}" for r in self.runners.values() if not self._counts_ready(r)]
-        if bad:
-            line += "; " + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        return line
-
-    @staticmethod
-    def _counts_ready(runner: ServerRunner) -> bool:
-        state = runner.state
-        if state in _READY_STATES:
-            return True
-        fallback = runner.server.fallback
-        return state is State.FALLBACK and fallback is not None and fallback.allowed
+        """One line for systemd's STATUS=: '3/3 ready' or '2/3 ready; jira failed'."""
+        return summary(self.board)
 
     # --- SupervisorControl -----------------------------------------------------------------
 
@@ -288,11 +240,12 @@ class Supervisor:
         return time.time() - asyncio.get_running_loop().time()
 
     def status(self) -> dict[str, Any]:
-        offset = self._wall_offset()
-        drift = list(self._env.drift_ms) if self._env else []
+        """Prepared entries from the board; the drift figures are recomputed at most once a second."""
+        env = self._env
+        context = self._shared.probe_context if self._shared is not None else None
         return {
             "ready": self.readiness()["ready"],
-            "servers": [r.status(offset) for r in self.runners.values()],
+            "servers": list(self.board.rendered.values()),
             "daemon": {
                 "pid": os.getpid(),
                 "state": self.phase,
@@ -300,49 +253,18 @@ class Supervisor:
                 "config": str(self.config_path) if self.config_path else None,
                 "started_at": round(self.started_at, 3),
                 "summary": self.summary(),
-                "probes": self._env.counters["probes"] if self._env else 0,
-                "actions": self._env.counters["actions"] if self._env else 0,
-                "drift_ms": {
-                    "samples": len(drift),
-                    "p50": _percentile(drift, 0.5),
-                    "p99": _percentile(drift, 0.99),
-                    "max": max(drift) if drift else None,
-                },
+                "probes": env.counters["probes"] if env else 0,
+                "actions": env.counters["actions"] if env else 0,
+                "timeouts_rerun": env.counters["reruns"] if env else 0,
+                "handshakes_queued": getattr(context, "turns_waited", 0),
+                "drift_ms": self._drift.of(env.drift_ms if env else ()),
+                "loop_lag": self.lag.stats(),
             },
         }
 
     def readiness(self, servers: list[str] | None = None) -> dict[str, Any]:
-        phase = self.phase
-        known = {s.name: s.critical for s in self.config.servers} | self._replacing
-        if servers:
-            unknown = [n for n in servers if n not in known and n not in self.runners]
-            if unknown:
-                raise UnknownServer(unknown[0])
-        if phase in ("starting", "stopping") or not self._started:
-            names = servers or [n for n, critical in known.items() if critical]
-            reason = _PHASE_REASON["stopping" if phase == "stopping" else "starting"]
-            state = "stopping" if phase == "stopping" else "starting"
-            items = [{"name": n, "state": state, "reason": reason} for n in names]
-            return {"ready": False, "daemon": phase, "not_ready": items or [{"name": "*", "state": state,
-                    "reason": reason}], "fallback": []}
-        wanted = servers or [n for n, critical in known.items() if critical]
-        not_ready = []
-        fallback = []
-        for name in wanted:
-            runner = self.runners.get(name)
-            if name in self._replacing or runner is None:
-                not_ready.append({"name": name, "state": "reloading" if name in self._replacing else "starting",
-                                  "reason": _PHASE_REASON["reloading"] if name in self._replacing else
-                                  "no runner for this server"})
-                continue
-            if self._counts_ready(runner):
-                if runner.state is State.FALLBACK:
-                    fallback.append(runner.server.name)
-                continue
-            not_ready.append({"name": runner.server.name, "state": str(runner.state), "reason": runner.reason()})
-        if not self.runners and self.config.servers and not not_ready:
-            not_ready.append({"name": "*", "state": "starting", "reason": "no server is running"})
-        return {"ready": not not_ready, "daemon": phase, "not_ready": not_ready, "fallback": fallback}
+        return readiness(self.board, self.roster, phase=self.phase, started=self._started,
+                         replacing=self._replacing, servers=servers)
 
     async def wait_ready(self, servers: list[str] | None, timeout: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -402,33 +324,24 @@ class Supervisor:
                 return {"ok": False, "error": str(exc)}
             if self.phase == "stopping":
                 return {"ok": False, "error": "the daemon is stopping; the reload was not applied"}
-            old_servers = {s.name: s for s in self.config.servers}
-            new_servers = {s.name: s for s in new.servers}
-            removed = [n for n in old_servers if n not in new_servers]
-            added = [n for n in new_servers if n not in old_servers]
-            changed = [n for n in new_servers if n in old_servers and new_servers[n] != old_servers[n]]
-            for what, before, after in (
-                ("the socket path", self.config.supervisor.socket, new.supervisor.socket),
-                ("[backup] and [[configs]]", (self.config.backup, self.config.configs), (new.backup, new.configs)),
-                ("[supervisor] logging", self.config.supervisor.log_level, new.supervisor.log_level),
-            ):
-                if before != after:
-                    log.warning(f"{what} changed; this takes effect at the next daemon restart")
+            plan = plan_reload(self.config, new)
+            for warning in plan.warnings:
+                log.warning(warning)
             self.config = new
+            self.roster = Roster.of([(s.name, s.critical) for s in new.servers])
             REDACTOR.update(collect_secrets(new))
-            if self._docker is not None:
-                for server in new.servers:
-                    if server.container:
-                        self._docker.require_env(server.container, tuple(server.env))
+            if self._shared is not None:
+                self._shared.require_env(new)
             # the affected servers are "reloading" (not ready) until their new runner exists; then
             # "starting" until its first probe
-            self._replacing = {n: old_servers[n].critical for n in removed} | {
-                n: new_servers[n].critical or (n in old_servers and old_servers[n].critical) for n in added + changed
-            }
+            removed, added, changed, new_servers = plan.removed, plan.added, plan.changed, plan.new_servers
+            self._replacing = dict(plan.replacing)
             if self._replacing:
                 self._set_phase("reloading")
             try:
                 stopping = [self.runners.pop(n) for n in removed + changed if n in self.runners]
+                for runner in stopping:
+                    self.board.remove(runner.server.name)
                 # shielded (and awaited by aclose): a stop cut short would leave a managed process
                 # that nobody supervises
                 self._retiring_runners = stopping
@@ -441,6 +354,7 @@ class Supervisor:
                     self._replacing.pop(name, None)
                 if not self.stopping:
                     self.runners = {n: self.runners[n] for n in new_servers if n in self.runners}
+                    self.board.reorder(self.runners)
             finally:
                 self._replacing = {}
                 if self.phase == "reloading":
@@ -455,6 +369,9 @@ class Supervisor:
 
     def _transition_all(self) -> None:
         """Membership changed: readiness may have changed without any state change."""
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():

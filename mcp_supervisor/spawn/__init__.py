@@ -22,4 +22,27 @@ INTERFACE (fixed before the work was split; issue 15 implements it, the proxy us
         # anyio memory streams of mcp.shared.message.SessionMessage, exactly what
         # mcp.client.stdio.stdio_client yields, so ClientSession (probes) or the proxy's raw
         # JSON-RPC forwarding sits on top; on exit the child is stopped and its group swept.
+
+Modules: ``spec`` (SpawnSpec, spec_for_server, SpawnRefused, check-config's root warning),
+``identity`` (user/group, the clean environment), ``home`` (HOME and the state directory's
+modes), ``access`` (can that account execute the command: the refusal text), ``cgroups``
+(memory/pids limits, OOM read-back), ``child`` (spawn, Child, ExitInfo), ``stdio`` (the MCP
+transport), ``sweep`` (a process group's leftovers), ``records`` + ``procfs`` (orphan records).
 """
+
+from mcp_supervisor.spawn.child import Child, ExitInfo, exit_text, spawn
+from mcp_supervisor.spawn.spec import Role, SpawnRefused, SpawnSpec, root_warning, spec_for_server
+from mcp_supervisor.spawn.stdio import stdio_transport
+
+__all__ = [
+    "Child",
+    "ExitInfo",
+    "Role",
+    "SpawnRefused",
+    "SpawnSpec",
+    "exit_text",
+    "root_warning",
+    "spawn",
+    "spec_for_server",
+    "stdio_transport",
+]

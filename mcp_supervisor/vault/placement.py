@@ -2,7 +2,7 @@
 
 Why apart from the service: this is the part that touches users' folders, so it is kept small and
 readable on its own; every call goes through ``safefs`` (dir fds, ``O_NOFOLLOW``, exclusive kept
-copies) and, for a folder owned by another user, through a child that dropped to that user.
+copies) and, for a folder owned by another user, through a helper process that dropped to that user.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import contextlib
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 from mcp_supervisor.vault.crypto import VaultError
 from mcp_supervisor.vault.fsutil import path_lock
-from mcp_supervisor.vault.safefs import PathRefused, as_owner_of, describe_mode, open_dir, put_file, read_regular
+from mcp_supervisor.vault.owner_helper import put_file_as_owner
+from mcp_supervisor.vault.safefs import PathRefused, Put, describe_mode, open_dir, read_regular
 
 
 class RestoreError(VaultError):
@@ -86,17 +86,9 @@ def place(
                     mode, uid, gid = stat.S_IMODE(info.st_mode) & 0o777, info.st_uid, info.st_gid
         if os.geteuid() == 0 and uid is None and not only_regular:
             uid, gid = owner.st_uid, owner.st_gid
-        final_mode = mode
-
-        def work() -> dict[str, Any]:
-            return put_file(
-                folder, target.name, content, mode=final_mode, uid=uid, gid=gid,
-                aside_label=label, only_regular=only_regular,
-            )
-
         try:
             with path_lock(state_dir, target):
-                reply = as_owner_of(folder, work)
+                reply = put_file_as_owner(folder, target.name, content, Put(mode, uid, gid, label, only_regular))
         except OSError as exc:
             raise RestoreError(f"cannot write {target}: {os_reason(exc)}") from None
     finally:

@@ -12,26 +12,23 @@ Why each rule (read as an attacker who owns one home directory would):
 * New files are created ``O_EXCL | O_NOFOLLOW`` under a random name and renamed into place; kept
   copies are renamed with ``RENAME_NOREPLACE`` under a nanosecond + random name, so nothing
   planted at those names is followed and nothing kept is ever overwritten.
-* In a directory owned by another user, a root daemon writes from a forked child that has
-  dropped to that user (``setgroups``/``setgid``/``setuid``): whatever goes wrong, it cannot do
-  more than the user could herself, and the files it creates are hers.
+* In a directory owned by another user, a root daemon writes from a helper process
+  (``owner_helper.py``, started with ``subprocess``: never ``os.fork()`` from a threaded daemon)
+  that has dropped to that user (``setgroups``/``setgid``/``setuid``): whatever goes wrong, it
+  cannot do more than the user could herself, and the files it creates are hers.
 
-Stdlib only and free of daemon state, so the forked child runs nothing but these functions.
+Stdlib only and free of daemon state, so the helper runs nothing but these functions.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
-import pwd
 import re
 import secrets
-import select
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,26 +258,32 @@ def collect_temp(dir_fd: int, name: str, older_than: float = TEMP_GRACE_S) -> li
     return removed
 
 
-def put_file(
-    dir_fd: int,
-    name: str,
-    data: bytes,
-    *,
-    mode: int,
-    uid: int | None,
-    gid: int | None,
-    aside_label: str | None,
-    only_regular: bool,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Put:
+    """How ``put_file`` writes: the file's ``mode``, owner (None: ours), the label of the kept copy
+    of what was there (None: not kept), and whether anything but a regular file there is refused."""
+
+    mode: int
+    uid: int | None = None
+    gid: int | None = None
+    aside_label: str | None = None
+    only_regular: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "uid": self.uid, "gid": self.gid, "aside_label": self.aside_label,
+                "only_regular": self.only_regular}
+
+
+def put_file(dir_fd: int, name: str, data: bytes, how: Put) -> dict[str, Any]:
     """Set aside what is at ``name`` (when asked), then write ``data`` there; returns the kept name."""
     try:
         existing: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         existing = None
-    if existing is not None and only_regular and not stat.S_ISREG(existing.st_mode):
+    if existing is not None and how.only_regular and not stat.S_ISREG(existing.st_mode):
         raise PathRefused(f"{name} is {describe_mode(existing.st_mode)}, not a regular file: refusing to replace it")
-    kept = set_aside(dir_fd, name, aside_label) if existing is not None and aside_label else None
-    write_replace(dir_fd, name, data, mode, uid, gid)
+    kept = set_aside(dir_fd, name, how.aside_label) if existing is not None and how.aside_label else None
+    write_replace(dir_fd, name, data, how.mode, how.uid, how.gid)
     collect_temp(dir_fd, name)
     return {"kept": kept}
 
@@ -297,69 +300,3 @@ def describe_mode(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a regular file" if stat.S_ISREG(mode) else "a special file"
-
-
-def run_as(uid: int, gid: int, groups: list[int], work: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
-    """Run ``work`` in a forked child that has dropped to ``uid``/``gid``; its result or error comes back.
-
-    Why fork rather than spawn a helper program: the child needs nothing but these syscalls (no
-    interpreter start, no executable the target user must be able to reach), and it ends with
-    ``os._exit`` so none of the daemon's state (event loop, sockets, buffers) is touched there.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
-        status = 1
-        try:
-            os.close(read_end)
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(uid)
-            if os.getuid() != uid or os.geteuid() != uid or os.getegid() != gid:
-                raise PathRefused("could not drop privileges")
-            try:
-                reply: dict[str, Any] = {"ok": True, **work()}
-            except Exception as exc:
-                reply = {"ok": False, "error": str(exc) or type(exc).__name__, "errno": getattr(exc, "errno", None)}
-            os.write(write_end, json.dumps(reply).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            ready = select.select([read_end], [], [], max(remaining, 0))[0] if remaining > 0 else []
-            if not ready:
-                os.kill(pid, 9)
-                raise PathRefused(f"the write as uid {uid} did not finish in {timeout:.0f}s")
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_end)
-        _, code = os.waitpid(pid, 0)
-    if not chunks:
-        raise PathRefused(f"the write as uid {uid} failed before it could report (exit status {code})")
-    reply = json.loads(b"".join(chunks))
-    if not reply.pop("ok"):
-        raise PathRefused(f"as uid {uid}: {reply['error']}")
-    return dict(reply)
-
-
-def as_owner_of(dir_fd: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work`` with the rights of the folder's owner when we are root and it is someone else's."""
-    folder = os.fstat(dir_fd)
-    if os.geteuid() != 0 or folder.st_uid in (0, os.geteuid()):
-        return work()
-    try:
-        user = pwd.getpwuid(folder.st_uid)
-        gid = user.pw_gid
-        groups = os.getgrouplist(user.pw_name, gid)
-    except KeyError:  # a uid without a passwd entry: its folder's group, nothing more
-        gid = folder.st_gid
-        groups = [gid]
-    return run_as(folder.st_uid, gid, groups, work)

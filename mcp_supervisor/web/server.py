@@ -4,6 +4,13 @@ Why a separate listener from the control socket: the socket carries actions and 
 SO_PEERCRED; the page carries none, so anyone on this machine who can reach loopback may read it,
 and nothing on it can change anything. Only GET routes exist; the page is files inside the package
 (no CDN, no build step); live updates come from server-sent events that only say "something changed".
+
+Why the live streams are capped (``[web] max_event_streams``) and the listen backlog is left at
+aiohttp's 128: anyone on this machine can open streams, and each holds a bus subscription and a
+file descriptor; past the cap a 503 comes at once (counted in ``/metrics``). A small accept queue
+keeps each burst of new connections the event loop takes in at once small (asyncio accepts up to
+``backlog`` per wake-up), so a flood of 2 000 page connections is spread by the kernel instead of
+stalling the control socket's ``ready`` (``bench/bench_flood.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +19,16 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
+from mcp_supervisor import sse
+from mcp_supervisor.api.event_stream import StreamGate, stream_events
 from mcp_supervisor.config.listen import parse_listen
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
@@ -32,6 +43,8 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 HEARTBEAT = 15.0
+MAX_STREAMS = 256
+"""Default of ``[web] max_event_streams``: open live views of the page (a tab holds one)."""
 log = get_logger("mcp_supervisor.web")
 
 
@@ -47,6 +60,7 @@ class StatusPage:
         scrub: Callable[[str], str],
         record: PageRecord | None = None,
         heartbeat: float = HEARTBEAT,
+        max_streams: int | None = MAX_STREAMS,
     ) -> None:
         self._status = status
         self._bus = bus
@@ -55,6 +69,7 @@ class StatusPage:
         self.record = record
         self._heartbeat = heartbeat
         self.incidents = IncidentLog()
+        self.streams = StreamGate(max_streams)
         self._runner: web.AppRunner | None = None
         self._feed: asyncio.Task[None] | None = None
         self._warm: asyncio.Task[None] | None = None
@@ -81,13 +96,19 @@ class StatusPage:
         app.on_response_prepare.append(self._secure_headers)
         return app
 
+    def collector(self) -> Collector:
+        """Register on the daemon's metrics registry: open streams, the cap, refusals."""
+        return _StreamCollector(self.streams)
+
     async def start(self, listen: str) -> None:
         host, port = parse_listen(listen)
         self._feed = asyncio.create_task(self._follow_incidents(), name="status-page-incidents")
         warm = getattr(self.record, "warm", None)
         if warm is not None:  # the past days' cells once, before the first visitor asks
             self._warm = asyncio.create_task(self._warm_record(warm), name="status-page-warm")
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # handler_cancellation: a live view whose tab closed frees its stream slot at once
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                     handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
@@ -151,20 +172,40 @@ class StatusPage:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """'Something changed' pings (server name and state only); the page re-reads the summary."""
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        await response.prepare(request)
-        with self._bus.subscription() as queue:
-            try:
-                await response.write(b"event: hello\ndata: {}\n\n")
-                while not self._stopping.is_set():
-                    try:
-                        event: Event = await asyncio.wait_for(queue.get(), self._heartbeat)
-                    except TimeoutError:
-                        await response.write(b": heartbeat\n\n")
-                        continue
-                    if event.kind in ("state", "config", "daemon", "report"):
-                        data = {"kind": event.kind, "server": event.server, "state": event.data.get("new")}
-                        await response.write(f"event: change\ndata: {json.dumps(data)}\n\n".encode())
-            except (ConnectionResetError, ConnectionError):
-                pass
-        return response
+        return await stream_events(request, self._bus, _change_frame, stopping=self._stopping,
+                                   heartbeat=self._heartbeat, hello=sse.frame("{}", event="hello"), gate=self.streams,
+                                   refused=_too_many_streams)
+
+
+def _change_frame(event: Event) -> bytes | None:
+    if event.kind not in ("state", "config", "daemon", "report"):
+        return None
+    return sse.frame(json.dumps({"kind": event.kind, "server": event.server, "state": event.data.get("new")}),
+                     event="change")
+
+
+def _too_many_streams() -> web.Response:
+    """Past the cap: 503 at once, and the connection closed (an idle keep-alive would hold the slot's fd)."""
+    response = web.json_response(
+        {"error": {"code": "too_many_streams", "message": "too many live views of this page are open; retry later"}},
+        status=503, headers={"Retry-After": "10", "Connection": "close"},
+    )
+    response.force_close()
+    return response
+
+
+class _StreamCollector(Collector):
+    """The page's live-update streams, for ``/metrics`` (read at scrape time, never stale)."""
+
+    def __init__(self, gate: StreamGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("mcp_supervisor_status_page_streams", "Open live-update streams of the status page.",
+                                value=self._gate.open)
+        yield GaugeMetricFamily("mcp_supervisor_status_page_streams_limit",
+                                "The cap on open streams of the status page ([web] max_event_streams).",
+                                value=self._gate.limit if self._gate.limit is not None else float("inf"))
+        yield CounterMetricFamily("mcp_supervisor_status_page_streams_refused",
+                                  "Live-update streams refused with 503 because the cap was reached.",
+                                  value=self._gate.refused)

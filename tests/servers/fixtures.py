@@ -25,10 +25,10 @@ MISBEHAVE = ROOT / "tests" / "servers" / "misbehave.py"
 HTTP_AUTH = ROOT / "tests" / "servers" / "http_auth.py"
 MCP_SERVER_TIME = Path(PYTHON).parent / "mcp-server-time"
 TEST_USER = pwd.getpwuid(os.geteuid()).pw_name
-"""Managed servers in tests run as the account running the tests: under root, a server without
-``user`` runs as nobody, which cannot reach an interpreter installed under /root."""
+"""Managed and stdio servers in tests run as the account running the tests: under root, a server
+without ``user`` runs as nobody, which cannot reach an interpreter installed under /root."""
 RUN_AS = f'user = "{TEST_USER}"'
-"""The TOML line for a managed [[servers]] table in a test config."""
+"""The TOML line for a managed or stdio [[servers]] table in a test config."""
 
 
 def free_port() -> int:

@@ -1,9 +1,10 @@
-"""Who a managed process runs as, and what environment it gets: least privilege by default.
+"""Who a spawned server runs as, and what environment it gets: least privilege by default.
 
 Why a clean environment: the daemon's environment holds every server's tokens (the unit's
 ``EnvironmentFile``); passing it whole (``{**os.environ, **env}``) hands each server every other
-server's secrets. A managed process gets only a base (PATH, HOME/USER/LOGNAME of the account it
-runs as, LANG, LC_ALL, TZ), the daemon variables its ``inherit_env`` names, and its own ``env``.
+server's secrets. A spawned server (stdio or managed) gets only a base (PATH, HOME/USER/LOGNAME
+of the account it runs as, LANG, LC_ALL, TZ), the daemon variables its ``inherit_env`` names, and
+its own ``env``.
 
 Why ``nobody`` when the daemon is root and no ``user`` is named: a server is third-party code that
 talks to the network; running it as root by accident would hand the host to whoever breaks it.
@@ -121,11 +122,17 @@ def _pw_by_uid(uid: int) -> pwd.struct_passwd | None:
         return None
 
 
-def build_environment(server: ServerConfig, identity: Identity, daemon_env: Mapping[str, str]) -> dict[str, str]:
-    """Base + ``inherit_env`` + the server's own ``env`` (pure: the caller passes the daemon's env)."""
+def build_environment(
+    server: ServerConfig, identity: Identity, daemon_env: Mapping[str, str], home: str | None = None
+) -> dict[str, str]:
+    """Base + ``inherit_env`` + the server's own ``env`` (pure: the caller passes the daemon's env).
+
+    ``home`` is the HOME ``spawn/home.py`` chose (the account's, or a private one under the state
+    directory); default: the account's home as written in passwd.
+    """
     env = {key: daemon_env[key] for key in BASE_VARIABLES if daemon_env.get(key)}
     env.setdefault("PATH", DEFAULT_PATH)
-    env.update(HOME=identity.home, USER=identity.name, LOGNAME=identity.name)
+    env.update(HOME=home or identity.home, USER=identity.name, LOGNAME=identity.name)
     for key in server.inherit_env:
         if key in daemon_env:
             env[key] = daemon_env[key]

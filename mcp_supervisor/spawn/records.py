@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.runtime import procfs
+from mcp_supervisor.spawn import procfs
 
 log = get_logger("mcp_supervisor.process_records")
 

@@ -1,0 +1,103 @@
+"""What each server looks like right now: immutable views the runners publish on every change.
+
+Why a snapshot instead of asking the runners: ``/v1/ready``, ``/v1/status``, the systemd status
+line and the metrics scrape are the questions asked most often and most urgently (during an
+incident), so they must cost the same whatever else the daemon is doing. A runner publishes a new
+``ServerView`` whenever something a reader can see changes (a probe result, a transition, an
+action, a process exit); the ``Board`` keeps the latest view per server, the rendered status entry
+and the set of servers that do not count as ready, so readiness is a lookup, not a scan, and the
+readers never touch a runner or its machine. Nothing here imports the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_supervisor.health.model import ProbeResult, State
+
+READY_STATES = frozenset({State.HEALTHY, State.DEGRADED})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """One server as readers see it; monotonic times are the event loop's clock."""
+
+    name: str
+    critical: bool
+    transport: str
+    kind: str
+    fallback_allowed: bool
+    state: State
+    since: float
+    reason: str
+    attempt: int
+    result: ProbeResult | None = None
+    last_probe_wall: float | None = None
+    tool_count: int | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    next_attempt_at: float | None = None
+    maintenance: tuple[str, float, str] | None = None
+    """(id, until, reason) of a maintenance window (runtime/maintenance.py): not required for ready."""
+
+    @property
+    def ready(self) -> bool:
+        """Counts as ready for the job: healthy, degraded, in a fallback the config allows, or in maintenance."""
+        if self.state in READY_STATES or self.maintenance is not None:
+            return True
+        return self.state is State.FALLBACK and self.fallback_allowed
+
+
+class Board:
+    """The latest view of every server, kept in config order, with readiness kept incrementally.
+
+    ``render`` turns a view into its status entry once, when it is published; readers then copy
+    prepared entries instead of building them per request.
+    """
+
+    def __init__(self, render: Callable[[ServerView], dict[str, Any]]) -> None:
+        self._render = render
+        self.views: dict[str, ServerView] = {}
+        self.rendered: dict[str, dict[str, Any]] = {}
+        self.not_ready: dict[str, ServerView] = {}
+        """Servers that do not count as ready, in publication order (the oldest first)."""
+        self.fallback: set[str] = set()
+
+    def put(self, view: ServerView) -> None:
+        name = view.name
+        self.views[name] = view
+        self.rendered[name] = self._render(view)
+        if view.ready:
+            self.not_ready.pop(name, None)
+        else:
+            self.not_ready[name] = view
+        if view.state is State.FALLBACK and view.fallback_allowed:
+            self.fallback.add(name)
+        else:
+            self.fallback.discard(name)
+
+    def remove(self, name: str) -> None:
+        self.views.pop(name, None)
+        self.rendered.pop(name, None)
+        self.not_ready.pop(name, None)
+        self.fallback.discard(name)
+
+    def reorder(self, names: Iterable[str]) -> None:
+        """Keep ``names``' order (the config's) for status output; views not named are dropped."""
+        order = [n for n in names if n in self.views]
+        self.views = {n: self.views[n] for n in order}
+        self.rendered = {n: self.rendered[n] for n in order}
+        for gone in [n for n in self.not_ready if n not in self.views]:
+            del self.not_ready[gone]
+        self.fallback &= set(order)
+
+    @property
+    def ready_count(self) -> int:
+        return len(self.views) - len(self.not_ready)
+
+    def __len__(self) -> int:
+        return len(self.views)
