@@ -155,7 +155,8 @@ fi
 if [ ! -d "$STATE_DIR" ]; then
   mkdir -p "$STATE_DIR"; CHANGED=1
 fi
-chmod 0700 "$STATE_DIR"
+# system (root) daemon: servers (other accounts) reach their HOME in homes/<server> by name; all else in it is 0600/0700
+if [ "$MODE" = system ]; then chmod 0711 "$STATE_DIR"; else chmod 0700 "$STATE_DIR"; fi
 if [ ! -e "$SECRETS" ]; then
   mkdir -p "$(dirname "$SECRETS")"
   ( umask 077; printf '# KEY=value lines for the ${KEY} references in %s (mode 0600)\n' "$CONFIG" > "$SECRETS" )

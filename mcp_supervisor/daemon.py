@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -78,9 +79,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     socket_path = resolve_socket_path(args.socket, config)
     try:
-        return asyncio.run(serve(config, path, socket_path))
+        with asyncio.Runner(loop_factory=loop_factory(os.environ.get("MCP_SUPERVISOR_LOOP", "asyncio"))) as runner:
+            return runner.run(serve(config, path, socket_path))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
+
+
+def loop_factory(choice: str) -> Any:
+    """The event loop: asyncio's own unless ``MCP_SUPERVISOR_LOOP=uvloop`` (the ``fast`` extra).
+
+    Why not uvloop by default: its ``subprocess_exec`` refuses ``user``/``group``/``extra_groups``
+    (uvloop 0.23), and a managed server started as root must switch to its ``user``. uvloop is
+    for a daemon that starts no managed process under another account (bench/bench_daemon.py
+    measures both loops side by side).
+    """
+    if choice == "uvloop":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            print("mcp-supervisor: MCP_SUPERVISOR_LOOP=uvloop but uvloop is not installed "
+                  "(pip install 'mcp-supervisor[fast]'); using asyncio", file=sys.stderr)
+            return None
+        return uvloop.new_event_loop
+    return None
 
 
 async def serve(config: Config, config_path: Path, socket_path: Path, notifier: Notifier | None = None) -> int:
@@ -124,6 +145,10 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         hard_stop.arm(budget)
 
     notify_service, metrics = _make_observers(supervisor, vault)
+    from mcp_supervisor.proxy.runtime import ProxyRuntime
+
+    proxy = ProxyRuntime(supervisor)
+    proxy.register_metrics(metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, begin_shutdown)
     loop.add_signal_handler(signal.SIGHUP, reload_wanted.set)
@@ -132,11 +157,12 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
     try:
         # the socket first: if another daemon owns it, fail before starting any managed process
         try:
-            api = await _start_api(supervisor, socket_path, config, vault, metrics.add_routes)
+            api = await _start_api(supervisor, socket_path, config, vault, [metrics.add_routes, proxy.add_routes])
         except Exception as exc:
             log.error("cannot start the control API", error=str(exc))
             return 1
         page = await _start_status_page(supervisor, config, metrics.registry)
+        await proxy.start(config)
         async with asyncio.TaskGroup() as tg:
             try:
                 await supervisor.start(tg)
@@ -159,10 +185,13 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 )
             )
             background.append(tg.create_task(_guard("notifier", notify_service.run), name="notifier"))
+            background.append(tg.create_task(_guard("maintenance", _maintenance(supervisor, notify_service)),
+                                             name="maintenance"))
             background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))
+            background.append(tg.create_task(_guard("proxy", proxy.run), name="proxy"))
             if config.metrics.listen:
-                listen = config.metrics.listen
-                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(listen)),
+                settings = config.metrics
+                background.append(tg.create_task(_guard("metrics listener", lambda: metrics.serve_tcp(settings)),
                                                  name="metrics-tcp"))
             if not stop.is_set():
                 summary = supervisor.summary()
@@ -179,7 +208,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 # the clean part gets most of the budget; the hard deadline (armed at the
                 # signal) ends the process at the full budget whatever is still stuck
                 async with asyncio.timeout(max(0.2, budget * 0.75)):
-                    await asyncio.gather(_stop_api(api), supervisor.aclose(), _stop_status_page(page))
+                    await asyncio.gather(_stop_api(api), supervisor.aclose(), _stop_status_page(page), proxy.close())
             except TimeoutError:
                 log.error("clean shutdown ran out of time; killing what is left")
                 supervisor.kill_now()
@@ -246,7 +275,14 @@ def _make_history(config: Config, supervisor: Any) -> Any:
     from mcp_supervisor.history.service import HistoryService
 
     return HistoryService(lambda: supervisor.config, supervisor.bus,
-                          lambda: {name: str(r.state) for name, r in supervisor.runners.items()})
+                          lambda: {name: "maintenance" if r.maintenance else str(r.state)
+                                   for name, r in supervisor.runners.items()})
+
+
+def _maintenance(supervisor: Any, notify_service: Any) -> Any:
+    from mcp_supervisor.runtime.maintenance import MaintenanceKeeper
+
+    return MaintenanceKeeper(supervisor, notify_service).run
 
 
 def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
@@ -259,6 +295,7 @@ def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
         return config
 
     notify_service = NotifyService(current, supervisor.bus)
+    supervisor.notifier = notify_service  # read by api/alert_routes.py (silences, maintenance)
     metrics = SupervisorMetrics(supervisor.status, current, supervisor.bus, notifier=notify_service, vault=vault)
     return notify_service, metrics
 
@@ -266,7 +303,7 @@ def _make_observers(supervisor: Any, vault: Any) -> tuple[Any, Any]:
 # --- the control API: one call to start, one to stop -------------------------------------------
 
 
-async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any, metrics_routes: Any = None) -> Any:
+async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: Any, more_routes: Any = ()) -> Any:
     from mcp_supervisor.api.server import start_api_server
 
     extra_routes = None
@@ -274,13 +311,14 @@ async def _start_api(supervisor: Any, socket_path: Path, config: Config, vault: 
         from mcp_supervisor.api.vault_routes import add_vault_routes
 
         extra_routes = add_vault_routes
-    if metrics_routes is not None:
+    if more_routes:
         vault_routes = extra_routes
 
         def extra_routes(app: Any) -> None:
             if vault_routes is not None:
                 vault_routes(app)
-            metrics_routes(app)
+            for add in more_routes:  # the metrics' and the proxy's routes
+                add(app)
 
     return await start_api_server(
         supervisor,

@@ -6,6 +6,11 @@ custom collector, so it is never stale; what *happened* (probe durations, failur
 restarts) is counted from the event bus as it happens. Names follow the Prometheus conventions:
 ``mcp_supervisor_`` prefix, base units (seconds), ``_total`` for counters. No label or value ever
 holds a secret: token expiry is a timestamp labelled with the variable's *name*.
+
+Why every per-server series carries ``critical`` and ``managed`` beside ``server``: in a fleet the
+alert rules and dashboards filter on them across hosts (``up == 0 and critical="true"``) without a
+join; the host is Prometheus' own ``instance`` label, so the daemon never guesses its name.
+``mcp_supervisor_build_info`` says which version each host runs, as every exporter does.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from mcp_supervisor.config import Config
+from mcp_supervisor.config import Config, MetricsSettings
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import State
 from mcp_supervisor.logging import get_logger
@@ -33,6 +38,7 @@ PREFIX = "mcp_supervisor"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _UP = frozenset({State.HEALTHY.value, State.DEGRADED.value})
 _RESTARTING_RUNGS = frozenset({"restart", "restore_config", "recreate"})
+SERVER_LABELS = ["server", "critical", "managed"]
 CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", CONTENT_TYPE_LATEST)
 """The classic text format 0.0.4: every Prometheus (and promtool) version reads it."""
 
@@ -55,6 +61,8 @@ class SupervisorMetrics:
         self._environ = os.environ if environ is None else environ
         self.last_backup_at: float | None = None
         self.last_backup_copies: int | None = None
+        self.location_success: dict[str, float] = {}
+        """When each location last took a backup copy (an off-host one can be down for a while)."""
         self.registry = CollectorRegistry(auto_describe=True)
         # by kind only: per server x kind x bucket would be ~10k series at 200 servers (the per-server
         # figure is the last probe's latency, a gauge)
@@ -64,19 +72,20 @@ class SupervisorMetrics:
         )
         self.probe_failures = Counter(
             f"{PREFIX}_probe_failures", "Failed probes, by server and failure class.",
-            ["server", "failure_class"], registry=self.registry,
+            [*SERVER_LABELS, "failure_class"], registry=self.registry,
         )
         self.recoveries = Counter(
             f"{PREFIX}_recoveries", "Recovery actions performed, by server, ladder rung and outcome.",
-            ["server", "rung", "outcome"], registry=self.registry,
+            [*SERVER_LABELS, "rung", "outcome"], registry=self.registry,
         )
         self.restarts = Counter(
             f"{PREFIX}_restarts", "Restarts of a managed process or container (restart, restore_config, recreate).",
-            ["server"], registry=self.registry,
+            SERVER_LABELS, registry=self.registry,
         )
         self.process_exits = Counter(
-            f"{PREFIX}_process_exits", "Unexpected exits of managed processes.", ["server"], registry=self.registry,
+            f"{PREFIX}_process_exits", "Unexpected exits of managed processes.", SERVER_LABELS, registry=self.registry,
         )
+        self._labels_of: tuple[Config | None, dict[str, tuple[str, str, str]]] = (None, {})
         self._snap: dict[str, Any] = {}
         self._scrape_lock = asyncio.Lock()
         self.registry.register(_LiveCollector(self))
@@ -87,8 +96,17 @@ class SupervisorMetrics:
 
     # --- counting what happens -----------------------------------------------------------------
 
+    def server_labels(self, name: str) -> tuple[str, str, str]:
+        """(server, critical, managed) as label values, from the current config (cached per config)."""
+        config = self._config()
+        cached_for, labels = self._labels_of
+        if cached_for is not config:
+            labels = {s.name: (s.name, _flag(s.critical), _flag(s.managed)) for s in config.servers}
+            self._labels_of = (config, labels)
+        return labels.get(name, (name, "false", "false"))
+
     def observe(self, event: Event) -> None:
-        server = event.server or ""
+        server = self.server_labels(event.server or "")
         data = event.data
         if event.kind == "probe":
             kind = str(data.get("probe") or "warm")
@@ -96,18 +114,20 @@ class SupervisorMetrics:
             if isinstance(latency, int | float):
                 self.probe_duration.labels(kind).observe(max(0.0, float(latency)) / 1000.0)
             if not data.get("ok") and data.get("failure_class"):
-                self.probe_failures.labels(server, str(data["failure_class"])).inc()
+                self.probe_failures.labels(*server, str(data["failure_class"])).inc()
         elif event.kind == "action_done":
             rung = str(data.get("rung") or "unknown")
-            self.recoveries.labels(server, rung, "success" if data.get("ok") else "failure").inc()
+            self.recoveries.labels(*server, rung, "success" if data.get("ok") else "failure").inc()
             if rung in _RESTARTING_RUNGS:
-                self.restarts.labels(server).inc()
+                self.restarts.labels(*server).inc()
         elif event.kind == "process_exit":
-            self.process_exits.labels(server).inc()
+            self.process_exits.labels(*server).inc()
         elif event.kind == "backup":
             self.last_backup_at = event.at
             copies = data.get("copies")
             self.last_backup_copies = len(copies) if isinstance(copies, list) else None
+            for location in copies if isinstance(copies, list) else []:
+                self.location_success[str(location)] = event.at
 
     async def run(self) -> None:
         """Count events from the bus; learn the newest backup from the vault once at start."""
@@ -118,6 +138,10 @@ class SupervisorMetrics:
                     newest = snapshots[0]
                     self.last_backup_at = datetime.fromisoformat(newest["created"]).timestamp()
                     self.last_backup_copies = int(newest.get("copies", 0))
+                for snapshot in reversed(snapshots):  # oldest first: the newest copy wins
+                    if snapshot.get("created"):
+                        made = datetime.fromisoformat(snapshot["created"]).timestamp()
+                        self.location_success.update(dict.fromkeys(snapshot.get("locations", []), made))
         if self._queue is None:
             return
         while True:
@@ -144,7 +168,9 @@ class SupervisorMetrics:
             "config": self._config(),
             "outbox": dict(getattr(notifier, "counts", {}) or {}) if notifier is not None else None,
             "deliveries": dict(getattr(notifier, "stats", {}) or {}) if notifier is not None else {},
+            "alerts": dict(getattr(notifier, "alert_stats", {}) or {}) if notifier is not None else {},
             "backup": (self.last_backup_at, self.last_backup_copies),
+            "locations": dict(self.location_success),
         }
 
     def exposition(self) -> bytes:
@@ -165,17 +191,23 @@ class SupervisorMetrics:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.handle)
 
-    async def serve_tcp(self, listen: str) -> None:
-        """A plain HTTP listener with only ``/metrics`` (no control routes) on ``host:port``."""
+    async def serve_tcp(self, settings: MetricsSettings) -> None:
+        """A listener with only ``/metrics`` (no control routes) on ``host:port``: plain HTTP on
+        loopback, HTTPS and basic auth when ``[metrics]`` configures them (required off loopback)."""
+        from mcp_supervisor.metrics_web import listener_security
+
+        listen = settings.listen or ""
         host, _, port = listen.rpartition(":")
-        app = web.Application()
+        context, middlewares = listener_security(settings)
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", self.handle)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host.strip("[]"), int(port))
+            site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context)
             await site.start()
-            log.info("metrics listening", listen=listen, bound=[str(a) for a in runner.addresses])
+            log.info("metrics listening", listen=listen, bound=[str(a) for a in runner.addresses],
+                     tls=context is not None, basic_auth=bool(middlewares))
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
@@ -191,23 +223,24 @@ class _LiveCollector(Collector):
         snap = self.m._snap
         if not snap:
             return
+        yield _build_info()
         state = GaugeMetricFamily(f"{PREFIX}_server_state", "1 for the state the server is in, 0 for the others.",
-                                  labels=["server", "state"])
+                                  labels=[*SERVER_LABELS, "state"])
         up = GaugeMetricFamily(f"{PREFIX}_server_up", "1 when the server is healthy or degraded, else 0.",
-                               labels=["server"])
+                               labels=SERVER_LABELS)
         critical = GaugeMetricFamily(f"{PREFIX}_server_critical", "1 when the server is critical for readiness.",
-                                     labels=["server"])
+                                     labels=SERVER_LABELS)
         latency = GaugeMetricFamily(f"{PREFIX}_server_probe_latency_seconds", "Latency of the server's last probe.",
-                                    labels=["server"])
+                                    labels=SERVER_LABELS)
         for entry in snap["servers"]:
-            name = str(entry.get("name"))
+            labels = list(self.m.server_labels(str(entry.get("name"))))
             current = str(entry.get("state"))
             for candidate in State:
-                state.add_metric([name, candidate.value], 1.0 if candidate.value == current else 0.0)
-            up.add_metric([name], 1.0 if current in _UP else 0.0)
-            critical.add_metric([name], 1.0 if entry.get("critical") else 0.0)
+                state.add_metric([*labels, candidate.value], 1.0 if candidate.value == current else 0.0)
+            up.add_metric(labels, 1.0 if current in _UP else 0.0)
+            critical.add_metric(labels, 1.0 if entry.get("critical") else 0.0)
             if isinstance(entry.get("latency_ms"), int | float):
-                latency.add_metric([name], float(entry["latency_ms"]) / 1000.0)
+                latency.add_metric(labels, float(entry["latency_ms"]) / 1000.0)
         yield state
         yield up
         yield critical
@@ -252,6 +285,17 @@ class _LiveCollector(Collector):
             minimum = GaugeMetricFamily(f"{PREFIX}_backup_min_copies", "The configured [backup] min_copies.")
             minimum.add_metric([], float(snap["config"].backup.min_copies))
             yield minimum
+        # every configured location, 0 for one that never took a copy: the alert rule then fires
+        settings = snap["config"].backup
+        per_location = GaugeMetricFamily(f"{PREFIX}_backup_location_last_success_timestamp_seconds",
+                                         "When each backup location last took a copy (0: never).", labels=["location"])
+        for location in settings.locations:
+            per_location.add_metric([location], snap["locations"].get(location, 0.0))
+        yield per_location
+        max_age = GaugeMetricFamily(f"{PREFIX}_backup_max_age_seconds",
+                                    "The configured [backup] max_age: a location without a copy for longer is alerted.")
+        max_age.add_metric([], settings.max_age)
+        yield max_age
 
     @staticmethod
     def _outbox(snap: dict[str, Any]) -> Iterator[Any]:
@@ -269,13 +313,20 @@ class _LiveCollector(Collector):
         for (channel, outcome), value in sorted(snap["deliveries"].items()):
             deliveries.add_metric([channel, outcome], float(value))
         yield deliveries
+        alerts = CounterMetricFamily(f"{PREFIX}_notify_alerts",
+                                     "Per-server alerts by what became of them: grouped (in a message naming other "
+                                     "servers), inhibited (under a known shared cause), silenced (recorded, not sent).",
+                                     labels=["outcome"])
+        for outcome in ("grouped", "inhibited", "silenced"):
+            alerts.add_metric([outcome], float(snap.get("alerts", {}).get(outcome, 0)))
+        yield alerts
 
     def _tokens(self, snap: dict[str, Any]) -> Iterator[Any]:
         from mcp_supervisor.runtime.token_watch import token_expiry
 
         family = GaugeMetricFamily(f"{PREFIX}_token_expiry_timestamp_seconds",
                                    "When the server's bearer token expires (from its JWT exp or token_expires).",
-                                   labels=["server", "source"])
+                                   labels=[*SERVER_LABELS, "source"])
         for server in snap["config"].servers:
             try:
                 found = token_expiry(server, self.m._environ)
@@ -283,5 +334,26 @@ class _LiveCollector(Collector):
                 continue
             if found is not None:
                 expires, source = found
-                family.add_metric([server.name, source], expires.timestamp())
+                family.add_metric([*self.m.server_labels(server.name), source], expires.timestamp())
         yield family
+
+
+def _flag(value: object) -> str:
+    return "true" if value else "false"
+
+
+def _build_info() -> GaugeMetricFamily:
+    """``mcp_supervisor_build_info{version, python, mcp} 1``: which build each host of a fleet runs."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    info = GaugeMetricFamily(f"{PREFIX}_build_info", "The running build: mcp-supervisor, Python and MCP SDK versions.",
+                             labels=["version", "python", "mcp"])
+    info.add_metric([installed("mcp-supervisor"), platform.python_version(), installed("mcp")], 1.0)
+    return info

@@ -2,7 +2,8 @@
 
 It serves an incoming webhook (``POST /services/...``: ``ok`` or an error text) and the Web API's
 ``chat.postMessage`` (``POST /api/chat.postMessage``: ``{"ok": true, "ts": ...}``, 429 with
-``Retry-After``, ``invalid_auth``). ``fail_with`` makes the next answers errors; every attempt and
+``Retry-After``, ``invalid_auth``) and ``chat.update`` (edits a posted message in place: the edit is
+kept in ``updates`` and the message's current content in ``current``). ``fail_with`` makes the next answers errors; every attempt and
 every accepted message is recorded with its arrival time, so tests can check order, spacing and
 that nothing arrived twice.
 """
@@ -36,6 +37,10 @@ class FakeSlack:
     attempts: list[Attempt] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
     """Accepted messages (the JSON body Slack got, plus ``_ts`` for chat.postMessage)."""
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    """Accepted ``chat.update`` calls, in order."""
+    current: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """ts -> the message as it reads now (posted, then edited)."""
     script: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     mode: tuple[int, dict[str, str]] | None = None
     """A persistent failure (status, headers) until cleared; ``script`` answers come first."""
@@ -49,6 +54,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post(WEBHOOK_PATH, self._webhook)
         app.router.add_post("/api/chat.postMessage", self._post_message)
+        app.router.add_post("/api/chat.update", self._update)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -91,12 +97,20 @@ class FakeSlack:
     def texts(self) -> list[str]:
         return [json.dumps(m) for m in self.messages]
 
-    async def _record(self, attempt: Attempt, accepted: dict[str, Any] | None) -> None:
+    def current_title(self, ts: str) -> str:
+        return str(self.current[ts]["blocks"][0]["text"]["text"])
+
+    async def _record(self, attempt: Attempt, accepted: dict[str, Any] | None, update: bool = False) -> None:
         assert self._changed is not None
         async with self._changed:
             self.attempts.append(attempt)
-            if accepted is not None:
+            if accepted is not None and update:
+                self.updates.append(accepted)
+                self.current[str(accepted.get("ts"))] = accepted
+            elif accepted is not None:
                 self.messages.append(accepted)
+                if "_ts" in accepted:
+                    self.current[accepted["_ts"]] = accepted
             self._changed.notify_all()
 
     def _next_failure(self) -> tuple[int, dict[str, str]] | None:
@@ -114,6 +128,17 @@ class FakeSlack:
             return web.Response(status=status, text=text, headers=headers)
         await self._record(Attempt(time.monotonic(), request.path, 200, body), body)
         return web.Response(text="ok")
+
+    async def _update(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.content_type == "application/json" else dict(await request.post())
+        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+            await self._record(Attempt(time.monotonic(), request.path, 200, body), None)
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if str(body.get("ts")) not in self.current:
+            await self._record(Attempt(time.monotonic(), request.path, 200, body), None)
+            return web.json_response({"ok": False, "error": "message_not_found"})
+        await self._record(Attempt(time.monotonic(), request.path, 200, body), body, update=True)
+        return web.json_response({"ok": True, "channel": "C0TEST", "ts": body.get("ts"), "text": body.get("text")})
 
     async def _post_message(self, request: web.Request) -> web.Response:
         if request.content_type == "application/json":

@@ -27,8 +27,7 @@ import pytest
 from mcp_supervisor.api import wire
 from mcp_supervisor.api.client import DaemonUnreachable, SupervisorClient
 from mcp_supervisor.web.server import MAX_STREAMS
-from tests.live_daemon import LiveDaemon, live_daemon
-from tests.test_e2e import wait_for
+from tests.live_daemon import LiveDaemon, live_daemon, wait_for
 from tests.test_status_page import card_states, chrome, needs_chromium
 
 SYS_CONNECT = 42  # x86_64

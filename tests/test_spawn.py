@@ -146,7 +146,7 @@ def test_a_private_home_is_never_made_through_a_symlink(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.mkdir(mode=0o700)
     (state / "homes" / "evil").symlink_to(victim)  # as if planted: the walk must not follow it
-    with pytest.raises(OSError, match=r"is it a symlink\? remove it"):
+    with pytest.raises(OSError, match=r"cannot open \S+/homes/evil: .*remove it"):
         private_home(state, "evil", 65534, 65534)
     assert victim.stat().st_uid == 0, "root's chown went through a symlink"
 
@@ -178,3 +178,42 @@ def test_cgroup_files_are_read_the_way_the_kernel_writes_them() -> None:
     events = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n"
     assert cgroups.parse_counter(events, "oom_kill") == 2
     assert cgroups.parse_counter("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n", "oom_kill") == 1
+
+
+@as_root
+def test_check_config_warns_per_server_about_root_and_about_what_its_account_cannot_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "server").write_text("#!/bin/sh\n")
+    (private / "server").chmod(0o755)
+    config = tmp_path / "sup.toml"
+    config.write_text(f"""
+[supervisor]
+socket = "{tmp_path}/ctl.sock"
+state_dir = "{tmp_path}/state"
+[[servers]]
+name = "as-root"
+transport = "stdio"
+user = "root"
+command = "/bin/cat"
+limits = {{ memory = "512M", tasks = 256, open_files = 4096 }}
+[[servers]]
+name = "hidden"
+transport = "stdio"
+command = "{private}/server"
+[[servers]]
+name = "fine"
+transport = "stdio"
+command = "/bin/cat"
+""")
+    ctl = Path(sys.executable).parent / "supervisorctl-mcp"
+    done = subprocess.run([str(ctl), "check-config", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 2, done.stderr
+    assert "server 'as-root': a root daemon runs it as root (user = 'root')" in lines[0]
+    assert f"server 'hidden': cannot execute {private}/server as nobody: " in lines[1] and "set user =" in lines[1]
+    assert not (tmp_path / "state").exists(), "check-config makes nothing"

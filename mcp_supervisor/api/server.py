@@ -223,6 +223,9 @@ def build_app(
     from mcp_supervisor.api.history_routes import add_history_routes
 
     add_history_routes(app)  # /v1/history, /v1/report, POST /v1/runs (the record: control.history)
+    from mcp_supervisor.api.alert_routes import add_alert_routes
+
+    add_alert_routes(app)  # /v1/silences (silences and maintenance windows: control.notifier)
     if extra_routes is not None:
         extra_routes(app)
     return app

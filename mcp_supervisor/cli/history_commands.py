@@ -122,7 +122,7 @@ def render_report(report: dict[str, Any]) -> str:
         f"window:       {_local(report.get('since'))} -> {_local(report.get('until'))} ({report.get('period')})",
         f"MCPs healthy: {report.get('servers_healthy', 0)}/{report.get('servers_total', 0)}",
         f"uptime:       {_pct(report.get('uptime_pct'))}  (not watching: {_secs(report.get('unknown_s'))}, "
-        f"paused: {_secs(report.get('paused_s'))}, excluded)",
+        f"paused: {_secs(report.get('paused_s'))}, maintenance: {_secs(report.get('maintenance_s'))}, excluded)",
         f"recovery:     {_pct(100 * report['recovery_rate'], 0) if isinstance(report.get('recovery_rate'), int | float) else 'n/a'}"
         f"  ({report.get('recoveries', 0)} recovered of {report.get('incidents', 0)} incident(s))",
         f"MTTR:         {_secs(report.get('mttr_s'))}",
@@ -138,7 +138,11 @@ def render_report(report: dict[str, Any]) -> str:
             by_class = ", ".join(f"{k} {v}" for k, v in failures.items()) or "-"
             lines.append(f"  {name}: uptime {_pct(info.get('uptime_pct'))}, failures {by_class}, "
                          f"recoveries {info.get('recoveries', 0)}, MTTR {_secs(info.get('mttr_s'))}")
-    lines.append(f"top recommendation: {advice[0]}" if advice else "top recommendation: none, all is well")
+    if advice:
+        lines.append(f"top recommendation: {advice[0]}")
+    else:  # the judgement gives every word below GOOD its advice; an older daemon may not
+        lines.append("top recommendation: none, all is well" if health in ("EXCELLENT", "GOOD")
+                     else "top recommendation: see `supervisorctl-mcp status` for what is down")
     head, *rest = lines
     return "\n".join([head, *(escape(line) for line in rest)])
 
@@ -170,7 +174,7 @@ def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
 
     from mcp_supervisor.cli.main import UsageError
     from mcp_supervisor.cli.notify_commands import channels_config, print_answers
-    from mcp_supervisor.notify.service import report_notification, send_now, targets
+    from mcp_supervisor.notify.sending import report_notification, send_now, targets
 
     config = channels_config(args)
     if not targets(config):

@@ -22,6 +22,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.via_proxy or args.undo_proxy:  # point the client files at the proxy (cli/proxy_commands.py)
+        from mcp_supervisor.cli.proxy_commands import cmd_import_proxy
+
+        return cmd_import_proxy(args)
     from mcp_supervisor.importer.clients import ClientConfigError, ImportResult, parse_client_config
     from mcp_supervisor.importer.discover import known_locations
     from mcp_supervisor.importer.render import render_config
@@ -153,3 +157,7 @@ def add_import_subcommands(sub: Any) -> None:
     parser.add_argument("--backup-location", default="~/.local/state/mcp-supervisor/backups",
                         help="backup location to write")
     parser.add_argument("--key-file", default="~/.config/mcp-supervisor/vault.key", help="vault key file to write")
+    proxy = parser.add_mutually_exclusive_group()
+    proxy.add_argument("--via-proxy", action="store_true", help="instead: point the client files' supervised servers "
+                       "at the proxy (supervisorctl-mcp proxy NAME), after a vault backup")
+    proxy.add_argument("--undo-proxy", action="store_true", help="instead: put back the entries --via-proxy replaced")

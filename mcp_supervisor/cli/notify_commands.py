@@ -38,7 +38,7 @@ def print_answers(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    from mcp_supervisor.notify.service import send_test, targets
+    from mcp_supervisor.notify.sending import send_test, targets
 
     config = channels_config(args)
     if not targets(config):

@@ -27,7 +27,18 @@ def _vault(args: argparse.Namespace) -> VaultService:
     from mcp_supervisor.cli.main import load_cli_config
     from mcp_supervisor.vault.service import VaultService
 
-    return VaultService(load_cli_config(args))
+    config = load_cli_config(args)
+    source = getattr(args, "source", None)
+    if source:  # restore --from LOCATION: that copy alone (a new host restoring from the remote)
+        from mcp_supervisor.config.fleet import check_location
+        from mcp_supervisor.vault.crypto import VaultError
+
+        try:
+            backup = config.backup.model_copy(update={"locations": [check_location(source)], "min_copies": 1})
+        except ValueError as exc:
+            raise VaultError(f"--from {source}: {exc}") from None
+        config = config.model_copy(update={"backup": backup})
+    return VaultService(config)
 
 
 def print_failure(args: argparse.Namespace, message: str) -> None:
@@ -224,6 +235,9 @@ def add_vault_subcommands(sub: Any) -> None:
     restore.add_argument("config_name", metavar="CONFIG")
     restore.add_argument("--snapshot", metavar="ID", default=None)
     restore.add_argument("--to", metavar="PATH", default=None, help="write there instead of the watched path")
+    restore.add_argument("--from", dest="source", metavar="LOCATION", default=None,
+                         help="read only this location (a folder, sftp://user@host:port/path or rclone:REMOTE:path), "
+                              "e.g. on a new host restoring from the off-host copy")
     add("verify", cmd_verify, "decrypt and check every object in every location")
     add("repair", cmd_repair, "copy good objects over missing or corrupt ones from another location")
     key = add("key", cmd_key, "export or import the vault key (passphrase-protected, for an offline copy)")

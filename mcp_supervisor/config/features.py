@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mcp_supervisor.config.base import Duration, _Model
+from mcp_supervisor.config.fleet import MetricsSettings as MetricsSettings
 
 
 class SlackSettings(_Model):
@@ -123,6 +124,8 @@ class QuietHours(_Model):
 
 
 class NotifySettings(_Model):
+    mode: Literal["direct", "alertmanager"] = "direct"
+    """``alertmanager``: incidents are left to Prometheus + Alertmanager (no double page); reports still go."""
     slack: SlackNotifySettings | None = None
     apprise: AppriseNotifySettings | None = None
     quiet_hours: QuietHours | None = None
@@ -133,20 +136,25 @@ class NotifySettings(_Model):
     flap_window: Duration = 600.0
     keep_sent: Duration = 604800.0
     """Delivered messages are kept this long in the outbox (what was sent, when), then deleted."""
+    group_by: list[str] = Field(default_factory=lambda: ["cause"])
+    """Alerts with the same values of these labels become one message (Alertmanager's group_by):
+    cause, failure_class, group (a server's alert_group), transport, server, severity, or "..." (all)."""
+    group_wait: Duration = 10.0
+    """How long a new group waits for more failures before its first message."""
+    group_interval: Duration = 300.0
+    """At most one update of a group's message (or one webhook follow-up) per this interval."""
+    repeat_interval: Duration = 4 * 3600.0
+    """A group still firing and unchanged is sent again after this long."""
+    pace: Duration = 1.0
+    """At least this long between two messages on one channel (Slack allows about one per second)."""
 
-
-class MetricsSettings(_Model):
-    listen: str | None = None
-    """``host:port`` for a TCP ``/metrics`` (e.g. ``127.0.0.1:9464``); off by default."""
-
-    @field_validator("listen")
+    @field_validator("group_by")
     @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{value!r} is not host:port; use e.g. \"127.0.0.1:9464\"")
+    def _known_labels(cls, value: list[str]) -> list[str]:
+        known = ("cause", "failure_class", "group", "transport", "server", "severity", "...")
+        wrong = [v for v in value if v not in known]
+        if wrong:
+            raise ValueError(f"unknown label(s) {', '.join(map(repr, wrong))}; use any of {', '.join(known)}")
         return value
 
 
@@ -164,4 +172,32 @@ class WebSettings(_Model):
             from mcp_supervisor.web.listen import parse_listen
 
             parse_listen(value)
+        return value
+
+
+class ProxySettings(_Model):
+    """``[proxy]``: the daemon's own MCP endpoint per server (proxy/); off unless ``listen`` is set.
+
+    Why loopback and a token: any local user can reach loopback TCP, and the proxy calls tools with
+    the team's credentials, so every request must carry the token only the job's user can read."""
+
+    listen: str | None = None
+    """Loopback ``HOST:PORT``, e.g. ``127.0.0.1:8766``; URLs are ``http://HOST:PORT/servers/<name>/mcp``."""
+    token_file: Path | None = None
+    """Default ``<state_dir>/proxy.token``: created at first start (0600), never logged."""
+    hold: Duration = 30.0
+    """How long a call waits for its restarting server before the client gets an error naming its state."""
+    max_sessions: int = Field(default=1000, ge=1, le=100000)
+    """Open client sessions at most; one more is refused with 503 (an idle one expires after ``session_idle``)."""
+    session_idle: Duration = 3600.0
+    max_body: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Largest request body in bytes; a bigger one is refused with 413."""
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mcp_supervisor.web.listen import parse_listen
+
+            parse_listen(value, "proxy", "the proxy calls tools with your servers' credentials, so it is served")
         return value

@@ -30,6 +30,7 @@ from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,
+    ProxySettings,
     QuietHours,
     ReportSettings,
     Severity,
@@ -37,11 +38,13 @@ from mcp_supervisor.config.features import (
     SlackSettings,
     WebSettings,
 )
+from mcp_supervisor.config.fleet import remote_kind
 from mcp_supervisor.config.models import (
     DEFAULT_LADDER,
     MANAGED_START_PERIOD,
     BackupSettings,
     Config,
+    DeepCheck,
     DockerSettings,
     FallbackConfig,
     ProbeConfig,
@@ -60,6 +63,7 @@ __all__ = [
     "BackupSettings",
     "Config",
     "ConfigError",
+    "DeepCheck",
     "DockerSettings",
     "Duration",
     "FallbackConfig",
@@ -67,6 +71,7 @@ __all__ = [
     "MetricsSettings",
     "NotifySettings",
     "ProbeConfig",
+    "ProxySettings",
     "QuietHours",
     "RecoveryConfig",
     "ReportSettings",
@@ -150,6 +155,12 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),
     "history": ("path",),
+    "metrics": ("web_config_file",),
+    "proxy": ("token_file",),
+}
+_NESTED_PATH_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("backup", "sftp"): ("identity_file", "known_hosts"),
+    ("backup", "rclone"): ("config",),
 }
 
 
@@ -187,13 +198,25 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
                     except ValueError as exc:
                         raise _FieldProblem((table, key), str(exc)) from None
             data[table] = section
+    for (table, key), fields in _NESTED_PATH_FIELDS.items():
+        section = data.get(table)
+        if isinstance(section, dict) and isinstance(section.get(key), dict):
+            nested = dict(section[key])
+            for name in fields:
+                if isinstance(nested.get(name), str):
+                    try:
+                        nested[name] = _expand_path(nested[name], environ, base)
+                    except ValueError as exc:
+                        raise _FieldProblem((table, key, name), str(exc)) from None
+            data[table] = {**section, key: nested}
     backup = data.get("backup")
     if isinstance(backup, dict) and isinstance(backup.get("locations"), list):
         locations = []
         for index, loc in enumerate(backup["locations"]):
             if isinstance(loc, str):
-                try:
-                    loc = _expand_path(loc, environ, base)
+                try:  # an sftp:// or rclone: location is not a local path: only ${VAR} is expanded
+                    remote = remote_kind(loc) or "://" in loc  # an unknown scheme is refused, not made a path
+                    loc = expand_refs(loc, environ) if remote else _expand_path(loc, environ, base)
                 except ValueError as exc:
                     raise _FieldProblem(("backup", "locations", index), str(exc)) from None
             locations.append(loc)

@@ -19,10 +19,12 @@ from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
     NotifySettings,
+    ProxySettings,
     ReportSettings,
     SlackSettings,
     WebSettings,
 )
+from mcp_supervisor.config.fleet import RcloneSettings, SFTPSettings, check_location
 
 MANAGED_START_PERIOD = 60.0
 """Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
@@ -101,6 +103,32 @@ class FallbackConfig(_Model):
     """Whether a server in fallback counts as ready for the job."""
 
 
+class DeepCheck(_Model):
+    """``[[servers.checks]]``: a synthetic ``tools/call`` with an expected answer (proxy/checks.py).
+
+    Why: ``tools/list`` can pass while every real call fails (an expired upstream token behind a
+    healthy process)."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    expect: str | None = None
+    """A regular expression the result's text must contain (``re.search``); unset: any answer."""
+    is_error: bool = False
+    """The result's ``isError`` the check expects (normally false)."""
+    interval: Duration = 60.0
+    timeout: Duration = 30.0
+
+    @field_validator("expect")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"expect = {value!r} is not a regular expression: {exc}") from None
+        return value
+
+
 class ServerConfig(_Model):
     name: str
     transport: Literal["stdio", "http", "sse"]
@@ -111,6 +139,8 @@ class ServerConfig(_Model):
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     critical: bool = True
+    alert_group: str | None = None
+    """The ``group`` label of this server's alerts ([notify] group_by = ["group"]); ``group`` is the Unix group."""
     protocol: str = "auto"
     """``auto`` (discover, fall back to initialize), ``legacy`` (initialize) or a modern version."""
     managed: bool = False
@@ -123,6 +153,14 @@ class ServerConfig(_Model):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     fallback: FallbackConfig | None = None
+    retry_tools: list[str] = Field(default_factory=list)
+    """Proxy: tools safe to call again after a backend restart besides those the server annotates
+    ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
+    checks: list[DeepCheck] = Field(default_factory=list)
+    """Deep checks run through the proxy; a failing one is the failure class ``check``."""
+    standby: int = Field(default=0, ge=0, le=1)
+    """Proxy, stdio servers: keep one more backend process per client session started and
+    initialized, so a crash switches to it at once instead of waiting for a cold start."""
     # --- how a process the supervisor starts runs (least privilege; see spawn/identity.py) ---
     user: str | None = None
     """Account a managed or stdio server runs as; unset under a root daemon means ``nobody``."""
@@ -203,6 +241,9 @@ class ServerConfig(_Model):
                 raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
             if self.managed and self.container:
                 raise ValueError("use either 'managed = true' (a process) or 'container', not both")
+            if self.standby:
+                raise ValueError("standby = 1 works for stdio servers only so far (an http/sse standby needs a "
+                                 "second instance on its own port, not yet supported); remove it")
         return self
 
     @model_validator(mode="after")
@@ -262,7 +303,12 @@ class DockerSettings(_Model):
 
 class BackupSettings(_Model):
     key_file: Path = Path("~/.config/mcp-supervisor/vault.key")
-    locations: list[Path] = Field(default_factory=list)
+    locations: list[str] = Field(default_factory=list)
+    """Folders, ``sftp://user@host:port/path`` or ``rclone:REMOTE:path`` (config/fleet.py)."""
+    sftp: SFTPSettings = Field(default_factory=SFTPSettings)
+    rclone: RcloneSettings = Field(default_factory=RcloneSettings)
+    max_age: Duration = 2 * 86400.0
+    """A location without a good copy of a backup for this long is alerted (metrics and alert rules)."""
     min_copies: int = Field(default=1, ge=1)
     keep_last: int = Field(default=10, ge=1)
     keep_daily: int = Field(default=7, ge=0)
@@ -270,6 +316,11 @@ class BackupSettings(_Model):
     keep_monthly: int = Field(default=6, ge=0)
     verify_interval: Duration = 86400.0
     full_backup_interval: Duration = 604800.0
+
+    @field_validator("locations")
+    @classmethod
+    def _known_kinds(cls, locations: list[str]) -> list[str]:
+        return [check_location(location) for location in locations]
 
     @model_validator(mode="after")
     def _copies_fit(self) -> BackupSettings:
@@ -309,6 +360,7 @@ class Config(_Model):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     servers_from: list[str] = Field(default_factory=list)

@@ -71,6 +71,7 @@ class GuardedRun:
         self.watcher: EventWatcher | None = None
         self.report: dict[str, Any] | None = None
         self.report_path: Path | None = None
+        self.proxy_env: dict[str, str] = {}
 
     @property
     def run_id(self) -> str:
@@ -82,12 +83,25 @@ class GuardedRun:
         return list(self.facts.fallback)
 
     def environment(self) -> dict[str, str]:
-        """What the job is told: fallback servers, the socket, the run id."""
+        """What the job is told: fallback servers, the socket, the run id, the proxy's URLs."""
         return {
             "MCP_SUPERVISOR_FALLBACK": ",".join(self.facts.fallback),
             "MCP_SUPERVISOR_SOCKET": str(self.socket_path),
             "MCP_SUPERVISOR_RUN_ID": self.facts.run_id,
+            **self.proxy_env,
         }
+
+    def _read_proxy(self) -> None:
+        """``MCP_SUPERVISOR_PROXY_URL_<NAME>`` and the token file's path, when the proxy listens."""
+        from mcp_supervisor.proxy.exports import proxy_environment
+
+        if self.client is None:
+            return
+        try:
+            _status, info = self.client.request("GET", "/v1/proxy")
+        except ClientError:
+            return  # a daemon without the proxy: the job uses the servers directly
+        self.proxy_env = proxy_environment(info)
 
     # --- before ------------------------------------------------------------------------------
 
@@ -114,6 +128,7 @@ class GuardedRun:
             take_backup(self.client) if self.client is not None else {"taken": False, "reason": "standalone"}
         )
         facts.fallback = sorted({*pre["fallback"], *(str(e["name"]) for e in pre["not_ready"])})
+        self._read_proxy()
         return None
 
     def _precheck(self) -> dict[str, Any] | None:
@@ -199,8 +214,11 @@ class GuardedRun:
 
     def conclude(self, code: int) -> dict[str, Any]:
         """Build the report, save it (0600, atomic) and send it to the daemon's record."""
+        from mcp_supervisor.proxy.exports import restart_sentences
+
         self.facts.guardian_exit = code
         report = build_run_report(self.facts)
+        report["proxy"] = restart_sentences(self.facts.events)  # calls the proxy held across restarts
         try:
             self.report_path = save_report(report, runs_dir(self.config))
             report["run"]["report_path"] = str(self.report_path)

@@ -19,6 +19,9 @@ class FailureClass(StrEnum):
     CONFIG = "config"
     OOM = "oom"
     """The kernel killed the server for memory (its ``limits.memory``): restarted with backoff like a crash."""
+    CHECK = "check"
+    """A deep check (``[[servers.checks]]``: a real ``tools/call``) failed while the server still
+    answers probes; the message is the tool's own error text."""
 
     @property
     def is_exit(self) -> bool:

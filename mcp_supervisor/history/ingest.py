@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from mcp_supervisor.event_text import duration
 from mcp_supervisor.events import Event
 from mcp_supervisor.history.metrics import DOWN_STATES, UP_STATES
 from mcp_supervisor.logging import REDACTOR
@@ -52,11 +54,11 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
     if kind == "action_done":
         verdict = "ok" if data.get("ok") else "failed"
         return None, None, f"{data.get('rung')} attempt {data.get('attempt')} {verdict} in " \
-                           f"{data.get('duration', 0)}s: {data.get('detail') or ''}".rstrip(": ")
+                           f"{duration(data.get('duration', 0))}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "notify":
         return None, None, f"{data.get('notify')}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "process_exit":
-        text = data.get("exit")  # "killed by the kernel: out of memory (limit 64M)": the OOM pattern reads it
+        text = data.get("exit")  # "killed by SIGKILL", "killed by the kernel: out of memory (limit 64M)"
         return None, None, f"process {text}" if text else f"process exited with {data.get('returncode')}"
     if kind == "container":
         return None, None, f"container {data.get('action')}"
@@ -74,6 +76,13 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
         return None, None, f"snapshot {data.get('snapshot')}: {len(files)} file(s), safe={data.get('safe')}"
     if kind == "restore":
         return None, None, f"config {data.get('config')} restored from {data.get('snapshot')}"
+    if kind == "alert":
+        return None, None, f"not sent ({data.get('event')} by {data.get('silence')}): {data.get('detail') or ''}"
+    if kind in ("silence", "maintenance"):
+        until = data.get("until", data.get("ends_at"))
+        when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if isinstance(until, int | float) else "?"
+        reason = f": {data.get('reason')}" if data.get("reason") else ""
+        return None, None, f"{data.get('kind', kind)} {data.get('id')} {data.get('event')} (until {when}){reason}"
     compact = {k: v for k, v in data.items() if k not in ("server",) and not isinstance(v, dict | list)}
     return None, None, " ".join(f"{k}={v}" for k, v in compact.items())
 
@@ -145,6 +154,9 @@ class Recorder:
                     self.close_interval(server, event.at)
         elif event.kind == "run":
             self._on_run(event, data)
+        elif event.kind == "maintenance" and event.server and data.get("event") == "started":
+            # after the pause it causes: the window's time is maintenance, never downtime
+            self.open_interval(event.server, "maintenance", event.at, str(data.get("reason") or "maintenance"))
         if event.kind not in _SKIP_EVENT_KINDS:
             self._log_event(event, data)
 
@@ -207,8 +219,8 @@ class Recorder:
     # --- probes --------------------------------------------------------------------------------
 
     def _on_probe(self, event: Event) -> None:
-        if not event.server:
-            return
+        if not event.server or event.data.get("void"):
+            return  # a void check (the daemon's loop was late) says nothing about the server
         bucket = self._probes.get((event.server, int(event.at // 60)))
         if bucket is None:
             bucket = self._probes[(event.server, int(event.at // 60))] = _ProbeBucket()

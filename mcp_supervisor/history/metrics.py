@@ -8,8 +8,8 @@ be tested as a table of inputs and answers.
 Definitions (also in docs/operations.md):
 - *up* = ``healthy`` or ``degraded`` (the server answers; readiness counts both);
   *down* = ``failed``, ``recovering``, ``backoff``, ``fallback``, ``needs_human``;
-  ``paused`` and ``starting`` are neither (excluded and shown), nor is time the daemon was not
-  running (``unknown``).
+  ``paused``, ``maintenance`` (a maintenance window: ``supervisorctl-mcp maintenance``) and
+  ``starting`` are neither (excluded and shown), nor is time the daemon was not running (``unknown``).
 - uptime % = up time / (up + down time).
 - an *incident* runs from entering a down state to the next up state (``healed``); a pause or the
   daemon's absence ends it without a verdict (``interrupted``); still down at the window's end or
@@ -140,6 +140,7 @@ class Uptime:
     down_s: float
     paused_s: float
     starting_s: float
+    maintenance_s: float = 0.0
 
     @property
     def observed_s(self) -> float:
@@ -150,7 +151,7 @@ def uptime(states: dict[str, float]) -> Uptime:
     up = sum(v for k, v in states.items() if k in UP_STATES)
     down = sum(v for k, v in states.items() if k in DOWN_STATES)
     pct = round(100.0 * up / (up + down), 4) if up + down > 0 else None
-    return Uptime(pct, up, down, states.get("paused", 0.0), states.get("starting", 0.0))
+    return Uptime(pct, up, down, states.get("paused", 0.0), states.get("starting", 0.0), states.get("maintenance", 0.0))
 
 
 def overall_uptime(per_server: dict[str, Uptime]) -> Uptime:
@@ -159,7 +160,7 @@ def overall_uptime(per_server: dict[str, Uptime]) -> Uptime:
     down = sum(u.down_s for u in per_server.values())
     pct = round(100.0 * up / (up + down), 4) if up + down > 0 else None
     return Uptime(pct, up, down, sum(u.paused_s for u in per_server.values()),
-                  sum(u.starting_s for u in per_server.values()))
+                  sum(u.starting_s for u in per_server.values()), sum(u.maintenance_s for u in per_server.values()))
 
 
 def incidents(intervals: Sequence[Interval]) -> list[Incident]:
@@ -186,7 +187,7 @@ def incidents(intervals: Sequence[Interval]) -> list[Incident]:
             elif iv.state in UP_STATES and current is not None:
                 found.append(Incident(server, current[0], iv.start, current[1], "healed"))
                 current = None
-            elif iv.state == "paused" and current is not None:
+            elif iv.state in ("paused", "maintenance") and current is not None:
                 found.append(Incident(server, current[0], iv.start, current[1], "interrupted"))
                 current = None
             previous_end = iv.end

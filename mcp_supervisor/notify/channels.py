@@ -115,14 +115,24 @@ class SlackBot:
         self._client = AsyncWebClient(**kwargs)
 
     async def deliver(self, n: Notification, thread: tuple[str, str] | None) -> Delivery:
+        """A group's update edits its first message in place (``chat.update``); an escalation, a
+        repeat and the resolution also reply in its thread, so a phone hears about them."""
+        grouped = bool(n.data.get("group"))
+        if grouped and thread and n.role in ("followup", "resolution") and (n.data.get("update") or n.role == "resolution"):
+            edited = await self._call("chat_update", channel=thread[0] or self.channel, ts=thread[1],
+                                      text=fallback_text(n), blocks=slack_blocks(n))
+            if not edited.ok or (n.role == "followup" and not n.data.get("reply")):
+                return edited
+        channel, thread_ts = (thread[0] or self.channel, thread[1]) if thread else (self.channel, None)
+        return await self._call("chat_postMessage", channel=channel, text=fallback_text(n), blocks=slack_blocks(n),
+                                thread_ts=thread_ts, unfurl_links=False, unfurl_media=False)
+
+    async def _call(self, method: str, **kwargs: Any) -> Delivery:
         from slack_sdk.errors import SlackApiError
 
-        channel, thread_ts = (thread[0] or self.channel, thread[1]) if thread else (self.channel, None)
+        channel = str(kwargs.get("channel") or self.channel)
         try:
-            response = await self._client.chat_postMessage(
-                channel=channel, text=fallback_text(n), blocks=slack_blocks(n), thread_ts=thread_ts,
-                unfurl_links=False, unfurl_media=False,
-            )
+            response = await getattr(self._client, method)(**kwargs)
         except SlackApiError as exc:
             answer = exc.response
             status = getattr(answer, "status_code", None) or getattr(answer, "status", None) or 0

@@ -70,6 +70,8 @@ class Incident:
     flapping: bool = False
     up_since: float | None = None
     failures: int = 1
+    after: str = ""
+    """The state the server left (``starting``: it never came up since the daemon started)."""
 
 
 class IncidentTracker:
@@ -93,6 +95,11 @@ class IncidentTracker:
             except TypeError:
                 continue  # a field from another version: forget that incident rather than crash
         self.recent = {str(k): [float(t) for t in v] for k, v in (raw.get("recent") or {}).items()}
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """Cheap: changes whenever ``to_json`` would (the service stores the state only then)."""
+        return (tuple((k, i.key, i.alerted, i.flapping, i.up_since, i.failures) for k, i in self.open.items()),
+                tuple((k, len(v), v[-1] if v else None) for k, v in self.recent.items()))
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -153,6 +160,7 @@ class IncidentTracker:
             critical=bool(data.get("critical", False)),
             failure_class=str(failure_class) if failure_class else None,
             reason=str(data.get("reason") or ""),
+            after=str(data.get("old") or ""),
         )
         self.open[server] = incident
         severity = "critical" if incident.critical else "warning"
@@ -202,7 +210,7 @@ class IncidentTracker:
     @staticmethod
     def _note(incident: Incident, kind: str, severity: str, role: Role, at: float, **data: Any) -> Notification:
         payload = {"failure_class": incident.failure_class, "opened_at": incident.opened_at,
-                   "critical": incident.critical, **data}
+                   "critical": incident.critical, "after": incident.after, **data}
         return Notification(kind=kind, severity=severity, incident=incident.key, role=role, at=at,
                             server=incident.server, data=payload)
 

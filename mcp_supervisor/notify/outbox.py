@@ -1,5 +1,11 @@
 """The durable outbox: every notification is on disk before anyone tries to deliver it.
 
+Where: in the record (the history database, ``history.sqlite3``), so an incident, its alert, its
+delivery and its resolution live in one file; the tables are the notifier's own (``outbox``,
+``notify_state``, ``silences``) and this module is the only one that writes them. An older
+daemon's ``state_dir/outbox.sqlite3`` is copied across once at start-up (every row, pending ones
+stay pending) and kept beside as ``outbox.sqlite3.migrated``.
+
 Why SQLite (WAL, ``synchronous=FULL``): a message must survive the daemon being killed between
 "the server went down" and "Slack answered". A row is written (with the incident tracker's state,
 in the same transaction) when the event happens; it is marked ``sent`` only after the receiver
@@ -11,8 +17,9 @@ counted in the metrics, never retried.
 Ordering: rows of one incident on one channel go out strictly in id order (the alert before its
 follow-ups and resolution, which thread under it), while a stuck incident does not hold back others.
 
-The file is the daemon's own (``state_dir/outbox.sqlite3``, mode 0600, never a symlink). Every call
-is synchronous and short; the service runs them in a worker thread under one lock.
+The file is the daemon's own (mode 0600, never a symlink). Every call is synchronous and short;
+the service runs them in a worker thread under one lock (the record's writer thread has its own
+connection to the same WAL file; SQLite serialises the two writers).
 """
 
 from __future__ import annotations
@@ -49,7 +56,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, channel, incident, id);
 CREATE TABLE IF NOT EXISTS notify_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    server TEXT NOT NULL,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    reason TEXT,
+    created_by TEXT,
+    ended_at REAL
+);
 """
+_COLUMNS = ("channel, incident, role, kind, severity, payload, created_at, status, attempts, next_at, last_error, "
+            "sent_at, remote_channel, remote_ts")
+_SILENCE_COLUMNS = ("id", "kind", "server", "starts_at", "ends_at", "reason", "created_by", "ended_at")
 
 
 class OutboxError(Exception):
@@ -76,7 +96,10 @@ class Outbox:
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # the state directory is the daemon's, but refuse a planted link or device all the same
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:  # the record's service may have just created it: open what is there
+            fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -98,6 +121,66 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def migrate_from(self, old: Path) -> int:
+        """Copy an older daemon's separate outbox file in, once; returns the pending rows taken over.
+
+        One transaction (``ATTACH``, ``INSERT ... SELECT`` in id order, the tracker state unless this
+        file has one already); then the old file is renamed ``.migrated`` (kept, never deleted), so
+        a second start does not copy it again and nothing is delivered twice.
+        """
+        try:
+            info = os.lstat(old)
+        except FileNotFoundError:
+            return 0
+        if not stat.S_ISREG(info.st_mode):
+            raise OutboxError(f"{old} is not a regular file; move it away")
+        with self._lock:
+            db = self._db
+            db.execute("ATTACH DATABASE ? AS old", (str(old),))
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM old.sqlite_master WHERE type='table'")}
+                pending = 0
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    if "outbox" in tables:
+                        pending = int(db.execute("SELECT COUNT(*) FROM old.outbox WHERE status='pending'").fetchone()[0])
+                        db.execute(f"INSERT INTO outbox ({_COLUMNS}) SELECT {_COLUMNS} FROM old.outbox ORDER BY id")
+                    if "notify_state" in tables:
+                        db.execute("INSERT OR IGNORE INTO notify_state (key, value) SELECT key, value FROM old.notify_state")
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                db.execute("DETACH DATABASE old")
+        for suffix in ("", "-wal", "-shm"):
+            side = old.with_name(old.name + suffix)
+            if os.path.lexists(side):
+                os.rename(side, old.with_name(old.name + ".migrated" + suffix))
+        return pending
+
+    # --- silences and maintenance windows ---------------------------------------------------------
+
+    def save_silence(self, row: dict[str, Any]) -> None:
+        marks = ", ".join("?" * len(_SILENCE_COLUMNS))
+        with self._lock:
+            self._db.execute(f"INSERT OR REPLACE INTO silences ({', '.join(_SILENCE_COLUMNS)}) VALUES ({marks})",
+                             tuple(row.get(c) for c in _SILENCE_COLUMNS))
+
+    def end_silence(self, silence_id: str, now: float) -> bool:
+        with self._lock:
+            cursor = self._db.execute("UPDATE silences SET ended_at=? WHERE id=? AND ended_at IS NULL AND ends_at > ?",
+                                      (now, silence_id, now))
+            return cursor.rowcount > 0
+
+    def load_silences(self, since: float) -> list[dict[str, Any]]:
+        """Silences still active or ended after ``since`` (older ones are pruned)."""
+        with self._lock:
+            self._db.execute("DELETE FROM silences WHERE coalesce(ended_at, ends_at) < ?", (since - 7 * 86400.0,))
+            found = self._db.execute(f"SELECT {', '.join(_SILENCE_COLUMNS)} FROM silences "
+                                     "WHERE coalesce(ended_at, ends_at) >= ? ORDER BY starts_at", (since,)).fetchall()
+        return [dict(zip(_SILENCE_COLUMNS, r, strict=True)) for r in found]
 
     # --- writing -----------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_supervisor.notify.group_render import group_body, group_instruction, group_title
 from mcp_supervisor.notify.incidents import Notification
 
 _EMOJI = {
@@ -26,6 +27,7 @@ _EMOJI = {
     "config_restored": ":recycle:",
     "report": ":bar_chart:",
     "test": ":white_check_mark:",
+    "group": ":red_circle:",
 }
 _HEALTH_EMOJI = {"EXCELLENT": ":large_green_circle:", "GOOD": ":large_green_circle:", "DEGRADED": ":large_yellow_circle:",
                  "CRITICAL": ":red_circle:"}
@@ -78,6 +80,8 @@ def title(n: Notification) -> str:
     server = n.server or ""
     data = n.data
     kind = n.kind
+    if kind == "group":
+        return group_title(data, n.role, duration)
     if kind == "down":
         return f"{server} is down"
     if kind == "recovered":
@@ -148,6 +152,8 @@ def body(n: Notification) -> str:
     """The main sentence(s): what happened, in words."""
     data = n.data
     detail = str(data.get("detail") or "")
+    if n.kind == "group":
+        return group_body(data)
     if n.kind == "backup_failed":
         failed = data.get("failed_locations") or {}
         parts = [detail] if detail else []
@@ -180,6 +186,8 @@ def body(n: Notification) -> str:
 
 
 def instruction(n: Notification) -> str:
+    if n.kind == "group":
+        return "" if n.role in ("resolution", "single") else group_instruction(n.data)
     return str(n.data.get("instruction") or "")
 
 
@@ -235,6 +243,8 @@ def fallback_text(n: Notification) -> str:
 
 def slack_blocks(n: Notification) -> list[dict[str, Any]]:
     emoji = _EMOJI.get(n.kind, ":information_source:")
+    if n.kind == "group" and n.role in ("resolution", "single"):
+        emoji = _EMOJI["recovered"]
     if n.kind == "report":
         report = _report(n.data)
         emoji = _HEALTH_EMOJI.get(str(report.get("health")), emoji)

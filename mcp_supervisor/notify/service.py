@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import random
 import time
 from collections import Counter
@@ -26,53 +24,28 @@ from mcp_supervisor.config import Config
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import Redactor, collect_secrets, get_logger
 from mcp_supervisor.notify.advice import instruction_for
-from mcp_supervisor.notify.channels import AppriseChannel, Channel, Delivery, SlackBot, SlackWebhook
+from mcp_supervisor.notify.causes import DOCKER_ENGINE, alert_labels, engine_unreachable, headline_cause
+from mcp_supervisor.notify.channels import Channel, Delivery
+from mcp_supervisor.notify.grouping import Grouper, GroupSettings
 from mcp_supervisor.notify.incidents import IncidentTracker, Notification, severity_rank
 from mcp_supervisor.notify.outbox import Outbox, Row
 from mcp_supervisor.notify.policy import quiet_until, retry_delay
+from mcp_supervisor.notify.render import title
+from mcp_supervisor.notify.sending import build_channels, send_test, targets
+from mcp_supervisor.notify.silence_book import SilenceBook
 
 log = get_logger("mcp_supervisor.notify")
 _RELEVANT = frozenset({"state", "notify", "config", "backup", "backup_failed", "restore", "restore_failed", "report"})
 _TICK = 5.0
+_BATCH = 1000
 _PRUNE_EVERY = 3600.0
 OUTBOX_FILE = "outbox.sqlite3"
+"""An older daemon's separate outbox file; migrated into the record at start-up."""
 
 
-def targets(config: Config) -> dict[str, str]:
-    """Configured channel name -> its min_severity (whether or not the channel can be built now)."""
-    found: dict[str, str] = {}
-    if config.notify.slack is not None:
-        found["slack"] = config.notify.slack.min_severity
-    elif config.slack.token and config.slack.channel:
-        found["slack"] = "info"  # the older [slack] table: a bot token and a channel
-    if config.notify.apprise is not None and config.notify.apprise.urls:
-        found["apprise"] = config.notify.apprise.min_severity
-    return found
-
-
-def build_channels(config: Config) -> tuple[dict[str, Channel], dict[str, str]]:
-    """The channels that can run now, and for the others why not (secret-free)."""
-    channels: dict[str, Channel] = {}
-    errors: dict[str, str] = {}
-    slack = config.notify.slack
-    if slack is not None:
-        secret = slack.webhook_url or slack.token or ""
-        if "${" in secret:
-            errors["slack"] = ("the Slack secret references a variable or file that is not set "
-                               f"({'webhook_url' if slack.webhook_url else 'token'} in [notify.slack]); "
-                               "set it and run supervisorctl-mcp reload")
-        elif slack.webhook_url:
-            channels["slack"] = SlackWebhook(slack.webhook_url, slack.timeout)
-        elif slack.token and slack.channel:
-            channels["slack"] = SlackBot(slack.token, slack.channel, slack.base_url, slack.timeout)
-    elif config.slack.token and config.slack.channel and "${" not in config.slack.token:
-        channels["slack"] = SlackBot(config.slack.token, config.slack.channel, config.slack.base_url)
-    if config.notify.apprise is not None and config.notify.apprise.urls:
-        try:
-            channels["apprise"] = AppriseChannel(config.notify.apprise.urls)
-        except RuntimeError as exc:
-            errors["apprise"] = str(exc)
-    return channels, errors
+def group_settings(config: Config) -> GroupSettings:
+    n = config.notify
+    return GroupSettings(tuple(n.group_by), n.group_wait, n.group_interval, n.repeat_interval)
 
 
 class NotifyService:
@@ -88,8 +61,18 @@ class NotifyService:
         self._config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        self.db_path = Path(db_path) if db_path else Path(config().state_dir) / OUTBOX_FILE
+        from mcp_supervisor.history.service import history_path
+
+        self._bus = bus
+        self.db_path = Path(db_path) if db_path else history_path(config())
+        self.old_outbox = Path(config().state_dir) / OUTBOX_FILE
         self.tracker = IncidentTracker(config().notify.flap_count, config().notify.flap_window)
+        self.grouper = Grouper(group_settings(config()))
+        self.silences = SilenceBook()
+        self.alert_stats: Counter[str] = Counter()
+        """Per-server alerts: grouped (sent inside a message naming others), inhibited (under a
+        known shared cause), silenced (recorded, not sent)."""
+        self._next_send: dict[str, float] = {}
         self.outbox: Outbox | None = None
         self.counts: dict[str, int] = {"pending": 0, "sent": 0, "dead": 0}
         self.stats: Counter[tuple[str, str]] = Counter()
@@ -113,7 +96,14 @@ class NotifyService:
         outbox = await asyncio.to_thread(Outbox, self.db_path)
         self.outbox = outbox
         try:
-            self.tracker.load_json(await asyncio.to_thread(outbox.load_state))
+            if self.old_outbox != self.db_path:
+                taken = await asyncio.to_thread(outbox.migrate_from, self.old_outbox)
+                if taken or self.old_outbox.with_name(OUTBOX_FILE + ".migrated").exists():
+                    log.info("outbox moved into the record", pending=taken, path=str(self.db_path))
+            state = await asyncio.to_thread(outbox.load_state)
+            self.tracker.load_json(state)
+            self.grouper.load_json(state.get("grouper") or {})
+            await self.silences.load(outbox, self._clock())
             await self._refresh_counts()
             self._ready.set()
             async with asyncio.TaskGroup() as tg:
@@ -138,38 +128,118 @@ class NotifyService:
         last_prune = 0.0
         while True:
             event: Event | None = None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK):
-                    event = await self._queue.get()
             now = self._clock()
-            if event is not None and event.kind == "lagged":
-                log.error("the notifier fell behind the event bus; some events were dropped")
-            if event is not None and event.kind in _RELEVANT:
-                await self.handle(event)
-            flapped = self.tracker.tick(now)
-            if flapped:
-                await self._store(flapped, self.tracker.to_json())
+            wake = [t for t in (self.grouper.next_due(), self.silences.next_change(now)) if t is not None]
+            timeout = max(0.0, min([_TICK, *(t - now for t in wake)]))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    event = await self._queue.get()
+            events = [event] if event is not None else []
+            while len(events) < _BATCH and not self._queue.empty():  # a storm: one write for the lot
+                events.append(self._queue.get_nowait())
+            now = self._clock()
+            self.grouper.settings = group_settings(self._config())
+            notes: list[Notification] = []
+            dirty = False
+            for item in events:
+                if item.kind == "lagged":
+                    log.error("the notifier fell behind the event bus; some events were dropped")
+                elif item.kind in _RELEVANT:
+                    produced, changed = self._ingest(item, now)
+                    notes += produced + self._flush(now)  # what is due goes out in event order
+                    dirty = dirty or changed
+            for ended in self.silences.expired(now):
+                self._bus.publish(Event("silence", None if ended.server == "*" else ended.server,
+                                        {"event": "expired", **ended.to_json()}))
+                self.grouper.silence_changed(now)
+            notes += self._route(self.tracker.tick(now), now) + self._flush(now)
+            if notes or dirty:
+                await self._store(notes, self._state())
             if now - last_prune >= _PRUNE_EVERY and self.outbox is not None:
                 last_prune = now
                 await asyncio.to_thread(self.outbox.prune, now - self._config().notify.keep_sent)
 
+    def _state(self) -> dict[str, Any]:
+        return {**self.tracker.to_json(), "grouper": self.grouper.to_json()}
+
     async def handle(self, event: Event) -> list[Notification]:
-        """Feed one event to the tracker and store what it produced (exposed for tests)."""
+        """Feed one event to the tracker and the grouping; store what is due (exposed for tests)."""
+        now = self._clock()
+        notes, changed = self._ingest(event, now)
+        notes += self._flush(now)
+        if notes or changed:
+            await self._store(notes, self._state())
+        return notes
+
+    def _ingest(self, event: Event, now: float) -> tuple[list[Notification], bool]:
+        """One event into the tracker and the grouping, in memory: (notes due now, state changed)."""
         self._refresh_redactor()
         scrubbed = self._redactor.scrub(dict(event.data))  # secrets never enter the tracker or the file
         data = scrubbed if isinstance(scrubbed, dict) else {}
-        before = json.dumps(self.tracker.to_json(), sort_keys=True)
+        before = self.tracker.fingerprint()
         notes = self.tracker.on_event(event.kind, event.server, data, event.at)
-        state = self.tracker.to_json()
-        if notes or json.dumps(state, sort_keys=True) != before:
-            await self._store(notes, state)
-        return notes
+        if event.kind == "config" and data.get("event") == "reloaded":
+            self.grouper.forget_servers({str(n) for n in data.get("removed") or []})
+        if event.kind == "state" and event.server and self.grouper.groups:
+            server = next((s for s in self._config().servers if s.name == event.server), None)
+            if engine_unreachable(str(data.get("reason") or ""), bool(server and server.container)):
+                self.grouper.reveal(event.server, DOCKER_ENGINE, now)  # the engine, learned after the alert
+        return self._route(notes, now), bool(notes) or self.tracker.fingerprint() != before
+
+    def _route(self, notes: list[Notification], now: float) -> list[Notification]:
+        """A server's incident notes go to the grouping; the others out now, unless silenced."""
+        config = self._config()
+        direct = []
+        for n in notes:
+            if n.server and n.role in ("alert", "followup", "resolution"):
+                n = self._finish(n, config)
+                back = self.grouper.add(n, self._labels(n, config), now)
+                if back is not None:
+                    direct.append(back)
+                continue
+            silence = self.silences.covering(n.server, n.kind, now)
+            if silence is not None:
+                self._suppressed(n.server, n.kind, silence.id, title(n))
+                continue
+            direct.append(n)
+        return direct
+
+    def _flush(self, now: float) -> list[Notification]:
+        result = self.grouper.flush(now, self.silences.silenced_id)
+        for server, kind, silence in result.suppressed:
+            self._suppressed(server, kind, silence, f"{server}: {kind}")
+        self.alert_stats["grouped"] += result.grouped
+        self.alert_stats["inhibited"] += result.inhibited
+        http = frozenset(s.name for s in self._config().servers if s.transport in ("http", "sse"))
+        out = []
+        for n in result.notes:
+            if n.kind == "group":
+                firing = {str(m.get("server")) for m in n.data.get("members", []) if m.get("resolved_at") is None}
+                n = replace(n, data={**n.data, "headline": headline_cause(str(n.data.get("cause") or ""), firing, http)})
+            out.append(n)
+        return out
+
+    @staticmethod
+    def _labels(n: Notification, config: Config) -> dict[str, str]:
+        server = next((s for s in config.servers if s.name == n.server), None)
+        extra = {"group": server.alert_group or "", "transport": server.transport, "token": server.token_env or "",
+                 "config": server.config or "", "container": server.container or ""} if server is not None else {}
+        return alert_labels(n.server or "", n.data, n.severity, extra)
+
+    def _suppressed(self, server: str | None, kind: str, silence: str, what: str) -> None:
+        """Not sent, but recorded: ``history`` shows every silenced message."""
+        self.alert_stats["silenced"] += 1
+        log.info("notification silenced", server=server, kind=kind, silence=silence)
+        self._bus.publish(Event("alert", server, {"event": "silenced", "kind": kind, "silence": silence,
+                                                  "detail": what}))
 
     async def _store(self, notes: list[Notification], state: dict[str, Any]) -> None:
         outbox = self.outbox
         if outbox is None:
             return
         config = self._config()
+        if config.notify.mode == "alertmanager":  # Alertmanager pages for the fleet; reports still go
+            notes = [n for n in notes if n.kind == "report"]
         self._refresh_redactor()
         wanted = targets(config)
         now = self._clock()
@@ -177,7 +247,9 @@ class NotifyService:
         for n in notes:
             n = self._finish(n, config)
             for channel, minimum in wanted.items():
-                if not await self._accepts(outbox, channel, minimum, n):
+                queued_here = n.role != "alert" and any(c == channel and m.incident == n.incident and m.role == "alert"
+                                                        for c, m, _ in rows)  # its alert is in this same batch
+                if not queued_here and not await self._accepts(outbox, channel, minimum, n):
                     continue
                 rows.append((channel, n, quiet_until(config.notify.quiet_hours, n.severity, now)))
             log.info("notification", kind=n.kind, server=n.server, role=n.role, severity=n.severity,
@@ -205,6 +277,29 @@ class NotifyService:
             return True
         # a resolution or follow-up goes wherever its alert went, whatever its own severity
         return n.role in ("followup", "resolution") and await asyncio.to_thread(outbox.has_alert, channel, n.incident)
+
+    # --- silences and maintenance (the control API calls these) ----------------------------------
+
+    async def add_silence(self, kind: str, server: str, seconds: float, reason: str = "",
+                          created_by: str = "") -> dict[str, Any]:
+        """Stored before it is answered; raises ``SilenceError`` (a 400) naming the fix."""
+        await self.wait_ready()
+        assert self.outbox is not None
+        now = self._clock()
+        known = [s.name for s in self._config().servers]
+        made = await self.silences.add(self.outbox, kind, server, seconds, now, reason, created_by, known)
+        self._bus.publish(Event("silence", None if server == "*" else server, {"event": "created", **made.to_json()}))
+        return made.to_json(now)
+
+    async def end_silence(self, silence_id: str) -> dict[str, Any]:
+        await self.wait_ready()
+        assert self.outbox is not None
+        now = self._clock()
+        ended = await self.silences.end(self.outbox, silence_id, now)
+        self.grouper.silence_changed(now)  # a held alert of a server still down goes out now
+        self._bus.publish(Event("silence", None if ended.server == "*" else ended.server,
+                                {"event": "ended", **ended.to_json()}))
+        return ended.to_json(now)
 
     # --- delivery --------------------------------------------------------------------------------
 
@@ -235,23 +330,28 @@ class NotifyService:
                 return
             channels = await self._ensure_channels()
             now = self._clock()
-            open_channels = {name for name in channels if self._blocked_until.get(name, 0.0) <= now}
+            open_channels = {name for name in channels if self._held_until(name) <= now}
             rows = await asyncio.to_thread(outbox.due, now, open_channels)
             for row in rows:
-                if self._blocked_until.get(row.channel, 0.0) > self._clock():
-                    continue  # this channel failed earlier in this batch
+                if self._held_until(row.channel) > self._clock():
+                    continue  # this channel failed, or sent its one message of this second, earlier in this batch
                 await self._deliver(outbox, channels[row.channel], row)
+                # proactive pacing: Slack allows about one message per second per channel
+                self._next_send[row.channel] = self._clock() + self._config().notify.pace
             if rows:
                 await self._refresh_counts()
                 continue
             next_at = await asyncio.to_thread(outbox.next_due_at, open_channels)
-            candidates = [t for name, t in self._blocked_until.items() if name in channels and t > now]
+            candidates = [t for name in channels if (t := self._held_until(name)) > now]
             if next_at is not None:
                 candidates.append(next_at)
             wait = min(candidates) - now if candidates else 60.0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.01, min(wait, 60.0))):
                     await self._wake.wait()
+
+    def _held_until(self, channel: str) -> float:
+        return max(self._blocked_until.get(channel, 0.0), self._next_send.get(channel, 0.0))
 
     async def _deliver(self, outbox: Outbox, channel: Channel, row: Row) -> None:
         thread = None
@@ -299,44 +399,3 @@ class NotifyService:
 
     async def send_test(self) -> dict[str, Any]:
         return await send_test(self._config(), self._clock())
-
-
-async def send_test(config: Config, now: float | None = None) -> dict[str, Any]:
-    """One test message through every configured channel, now (not via the outbox), and each answer."""
-    at = time.time() if now is None else now
-    note = Notification(kind="test", severity="info", incident=f"test:{at:.6f}", role="single", at=at,
-                        data={"detail": f"Test from mcp-supervisor on {os.uname().nodename}."})
-    return await send_now(config, note)
-
-
-def report_notification(report: dict[str, Any], period: str | None = None, at: float | None = None) -> Notification:
-    """A REPORT (see CONTRACTS.md) as a notification, e.g. for ``report --slack`` without the daemon."""
-    at = time.time() if at is None else at
-    period = period or str(report.get("period") or "custom")
-    return Notification(kind="report", severity="info", incident=f"report:{period}:{at:.6f}", role="single", at=at,
-                        data={"period": period, "report": report})
-
-
-async def send_now(config: Config, note: Notification) -> dict[str, Any]:
-    """Deliver one notification through every configured channel at once, bypassing the outbox.
-
-    For interactive commands (``notify-test``, ``report --slack``) whose user sees the answer; the
-    daemon's own alerts always go through the outbox.
-    """
-    channels, errors = build_channels(config)
-    answers: dict[str, Any] = {name: {"ok": False, "answer": problem} for name, problem in errors.items()}
-    redactor = Redactor(collect_secrets(config))
-    scrubbed = redactor.scrub(dict(note.data))
-    note = replace(note, data=scrubbed if isinstance(scrubbed, dict) else {})
-    try:
-        for name, channel in channels.items():
-            try:
-                result = await channel.deliver(note, None)
-            except Exception as exc:
-                result = Delivery(ok=False, error=type(exc).__name__)
-            answers[name] = {"ok": result.ok, "answer": str(redactor.scrub(result.summary()))}
-    finally:
-        for channel in channels.values():
-            with contextlib.suppress(Exception):
-                await channel.aclose()
-    return {"channels": answers}

@@ -36,7 +36,7 @@ from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.actions import ActionSlot
 from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.exit_report import exit_result, exit_text, start_failure
-from mcp_supervisor.runtime.observe import observe
+from mcp_supervisor.runtime.observe import counted_anyway, observe, void_grace
 from mcp_supervisor.runtime.port_conflict import managed_answer
 from mcp_supervisor.runtime.schedule import ProbeSchedule
 from mcp_supervisor.runtime.snapshot import ServerView
@@ -65,8 +65,12 @@ class ServerRunner:
         self.last_result: ProbeResult | None = None
         self.last_probe_wall: float | None = None
         self.tool_count: int | None = None
+        self.check_failure: ProbeResult | None = None
+        """The last deep check's failure (proxy/checks.py), until a check passes."""
         self.restarts = 0
         self.last_exit: str | None = None
+        self.maintenance: tuple[str, float, str] | None = None
+        """Set by runtime/maintenance.py while a maintenance window lasts (readers see it in the view)."""
         self._epoch = 0
         """Bumped by every action, exit and command: a probe that started before one never counts
         as the check after it (it may have talked to the process that was just replaced)."""
@@ -88,6 +92,8 @@ class ServerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._fired_deadline: float | None = None
+        self._void_since: float | None = None
+        """When the current run of void timeouts (the loop was late) began (``runtime/observe.py``)."""
         self.publish()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -174,6 +180,13 @@ class ServerRunner:
             if self.machine.state is not before or before not in (State.STARTING, State.HEALTHY, State.DEGRADED):
                 break
 
+    def check_result(self, failure: ProbeResult | None) -> None:
+        """A deep check's verdict (proxy/checks.py): a failure stands until a check passes, so the
+        probes that still pass cannot hide it; a new failure counts at once."""
+        was, self.check_failure = self.check_failure, failure
+        if failure is not None and was is None:
+            self.observe(failure)
+
     def observe(self, result: ProbeResult) -> None:
         """Feed an observation made outside the probe loop (process exit, container event)."""
         if self.machine.state is State.PAUSED or self._stopping:
@@ -257,20 +270,34 @@ class ServerRunner:
             if planned is not None:
                 self.env.drift_ms.append((_clock() - planned) * 1000.0)
             self.env.counters["probes"] += 1
-            result = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag,
-                                   self.env.counters)
+            seen = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag)
+        if seen.void and self._void_since is None:
+            self._void_since = _clock()
+        void = seen.void and _clock() - (self._void_since or 0.0) < void_grace(self.server.probe.interval)
+        result = seen.result
+        if seen.void and not void:
+            result = counted_anyway(seen)
         if result.ok and self.process is not None:  # i7life: an answer from another process is not ours
             result = managed_answer(self.server.name, self.server.url, self.process, result,
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
+        if result.ok and self.check_failure is not None:  # a failing deep check outweighs a passing probe
+            result = self.check_failure
         stale = epoch != self._epoch
         self.env.bus.publish(
             Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
-                  "failure_class": str(result.failure) if result.failure else None,
-                  "latency_ms": round(result.latency_ms, 2), "stale": stale})
+                  "failure_class": str(result.failure) if result.failure and not void else None,
+                  "latency_ms": round(result.latency_ms, 2), "stale": stale, "void": void})
         )
         if stale:  # it started before an action, exit or command: it is not the check after it
             self._log.debug("stale probe result dropped", kind=str(kind), ok=result.ok)
             return result
+        if void:  # the daemon could not ask in time: no verdict on the server; ask again now
+            self.env.counters["reruns"] += 1
+            self._log.info("timeout while the event loop was late; checking again",
+                           loop_late_s=round(seen.loop_late, 3), message=result.message)
+            self.request_probe(kind)
+            return result
+        self._void_since = None
         self.last_result = result
         self.last_probe_wall = time.time()
         if result.tool_count is not None:
@@ -377,6 +404,7 @@ class ServerRunner:
             restarts=self.restarts,
             last_exit=self.last_exit,
             next_attempt_at=machine.next_attempt_at(),
+            maintenance=self.maintenance,
         )
 
     def publish(self) -> None:

@@ -41,11 +41,13 @@ class ServerView:
     restarts: int = 0
     last_exit: str | None = None
     next_attempt_at: float | None = None
+    maintenance: tuple[str, float, str] | None = None
+    """(id, until, reason) of a maintenance window (runtime/maintenance.py): not required for ready."""
 
     @property
     def ready(self) -> bool:
-        """Counts as ready for the job: healthy, degraded, or in a fallback the config allows."""
-        if self.state in READY_STATES:
+        """Counts as ready for the job: healthy, degraded, in a fallback the config allows, or in maintenance."""
+        if self.state in READY_STATES or self.maintenance is not None:
             return True
         return self.state is State.FALLBACK and self.fallback_allowed
 

@@ -56,6 +56,7 @@ def server_status(view: ServerView, wall_offset: float) -> dict[str, Any]:
         "hint": result.hint if result else None,
         "tool_count": view.tool_count,
         "protocol_version": result.protocol_version if result else None,
+        "maintenance": dict(zip(("id", "until", "reason"), view.maintenance, strict=True)) if view.maintenance else None,
         **process_fields(view, wall_offset),
     }
 

@@ -37,6 +37,7 @@ from mcp_supervisor.runtime.runner import ServerRunner
 from mcp_supervisor.runtime.shared import SharedResources
 from mcp_supervisor.runtime.snapshot import Board, ServerView
 from mcp_supervisor.runtime.status import DriftStats, result_json, server_status
+from mcp_supervisor.spawn import cgroups
 from mcp_supervisor.spawn.home import prepare_state_dir
 from mcp_supervisor.spawn.records import ProcessRecords, kill_group, records_for
 
@@ -106,6 +107,8 @@ class Supervisor:
         )
         try:
             self._prepare_state_dir()
+            if any(s.limits.memory is not None or s.limits.tasks is not None for s in self.config.servers):
+                cgroups.support()  # before any child: in cgroup v2 the daemon must move to a leaf alone
             if any(s.managed for s in self.config.servers):
                 log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await self._stop_previous_life()
@@ -180,6 +183,7 @@ class Supervisor:
         retiring = [self._retiring] if self._retiring is not None else []  # a reload's stops in flight
         await asyncio.gather(*(r.stop() for r in self._closing), *retiring, return_exceptions=True)
         await self._close_shared()
+        cgroups.release()  # every child is stopped: the daemon's (now empty) cgroup subtree goes too
 
     def kill_now(self) -> None:
         """The clean stop ran out of time: SIGKILL every managed process group still there."""

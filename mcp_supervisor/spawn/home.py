@@ -10,7 +10,8 @@ descriptors opened with ``O_NOFOLLOW``; ownership is changed with ``fchown`` on 
 directory just opened, never through a path (a symlink swapped in could hand root's chown to any
 file). ``homes`` itself belongs to the daemon and is mode 0711: a server can reach its own home
 by name but cannot list or enter anyone else's. The state directory is 0711 for the same reason
-(everything else in it is the daemon's, 0700/0600).
+(everything else in it is the daemon's, 0700/0600); under a daemon that is not root, whose
+servers run as the daemon's own account, both are 0700.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from pathlib import Path
 from mcp_supervisor.spawn.identity import Identity
 
 HOMES_DIR = "homes"
-STATE_MODE = 0o711
-"""The state directory: others may pass through to their home in ``homes``, never list or read."""
+def state_mode() -> int:
+    """The state directory's mode: under a root daemon others may pass through to their home in
+    ``homes`` (0711), never list or read; a user daemon's servers are the daemon's own account (0700)."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _fallback_base: Path | None = None
 
@@ -49,6 +53,8 @@ def own_home_usable(identity: Identity) -> bool:
     """Does the account's passwd home exist as a directory it can write and enter?"""
     try:
         info = os.stat(identity.home)
+        if os.statvfs(identity.home).f_flag & os.ST_RDONLY:
+            return False  # e.g. ProtectHome=read-only in the unit: npx/uvx could not write there
     except OSError:
         return False
     if not stat.S_ISDIR(info.st_mode) or identity.home in ("", "/"):
@@ -73,7 +79,7 @@ def prepare_state_dir(state_dir: Path) -> int:
     path = Path(os.path.expanduser(str(state_dir)))
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
-        os.mkdir(path, STATE_MODE)
+        os.mkdir(path, state_mode())
     try:
         fd = os.open(path, _DIR_FLAGS)
     except OSError as exc:
@@ -82,9 +88,9 @@ def prepare_state_dir(state_dir: Path) -> int:
     if info.st_uid != os.geteuid() or info.st_mode & 0o022:
         os.close(fd)
         raise HomeError(errno.EPERM, f"the state directory {path} must belong to uid {os.geteuid()} and be "
-                        f"writable by nobody else (fix: chown {os.geteuid()} {path}; chmod 711 {path})")
-    if stat.S_IMODE(info.st_mode) != STATE_MODE:
-        os.fchmod(fd, STATE_MODE)
+                        f"writable by nobody else (fix: chown {os.geteuid()} {path}; chmod {state_mode():o} {path})")
+    if stat.S_IMODE(info.st_mode) != state_mode():
+        os.fchmod(fd, state_mode())
     return fd
 
 
@@ -114,7 +120,7 @@ def private_home(state_dir: Path, server: str, uid: int, gid: int) -> str:
     state_fd = prepare_state_dir(state_dir)
     homes_fd = home_fd = -1
     try:
-        homes_fd = private_dir(state_fd, HOMES_DIR, STATE_MODE, parent=Path(state_dir))
+        homes_fd = private_dir(state_fd, HOMES_DIR, state_mode(), parent=Path(state_dir))
         with contextlib.suppress(FileExistsError):
             os.mkdir(server, 0o700, dir_fd=homes_fd)
         where = Path(state_dir) / HOMES_DIR / server
@@ -140,5 +146,5 @@ def _fallback() -> Path:
     global _fallback_base
     if _fallback_base is None:
         _fallback_base = Path(tempfile.mkdtemp(prefix="mcp-supervisor-homes-"))
-        os.chmod(_fallback_base, STATE_MODE)
+        os.chmod(_fallback_base, state_mode())
     return _fallback_base

@@ -49,12 +49,15 @@ class SpawnSpec:
 
     @property
     def switch(self) -> bool:
-        """Does the child need setuid/setgid/setgroups (not when it already is the daemon's account)?"""
+        """Does the child need setuid/setgid/setgroups? Not when it would get the daemon's own
+        account and groups (the primary group counts as a membership either way): then no Python
+        runs between fork and exec and CPython may use vfork, a fork of a big daemon costs ms."""
         ident = self.identity
         if not ident.switch:
             return False
-        return not (ident.uid == os.geteuid() and ident.gid == os.getegid()
-                    and set(ident.groups) == set(os.getgroups()))
+        if ident.uid != os.geteuid() or ident.gid != os.getegid():
+            return True
+        return set(ident.groups) - {ident.gid} != set(os.getgroups()) - {ident.gid}
 
 
 def spec_for_server(

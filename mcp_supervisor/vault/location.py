@@ -140,15 +140,6 @@ class LocalFolder:
         return removed
 
 
-def open_location(spec: Path | str) -> ObjectStore:
-    """The store for one ``[backup] locations`` entry: a local folder (or a mounted share).
-
-    The one place a kind of location is chosen: an off-host kind (an ``sftp://`` or ``rclone:``
-    entry) is dispatched here to its own ``ObjectStore``.
-    """
-    return LocalFolder(Path(spec))
-
-
 def _blob_aad(digest: str) -> bytes:
     return b"blob:" + digest.encode()
 

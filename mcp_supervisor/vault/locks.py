@@ -9,6 +9,10 @@ otherwise lose it to a concurrent cleanup.
 
 A lock is stale when its process is gone (same host) or it is older than ``STALE_AFTER_S`` (any
 host, as restic judges); stale locks are removed by whoever finds them.
+
+Why a ``LockStore``: an off-host location (sftp, rclone) keeps its lock files the same way, only
+written and listed through its transport (``vault/remote.py``); the waiting and fairness rules
+below are one piece of code for both.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Protocol
 
 from mcp_supervisor.vault.crypto import VaultError
 
@@ -36,7 +41,7 @@ class LocationLocked(VaultError):
 
 @dataclass(frozen=True)
 class LockInfo:
-    path: Path
+    path: PurePath
     pid: int
     host: str
     time: float
@@ -66,8 +71,7 @@ def is_stale(info: LockInfo, now: float, host: str) -> bool:
 
 def _read(path: Path) -> LockInfo | None:
     try:
-        raw = json.loads(path.read_bytes())
-        return LockInfo(path, int(raw["pid"]), str(raw["host"]), float(raw["time"]), bool(raw["exclusive"]))
+        return parse_body(path, path.read_bytes())
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -94,41 +98,84 @@ def holders(root: Path) -> list[LockInfo]:
     return found
 
 
+class LockStore(Protocol):
+    """Where one location's lock files live: a folder, or an off-host location's ``locks/``."""
+
+    where: str
+
+    def publish(self, name: str, body: bytes) -> PurePath: ...
+
+    def remove(self, path: PurePath) -> None: ...
+
+    def holders(self) -> list[LockInfo]: ...
+
+
+class FolderLocks:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.where = str(root)
+
+    def publish(self, name: str, body: bytes) -> PurePath:
+        folder = self.root / "locks"
+        folder.mkdir(exist_ok=True, mode=0o700)
+        _publish(folder / name, body)
+        return folder / name
+
+    def remove(self, path: PurePath) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def holders(self) -> list[LockInfo]:
+        return holders(self.root)
+
+
+def lock_body(exclusive: bool) -> bytes:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
+                       "exclusive": exclusive}).encode()
+
+
+def parse_body(path: PurePath, data: bytes) -> LockInfo:
+    """ValueError/KeyError/TypeError for a torn or foreign body."""
+    raw = json.loads(data)
+    return LockInfo(path, int(raw["pid"]), str(raw["host"]), float(raw["time"]), bool(raw["exclusive"]))
+
+
+def location_lock(root: Path, *, exclusive: bool, wait: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """Hold a shared or exclusive lock on vault location ``root`` (which must exist)."""
+    return hold(FolderLocks(root), exclusive=exclusive, wait=wait)
+
+
 @contextlib.contextmanager
-def location_lock(root: Path, *, exclusive: bool, wait: float | None = None) -> Iterator[None]:
-    """Hold a shared or exclusive lock on vault location ``root`` (which must exist).
+def hold(store: LockStore, *, exclusive: bool, wait: float | None = None) -> Iterator[None]:
+    """Hold a shared or exclusive lock in ``store``.
 
     Fairness: a shared locker steps back whenever an exclusive lock file exists; an exclusive one
     waiting only for shared holders keeps its file (so no new backup starts) until they finish;
     two exclusive ones both step back and retry after a random pause.
     """
-    folder = root / "locks"
-    folder.mkdir(exist_ok=True, mode=0o700)
     host = socket.gethostname()
-    mine = folder / secrets.token_hex(16)
-    body = json.dumps({"pid": os.getpid(), "host": host, "time": time.time(), "exclusive": exclusive}).encode()
+    name = secrets.token_hex(16)
+    body = lock_body(exclusive)
     deadline = time.monotonic() + (WAIT_S if wait is None else wait)
-    present = False
+    mine: PurePath | None = None
     try:
         while True:
-            if not present:
-                _publish(mine, body)
-                present = True
-            blocking = _conflicts(root, mine, exclusive, host)
+            if mine is None:
+                mine = store.publish(name, body)
+            blocking = _conflicts(store, mine, exclusive, host)
             if not blocking:
                 break
             if time.monotonic() > deadline:
-                raise _locked(root, blocking)
+                raise _locked(store.where, blocking)
             if exclusive and not any(info.exclusive for info in blocking):
                 time.sleep(0.005 + random.random() * 0.01)
                 continue
-            mine.unlink(missing_ok=True)
-            present = False
+            store.remove(mine)
+            mine = None
             time.sleep(0.02 + random.random() * 0.08)
         yield
     finally:
-        if present:
-            mine.unlink(missing_ok=True)
+        if mine is not None:
+            store.remove(mine)
 
 
 def _publish(path: Path, body: bytes) -> None:
@@ -152,23 +199,23 @@ def collect_torn(root: Path, older_than: float) -> None:
                 path.unlink()
 
 
-def _conflicts(root: Path, mine: Path, exclusive: bool, host: str) -> list[LockInfo]:
+def _conflicts(store: LockStore, mine: PurePath, exclusive: bool, host: str) -> list[LockInfo]:
     now = time.time()
     blocking: list[LockInfo] = []
-    for info in holders(root):
+    for info in store.holders():
         if info.path == mine:
             continue
         if is_stale(info, now, host):
             with contextlib.suppress(FileNotFoundError):
-                info.path.unlink()
+                store.remove(info.path)
             continue
         if exclusive or info.exclusive:
             blocking.append(info)
     return blocking
 
 
-def _locked(root: Path, blocking: list[LockInfo]) -> LocationLocked:
+def _locked(where: str, blocking: list[LockInfo]) -> LocationLocked:
     return LocationLocked(
-        f"vault location {root} is locked: {blocking[0].describe()}; if that process is gone for good, "
+        f"vault location {where} is locked: {blocking[0].describe()}; if that process is gone for good, "
         "remove that lock file"
     )

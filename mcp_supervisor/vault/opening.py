@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mcp_supervisor.config.models import BackupSettings
 from mcp_supervisor.vault.crypto import KeyFileError, VaultError, load_key
-from mcp_supervisor.vault.location import ObjectStore, open_location
 from mcp_supervisor.vault.placement import RestoreError
+from mcp_supervisor.vault.places import places, transports
 from mcp_supervisor.vault.snapshots import SnapshotStore
 
 
@@ -30,9 +30,9 @@ def open_store(settings: BackupSettings, *, create_key: bool) -> SnapshotStore:
     """The store of ``[backup]``, its key checked against the snapshots present (sync)."""
     if not settings.locations:
         raise VaultError("no backup location configured: add [backup] locations = [...] to the config")
-    locations: list[Path | ObjectStore] = [open_location(p) for p in settings.locations]
-    count = SnapshotStore(locations, bytes(32)).snapshot_count()
-    where = ", ".join(str(p) for p in locations)
+    opened = transports(settings)
+    count = SnapshotStore(places(opened, bytes(32)), bytes(32)).snapshot_count()
+    where = ", ".join(settings.locations)
     key_file = key_file_of(settings)
     if not os.path.lexists(key_file):
         if count:
@@ -49,7 +49,7 @@ def open_store(settings: BackupSettings, *, create_key: bool) -> SnapshotStore:
         key = load_key(key_file, create=True)
     else:
         key = load_key(key_file, create=False)
-    store = SnapshotStore(locations, key)
+    store = SnapshotStore(places(opened, key), key)
     if count and not store.key_opens_any():
         raise KeyFileError(
             f"key file {key_file} decrypts none of the {count} snapshot(s) in {where}: it is not the key "

@@ -9,11 +9,13 @@ class WebListenError(ValueError):
     """``[web] listen`` is not a loopback host:port."""
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """'127.0.0.1:8089' / '[::1]:8089' / 'localhost:8089' -> (host, port); loopback only."""
+def parse_listen(listen: str, section: str = "web", served: str = "the status page is served") -> tuple[str, int]:
+    """'127.0.0.1:8089' / '[::1]:8089' / 'localhost:8089' -> (host, port); loopback only.
+
+    ``section`` and ``served`` name the key in the error (``[proxy] listen`` uses it too)."""
     host, sep, port_text = listen.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise WebListenError(f"[web] listen = {listen!r}: use HOST:PORT, e.g. '127.0.0.1:8089'")
+        raise WebListenError(f"[{section}] listen = {listen!r}: use HOST:PORT, e.g. '127.0.0.1:8089'")
     host = host.strip("[]")
     if host != "localhost":
         try:
@@ -22,7 +24,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
             loopback = False
         if not loopback:
             raise WebListenError(
-                f"[web] listen = {listen!r}: the status page is served on loopback only (127.0.0.1, ::1 or "
+                f"[{section}] listen = {listen!r}: {served} on loopback only (127.0.0.1, ::1 or "
                 "localhost); put a reverse proxy with authentication in front of it to publish it"
             )
     return host, int(port_text)

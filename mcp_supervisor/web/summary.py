@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 DAYS = 90
 _UP = frozenset({"healthy", "degraded"})
-_NOT_COUNTED = frozenset({"paused", "starting"})
+_NOT_COUNTED = frozenset({"paused", "starting", "maintenance"})
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,9 @@ def build_summary(
         observed = [c for c in cells if c is not None]
         servers.append({
             "name": name,
-            "state": server.get("state"),
+            # a maintenance window is said as such, not as "paused" (issue 18)
+            "state": "maintenance" if server.get("maintenance") else server.get("state"),
+            "maintenance": server.get("maintenance"),
             "since": server.get("since"),
             "critical": bool(server.get("critical", True)),
             "latency_ms": server.get("latency_ms"),

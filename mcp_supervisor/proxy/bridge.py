@@ -1,0 +1,168 @@
+"""The stdio bridge: MCP on stdin/stdout, carried to the daemon's proxy over the control socket.
+
+Why: many MCP clients only spawn commands. ``supervisorctl-mcp proxy NAME`` is such a command:
+each line on stdin is POSTed to ``/v1/proxy/NAME/mcp`` on the Unix socket (whose uid/gid rule
+decides who may; no token), every answer (JSON or an event stream) becomes lines on stdout, and
+after the handshake a GET stream carries what the server sends on its own. The session lives in
+the daemon, so a restart of the server behind it never reaches this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from mcp_supervisor.proxy.wire import (
+    INTERNAL_ERROR,
+    PARSE_ERROR,
+    SESSION_HEADER,
+    VERSION_HEADER,
+    BadMessage,
+    Message,
+    SseDecoder,
+    error,
+    is_request,
+    modern_version,
+    parse_message,
+)
+
+MAX_LINE = 16 * 1024 * 1024
+
+
+def modern_headers(message: Message) -> dict[str, str]:
+    """The routing headers a 2026-era request needs over HTTP (a stdio client sends none)."""
+    version = modern_version(message, None)
+    if version is None or not is_request(message):
+        return {}
+    from mcp.shared.inbound import MCP_METHOD_HEADER, MCP_NAME_HEADER, NAME_BEARING_METHODS, encode_header_value
+
+    headers = {VERSION_HEADER: version, MCP_METHOD_HEADER: message["method"]}
+    key = NAME_BEARING_METHODS.get(message["method"])
+    params = message.get("params") or {}
+    if key is not None and isinstance(params.get(key), str):
+        headers[MCP_NAME_HEADER] = encode_header_value(params[key])
+    return headers
+
+
+class Bridge:
+    def __init__(self, socket_path: Path, name: str, out: Any = None) -> None:
+        self._path = f"/v1/proxy/{name}/mcp"
+        self._socket = socket_path
+        self._out = out if out is not None else sys.stdout.buffer
+        self._session_id: str | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _write(self, message: Message) -> None:
+        self._out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._out.flush()
+
+    async def run(self, stdin: asyncio.StreamReader) -> int:
+        connector = aiohttp.UnixConnector(path=str(self._socket))
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as http:
+            self._http = http
+            while True:
+                try:
+                    line = await stdin.readline()
+                except ValueError:  # a line longer than the limit
+                    self._write(error(None, PARSE_ERROR, f"a line longer than {MAX_LINE} bytes was dropped"))
+                    continue
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    message = parse_message(line)
+                except BadMessage as exc:
+                    self._write(error(None, exc.code, str(exc)))
+                    continue
+                self._start(self._forward(message))
+            for task in list(self._tasks):
+                if task.get_name() != "listen":
+                    with contextlib.suppress(Exception):
+                        await task
+            await self._close()
+        return 0
+
+    def _start(self, coro: Any, name: str = "forward") -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _headers(self, message: Message | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        if self._session_id:
+            headers[SESSION_HEADER] = self._session_id
+        if message is not None:
+            headers.update(modern_headers(message))
+        return headers
+
+    async def _forward(self, message: Message) -> None:
+        assert self._http is not None
+        request_id = message.get("id") if is_request(message) else None
+        try:
+            async with self._http.post(f"http://daemon{self._path}", data=json.dumps(message),
+                                       headers=self._headers(message)) as response:
+                if message.get("method") == "initialize" and response.headers.get(SESSION_HEADER):
+                    self._session_id = response.headers[SESSION_HEADER]
+                    self._start(self._listen(), "listen")
+                if response.status == 202 or request_id is None:
+                    return
+                if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    decoder = SseDecoder()
+                    async for line in response.content:
+                        for _event, data in decoder.feed_line(line):
+                            self._write(json.loads(data))
+                    return
+                self._write(_as_rpc(await response.read(), request_id, response.status))
+        except (aiohttp.ClientError, OSError) as exc:
+            if request_id is not None:
+                self._write(error(request_id, INTERNAL_ERROR, f"cannot reach the supervisor at {self._socket}: {exc} "
+                                  "(is mcp-supervisor running?)"))
+
+    async def _listen(self) -> None:
+        assert self._http is not None
+        with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+            async with self._http.get(f"http://daemon{self._path}", headers=self._headers()) as response:
+                if response.status != 200:
+                    return
+                decoder = SseDecoder()
+                async for line in response.content:
+                    for _event, data in decoder.feed_line(line):
+                        self._write(json.loads(data))
+
+    async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._session_id and self._http is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0), self._http.delete(f"http://daemon{self._path}",
+                                                                   headers=self._headers()):
+                    pass
+
+
+def _as_rpc(body: bytes, request_id: Any, status: int) -> Message:
+    """The daemon's answer as a JSON-RPC message (its API errors are ``{"error": {...}}``)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return error(request_id, INTERNAL_ERROR, f"the supervisor answered HTTP {status} without JSON")
+    if isinstance(data, dict) and data.get("jsonrpc") == "2.0":
+        return {**data, "id": data.get("id") if data.get("id") is not None else request_id}
+    problem = data.get("error") if isinstance(data, dict) else None
+    text = problem.get("message") if isinstance(problem, dict) else f"HTTP {status}"
+    return error(request_id, INTERNAL_ERROR, f"the supervisor refused: {text}")
+
+
+async def bridge_stdio(socket_path: Path, name: str) -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return await Bridge(socket_path, name).run(reader)

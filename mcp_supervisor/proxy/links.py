@@ -1,0 +1,291 @@
+"""The proxy's backend transports: Streamable HTTP, legacy HTTP+SSE, and stdio.
+
+Why aiohttp and not the SDK's client transports for HTTP: the proxy must see the HTTP status of
+every answer (404 or 400 means "session not found": re-run the handshake; a refused connection
+means the request never reached the server, so even an unsafe call may be sent again), and the
+added latency budget per call (about a millisecond) leaves no room for a second framing layer.
+
+A link is one connection generation: the shell makes a new one after every loss. It reports what
+it sees through two callbacks and never decides anything: ``on_message(message, related)``
+(``related``: the backend id of the request whose answer stream carried it) and
+``on_lost(reason, unsent)`` (``unsent``: the backend id of a request that certainly did not
+reach the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from mcp_supervisor.proxy.wire import (
+    INTERNAL_ERROR,
+    SESSION_HEADER,
+    VERSION_HEADER,
+    Message,
+    SseDecoder,
+    error,
+    is_request,
+)
+
+OnMessage = Callable[[Message, int | None], None]
+OnLost = Callable[[str, int | None], None]
+CONNECT_TIMEOUT = 5.0
+
+
+class BackendLink(Protocol):
+    async def open(self) -> None:
+        """Raise OSError (or aiohttp.ClientError) when the backend is not there yet."""
+
+    def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
+        """Hand a message to the backend; answers and failures come through the callbacks."""
+
+    async def close(self) -> None: ...
+
+
+class _Tasks:
+    """The link's background tasks: cancelled together on close."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def start(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def cancel(self) -> None:
+        self.closed = True
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def tcp_reachable(url: str) -> None:
+    """Raise OSError unless something accepts a TCP connection at the URL's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), CONNECT_TIMEOUT)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+def _session_gone(status: int, body: bytes, had_session: bool) -> bool:
+    """404 (Python SDK servers) or 400 naming the session (Node servers) to a request that
+    carried a session id: the server restarted and forgot it."""
+    if not had_session:
+        return False
+    return status == 404 or (status == 400 and b"session" in body.lower())
+
+
+def _http_error(message: Message, status: int, body: bytes) -> Message:
+    """A JSON-RPC error for a request the backend answered with an HTTP error."""
+    try:
+        parsed = json.loads(body)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            return {"jsonrpc": "2.0", "id": message["id"], "error": parsed["error"]}
+    except ValueError:
+        pass
+    return error(message["id"], INTERNAL_ERROR, f"the server answered HTTP {status}",
+                 {"status": status})
+
+
+async def _read_events(response: aiohttp.ClientResponse, deliver: Callable[[str, str], None]) -> None:
+    decoder = SseDecoder()
+    async for line in response.content:
+        for event, data in decoder.feed_line(line):
+            deliver(event, data)
+
+
+class HttpLink:
+    """Streamable HTTP: a POST per message, answers as JSON or an event stream, and (handshake
+    era) a GET stream for what the server sends on its own."""
+
+    def __init__(self, url: str, http: aiohttp.ClientSession, headers: Mapping[str, str],
+                 on_message: OnMessage, on_lost: OnLost) -> None:
+        self.url = url
+        self._http = http
+        self._headers = {**headers, "Accept": "application/json, text/event-stream",
+                         "Content-Type": "application/json"}
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._tasks = _Tasks()
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+
+    async def open(self) -> None:
+        await tcp_reachable(self.url)
+
+    def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
+        self._tasks.start(self._post(message, headers))
+
+    def _lost(self, reason: str, unsent: int | None) -> None:
+        if not self._tasks.closed:
+            self._tasks.closed = True
+            self._on_lost(reason, unsent)
+
+    def _deliver(self, data: str, related: int | None, handshake: bool = False) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return  # a broken frame from the server: only its request's deadline can tell
+        if not isinstance(message, dict):
+            return
+        result = message.get("result")
+        if handshake and isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
+            self.protocol_version = result["protocolVersion"]  # before anything else is sent
+            self._after_handshake()
+        self._on_message(message, related)
+
+    async def _post(self, message: Message, extra: Mapping[str, str] | None) -> None:
+        headers = dict(self._headers)
+        if self.session_id:
+            headers[SESSION_HEADER] = self.session_id
+        if self.protocol_version:
+            headers[VERSION_HEADER] = self.protocol_version
+        if extra:
+            headers.update(extra)
+        request_id = message.get("id") if is_request(message) else None
+        related = request_id if isinstance(request_id, int) else None
+        had_session = self.session_id is not None
+        try:
+            async with self._http.post(self.url, data=json.dumps(message), headers=headers) as response:
+                if response.status >= 400:
+                    body = await response.read()
+                    if _session_gone(response.status, body, had_session):
+                        self._lost("the server no longer knows the session (it restarted)", related)
+                    elif request_id is not None:
+                        self._on_message(_http_error(message, response.status, body), related)
+                    return
+                if message.get("method") == "initialize":
+                    self.session_id = response.headers.get(SESSION_HEADER) or None
+                if request_id is None:
+                    return
+                handshake = message.get("method") == "initialize"
+                kind = response.headers.get("Content-Type", "")
+                if kind.startswith("text/event-stream"):
+                    await _read_events(response, lambda _event, data: self._deliver(data, related, handshake))
+                else:
+                    self._deliver((await response.read()).decode("utf-8", errors="replace"), related, handshake)
+        except aiohttp.ClientConnectorError as exc:
+            self._lost(f"cannot connect: {exc.os_error or exc}", related)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            self._lost(f"the connection broke: {type(exc).__name__}: {exc}", None)
+
+    def _after_handshake(self) -> None:
+        if self.session_id:
+            self._tasks.start(self._listen())
+
+    async def _listen(self) -> None:
+        """The GET stream: list_changed, server requests without a related call. Its end while
+        the link is open is how an idle session learns that its backend died."""
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        headers.pop("Content-Type", None)
+        if self.session_id:
+            headers[SESSION_HEADER] = self.session_id
+        if self.protocol_version:
+            headers[VERSION_HEADER] = self.protocol_version
+        try:
+            async with self._http.get(self.url, headers=headers) as response:
+                if response.status == 405:
+                    return  # the server offers no stream of its own
+                if response.status >= 400:
+                    if _session_gone(response.status, await response.read(), True):
+                        self._lost("the server no longer knows the session (it restarted)", None)
+                    return
+                await _read_events(response, lambda _event, data: self._deliver(data, None))
+        except (aiohttp.ClientError, OSError, ValueError):
+            pass
+        self._lost("the server's event stream ended", None)
+
+    async def close(self) -> None:
+        await self._tasks.cancel()
+        if self.session_id:
+            headers = {**self._headers, SESSION_HEADER: self.session_id}
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0), self._http.delete(self.url, headers=headers):
+                    pass
+
+
+class SseLink:
+    """Legacy HTTP+SSE: one GET event stream carries every answer; messages are POSTed to the
+    endpoint the stream names first."""
+
+    def __init__(self, url: str, http: aiohttp.ClientSession, headers: Mapping[str, str],
+                 on_message: OnMessage, on_lost: OnLost) -> None:
+        self.url = url
+        self._http = http
+        self._headers = dict(headers)
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._tasks = _Tasks()
+        self._endpoint: asyncio.Future[str] | None = None
+
+    async def open(self) -> None:
+        self._endpoint = asyncio.get_running_loop().create_future()
+        self._tasks.start(self._stream())
+        await asyncio.wait_for(asyncio.shield(self._endpoint), CONNECT_TIMEOUT)
+
+    def _lost(self, reason: str, unsent: int | None) -> None:
+        if not self._tasks.closed:
+            self._tasks.closed = True
+            self._on_lost(reason, unsent)
+
+    async def _stream(self) -> None:
+        assert self._endpoint is not None
+        endpoint = self._endpoint
+        try:
+            async with self._http.get(self.url, headers={**self._headers, "Accept": "text/event-stream"}) as response:
+                response.raise_for_status()
+
+                def deliver(event: str, data: str) -> None:
+                    if event == "endpoint" and not endpoint.done():
+                        endpoint.set_result(urljoin(self.url, data))
+                    elif event == "message":
+                        with contextlib.suppress(ValueError):
+                            message = json.loads(data)
+                            if isinstance(message, dict):
+                                self._on_message(message, None)
+
+                await _read_events(response, deliver)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            if not endpoint.done():
+                endpoint.set_exception(OSError(f"cannot open the event stream: {exc}"))
+                return
+        if not endpoint.done():
+            endpoint.set_exception(OSError("the event stream ended before naming its endpoint"))
+            return
+        self._lost("the server's event stream ended", None)
+
+    def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
+        self._tasks.start(self._post(message))
+
+    async def _post(self, message: Message) -> None:
+        assert self._endpoint is not None
+        request_id = message.get("id") if is_request(message) else None
+        related = request_id if isinstance(request_id, int) else None
+        try:
+            endpoint = await self._endpoint
+            async with self._http.post(endpoint, data=json.dumps(message),
+                                       headers={**self._headers, "Content-Type": "application/json"}) as response:
+                body = await response.read()
+                if _session_gone(response.status, body, True):
+                    self._lost("the server no longer knows the session (it restarted)", related)
+                elif response.status >= 400 and request_id is not None:
+                    self._on_message(_http_error(message, response.status, body), related)
+        except aiohttp.ClientConnectorError as exc:
+            self._lost(f"cannot connect: {exc.os_error or exc}", related)
+        except (aiohttp.ClientError, OSError) as exc:
+            self._lost(f"the connection broke: {type(exc).__name__}: {exc}", None)
+
+    async def close(self) -> None:
+        await self._tasks.cancel()
