@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.live_daemon import BIN, api, cli, free_port, notes_http, stop, wait_for
 from tests.slack_fake import FakeSlack
-from tests.test_e2e import BIN, api, cli, free_port, start_http_server, stop, wait_for
 from tests.test_notify_slack import bot, fake_slack, make_config, supervised
 
 pytestmark = pytest.mark.timeout(150)
@@ -39,7 +39,7 @@ async def test_twelve_servers_failing_together_are_one_message_updated_in_place_
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    notes = await asyncio.to_thread(start_http_server, port)
+    notes = await asyncio.to_thread(notes_http, port)
     names = {f"srv{i:02d}" for i in range(12)}
     try:
         async with fake_slack() as fake:
@@ -54,7 +54,7 @@ async def test_twelve_servers_failing_together_are_one_message_updated_in_place_
                                     "the one message naming all twelve")
                 assert len(fake.messages) == 1, fake.titles()  # later stragglers are edits, not messages
                 assert fake.current_title(head).startswith("12 servers down: no HTTP server answers (network down?)")
-                notes = await asyncio.to_thread(start_http_server, port)
+                notes = await asyncio.to_thread(notes_http, port)
                 await fake.wait_for(lambda f: len(f.messages) == 2, 40, "the one resolution")
                 await fake.wait_for(lambda f: f.current_title(head).startswith("12 servers back"), 10,
                                     "the alert edited to resolved")
@@ -131,8 +131,8 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
     tmp_path: Path,
 ) -> None:
     port_a, port_b = free_port(), free_port()
-    a = await asyncio.to_thread(start_http_server, port_a)
-    b = await asyncio.to_thread(start_http_server, port_b)
+    a = await asyncio.to_thread(notes_http, port_a)
+    b = await asyncio.to_thread(notes_http, port_b)
     sock = tmp_path / "ctl.sock"
     daemons: list[subprocess.Popen[bytes]] = []
     try:

@@ -30,6 +30,7 @@ CAUSE_TEXT = {
     "refused": "connection refused",
     "timeout": "no answer in time",
     "crashed": "process or container died",
+    "oom": "killed by the kernel: out of memory (its limits.memory)",
     "auth": "credentials rejected (401/403)",
     "config": "configuration problem",
     "protocol": "unexpected MCP answers",
