@@ -52,6 +52,9 @@ class RecordShim:
     async def load_intervals(self, since: float, until: float) -> Any:
         return await asyncio.to_thread(self.db.load_intervals, since, until)
 
+    async def interval_rows(self, since: float, after_id: int = 0, also: Any = ()) -> Any:
+        return await asyncio.to_thread(self.db.interval_rows, since, after_id, also)
+
     async def report(self, since: float, until: float, period: str) -> dict[str, Any]:
         record = await asyncio.to_thread(self.db.load_record, since, until)
         return build_report(record, Window(since, until), time.time(), period, frozenset(), None)  # type: ignore[arg-type]

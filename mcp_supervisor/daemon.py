@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -78,9 +79,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     socket_path = resolve_socket_path(args.socket, config)
     try:
-        return asyncio.run(serve(config, path, socket_path))
+        with asyncio.Runner(loop_factory=loop_factory(os.environ.get("MCP_SUPERVISOR_LOOP", "asyncio"))) as runner:
+            return runner.run(serve(config, path, socket_path))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
+
+
+def loop_factory(choice: str) -> Any:
+    """The event loop: asyncio's own unless ``MCP_SUPERVISOR_LOOP=uvloop`` (the ``fast`` extra).
+
+    Why not uvloop by default: its ``subprocess_exec`` refuses ``user``/``group``/``extra_groups``
+    (uvloop 0.23), and a managed server started as root must switch to its ``user``. uvloop is
+    for a daemon that starts no managed process under another account (bench/bench_daemon.py
+    measures both loops side by side).
+    """
+    if choice == "uvloop":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            print("mcp-supervisor: MCP_SUPERVISOR_LOOP=uvloop but uvloop is not installed "
+                  "(pip install 'mcp-supervisor[fast]'); using asyncio", file=sys.stderr)
+            return None
+        return uvloop.new_event_loop
+    return None
 
 
 async def serve(config: Config, config_path: Path, socket_path: Path, notifier: Notifier | None = None) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,22 @@ def short_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sock_path(short_tmp: Path) -> Path:
+    """Where a test's control socket lives (its directory is made by the server)."""
+    return short_tmp / "run" / "ctl.sock"
+
+
+@pytest.fixture
+async def api(control: Any, sock_path: Path) -> AsyncIterator[Any]:
+    """The real control API server on a real Unix socket, driven by the module's ``control``
+    fixture (a ``tests.test_api.DrivenControl``): the one copy for the API, CLI and guardian tests."""
+    from mcp_supervisor.api.server import start_api_server
+
+    server = await start_api_server(control, sock_path, heartbeat=0.2)
+    try:
+        yield server
+    finally:
+        await server.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from tests.test_e2e import BIN, ROOT, free_port, stop, wait_for
+from tests.live_daemon import BIN, ROOT, free_port, stop, wait_for
 
 DEPLOY = ROOT / "deploy" / "prometheus"
 

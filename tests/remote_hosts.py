@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.test_e2e import free_port, port_open, stop, wait_for
+from tests.live_daemon import free_port, stop, wait_for
+from tests.servers.fixtures import port_open
 
 SSHD = "/usr/sbin/sshd"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.live_daemon import BIN, api, cli, free_port, notes_http, stop, wait_for
 from tests.slack_fake import FakeSlack
-from tests.test_e2e import BIN, api, cli, free_port, start_http_server, stop, wait_for
 from tests.test_notify_slack import bot, fake_slack, make_config, supervised
 
 pytestmark = pytest.mark.timeout(150)
@@ -39,7 +39,7 @@ async def test_twelve_servers_failing_together_are_one_message_updated_in_place_
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    notes = await asyncio.to_thread(start_http_server, port)
+    notes = await asyncio.to_thread(notes_http, port)
     names = {f"srv{i:02d}" for i in range(12)}
     try:
         async with fake_slack() as fake:
@@ -54,7 +54,7 @@ async def test_twelve_servers_failing_together_are_one_message_updated_in_place_
                                     "the one message naming all twelve")
                 assert len(fake.messages) == 1, fake.titles()  # later stragglers are edits, not messages
                 assert fake.current_title(head).startswith("12 servers down: no HTTP server answers (network down?)")
-                notes = await asyncio.to_thread(start_http_server, port)
+                notes = await asyncio.to_thread(notes_http, port)
                 await fake.wait_for(lambda f: len(f.messages) == 2, 40, "the one resolution")
                 await fake.wait_for(lambda f: f.current_title(head).startswith("12 servers back"), 10,
                                     "the alert edited to resolved")
@@ -131,8 +131,8 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
     tmp_path: Path,
 ) -> None:
     port_a, port_b = free_port(), free_port()
-    a = await asyncio.to_thread(start_http_server, port_a)
-    b = await asyncio.to_thread(start_http_server, port_b)
+    a = await asyncio.to_thread(notes_http, port_a)
+    b = await asyncio.to_thread(notes_http, port_b)
     sock = tmp_path / "ctl.sock"
     daemons: list[subprocess.Popen[bytes]] = []
     try:
@@ -143,7 +143,7 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             await _until(lambda: {n for n, s in _states(sock).items() if s["state"] == "healthy"} == both, 40,
                          "both servers healthy")
             silence = await asyncio.to_thread(_json, sock, "silence", "notes", "--for", "1h", "--reason", "token")
-            window = await asyncio.to_thread(_json, sock, "maintenance", "other", "--for", "3s", "--reason", "upgrade")
+            window = await asyncio.to_thread(_json, sock, "maintenance", "other", "--for", "6s", "--reason", "upgrade")
             assert silence["kind"] == "silence" and window["kind"] == "maintenance"
 
             # maintenance: paused, said so, and not required for ready
@@ -151,8 +151,10 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             assert _states(sock)["other"]["state"] == "paused"
             ready = await asyncio.to_thread(cli, sock, "ready")
             assert ready.returncode == 0, ready.stdout + ready.stderr
-            table = await asyncio.to_thread(cli, sock, "status")
-            assert "maintenance until" in table.stdout
+            table = await asyncio.to_thread(subprocess.run, [str(BIN / "supervisorctl-mcp"), "--socket", str(sock),
+                                            "status"], capture_output=True, text=True, timeout=30,
+                                            env={**os.environ, "COLUMNS": "200"})
+            assert "maintenance until" in table.stdout and "upgrade" in table.stdout, table.stdout
 
             # a kill -9 and a restart keep the silence
             daemons[0].send_signal(signal.SIGKILL)
@@ -161,6 +163,8 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             await _until(lambda: (_get(sock, "/v1/silences") or {}).get("silences"), 30, "the restarted daemon")
             listed = await asyncio.to_thread(_json, sock, "silences")
             assert silence["id"] in {s["id"] for s in listed}
+            wrong = await asyncio.to_thread(cli, sock, "silence", "nope", "--for", "1h")
+            assert wrong.returncode != 0 and "no server named 'nope'" in wrong.stderr, wrong.stderr
 
             # notes fails while silenced: recorded, not sent; once the silence ends, the alert flows
             stop(a, signal.SIGKILL)

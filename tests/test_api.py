@@ -13,7 +13,6 @@ import socket
 import stat
 import subprocess
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mcp_supervisor.api.control import UnknownServer
 from mcp_supervisor.api.server import ApiServer, ApiStartError, parse_wait, start_api_server
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import Command
+from tests.live_daemon import wait_until
 
 READY_STATES = {"healthy", "degraded", "fallback"}
 
@@ -106,22 +106,8 @@ class DrivenControl:
 
 
 @pytest.fixture
-def sock_path(short_tmp: Path) -> Path:
-    return short_tmp / "run" / "ctl.sock"
-
-
-@pytest.fixture
 async def control() -> DrivenControl:
     return DrivenControl({"alpha": "healthy", "beta": "failed", "gamma": "healthy"}, critical={"alpha", "gamma"})
-
-
-@pytest.fixture
-async def api(control: DrivenControl, sock_path: Path) -> AsyncIterator[ApiServer]:
-    server = await start_api_server(control, sock_path, heartbeat=0.2)
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture
@@ -209,7 +195,7 @@ async def test_long_poll_ready_is_released_by_a_state_change(
     loop = asyncio.get_running_loop()
     started = loop.time()
     pending = asyncio.create_task(asyncio.to_thread(client.ready, None, 30))
-    await wait_for(lambda: control.waiting == 1)
+    await wait_until(lambda: control.waiting == 1)
     assert not pending.done()  # still waiting: the server is not ready
     control.set_state("alpha", "healthy")
     answer = await asyncio.wait_for(pending, 10)
@@ -315,14 +301,6 @@ async def test_garbage_on_the_socket_does_not_hurt_the_daemon(api: ApiServer, cl
 # --- events -------------------------------------------------------------------------------------
 
 
-async def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_sse_delivers_events_and_heartbeats_and_cleans_up_on_disconnect(
     api: ApiServer, control: DrivenControl, sock_path: Path
 ) -> None:
@@ -331,7 +309,7 @@ async def test_sse_delivers_events_and_heartbeats_and_cleans_up_on_disconnect(
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert b" 200 " in head and b"text/event-stream" in head
-    await wait_for(lambda: control.bus.subscriber_count == 1)
+    await wait_until(lambda: control.bus.subscriber_count == 1)
     control.set_state("beta", "healthy")
     seen = b""
     while b"data: " not in seen:
@@ -343,7 +321,7 @@ async def test_sse_delivers_events_and_heartbeats_and_cleans_up_on_disconnect(
     while b": heartbeat" not in seen:  # heartbeat every 0.2 s in this fixture
         seen += await asyncio.wait_for(reader.read(4096), 5)
     writer.close()
-    await wait_for(lambda: control.bus.subscriber_count == 0)
+    await wait_until(lambda: control.bus.subscriber_count == 0)
 
 
 async def test_client_events_iterator_yields_dicts(
@@ -360,15 +338,15 @@ async def test_client_events_iterator_yields_dicts(
     thread = threading.Thread(target=consume)
     thread.start()
     try:
-        await wait_for(lambda: control.bus.subscriber_count == 1)
+        await wait_until(lambda: control.bus.subscriber_count == 1)
         control.set_state("alpha", "degraded")
         control.set_state("alpha", "healthy")
-        await wait_for(lambda: len(got) == 2)
+        await wait_until(lambda: len(got) == 2)
     finally:
         thread.join(10)
     assert [(e["server"], e["new"]) for e in got] == [("alpha", "degraded"), ("alpha", "healthy")]
     assert got[0]["seq"] < got[1]["seq"]
-    await wait_for(lambda: control.bus.subscriber_count == 0)
+    await wait_until(lambda: control.bus.subscriber_count == 0)
 
 
 async def test_a_hung_up_long_poll_frees_its_waiter(api: ApiServer, control: DrivenControl, sock_path: Path) -> None:
@@ -376,9 +354,9 @@ async def test_a_hung_up_long_poll_frees_its_waiter(api: ApiServer, control: Dri
     _reader, writer = await asyncio.open_unix_connection(str(sock_path))
     writer.write(b"GET /v1/ready?wait=60 HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    await wait_for(lambda: control.waiting == 1)
+    await wait_until(lambda: control.waiting == 1)
     writer.close()
-    await wait_for(lambda: control.waiting == 0)  # the handler was cancelled, not left parked for 60 s
+    await wait_until(lambda: control.waiting == 0)  # the handler was cancelled, not left parked for 60 s
     code, _, _ = await raw(sock_path, "GET", "/v1/ready")
     assert code == 503
 
@@ -495,7 +473,7 @@ async def test_wait_ready_function(api: ApiServer, control: DrivenControl, sock_
     assert await asyncio.to_thread(wait_ready, 0.3, None, sock_path) is False
     assert await asyncio.to_thread(wait_ready, 0.3, ["gamma"], sock_path) is True
     pending = asyncio.create_task(asyncio.to_thread(wait_ready, 30, None, sock_path))
-    await wait_for(lambda: control.waiting == 1)
+    await wait_until(lambda: control.waiting == 1)
     control.set_state("alpha", "healthy")
     assert await asyncio.wait_for(pending, 10) is True
 
@@ -522,7 +500,7 @@ async def test_close_ends_streams_and_answers_parked_long_polls_at_once(
     reader, writer = await asyncio.open_unix_connection(str(sock_path))
     writer.write(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    await wait_for(lambda: control.waiting == 1 and control.bus.subscriber_count == 1)
+    await wait_until(lambda: control.waiting == 1 and control.bus.subscriber_count == 1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await server.close()

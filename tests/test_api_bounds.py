@@ -18,7 +18,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,22 +37,8 @@ CANARY = "canary-query-token-5150"
 
 
 @pytest.fixture
-def sock_path(short_tmp: Path) -> Path:
-    return short_tmp / "run" / "ctl.sock"
-
-
-@pytest.fixture
 async def control() -> DrivenControl:
     return DrivenControl({"alpha": "healthy"})
-
-
-@pytest.fixture
-async def api(control: DrivenControl, sock_path: Path) -> AsyncIterator[ApiServer]:
-    server = await start_api_server(control, sock_path, heartbeat=0.2)
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture

@@ -9,15 +9,16 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_api import DrivenControl
 
 from mcp_supervisor.api.server import ApiServer, start_api_server
 from mcp_supervisor.cli.render import ready_line, relative, status_rows
 from mcp_supervisor.health.model import Command
+from tests.live_daemon import wait_until
+from tests.test_api import DrivenControl
 
 CLI = Path(sys.executable).parent / "supervisorctl-mcp"
 if not CLI.exists():  # pragma: no cover - a venv without the console script installed
@@ -52,20 +53,6 @@ async def control() -> DrivenControl:
 
 
 @pytest.fixture
-def sock_path(short_tmp: Path) -> Path:
-    return short_tmp / "ctl.sock"
-
-
-@pytest.fixture
-async def api(control: DrivenControl, sock_path: Path) -> AsyncIterator[ApiServer]:
-    server = await start_api_server(control, sock_path)
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture
 def env(short_tmp: Path, sock_path: Path) -> dict[str, str]:
     return clean_env(short_tmp, MCP_SUPERVISOR_SOCKET=str(sock_path))
 
@@ -93,7 +80,7 @@ async def test_ready_wait_returns_as_soon_as_the_server_recovers(
 ) -> None:
     control.set_state("alpha", "starting")
     pending = asyncio.create_task(run_cli("ready", "--wait", "30", env=env))
-    await wait_for(lambda: control.waiting == 1, 10)  # the CLI is parked in the long-poll
+    await wait_until(lambda: control.waiting == 1, 10)  # the CLI is parked in the long-poll
     assert not pending.done()
     control.set_state("alpha", "healthy")
     code, out, _ = await asyncio.wait_for(pending, 15)
@@ -156,16 +143,12 @@ def test_render_helpers() -> None:
 def test_server_text_is_printed_as_is_never_as_markup() -> None:
     """stderr holding ``[/INFO]`` once crashed ``status`` (rich MarkupError) and ``[crashed]``
     vanished; every server-provided string is plain text now."""
-    from rich.console import Console
-
     from mcp_supervisor.cli.render import status_table
 
     text = "[/INFO] boot [bold]x :smile: [crashed]"
     status = {"ready": False, "servers": [{"name": "noisy", "state": "failed", "since": None, "latency_ms": None,
                                            "failure_class": "crashed", "message": text, "critical": True}]}
-    console = Console(record=True, width=200, color_system=None)
-    console.print(status_table(status))
-    printed = console.export_text()
+    printed = status_table(status, colour=True)
     assert f"[crashed] {text}" in printed
     line = ready_line({"ready": False, "not_ready": [{"name": "noisy", "state": "failed", "reason": "[/INFO] [bold]"}]})
     assert line == "not ready: noisy is failed ([/INFO] [bold])"
@@ -215,26 +198,43 @@ async def test_reload_ok_and_rejected(api: ApiServer, control: DrivenControl, en
     assert code == 1 and "servers[0].url" in err and "old config keeps running" in err
 
 
-async def test_events_streams_one_json_line_per_event(
-    api: ApiServer, control: DrivenControl, env: dict[str, str]
-) -> None:
+async def first_event_line(control: DrivenControl, env: dict[str, str], cause: Any, *args: str) -> str:
+    """Follow ``events`` (with ``args``), make one event happen, return the line printed for it."""
     proc = await asyncio.create_subprocess_exec(
-        str(CLI), "events", "--json", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        str(CLI), "events", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        await wait_for(lambda: control.bus.subscriber_count == 1, 10)
-        control.set_state("beta", "recovering")
+        await wait_until(lambda: control.bus.subscriber_count == 1, 10)
+        cause()
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 10)
-        event = json.loads(line)
-        assert (event["kind"], event["server"], event["new"]) == ("state", "beta", "recovering")
+        line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    await wait_for(lambda: control.bus.subscriber_count == 0, 10)
+    await wait_until(lambda: control.bus.subscriber_count == 0, 10)
+    return line
+
+
+async def test_events_streams_one_json_line_per_event(
+    api: ApiServer, control: DrivenControl, env: dict[str, str]
+) -> None:
+    line = await first_event_line(control, env, lambda: control.set_state("beta", "recovering"), "--json")
+    event = json.loads(line)
+    assert (event["kind"], event["server"], event["new"]) == ("state", "beta", "recovering")
+
+
+async def test_events_prints_sentences_with_rounded_durations(
+    api: ApiServer, control: DrivenControl, env: dict[str, str]
+) -> None:
+    from mcp_supervisor.events import Event
+
+    done = Event(kind="action_done", server="notes-http", data={
+        "rung": "restart", "attempt": 2, "ok": True, "detail": "", "duration": 0.0112, "delay": 0.9338042456718074})
+    line = await first_event_line(control, env, lambda: control.bus.publish(done))
+    assert line.rstrip().endswith(" restart 2 of notes-http done in 11 ms after a 0.9 s backoff"), line
 
 
 # --- finding the daemon -------------------------------------------------------------------------
@@ -312,12 +312,3 @@ async def test_check_config_valid_and_invalid(short_tmp: Path) -> None:
 async def test_usage_errors_exit_2(short_tmp: Path, args: tuple[str, ...]) -> None:
     code, out, err = await run_cli(*args, env=clean_env(short_tmp))
     assert code == 2 and "usage:" in err and out == ""
-
-
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    assert callable(condition)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

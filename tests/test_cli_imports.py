@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import api, clean_env, control, sock_path  # noqa: F401  (fixtures)
 
 from mcp_supervisor.api.server import ApiServer
+from tests.test_cli import clean_env, control  # noqa: F401  (fixtures; api and sock_path: conftest)
 
 HEAVY = ("asyncio", "http.client", "email", "mcp_supervisor.cli.vault_commands", "mcp_supervisor.config",
          "pydantic", "aiohttp", "mcp", "shutil")
@@ -44,7 +44,7 @@ async def imported_by(*args: str, env: dict[str, str]) -> tuple[int, set[str]]:
 @pytest.mark.parametrize(("args", "code"), [(("ready",), 0), (("ready", "--json"), 0), (("status", "--json"), 0),
                                             (("status",), 0)])
 async def test_ready_and_status_load_no_heavy_module(
-    api: ApiServer, sock_path: Path, short_tmp: Path, args: tuple[str, ...], code: int  # noqa: F811
+    api: ApiServer, sock_path: Path, short_tmp: Path, args: tuple[str, ...], code: int
 ) -> None:
     env = clean_env(short_tmp, MCP_SUPERVISOR_SOCKET=str(sock_path))
     exit_code, modules = await imported_by(*args, env=env)

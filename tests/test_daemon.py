@@ -11,109 +11,31 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
 
-from mcp_supervisor.config import Config, parse_config
+from mcp_supervisor.config import parse_config
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command, EnterFallback, State
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.supervisor import Supervisor
-from tests.servers.fixtures import RUN_AS
-
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-EXAMPLE = ROOT / "examples" / "notes_server.py"
+from tests.live_daemon import (
+    EXAMPLE,
+    PY,
+    RUN_AS,
+    free_port,
+    make_config,
+    managed_notes,
+    running,
+    state,
+    unauthorized,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(90)
-
-_UNAUTHORIZED_SERVER = """
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-class H(BaseHTTPRequestHandler):
-    def _deny(self):
-        body = b'{"error": "invalid_token"}'
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Bearer error="invalid_token"')
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_POST = do_DELETE = _deny
-    def log_message(self, *args): pass
-HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def managed_notes(name: str, port: int, **probe: Any) -> str:
-    settings = {"interval": "250ms", "timeout": "800ms", "failure_threshold": 2, "start_period": "10s", **probe}
-    probe_toml = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items())
-    return f"""
-[[servers]]
-name = "{name}"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{EXAMPLE}", "http", "{port}"]
-probe = {{ {probe_toml} }}
-recovery = {{ backoff_initial = "100ms", backoff_max = "1s" }}
-"""
-
-
-def make_config(tmp: Path, servers: str) -> Config:
-    text = f'[supervisor]\nstate_dir = "{tmp}/state"\nshutdown_timeout = "2s"\n' + servers
-    path = tmp / "config.toml"
-    path.write_text(text)
-    return parse_config(text, path)
-
-
-@contextlib.asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Supervisor]:
-    supervisor = Supervisor(config, config.source)
-    async with asyncio.TaskGroup() as tg:
-        await supervisor.start(tg)
-        try:
-            yield supervisor
-        finally:
-            async with asyncio.timeout(10):
-                await supervisor.aclose()
-
-
-async def until(
-    supervisor: Supervisor, condition: Callable[[], bool], timeout: float, what: str, seen: list[Event] | None = None
-) -> list[Event]:
-    """Wait, event-driven, until ``condition()`` holds; returns the events seen meanwhile (also
-    appended to ``seen`` as they come, so the condition can look at them)."""
-    seen = [] if seen is None else seen
-    with supervisor.bus.subscription() as queue:
-        async with asyncio.timeout(timeout):
-            try:
-                while not condition():
-                    seen.append(await queue.get())
-            except TimeoutError:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
-        while not queue.empty():
-            seen.append(queue.get_nowait())
-    return seen
-
-
-def state(supervisor: Supervisor, name: str) -> State:
-    return supervisor.runners[name].state
 
 
 async def test_managed_server_killed_with_sigkill_comes_back_healthy(tmp_path: Path) -> None:
@@ -163,18 +85,8 @@ async def test_hung_server_is_caught_by_the_probe_deadline_and_restarted(tmp_pat
 
 async def test_401_server_needs_a_human_and_is_never_restarted(tmp_path: Path) -> None:
     port = free_port()
-    servers = f"""
-[[servers]]
-name = "jira"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["-c", {json.dumps(_UNAUTHORIZED_SERVER)}, "{port}"]
-headers = {{ Authorization = "Bearer expired-token-123456" }}
-probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2 }}
-"""
+    servers = unauthorized("jira", port, 'headers = { Authorization = "Bearer expired-token-123456" }',
+                           interval="200ms", timeout="1s", failure_threshold=2)
     async with running(make_config(tmp_path, servers)) as sup:
         pid = sup.runners["jira"].process.pid
         events = await until(sup, lambda: state(sup, "jira") is State.NEEDS_HUMAN, 20, "jira needs_human")

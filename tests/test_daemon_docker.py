@@ -14,7 +14,7 @@ import pytest
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
 from tests.docker_engine import IMAGE, REPO, DockerEngine, docker_engine  # noqa: F401
-from tests.test_daemon import free_port, make_config, running, state, until
+from tests.live_daemon import free_port, make_config, running, state, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 

@@ -13,9 +13,16 @@ import pytest
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from mcp_supervisor.cli.dashboard import DaemonLink, Dashboard, event_line, since_text, uptime_bar
-from tests.live_daemon import CANARY, LiveDaemon, live_daemon
-from tests.test_e2e import BIN, wait_for
+from mcp_supervisor.cli.dashboard import (
+    DaemonLink,
+    Dashboard,
+    event_line,
+    latency_step,
+    latency_text,
+    since_text,
+    uptime_bar,
+)
+from tests.live_daemon import BIN, CANARY, LiveDaemon, live_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -57,6 +64,14 @@ def test_pure_helpers_render_server_text_as_text() -> None:
                        "reason": "stderr said [/INFO] and [bold]", "at": 0})
     assert isinstance(line, Text) and "[/INFO] and [bold]" in line.plain  # markup-looking text stays text
     assert event_line({"kind": "probe", "server": "x"}) is None
+
+
+def test_latency_and_time_in_state_change_only_when_a_person_would_care() -> None:
+    """Every changed cell repaints the whole table: jitter must not change what is shown."""
+    assert [latency_text(ms) for ms in (2.0, 40.0, 400.0, 1234.0)] == ["<10 ms", "<100 ms", "<1 s", "1.2 s"]
+    assert latency_step(12.0, shown=0) == 0 and latency_step(16.0, shown=0) == 1  # 10 ms x 1.5
+    assert latency_step(8.0, shown=1) == 1 and latency_step(5.0, shown=1) == 0
+    assert [since_text(0.001, s) for s in (30, 300, 1900, 7300, 3 * 86400)] == ["<1m", "5m", "30m", "2h", "3.0d"]
 
 
 async def test_rows_follow_a_killed_server_and_q_quits(daemon: LiveDaemon) -> None:

@@ -8,106 +8,42 @@ control socket with the CLI (and plain HTTP over the Unix socket), sends SIGHUP 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.servers.fixtures import RUN_AS
-
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-BIN = Path(PY).parent
-EXAMPLE = ROOT / "examples" / "notes_server.py"
+from tests.live_daemon import (
+    EXAMPLE,
+    PY,
+    RUN_AS,
+    api,
+    cli,
+    daemon_env,
+    daemon_process,
+    free_port,
+    notes_http,
+    notes_pair,
+    server_status,
+    stop,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def start_http_server(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [PY, str(EXAMPLE), "http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for(lambda: port_open(port) or proc.poll() is not None, 20, f"HTTP server on port {port}")
-    assert proc.poll() is None, "the test HTTP server exited at start"
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-def api(sock: Path, path: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, Any]:
-    conn = _UnixHTTPConnection(sock, timeout)
-    try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        body = response.read()
-        return response.status, json.loads(body) if body else None
-    finally:
-        conn.close()
-
-
-def cli(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "supervisorctl-mcp"), "--socket", str(sock), *args], capture_output=True, text=True, timeout=30
-    )
 
 
 def has_cli() -> bool:
@@ -143,39 +79,14 @@ class Daemon:
                 self.notes.append(self.notify.recv(4096).decode())
 
     def server(self, name: str) -> dict[str, Any]:
-        status, body = api(self.sock, "/v1/status")
-        assert status == 200
-        return next(s for s in body["servers"] if s["name"] == name)
+        return server_status(self.sock, name)
 
     def log(self) -> str:
         return (self.dir / "daemon.log").read_text(errors="replace")
 
 
 def write_config(directory: Path, http_port: int, managed_port: int, *, broken: bool = False) -> Path:
-    text = f"""
-[supervisor]
-socket = "{directory}/ctl.sock"
-state_dir = "{directory}/state"
-log_format = "json"
-shutdown_timeout = "2s"
-
-[[servers]]
-name = "notes-http"
-transport = "http"
-url = "http://127.0.0.1:{http_port}/mcp"
-probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2 }}
-
-[[servers]]
-name = "notes-managed"
-transport = "http"
-url = "http://127.0.0.1:{managed_port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{EXAMPLE}", "http", "{managed_port}"]
-probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2, start_period = "10s" }}
-recovery = {{ backoff_initial = "100ms" }}
-
+    text = notes_pair(directory, http_port, managed_port) + f"""
 [[servers]]
 name = "notes-stdio"
 transport = "stdio"
@@ -195,24 +106,28 @@ probe = {{ interval = "1s", timeout = "8s", expected_tools = ["add_note"] }}
 def daemon() -> Iterator[Daemon]:
     directory = Path(tempfile.mkdtemp(prefix="mcpe2e-", dir="/tmp"))
     http_port, managed_port = free_port(), free_port()
-    http_server = start_http_server(http_port)
+    external = notes_http(http_port)
     config = write_config(directory, http_port, managed_port)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(directory / "notify.sock"))
-    env = {**os.environ, "NOTIFY_SOCKET": str(directory / "notify.sock"), "WATCHDOG_USEC": "1000000"}
-    env.pop("MCP_SUPERVISOR_SOCKET", None)
-    with open(directory / "daemon.log", "wb") as log:
-        proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], env=env, stderr=log)
-    d = Daemon(proc, directory, config, directory / "ctl.sock", notify, http_port, managed_port, http_server)
-    reader = threading.Thread(target=d.read_notifications, daemon=True)
-    reader.start()
+    env = daemon_env(NOTIFY_SOCKET=str(directory / "notify.sock"), WATCHDOG_USEC="1000000")
+    closing = threading.Event()
+    reader: threading.Thread | None = None
     try:
-        yield d
+        with daemon_process(config, env=env) as proc:
+            d = Daemon(proc, directory, config, directory / "ctl.sock", notify, http_port, managed_port, external,
+                       closing=closing)
+            reader = threading.Thread(target=d.read_notifications, daemon=True)
+            reader.start()
+            try:
+                yield d
+            finally:
+                external = d.http_server  # a test may have replaced it
     finally:
-        stop(proc)
-        stop(d.http_server)
-        d.closing.set()
-        reader.join(timeout=5)
+        stop(external)
+        closing.set()
+        if reader is not None:
+            reader.join(timeout=5)
         notify.close()
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -256,7 +171,7 @@ def test_killed_server_goes_failed_and_ready_says_503_then_recovers(daemon: Daem
         not_ready = cli(daemon.sock, "ready")
         assert not_ready.returncode == 1
         assert "notes-http" in not_ready.stdout + not_ready.stderr
-    daemon.http_server = start_http_server(daemon.http_port)
+    daemon.http_server = notes_http(daemon.http_port)
     wait_for(lambda: daemon.server("notes-http")["state"] == "healthy", 15, "notes-http healthy again")
     status, body = api(daemon.sock, "/v1/ready?wait=10", timeout=20)
     assert status == 200, body

@@ -16,36 +16,21 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.fixtures import NOTES_SERVER, RUN_AS, free_port, pid_alive, start_http_server, wait_gone
 
 from mcp_supervisor.api.client import SupervisorClient
+from tests.live_daemon import CLI, PY, free_port, notes_pair, start_daemon, stop, wait_for
+from tests.servers.fixtures import pid_alive, start_http_server, wait_gone
 
-PY = sys.executable
-BIN = Path(PY).parent
-CLI = BIN / "supervisorctl-mcp"
 JOB = Path(__file__).parent / "jobs" / "guarded_job.py"
 
 pytestmark = pytest.mark.timeout(150)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -84,34 +69,21 @@ class Setup:
         wait_for(lambda: self.server("notes-http")["state"] == "healthy", 30, "notes-http healthy")
         wait_for(lambda: self.server("notes-managed")["state"] == "healthy", 30, "notes-managed healthy")
 
+    @contextlib.contextmanager
+    def started(self, *guardian: str, job: tuple[str, ...]) -> Iterator[subprocess.Popen[str]]:
+        """The guardian running ``job``, its output piped; killed (by pid) if a test leaves it running."""
+        proc = subprocess.Popen(self.argv(*guardian, job=job), env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def runs(self) -> list[Path]:
         return sorted((self.dir / "state" / "runs").glob("*.json"))
 
-
-CONFIG = """
-[supervisor]
-socket = "{dir}/ctl.sock"
-state_dir = "{dir}/state"
-log_format = "json"
-shutdown_timeout = "2s"
-
-[[servers]]
-name = "notes-http"
-transport = "http"
-url = "http://127.0.0.1:{http_port}/mcp"
-probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2 }}
-
-[[servers]]
-name = "notes-managed"
-transport = "http"
-url = "http://127.0.0.1:{managed_port}/mcp"
-managed = true
-{run_as}
-command = "{py}"
-args = ["{notes}", "http", "{managed_port}"]
-probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 2, start_period = "10s" }}
-recovery = {{ backoff_initial = "100ms" }}
-"""
 
 VAULT = """
 [backup]
@@ -125,47 +97,30 @@ format = "mcp-client-json"
 """
 
 
-def start_daemon(directory: Path, config: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SUPERVISOR_") and k != "NOTIFY_SOCKET"}
-    with open(directory / "daemon.log", "ab") as log:
-        return subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], env=env, stderr=log,
-                                stdout=subprocess.DEVNULL)
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def make_setup(directory: Path, *, vault: bool = True) -> Setup:
     http_port, managed_port = free_port(), free_port()
     (directory / "home").mkdir()
     config = directory / "mcp-supervisor.toml"
-    text = CONFIG.format(run_as=RUN_AS, dir=directory, http_port=http_port, managed_port=managed_port, py=PY, notes=NOTES_SERVER)
+    text = notes_pair(directory, http_port, managed_port)
     if vault:
         (directory / "client.json").write_text(json.dumps({"mcpServers": {"notes": {"command": PY}}}))
         text += VAULT.format(dir=directory)
     config.write_text(text)
     http = start_http_server(port=http_port)
-    daemon = start_daemon(directory, config)
+    daemon = start_daemon(config)
     setup = Setup(directory, config, directory / "ctl.sock", http_port, managed_port, http, daemon)
     try:
         wait_for(lambda: setup.sock.exists(), 30, "the control socket")
         assert setup.client().ready_within(60)["ready"], "the daemon never became ready"
     except BaseException:
-        stop_process(daemon)
+        stop(daemon, timeout=10)
         http.stop()
         raise
     return setup
 
 
 def teardown(setup: Setup) -> None:
-    stop_process(setup.daemon)
+    stop(setup.daemon, timeout=10)
     setup.http.stop()
     shutil.rmtree(setup.dir, ignore_errors=True)
 
@@ -183,6 +138,12 @@ def env() -> Iterator[Setup]:
 def ready(env: Setup) -> Setup:
     env.ensure_http_up()
     return env
+
+
+def job_started(proc: subprocess.Popen[str]) -> None:
+    """Wait (on its own words, not a sleep) until the job under the guardian has begun."""
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "job started"
 
 
 def last_json(stdout: str) -> dict[str, Any]:
@@ -255,19 +216,13 @@ def test_down_server_healed_during_the_precheck_then_the_job_runs(ready: Setup) 
     ready.http.stop()
     wait_for(lambda: ready.server("notes-http")["state"] == "failed", 30, "notes-http failed")
     marker = ready.dir / "healed-ran"
-    proc = subprocess.Popen(ready.argv("--wait", "60", job=("touch", str(marker))), env=ready.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with ready.started("--wait", "60", job=("touch", str(marker))) as proc:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # the guardian says it waits: the job has not started
         assert "waiting up to" in line and "notes-http" in line, line
         assert not marker.exists()
         ready.http = start_http_server(port=ready.http_port)  # the server comes back
         out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert marker.read_text() == "ran" and "fallback=[]" in out
     report = json.loads(sorted(ready.runs(), key=lambda p: p.stat().st_mtime)[-1].read_text())
@@ -278,21 +233,14 @@ def test_down_server_healed_during_the_precheck_then_the_job_runs(ready: Setup) 
 
 def test_managed_server_killed_during_the_run_is_recorded_with_its_recovery(ready: Setup) -> None:
     go = ready.dir / "go-kill"
-    proc = subprocess.Popen(ready.argv("--json", job=("wait-file", str(go))), env=ready.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "job started"
+    with ready.started("--json", job=("wait-file", str(go))) as proc:
+        job_started(proc)
         old_pid = ready.server("notes-managed")["pid"]
         os.kill(old_pid, signal.SIGKILL)
         wait_for(lambda: (s := ready.server("notes-managed"))["state"] == "healthy" and s["pid"] != old_pid,
                  60, "notes-managed restarted and healthy")
         go.write_text("go")
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     report = last_json(out)
     incidents = [i for i in report["run"]["incidents"] if i["server"] == "notes-managed"]
@@ -310,21 +258,14 @@ def test_managed_server_killed_during_the_run_is_recorded_with_its_recovery(read
 
 def test_required_server_failing_mid_run_is_recovered_at_once_and_recorded(ready: Setup) -> None:
     go = ready.dir / "go-external"
-    proc = subprocess.Popen(ready.argv("--json", job=("wait-file", str(go))), env=ready.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "job started"
+    with ready.started("--json", job=("wait-file", str(go))) as proc:
+        job_started(proc)
         ready.http.stop()
         wait_for(lambda: ready.server("notes-http")["state"] == "failed", 30, "notes-http failed")
         ready.http = start_http_server(port=ready.http_port)
         wait_for(lambda: ready.server("notes-http")["state"] == "healthy", 30, "notes-http healthy again")
         go.write_text("go")
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     [incident] = [i for i in last_json(out)["run"]["incidents"] if i["server"] == "notes-http"]
     assert incident["resolved"] and incident["failure_class"]
@@ -358,18 +299,12 @@ def test_unhealable_server_blocks_the_job_with_exit_75_unless_fallback_is_allowe
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_to_the_guardian_reach_the_job(ready: Setup, sig: signal.Signals) -> None:
     marker = ready.dir / f"got-{sig.name}"
-    proc = subprocess.Popen(ready.argv("--json", job=("term", str(marker))), env=ready.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with ready.started("--json", job=("term", str(marker))) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "job ready"
         job_pids = [p for p in _descendants(proc.pid)]
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 42, err
     assert marker.read_text() == f"got {sig.name}"
     report = last_json(out)
@@ -428,19 +363,12 @@ def test_daemon_gone_during_the_run_the_job_keeps_running_and_the_report_says_so
     setup = make_setup(Path(tempfile.mkdtemp(prefix="mcpg-", dir="/tmp")), vault=False)
     try:
         go = setup.dir / "go-gone"
-        proc = subprocess.Popen(setup.argv("--json", job=("wait-file", str(go))), env=setup.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "job started"
-            stop_process(setup.daemon)
+        with setup.started("--json", job=("wait-file", str(go))) as proc:
+            job_started(proc)
+            stop(setup.daemon, timeout=10)
             wait_for(lambda: not setup.sock.exists(), 10, "the daemon's socket to go")
             go.write_text("go")
             out, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         assert proc.returncode == 0, err
         report = last_json(out)
         run = report["run"]

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from test_api import DrivenControl
-from test_cli import CLI, clean_env
 
 from mcp_supervisor.api.server import ApiServer, start_api_server
+from tests.test_api import DrivenControl
+from tests.test_cli import CLI, clean_env
 
 JOB = Path(__file__).parent / "jobs" / "guarded_job.py"
 

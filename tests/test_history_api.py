@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_api import DrivenControl
 
 from mcp_supervisor.api.client import ApiError, SupervisorClient
 from mcp_supervisor.api.server import ApiServer, start_api_server
@@ -21,6 +20,7 @@ from mcp_supervisor.config import ConfigError, parse_config
 from mcp_supervisor.events import Event
 from mcp_supervisor.history.service import HistoryService
 from mcp_supervisor.logging import REDACTOR
+from tests.test_api import DrivenControl
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,25 +11,32 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_daemon import make_config, managed_notes, state, until
 
 from mcp_supervisor.config import Config
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
 from mcp_supervisor.history.service import HistoryService
 from mcp_supervisor.runtime.supervisor import Supervisor
-from tests.servers.fixtures import free_port
+from tests.live_daemon import (
+    CLI,
+    UnixHTTPConnection,
+    cli,
+    daemon_process,
+    free_port,
+    make_config,
+    managed_notes,
+    state,
+    until,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
-BIN = Path(sys.executable).parent
 
 
 @contextlib.asynccontextmanager
@@ -97,42 +104,6 @@ def _daemon_config(tmp: Path, port: int, extra: str = "") -> Path:
     return path
 
 
-@contextlib.contextmanager
-def daemon(config: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SUPERVISOR_")}
-    with open(config.parent / "daemon.log", "ab") as log:  # a pipe nobody reads would block the daemon
-        proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def cli(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SUPERVISOR_")}
-    env.update({"COLUMNS": "200", "NO_COLOR": "1"})
-    return subprocess.run([str(BIN / "supervisorctl-mcp"), "--socket", str(sock), *args], capture_output=True,
-                          text=True, timeout=60, env=env)
-
-
-def wait_for(condition: object, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = condition()  # type: ignore[operator]
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 def ready(sock: Path) -> bool:
     return cli(sock, "ready").returncode == 0
 
@@ -140,7 +111,7 @@ def ready(sock: Path) -> bool:
 def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> None:
     port = free_port()
     sock = short_tmp / "ctl.sock"
-    with daemon(_daemon_config(short_tmp, port)) as proc:
+    with daemon_process(_daemon_config(short_tmp, port)) as proc:
         wait_for(lambda: ready(sock), 60, "the daemon ready")
         pid = json.loads(cli(sock, "status", "--json").stdout)["servers"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
@@ -169,6 +140,9 @@ def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> N
         assert all(set(e) == {"time", "server", "kind", "from_state", "to_state", "detail"} for e in events)
         assert [e["kind"] for e in events].count("action_done") >= 1
         assert next(e["detail"] for e in events if e["kind"] == "process_exit") == "process killed by SIGKILL"
+        reasons = [e["detail"] for e in events if e["kind"] == "state" and e["to_state"] != "healthy"]
+        assert any("killed by SIGKILL" in r for r in reasons), reasons  # the honest cause ...
+        assert not any('"POST /mcp' in r or "200 OK" in r for r in reasons), reasons  # ... not its access log
         table = cli(sock, "history")
         assert table.returncode == 0 and "-> healthy" in table.stdout and "restart" in table.stdout
 
@@ -180,14 +154,13 @@ def test_cli_history_and_report_against_the_running_daemon(short_tmp: Path) -> N
 
 def test_post_runs_records_the_run_and_publishes_a_run_report(short_tmp: Path) -> None:
     from mcp_supervisor.api.client import ApiError, SupervisorClient
-    from tests.test_e2e import _UnixHTTPConnection
 
     port = free_port()
     sock = short_tmp / "ctl.sock"
-    with daemon(_daemon_config(short_tmp, port)):
+    with daemon_process(_daemon_config(short_tmp, port)):
         wait_for(lambda: ready(sock), 60, "the daemon ready")
         client = SupervisorClient(sock, timeout=30)
-        stream = _UnixHTTPConnection(sock, 30)
+        stream = UnixHTTPConnection(sock, 30)
         stream.request("GET", "/v1/events")
         response = stream.getresponse()  # headers sent: the daemon has subscribed this stream
         assert response.status == 200
@@ -235,7 +208,7 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
     db_path = short_tmp / "state" / "history.sqlite3"
     rounds = int(os.environ.get("HISTORY_KILL_ROUNDS", "6"))  # issue 9 asks 20: HISTORY_KILL_ROUNDS=20
     for _ in range(rounds):
-        with daemon(config) as proc:
+        with daemon_process(config) as proc:
             wait_for(lambda: cli(sock, "status").returncode == 0, 60, "the daemon answering")
             wait_for(lambda: cli(sock, "history", "--json").returncode == 0, 30, "the record answering")
             proc.send_signal(signal.SIGKILL)
@@ -248,7 +221,7 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
         state = json.loads(answer.stdout)["servers"][0]["state"]
         return None if state in ("starting", "reloading", "stopping") else str(state)
 
-    with daemon(config):
+    with daemon_process(config):
         wait_for(lambda: cli(sock, "status").returncode == 0, 60, "the daemon answering")
         wait_for(down_state, 30, "the first verdict on the down server (not 'starting')")
         result = cli(sock, "report", "--json")
@@ -283,14 +256,14 @@ async def test_report_slack_sends_the_days_report_through_the_configured_channel
     fake = await FakeSlack().start()
     try:
         config = _daemon_config(short_tmp, free_port(), extra=f'[notify.slack]\nwebhook_url = "{fake.webhook_url}"\n')
-        with daemon(config):
+        with daemon_process(config):
             deadline = time.monotonic() + 60
             while not await asyncio.to_thread(ready, short_tmp / "ctl.sock"):
                 assert time.monotonic() < deadline, "the daemon did not become ready"
                 await asyncio.sleep(0.2)
             env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_SUPERVISOR_")}
             proc = await asyncio.create_subprocess_exec(
-                str(BIN / "supervisorctl-mcp"), "--config", str(config), "report", "--daily", "--slack",
+                str(CLI), "--config", str(config), "report", "--daily", "--slack",
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode == 0, out.decode() + err.decode()

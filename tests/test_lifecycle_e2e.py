@@ -26,14 +26,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_e2e import BIN, EXAMPLE, PY, api, free_port, start_http_server, stop, wait_for
 
+from tests.live_daemon import (
+    CLI,
+    EXAMPLE,
+    PY,
+    api,
+    cli,
+    free_port,
+    http_server,
+    notes_http,
+    start_daemon,
+    stop,
+    supervisor_table,
+    wait_for,
+)
+from tests.live_daemon import managed_notes as notes_table
 from tests.servers.fixtures import RUN_AS, pid_alive
 
 pytestmark = pytest.mark.timeout(180)
 
-CLI = str(BIN / "supervisorctl-mcp")
-DAEMON = str(BIN / "mcp-supervisor")
 
 # A managed "server" that ignores SIGTERM: its stop takes the whole grace period.
 STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    time.sleep(60)\n"
@@ -48,9 +60,7 @@ class Run:
     ports: list[int] = field(default_factory=list)
 
     def start(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MCP_SUPERVISOR_", "NOTIFY_SOCKET"))}
-        with open(self.dir / "daemon.log", "ab") as log:
-            self.proc = subprocess.Popen([DAEMON, "--config", str(self.config)], env=env, stderr=log)
+        self.proc = start_daemon(self.config)
         return self.proc
 
     def log(self) -> str:
@@ -73,13 +83,11 @@ class Run:
 
     def job(self, *args: str) -> subprocess.Popen[str]:
         """``supervisorctl-mcp ARGS`` in the background, as a job's wrapper script runs it."""
-        return subprocess.Popen([CLI, "--socket", str(self.sock), *args], stdout=subprocess.PIPE,
+        return subprocess.Popen([str(CLI), "--socket", str(self.sock), *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "COLUMNS": "300", "NO_COLOR": "1"}
-        return subprocess.run([CLI, "--socket", str(self.sock), *args], capture_output=True, text=True,
-                              timeout=60, env=env)
+        return cli(self.sock, *args, columns=300)
 
     def parked(self) -> bool:
         """A long-poll is waiting inside the daemon (status counts them)."""
@@ -103,42 +111,18 @@ def run() -> Iterator[Run]:
 
 
 def header(r: Run, shutdown_timeout: str = "2s") -> str:
-    return f"""
-[supervisor]
-socket = "{r.sock}"
-state_dir = "{r.dir}/state"
-log_format = "json"
-shutdown_timeout = "{shutdown_timeout}"
-"""
+    return supervisor_table(r.dir, shutdown_timeout=shutdown_timeout)
 
 
-def http_server(name: str, port: int, interval: str = "300ms", critical: bool = True) -> str:
-    return f"""
-[[servers]]
-name = "{name}"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-critical = {str(critical).lower()}
-probe = {{ interval = "{interval}", timeout = "1s", failure_threshold = 1 }}
-"""
+def watched(name: str, port: int, interval: str = "300ms", critical: bool = True) -> str:
+    return http_server(name, port, f"critical = {str(critical).lower()}", interval=interval, timeout="1s",
+                       failure_threshold=1)
 
 
 def managed_notes(name: str, port: int, start_period: str | None = None, run: Run | None = None) -> str:
     if run is not None:
         run.ports.append(port)
-    extra = f', start_period = "{start_period}"' if start_period else ""
-    return f"""
-[[servers]]
-name = "{name}"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{EXAMPLE}", "http", "{port}"]
-probe = {{ interval = "300ms", timeout = "2s", failure_threshold = 2{extra} }}
-recovery = {{ backoff_initial = "100ms", backoff_max = "1s" }}
-"""
+    return notes_table(name, port, interval="300ms", timeout="2s", failure_threshold=2, start_period=start_period)
 
 
 def stubborn(r: Run, name: str, tag: str = "a") -> str:
@@ -180,7 +164,7 @@ def finish(job: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
 
 def test_a_waiting_job_never_hears_ready_while_the_daemon_stops_reloads_or_restarts(run: Run) -> None:
     down_port = free_port()
-    run.config.write_text(header(run) + http_server("db", down_port) + stubborn(run, "slow"))
+    run.config.write_text(header(run) + watched("db", down_port) + stubborn(run, "slow"))
     run.start()
     wait_for(lambda: run.up() and run.server("db").get("state") == "failed", 30, "db failed (nothing listens)")
 
@@ -214,7 +198,7 @@ def test_a_waiting_job_never_hears_ready_while_the_daemon_stops_reloads_or_resta
                 answers.append(api(run.sock, "/v1/ready"))
             time.sleep(0.02)
 
-    run.config.write_text(header(run) + http_server("db", down_port, interval="400ms") + stubborn(run, "slow", "b"))
+    run.config.write_text(header(run) + watched("db", down_port, interval="400ms") + stubborn(run, "slow", "b"))
     poller = threading.Thread(target=poll)
     poller.start()
     try:
@@ -233,7 +217,7 @@ def test_a_waiting_job_never_hears_ready_while_the_daemon_stops_reloads_or_resta
     assert job.poll() is None, finish(job, 5)
 
     # 4. the server comes up: now the waiting job hears "ready", exit 0
-    server = start_http_server(down_port)
+    server = notes_http(down_port)
     try:
         code, output = finish(job, 30)
         assert code == 0, output
@@ -280,7 +264,7 @@ def test_after_kill_9_the_next_daemon_stops_the_orphan_and_supervises_one_copy(r
 
 def test_a_port_held_by_another_process_is_named_and_no_dead_pid_is_shown(run: Run) -> None:
     port = free_port()
-    holder = start_http_server(port)  # not the daemon's: e.g. started by hand
+    holder = notes_http(port)  # not the daemon's: e.g. started by hand
     try:
         run.config.write_text(header(run) + managed_notes("notes", port, run=run))
         run.start()

@@ -6,11 +6,8 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,31 +15,20 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers.fixtures import RUN_AS
+from tests.live_daemon import (
+    ROOT,
+    UnixHTTPConnection,
+    free_port,
+    managed_notes,
+    start_daemon,
+    stop,
+    supervisor_table,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-BIN = Path(PY).parent
-EXAMPLE = ROOT / "examples" / "notes_server.py"
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=10)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        sock.connect(self._path)
-        self.sock = sock
+STARTING = (OSError, ValueError, KeyError)
+"""What a poll may meet while the daemon starts or restarts a server: "not yet", not a failure."""
 
 
 def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, str, str]:
@@ -52,21 +38,6 @@ def get(conn: http.client.HTTPConnection, path: str) -> tuple[int, str, str]:
         return response.status, response.getheader("Content-Type") or "", response.read().decode()
     finally:
         conn.close()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -87,39 +58,14 @@ def daemon(tmp_path: Path) -> Iterator[dict[str, Any]]:
     directory = Path(tempfile_dir := f"/tmp/mcpmet-{os.getpid()}-{port}")
     directory.mkdir()
     config = directory / "mcp-supervisor.toml"
-    config.write_text(f"""
-[supervisor]
-socket = "{directory}/ctl.sock"
-state_dir = "{directory}/state"
-log_format = "json"
-shutdown_timeout = "2s"
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-[[servers]]
-name = "notes"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{EXAMPLE}", "http", "{port}"]
-token_expires = 2030-01-01
-probe = {{ interval = "250ms", timeout = "1s", failure_threshold = 2, start_period = "10s" }}
-recovery = {{ backoff_initial = "100ms" }}
-""")
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "MCP_SUPERVISOR_SOCKET")}
-    with open(directory / "daemon.log", "wb") as log:
-        proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], env=env, stderr=log)
+    config.write_text(supervisor_table(directory, f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"')
+                      + managed_notes("notes", port, recovery='backoff_initial = "100ms"', extra="token_expires = 2030-01-01",
+                                      interval="250ms", timeout="1s", failure_threshold=2, start_period="10s"))
+    proc = start_daemon(config)
     try:
         yield {"proc": proc, "sock": directory / "ctl.sock", "metrics_port": metrics_port, "dir": directory}
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, signal.SIGTERM, 15)
         if os.environ.get("KEEP_METRICS_DIR") is None:
             shutil.rmtree(tempfile_dir, ignore_errors=True)
 
@@ -127,7 +73,7 @@ recovery = {{ backoff_initial = "100ms" }}
 def status(sock: Path) -> dict[str, Any]:
     import json
 
-    code, _, body = get(_Unix(sock), "/v1/status")
+    code, _, body = get(UnixHTTPConnection(sock), "/v1/status")
     assert code == 200
     servers = json.loads(body)["servers"]
     return next(s for s in servers if s["name"] == "notes")
@@ -135,8 +81,8 @@ def status(sock: Path) -> dict[str, Any]:
 
 def test_metrics_over_the_socket_and_tcp_follow_a_real_kill_and_heal(daemon: dict[str, Any]) -> None:
     sock: Path = daemon["sock"]
-    first = wait_for(lambda: (s := status(sock))["state"] == "healthy" and s, 40, "notes healthy")
-    code, content_type, text = get(_Unix(sock), "/metrics")
+    first = wait_for(lambda: (s := status(sock))["state"] == "healthy" and s, 40, "notes healthy", 0.1, STARTING)
+    code, content_type, text = get(UnixHTTPConnection(sock), "/metrics")
     assert code == 200 and content_type.startswith("text/plain; version=0.0.4")
     before = samples(text)
     assert value(before, "mcp_supervisor_server_state", server="notes", critical="true", managed="true", state="healthy") == 1.0
@@ -157,8 +103,8 @@ def test_metrics_over_the_socket_and_tcp_follow_a_real_kill_and_heal(daemon: dic
 
     os.kill(first["pid"], signal.SIGKILL)
     wait_for(lambda: (s := status(sock))["state"] == "healthy" and s["pid"] not in (None, first["pid"]), 40,
-             "notes healthy again under a new pid")
-    after = samples(get(_Unix(sock), "/metrics")[2])
+             "notes healthy again under a new pid", 0.1, STARTING)
+    after = samples(get(UnixHTTPConnection(sock), "/metrics")[2])
     assert value(after, "mcp_supervisor_restarts_total", server="notes", critical="true", managed="true") == restarts + 1
     assert value(after, "mcp_supervisor_recoveries_total", server="notes", critical="true", managed="true", rung="restart", outcome="success") == (
         successes + 1)
@@ -169,7 +115,7 @@ def test_metrics_over_the_socket_and_tcp_follow_a_real_kill_and_heal(daemon: dic
     assert value(after, "mcp_supervisor_server_up", server="notes", critical="true", managed="true") == 1.0
 
     tcp = http.client.HTTPConnection("127.0.0.1", daemon["metrics_port"], timeout=10)
-    code, _, tcp_text = wait_for(lambda: get(tcp, "/metrics"), 10, "the TCP metrics listener")
+    code, _, tcp_text = wait_for(lambda: get(tcp, "/metrics"), 10, "the TCP metrics listener", 0.1, STARTING)
     assert code == 200
     assert value(samples(tcp_text), "mcp_supervisor_restarts_total", server="notes", critical="true", managed="true") == restarts + 1
     # only /metrics is on TCP: the control API stays behind the socket's peer check

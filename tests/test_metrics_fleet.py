@@ -37,8 +37,8 @@ from tests.fleet import (
     start_alertmanager,
     start_prometheus,
 )
+from tests.live_daemon import ROOT, free_port, notes_http, stop, wait_for
 from tests.slack_fake import WEBHOOK_PATH, FakeSlack
-from tests.test_e2e import ROOT, free_port, start_http_server, stop, wait_for
 from tests.test_notify_slack import down, fake_slack, make_config, notifier, webhook
 
 pytestmark = pytest.mark.timeout(150)
@@ -129,7 +129,7 @@ def fleet() -> Iterator[Fleet]:
     try:
         for name in ("x", "y"):
             port = free_port()
-            backends[name] = (port, start_http_server(port))
+            backends[name] = (port, notes_http(port))
         x, y = backends["x"][0], backends["y"][0]
         daemons["a"] = Daemon("a", directory / "a", free_port(), servers=_servers(("notes", x), ("wiki", x), critical=True),
                               metrics=f"""[metrics.tls_server_config]
@@ -272,7 +272,7 @@ async def test_a_server_down_on_one_host_is_one_grouped_alertmanager_message_the
             assert attachment["title"] == f"2 firing: server_down on {fleet.instance('a')}", attachment
             assert "notes" in attachment["text"] and "wiki" in attachment["text"]
 
-            fleet.backends["x"] = (port, await asyncio.to_thread(start_http_server, port))
+            fleet.backends["x"] = (port, await asyncio.to_thread(notes_http, port))
             await fake.wait_for(lambda f: len(_firing_or_resolved(f)) == 2, 60, "the resolution")
             resolved = _firing_or_resolved(fake)[1]["attachments"][0]
             assert resolved["title"] == f"resolved: server_down on {fleet.instance('a')}"

@@ -13,9 +13,7 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,20 +26,22 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import State
 from mcp_supervisor.notify.service import NotifyService
 from mcp_supervisor.runtime.supervisor import Supervisor
-from tests.servers.fixtures import RUN_AS
+from tests.live_daemon import (
+    BIN,
+    api,
+    free_port,
+    managed_notes,
+    managed_server,
+    notes_http,
+    state,
+    stop,
+    unauthorized,
+    until,
+    wait_until,
+)
 from tests.slack_fake import BOT_TOKEN, FakeSlack
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-BIN = Path(PY).parent
-EXAMPLE = ROOT / "examples" / "notes_server.py"
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 NO_GROUPING = 'group_wait = "0s"\ngroup_interval = "0s"\npace = "0s"'
@@ -293,21 +293,6 @@ urls = ["json://127.0.0.1:{port}/hook"]
 # --- with the real supervisor and real MCP servers -------------------------------------------------------
 
 
-def managed_notes(name: str, port: int) -> str:
-    return f"""
-[[servers]]
-name = "{name}"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{EXAMPLE}", "http", "{port}"]
-probe = {{ interval = "250ms", timeout = "800ms", failure_threshold = 2, start_period = "10s" }}
-recovery = {{ backoff_initial = "100ms", backoff_max = "1s" }}
-"""
-
-
 @contextlib.asynccontextmanager
 async def supervised(config: Config) -> AsyncIterator[tuple[Supervisor, NotifyService]]:
     supervisor = Supervisor(config, config.source)
@@ -321,10 +306,7 @@ async def supervised(config: Config) -> AsyncIterator[tuple[Supervisor, NotifySe
 
 
 async def wait_state(supervisor: Supervisor, name: str, wanted: State, timeout: float) -> None:
-    with supervisor.bus.subscription() as queue:
-        async with asyncio.timeout(timeout):
-            while supervisor.runners[name].state is not wanted:
-                await queue.get()
+    await until(supervisor, lambda: state(supervisor, name) is wanted, timeout, f"{name} {wanted}")
 
 
 async def test_kill_and_heal_of_a_managed_server_sends_one_down_and_one_recovered(tmp_path: Path) -> None:
@@ -347,18 +329,9 @@ async def test_kill_and_heal_of_a_managed_server_sends_one_down_and_one_recovere
 
 async def test_a_crash_loop_sends_one_alert_not_one_per_attempt(tmp_path: Path) -> None:
     port = free_port()
-    servers = f"""
-[[servers]]
-name = "crashy"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["-c", "import sys; sys.exit(3)"]
-probe = {{ interval = "200ms", timeout = "800ms", failure_threshold = 1 }}
-recovery = {{ backoff_initial = "50ms", backoff_max = "200ms", max_attempts = 4 }}
-"""
+    servers = managed_server("crashy", port, ["-c", "import sys; sys.exit(3)"],
+                             'recovery = { backoff_initial = "50ms", backoff_max = "200ms", max_attempts = 4 }',
+                             interval="200ms", timeout="800ms", failure_threshold=1)
     async with fake_slack() as fake:
         config = make_config(tmp_path, bot(fake), servers)
         async with supervised(config) as (sup, _):
@@ -377,41 +350,13 @@ recovery = {{ backoff_initial = "50ms", backoff_max = "200ms", max_attempts = 4 
             fake.messages[1])
 
 
-_ECHO_401 = """
-import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-class H(BaseHTTPRequestHandler):
-    def _deny(self):
-        body = ('{"error": "invalid_token", "got": "%s"}' % self.headers.get("Authorization", "")).encode()
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Bearer error="invalid_token"')
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_POST = do_DELETE = _deny
-    def log_message(self, *args): pass
-HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"""
-
-
 async def test_a_401_needs_a_person_with_the_token_variable_and_the_canary_never_leaks(tmp_path: Path) -> None:
     canary = "canary-e2e-5d1c0b9a8f7e"
     port = free_port()
-    servers = f"""
-[[servers]]
-name = "jira"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["-c", {json.dumps(_ECHO_401)}, "{port}"]
-token_env = "JIRA_TOKEN"
-headers = {{ Authorization = "Bearer ${{JIRA_TOKEN}}" }}
-env = {{ JIRA_SECRET = "${{JIRA_TOKEN}}" }}
-probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2, start_period = "8s" }}
-"""
+    servers = unauthorized("jira", port, 'token_env = "JIRA_TOKEN"\n'
+                           'headers = { Authorization = "Bearer ${JIRA_TOKEN}" }\n'
+                           'env = { JIRA_SECRET = "${JIRA_TOKEN}" }', echo=True,
+                           interval="200ms", timeout="1s", failure_threshold=2, start_period="8s")
     async with fake_slack() as fake:
         config = make_config(tmp_path, bot(fake), servers, environ={"JIRA_TOKEN": canary})
         async with supervised(config) as (sup, _):
@@ -427,56 +372,13 @@ probe = {{ interval = "200ms", timeout = "1s", failure_threshold = 2, start_peri
 # --- the real daemon, killed with SIGKILL while Slack fails -----------------------------------------------
 
 
-def _start_notes(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([PY, str(EXAMPLE), "http", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        assert proc.poll() is None and time.monotonic() < deadline, "notes server did not start"
-        time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _status(sock: Path) -> dict[str, Any]:
-    import http.client
-
-    class Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(5)
-            self.sock.connect(str(sock))
-
-    conn = Conn("localhost", timeout=5)
-    try:
-        conn.request("GET", "/v1/status")
-        result: dict[str, Any] = json.loads(conn.getresponse().read())
-        return result
-    finally:
-        conn.close()
-
-
 async def _wait_server_state(sock: Path, name: str, wanted: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+    def there() -> bool:
         with contextlib.suppress(OSError, ValueError):
-            last = await asyncio.to_thread(_status, sock)
-            if any(s["name"] == name and s["state"] == wanted for s in last["servers"]):
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} never became {wanted}: {last}")
+            return any(s["name"] == name and s["state"] == wanted for s in api(sock, "/v1/status", timeout=5)[1]["servers"])
+        return False
+
+    await wait_until(lambda: asyncio.to_thread(there), timeout, f"{name} {wanted}", every=0.1)
 
 
 async def _outbox_rows(db: Path) -> list[dict[str, Any]]:
@@ -497,7 +399,7 @@ async def test_daemon_killed_while_slack_fails_delivers_pending_once_and_never_r
     tmp_path: Path,
 ) -> None:
     http_port = free_port()
-    notes = _start_notes(http_port)
+    notes = notes_http(http_port)
     daemons: list[subprocess.Popen[bytes]] = []
     async with fake_slack() as fake:
         text = f"""
@@ -535,10 +437,10 @@ probe = {{ interval = "250ms", timeout = "3s", failure_threshold = 3 }}
         try:
             first = start_daemon()
             await _wait_server_state(tmp_path / "ctl.sock", "notes", "healthy", 40)
-            _stop(notes, signal.SIGKILL)
+            stop(notes, signal.SIGKILL, timeout=10)
             await fake.wait_for(lambda f: len(f.messages) == 1, 40, "the down alert (acknowledged)")
             fake.mode = (500, {})  # Slack breaks
-            notes = _start_notes(http_port)
+            notes = notes_http(http_port)
             await fake.wait_for(lambda f: sum(a.status == 500 for a in f.attempts) >= 2, 40,
                                 "the resolution failing at Slack")
             first.send_signal(signal.SIGKILL)
@@ -554,8 +456,8 @@ probe = {{ interval = "250ms", timeout = "3s", failure_threshold = 3 }}
             assert len(fake.messages) == 2
         finally:
             for proc in daemons:
-                _stop(proc)
-            _stop(notes)
+                stop(proc, timeout=10)
+            stop(notes, timeout=10)
         log = (tmp_path / "daemon.log").read_text(errors="replace")
         assert "abcdefghijklmnopqrstuvwx" not in log  # the webhook's secret part never reaches a log line
 
@@ -635,3 +537,15 @@ async def test_a_pending_outbox_file_of_an_older_daemon_is_moved_into_the_record
             assert service.counts == {"pending": 0, "sent": 3, "dead": 0}
     assert fake.titles() == ["jira is down", "jira recovered after 8.0s"]
     assert not old.exists() and old.with_name("outbox.sqlite3.migrated").exists()
+
+
+async def test_messages_on_one_channel_are_paced_one_per_second_before_any_429(tmp_path: Path) -> None:
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake), notify='group_wait = "0s"\ngroup_interval = "0s"\npace = "1s"')
+        async with notifier(config) as (_, bus):
+            for name in ("a", "b", "c"):
+                down(bus, server=name)
+            await fake.wait_for(lambda f: len(f.messages) == 3, 20, "three alerts")
+        gaps = [later.at - earlier.at for earlier, later in zip(fake.attempts, fake.attempts[1:], strict=False)]
+        assert all(status == 200 for status in (a.status for a in fake.attempts))
+        assert min(gaps) >= 0.95, gaps

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command, State
-from tests.servers.fixtures import RUN_AS, pid_alive
-from tests.test_daemon import PY, free_port, make_config, managed_notes, running, state, until
+from tests.live_daemon import PY, RUN_AS, free_port, make_config, managed_notes, managed_server, running, state, until
+from tests.servers.fixtures import pid_alive
 
 KILLS = int(os.environ.get("MCP_SUPERVISOR_KILL_ROUNDS", "25"))
 
@@ -92,22 +92,12 @@ async def test_crash_loop_backs_off_then_falls_back_with_one_alert(tmp_path: Pat
     site = web.TCPSite(runner, "127.0.0.1", fallback_port)
     await site.start()
     port = free_port()
-    config = make_config(
-        tmp_path,
-        f"""
-[[servers]]
-name = "jira"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["-c", "import sys; print('token rejected', file=sys.stderr); sys.exit(1)"]
-probe = {{ interval = "200ms", timeout = "500ms", failure_threshold = 1 }}
-recovery = {{ max_attempts = 5, window = "10m", backoff_initial = "100ms", backoff_factor = 2, backoff_max = "400ms" }}
-fallback = {{ url = "http://127.0.0.1:{fallback_port}/rest/api/2/serverInfo", expect_status = 200 }}
-""",
-    )
+    config = make_config(tmp_path, managed_server(
+        "jira", port, ["-c", "import sys; print('token rejected', file=sys.stderr); sys.exit(1)"],
+        'recovery = { max_attempts = 5, window = "10m", backoff_initial = "100ms", backoff_factor = 2, '
+        'backoff_max = "400ms" }\n'
+        f'fallback = {{ url = "http://127.0.0.1:{fallback_port}/rest/api/2/serverInfo", expect_status = 200 }}',
+        interval="200ms", timeout="500ms", failure_threshold=1))
     seen: list[Event] = []
     try:
         async with running(config) as sup:
@@ -201,21 +191,10 @@ async def test_kill_9_twelve_times_keeps_coming_back_slower_with_one_alert(tmp_p
 async def test_crash_loop_restarts_forever_at_the_cap_alerts_once_and_resolves_once(tmp_path: Path) -> None:
     port = free_port()
     marker = tmp_path / "fixed"
-    config = make_config(
-        tmp_path,
-        f"""
-[[servers]]
-name = "jira"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{HEALING}", "exit-until", "{port}", "{marker}"]
-probe = {{ interval = "200ms", timeout = "2s", failure_threshold = 1, start_period = "20s" }}
-recovery = {{ max_attempts = 3, window = "10m", backoff_initial = "100ms", backoff_max = "800ms" }}
-""",
-    )
+    config = make_config(tmp_path, managed_server(
+        "jira", port, [str(HEALING), "exit-until", str(port), str(marker)],
+        'recovery = { max_attempts = 3, window = "10m", backoff_initial = "100ms", backoff_max = "800ms" }',
+        interval="200ms", timeout="2s", failure_threshold=1, start_period="20s"))
     seen: list[Event] = []
     async with running(config) as sup:
         runner = sup.runners["jira"]
@@ -308,21 +287,10 @@ async def test_401_heals_by_itself_when_the_token_file_is_fixed_without_a_restar
     port = free_port()
     token_file = tmp_path / "token"
     token_file.write_text("expired-token-000\n")
-    config = make_config(
-        tmp_path,
-        f"""
-[[servers]]
-name = "jira"
-transport = "http"
-url = "http://127.0.0.1:{port}/mcp"
-managed = true
-{RUN_AS}
-command = "{PY}"
-args = ["{HEALING}", "token-file", "{port}", "{token_file}"]
-headers = {{ Authorization = "Bearer renewed-token-111" }}
-probe = {{ interval = "250ms", timeout = "2s", failure_threshold = 2, start_period = "60s" }}
-""",
-    )
+    config = make_config(tmp_path, managed_server(
+        "jira", port, [str(HEALING), "token-file", str(port), str(token_file)],
+        'headers = { Authorization = "Bearer renewed-token-111" }',
+        interval="250ms", timeout="2s", failure_threshold=2, start_period="60s"))
     seen: list[Event] = []
     async with running(config) as sup:
         await until(sup, lambda: state(sup, "jira") is State.NEEDS_HUMAN, 60, "needs_human on the 401", seen)

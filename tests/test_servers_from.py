@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mcp_supervisor.config import ConfigError, parse_config
-from tests.test_e2e import BIN, api, free_port, start_http_server, stop, wait_for
+from tests.live_daemon import BIN, api, free_port, notes_http, stop, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,7 +104,7 @@ def server_names(sock: Path) -> set[str]:
 
 def test_daemon_follows_servers_added_and_removed_in_the_client_file(workdir: Path) -> None:
     port = free_port()
-    http = start_http_server(port)
+    http = notes_http(port)
     client = workdir / ".mcp.json"
     url = f"http://127.0.0.1:{port}/mcp"
     client_file(client, {"notes": {"url": url}})

@@ -13,8 +13,8 @@ import os
 import pytest
 
 from mcp_supervisor.spawn import cgroups
+from tests.live_daemon import api, wait_for
 from tests.servers.fixtures import RUN_AS, free_port
-from tests.test_e2e import api, wait_for
 from tests.test_lifecycle_e2e import Run, header, run  # noqa: F401  # the fixture
 
 pytestmark = [pytest.mark.timeout(180),

@@ -16,8 +16,7 @@ import pytest
 from mcp_supervisor.config import ConfigError, parse_config
 from mcp_supervisor.web.listen import WebListenError, parse_listen
 from mcp_supervisor.web.summary import IncidentLog, RecordData, build_summary, uptime_from_intervals
-from tests.live_daemon import CANARY, LiveDaemon, live_daemon
-from tests.test_e2e import wait_for
+from tests.live_daemon import CANARY, LiveDaemon, live_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -37,6 +37,7 @@ from mcp_supervisor.vault.crypto import (
 from mcp_supervisor.vault.retention import select_keep
 from mcp_supervisor.vault.service import RestoreError, VaultService
 from mcp_supervisor.vault.validate import judge_server_loss, parse_json, validate
+from tests.live_daemon import wait_until
 
 CANARY = "tok-CANARY-7f3a9c"
 MCP_JSON = {
@@ -314,7 +315,7 @@ async def test_a_lost_or_wrong_key_is_never_replaced_silently(vault: VaultServic
     # the daemon's service: says so once, creates nothing, keeps waiting
     task = asyncio.create_task(other.run())
     try:
-        await wait_until(lambda: any(k == "vault_error" for k, _ in events))
+        await wait_until(lambda: any(k == "vault_error" for k, _ in events), 20)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -476,15 +477,6 @@ def test_retention_keeps_the_newest_and_one_per_bucket(hours: list[int], last: i
 # --- the watcher -------------------------------------------------------------------------------------
 
 
-async def wait_until(predicate: Any, timeout: float = 20.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("not restored before the deadline")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
-
-
 def _corrupt(kind: str, path: Path) -> None:
     if kind == "truncate":
         path.write_bytes(b"")
@@ -532,11 +524,11 @@ async def test_watcher_restores_every_kind_of_damage(tmp_path: Path, config: str
     original, mode = path.read_bytes(), stat.S_IMODE(path.stat().st_mode)
     task = asyncio.create_task(vault.run())
     try:
-        await wait_until(lambda: any(k == "backup" for k, _ in events))
+        await wait_until(lambda: any(k == "backup" for k, _ in events), 20)
         _corrupt(kind, path)
         await wait_until(
             lambda: path.is_file() and path.read_bytes() == original and stat.S_IMODE(path.stat().st_mode) & 0o400
-            and any(k == "restore" for k, _ in events)
+            and any(k == "restore" for k, _ in events), 20, "the restore"
         )
     finally:
         task.cancel()
@@ -559,10 +551,10 @@ async def test_a_valid_edit_is_backed_up_not_reverted(tmp_path: Path) -> None:
     path = tmp_path / "home" / "mcp.json"
     task = asyncio.create_task(vault.run())
     try:
-        await wait_until(lambda: any(k == "backup" for k, _ in events))
+        await wait_until(lambda: any(k == "backup" for k, _ in events), 20)
         edited = dict(MCP_JSON, mcpServers={**MCP_JSON["mcpServers"], "sheets": {"command": "uvx"}})  # type: ignore[dict-item]
         path.write_text(json.dumps(edited))
-        await wait_until(lambda: sum(k == "backup" for k, _ in events) >= 2)
+        await wait_until(lambda: sum(k == "backup" for k, _ in events) >= 2, 20)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

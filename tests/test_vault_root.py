@@ -23,7 +23,8 @@ import pytest
 
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.vault.service import VaultService, utc_stamp
-from tests.test_vault import MCP_JSON, wait_until
+from tests.live_daemon import wait_until
+from tests.test_vault import MCP_JSON
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the daemon's view of a user's folder")

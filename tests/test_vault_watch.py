@@ -20,8 +20,9 @@ from mcp_supervisor.config import parse_config
 from mcp_supervisor.vault import locks
 from mcp_supervisor.vault.service import VaultService
 from mcp_supervisor.vault.validate import parse_json, validate
+from tests.live_daemon import wait_until
 from tests.test_api import DrivenControl
-from tests.test_vault import MCP_JSON, wait_until
+from tests.test_vault import MCP_JSON
 
 CLI = str(Path(sys.executable).parent / "supervisorctl-mcp")
 

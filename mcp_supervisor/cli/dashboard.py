@@ -26,6 +26,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
 from mcp_supervisor.cli.render import maintenance_text
+from mcp_supervisor.event_text import QUIET_KINDS, clock, sentence, tone
 from mcp_supervisor.sse import SseParser
 
 STATE_STYLE = {
@@ -39,21 +40,65 @@ STATE_STYLE = {
     "fallback": "bold magenta",
     "needs_human": "bold red reverse",
 }
+_TONE_STYLE = {"bad": "red", "good": "green"}
 ALERT_STATES = frozenset({"failed", "needs_human", "fallback", "backoff", "recovering"})
 COLUMNS = ("server", "state", "for", "latency", "uptime 24h", "restarts", "message")
 
 
 def since_text(since: float | None, now: float) -> str:
+    """``<1m``, ``7m``, ``20m``, ``3h``, ``2.5d``: how long a server has been in its state.
+
+    Why coarser as it grows: every changed cell repaints the whole table, and 50 servers each
+    ticking once a minute meant a repaint on nearly every status read of an idle dashboard. A
+    person needs minutes at first, then tens of minutes, then hours.
+    """
     if not since:
         return ""
     seconds = max(0.0, now - since)
     if seconds < 60:
-        return "<1m"  # minute resolution: a row is redrawn when something a person reads changed
-    if seconds < 3600:
+        return "<1m"
+    if seconds < 600:
         return f"{seconds / 60:.0f}m"
+    if seconds < 3600:
+        return f"{int(seconds // 600) * 10}m"
     if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
+        return f"{int(seconds // 3600)}h"
     return f"{seconds / 86400:.1f}d"
+
+
+LATENCY_STEPS = (10.0, 100.0, 1000.0)
+HYSTERESIS = 1.5
+"""A shown step changes only once the figure is this factor past the step's bounds."""
+SMOOTHING = 0.3
+"""Weight of the newest latency in the shown (exponentially smoothed) figure."""
+
+
+def latency_step(ms: float, shown: int | None = None) -> int:
+    """The step ``ms`` falls in (0: under 10 ms, ... 3: a second or more), sticking to ``shown``
+    while ``ms`` stays within HYSTERESIS of that step's bounds."""
+    step = next((i for i, bound in enumerate(LATENCY_STEPS) if ms < bound), len(LATENCY_STEPS))
+    if shown is None or step == shown:
+        return step
+    low = LATENCY_STEPS[shown - 1] if shown > 0 else 0.0
+    high = LATENCY_STEPS[shown] if shown < len(LATENCY_STEPS) else float("inf")
+    return shown if low / HYSTERESIS <= ms < high * HYSTERESIS else step
+
+
+def latency_text(ms: Any, step: int | None = None) -> str:
+    """``<10 ms``, ``<100 ms``, ``<1 s``, ``1.2 s``: what a person needs at a glance.
+
+    Why steps (of a smoothed figure, with hysteresis) and not the last probe's figure: latency
+    jitters (2 ms, 3 ms, 2 ms; far more on a loaded machine) and every changed cell makes the whole
+    table repaint; at 50 servers re-read every few seconds that repainting was most of an idle
+    dashboard's CPU. A step changes when a server really got slower, which is what a person reads.
+    """
+    if not isinstance(ms, int | float):
+        return "–"
+    step = latency_step(float(ms)) if step is None else step
+    if step < len(LATENCY_STEPS):
+        bound = LATENCY_STEPS[step]
+        return f"<{bound / 1000:.0f} s" if bound >= 1000 else f"<{bound:.0f} ms"
+    return f"{ms / 1000:.1f} s" if ms < 10_000 else f"{ms / 1000:.0f} s"
 
 
 def uptime_bar(pct: float | None, width: int = 10) -> Text:
@@ -66,22 +111,12 @@ def uptime_bar(pct: float | None, width: int = 10) -> Text:
 
 
 def event_line(event: dict[str, Any]) -> Text | None:
-    """One line per event worth a person's attention (probes and heartbeats are left out)."""
-    kind = event.get("kind")
-    stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("at") or time.time())))
-    server = str(event.get("server") or "")
-    if kind == "state":
-        new = str(event.get("new"))
-        line = Text(f"{stamp} {server}: {event.get('old')} → ")
-        line.append(new, style=STATE_STYLE.get(new, ""))
-        if event.get("reason"):
-            line.append(f" ({event.get('reason')})", style="dim")
-        return line
-    if kind in ("notify", "action", "action_done", "process_exit", "restore", "config_corrupt", "config", "daemon",
-                "report", "run"):
-        detail = {k: v for k, v in event.items() if k not in ("seq", "kind", "server", "at")}
-        return Text(f"{stamp} {kind} {server} {json.dumps(detail, default=str)[:160]}")
-    return None
+    """One sentence per event worth a person's attention (probes and bookkeeping are left out)."""
+    if event.get("kind") in QUIET_KINDS:
+        return None
+    line = Text(f"{clock(event)} ")
+    line.append(sentence(event), style=_TONE_STYLE.get(tone(event), ""))
+    return line
 
 
 class DaemonLink:
@@ -144,6 +179,8 @@ class Dashboard(App[int]):
         self.events: deque[Text] = deque(maxlen=12)
         self.last_error = ""
         self._shown: dict[str, list[tuple[str, str]]] = {}
+        self._latency: dict[str, float] = {}
+        self._latency_step: dict[str, int] = {}
         self._summary_shown = ""
         self._alerts_shown = ""
         """row -> what each cell shows now (text, style), so only changed cells are redrawn."""
@@ -267,6 +304,22 @@ class Dashboard(App[int]):
 
     # --- rendering ----------------------------------------------------------------------------
 
+    def _latency_cell(self, name: str, latest: Any, fresh: bool) -> str:
+        """The latency shown: smoothed over the status reads (``fresh``: this render brings one),
+        in steps that do not flicker (``latency_step``)."""
+        if not isinstance(latest, int | float):
+            smoothed = self._latency.get(name)
+        else:
+            before = self._latency.get(name)
+            smoothed = float(latest) if before is None else before + (SMOOTHING * (float(latest) - before) if fresh
+                                                                       else 0.0)
+            self._latency[name] = smoothed
+        if smoothed is None:
+            return latency_text(None)
+        step = latency_step(smoothed, self._latency_step.get(name))
+        self._latency_step[name] = step
+        return latency_text(smoothed, step)
+
     def render_all(self, status: dict[str, Any] | None) -> None:
         now = time.time()
         table = self.query_one("#servers", DataTable)
@@ -278,13 +331,17 @@ class Dashboard(App[int]):
         for name in names:
             server = self.servers[name]
             state = "maintenance" if server.get("maintenance") else str(server.get("state"))
-            latency = server.get("latency_ms")
-            message = str(maintenance_text(server) or server.get("message") or server.get("reason") or "")
+            latency = self._latency_cell(name, server.get("latency_ms"), status is not None)
+            # a healthy server's probe message ("answered, protocol ..., 3 tools") says nothing the
+            # state does not, and it alternates with every tools check: each change repaints the table
+            quiet = state == "healthy"
+            message = str(maintenance_text(server) or ("" if quiet else server.get("message") or server.get("reason"))
+                          or "")
             cells = [
                 Text(name, style="bold" if server.get("critical", True) else ""),
                 Text(state, style=STATE_STYLE.get(state, "")),
                 Text(since_text(server.get("since"), now)),
-                Text(f"{latency:.0f} ms" if isinstance(latency, int | float) else "–"),
+                Text(latency),
                 uptime_bar(self.uptime.get(name)),
                 Text(str(server.get("restarts", server.get("attempt", 0)) or 0)),
                 Text(message[:120]),

@@ -125,5 +125,7 @@ def print_summary(report: dict[str, Any], path: Path | None) -> None:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     for style, text in summary_lines(report):
         console.print(Text(text, style=style or ""))  # Text, not markup: server text stays literal
+    for line in report.get("proxy") or []:
+        console.print(Text(f"  proxy: {line}"))
     if path is not None:
         console.print(Text(f"  report: {path}", style="dim"))

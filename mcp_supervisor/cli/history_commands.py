@@ -138,7 +138,11 @@ def render_report(report: dict[str, Any]) -> str:
             by_class = ", ".join(f"{k} {v}" for k, v in failures.items()) or "-"
             lines.append(f"  {name}: uptime {_pct(info.get('uptime_pct'))}, failures {by_class}, "
                          f"recoveries {info.get('recoveries', 0)}, MTTR {_secs(info.get('mttr_s'))}")
-    lines.append(f"top recommendation: {advice[0]}" if advice else "top recommendation: none, all is well")
+    if advice:
+        lines.append(f"top recommendation: {advice[0]}")
+    else:  # the judgement gives every word below GOOD its advice; an older daemon may not
+        lines.append("top recommendation: none, all is well" if health in ("EXCELLENT", "GOOD")
+                     else "top recommendation: see `supervisorctl-mcp status` for what is down")
     head, *rest = lines
     return "\n".join([head, *(escape(line) for line in rest)])
 

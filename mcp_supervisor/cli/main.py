@@ -125,11 +125,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(status)
         return EXIT_OK
-    from rich.console import Console
+    from mcp_supervisor.cli.render import status_table, wants_colour
 
-    from mcp_supervisor.cli.render import status_table
-
-    Console().print(status_table(status))
+    print(status_table(status, colour=wants_colour(sys.stdout)))
     return EXIT_OK
 
 

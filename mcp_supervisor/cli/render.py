@@ -1,18 +1,20 @@
 """Turning API answers into text for people; pure functions, plus one rich table.
 
-Why rich is imported inside ``status_table`` only: ``supervisorctl-mcp ready`` runs in scripts on
-every job start and must not pay rich's import time.
+Why no rich here: ``supervisorctl-mcp ready`` and ``status`` run in scripts on every job start and
+must not pay rich's import time; the status table is plain text with optional ANSI colour.
 
-Why every cell is a ``rich.text.Text``: names, messages and reasons come from servers (a stderr
-tail, an exception text). Printed as a plain ``str``, rich reads them as console markup: ``[/INFO]``
-raises MarkupError (status exits 1, which a job reads as "not ready") and ``[crashed]`` silently
-vanishes. A ``Text`` is printed as is: no markup, no emoji codes, no highlighting.
+Why server text is never handed to a markup parser: names, messages and reasons come from servers
+(a stderr tail, an exception text). Read as rich console markup, ``[/INFO]`` raised MarkupError
+(status exited 1, which a job reads as "not ready") and ``[crashed]`` silently vanished.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
+
+from mcp_supervisor.event_text import one_line as one_line  # the one flattener; imported from here too
 
 _STATE_STYLES = {
     "healthy": "green",
@@ -48,14 +50,6 @@ def latency(ms: float | None) -> str:
     if ms >= 1000:
         return f"{ms / 1000:.1f} s"
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
-
-
-def one_line(text: str | None, limit: int = 80) -> str:
-    """Messages can carry a stderr tail: keep the table to one line per server."""
-    if not text:
-        return ""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def maintenance_text(server: dict[str, Any]) -> str:
@@ -103,19 +97,38 @@ def status_rows(status: dict[str, Any], now: float | None = None) -> list[tuple[
     return rows
 
 
-def status_table(status: dict[str, Any]) -> Any:
-    """A rich Table for ``supervisorctl-mcp status``."""
-    from rich.table import Table
-    from rich.text import Text
+def wants_colour(stream: Any) -> bool:
+    """Colour for a terminal only, as https://no-color.org asks (``FORCE_COLOR`` forces it)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return os.environ.get("TERM") != "dumb" and bool(getattr(stream, "isatty", lambda: False)())
 
-    ready = status.get("ready")
-    title = Text("ready", style="green") if ready else Text("NOT READY", style="bold red")
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("server", "state", "since", "latency", "message"):
-        table.add_column(column, no_wrap=column != "message", overflow="fold")
-    for name, state, since, lat, message in status_rows(status):
-        table.add_row(Text(name), Text(state, style=_STATE_STYLES.get(state, "")), Text(since), Text(lat), Text(message))
-    return table
+
+_ANSI = {"green": "32", "yellow": "33", "cyan": "36", "magenta": "35", "bold red": "1;31", "dim": "2"}
+
+
+def status_table(status: dict[str, Any], colour: bool = False) -> str:
+    """The ``supervisorctl-mcp status`` table as plain text (ANSI colour on the state when asked).
+
+    Why not rich: its import alone cost more than the rest of the command (issue 16: status within
+    a bare interpreter + 30 ms). Server text is never interpreted: ``[/INFO]`` prints as is.
+    """
+    def paint(text: str, style: str) -> str:
+        code = _ANSI.get(style)
+        return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
+
+    header = ("server", "state", "since", "latency", "message")
+    rows = status_rows(status)
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]
+    title = paint("ready", "green") if status.get("ready") else paint("NOT READY", "bold red")
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  message"]
+    for name, state, since, lat, message in rows:
+        cells = [name.ljust(widths[0]), paint(state, _STATE_STYLES.get(state, "")) + " " * (widths[1] - len(state)),
+                 since.ljust(widths[2]), lat.ljust(widths[3])]
+        lines.append(("  ".join(cells) + "  " + message).rstrip())
+    return "\n".join(lines)
 
 
 def ready_line(answer: dict[str, Any]) -> str:
@@ -140,17 +153,10 @@ def ready_line(answer: dict[str, Any]) -> str:
 
 
 def event_line(event: dict[str, Any]) -> str:
-    """``12:03:04 state alpha old=healthy new=failed`` for ``supervisorctl-mcp events``."""
-    at = event.get("at")
-    clock = time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, int | float) else "--:--:--"
-    skip = {"seq", "kind", "server", "at"}
-    details = " ".join(f"{k}={one_line(str(v), 60)}" for k, v in event.items() if k not in skip)
-    parts = [clock, str(event.get("kind", "?"))]
-    if event.get("server"):
-        parts.append(str(event["server"]))
-    if details:
-        parts.append(details)
-    return " ".join(parts)
+    """``12:03:04 restart 2 of alpha done in 11 ms after a 0.9 s backoff`` for ``supervisorctl-mcp events``."""
+    from mcp_supervisor.event_text import clock, sentence
+
+    return f"{clock(event)} {sentence(event)}"
 
 
 def action_line(verb: str, answer: dict[str, Any]) -> str:

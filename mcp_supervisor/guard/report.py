@@ -214,18 +214,6 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
 
 
-def health_word(*, started: bool, required_down_at_end: bool, fallback: bool, unresolved: bool,
-                daemon_lost: bool, incidents: int) -> str:
-    """EXCELLENT: nothing happened. GOOD: every incident recovered during the run. DEGRADED: a
-    server was used in fallback, an optional one stayed down, or the daemon was not watching for a
-    while. CRITICAL: the job did not start, or a required server was down when it ended."""
-    if not started or required_down_at_end:
-        return "CRITICAL"
-    if fallback or unresolved or daemon_lost:
-        return "DEGRADED"
-    return "GOOD" if incidents else "EXCELLENT"
-
-
 # --- the report ----------------------------------------------------------------------------------
 
 
@@ -305,15 +293,8 @@ def build_run_report(facts: RunFacts) -> dict[str, Any]:
     final = after if after is not None else before
     healthy = sorted(n for n in names if final.get(n) in GOOD_STATES)
     failed = sorted(n for n in names if final.get(n) not in GOOD_STATES)
-    required_down = facts.started and after is not None and any(
-        after.get(n) not in GOOD_STATES and n not in facts.fallback for n in facts.required
-    )
-    unresolved = [i for i in incidents if i.recovered_at is None]
-    daemon_lost = bool(timeline.gaps) or bool(facts.daemon.get("lost"))
-    word = health_word(
-        started=facts.started, required_down_at_end=bool(required_down), fallback=bool(facts.fallback),
-        unresolved=bool(unresolved), daemon_lost=daemon_lost, incidents=len(incidents),
-    )
+    required_down = [n for n in facts.required if n not in facts.fallback and after.get(n) not in GOOD_STATES] \
+        if facts.started and after is not None else []
     duration = round(until - since, 3)
     signal_name = None
     if facts.returncode is not None and facts.returncode < 0:
@@ -357,7 +338,7 @@ def build_run_report(facts: RunFacts) -> dict[str, Any]:
         "period": "run",
         "since": round(since, 3),
         "until": round(until, 3),
-        "health": word,
+        "health": "?",
         "servers_total": len(names),
         "servers_healthy": len(healthy),
         "uptime_pct": round(sum(uptimes) / len(uptimes), 3) if uptimes and facts.started else None,
@@ -370,7 +351,7 @@ def build_run_report(facts: RunFacts) -> dict[str, Any]:
         "servers": per_server,
         "run": run,
     }
-    report["recommendations"] = recommendations(report)
+    report["health"], report["recommendations"] = judge_run(report, required_down)
     return report
 
 
@@ -396,23 +377,47 @@ def _scrub_json(value: Any, scrub: Any) -> Any:
     return value
 
 
-def recommendations(report: Mapping[str, Any]) -> list[str]:
-    """Plain-language next steps, most important first."""
+_RANK = {"EXCELLENT": 0, "GOOD": 1, "DEGRADED": 2, "CRITICAL": 3}
+
+
+def judge_run(report: Mapping[str, Any], required_down: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """The run's health word and the advice that explains it, from one reading of the report.
+
+    Why together: a word decided apart from the advice can say DEGRADED beside no advice at all.
+    Here every reason that lowers the word adds the step that answers it. EXCELLENT: nothing
+    happened. GOOD: every incident recovered during the run. DEGRADED: a server was used in
+    fallback, one stayed down (an optional one, or a required one allowed in fallback), or the
+    daemon was not watching for a while. CRITICAL: the job did not start, or a required server
+    was down when it ended (``required_down``).
+    """
     run = report.get("run") or {}
-    out: list[str] = []
     if not run.get("started"):
-        for entry in (run.get("precheck") or {}).get("not_ready", []):
-            out.append(_fix_for(entry))
-        if run.get("not_started_reason") and not out:
-            out.append(str(run["not_started_reason"]))
-        return out
+        advice = [_fix_for(entry) for entry in (run.get("precheck") or {}).get("not_ready", [])]
+        return "CRITICAL", advice or [str(run.get("not_started_reason") or "the job was not started: see the "
+                                                                             "guardian's output above")]
+    word = "GOOD" if run.get("incidents_total", len(run.get("incidents", []))) else "EXCELLENT"
+    out: list[str] = []
+
+    def because(at_least: str, text: str) -> None:
+        nonlocal word
+        word = at_least if _RANK[at_least] > _RANK[word] else word
+        out.append(text)
+
+    still_down = set()
     for incident in run.get("incidents", []):
         if not incident.get("resolved"):
+            still_down.add(incident["server"])
             what = "required" if incident.get("required") else "optional"
-            out.append(
-                f"{incident['server']} ({what}) was still {incident['states'][-1] if incident.get('states') else 'down'} "
-                f"when the job ended: see `supervisorctl-mcp status` and the server's log"
-            )
+            because("DEGRADED",
+                    f"{incident['server']} ({what}) was still {incident['states'][-1] if incident.get('states') else 'down'} "
+                    f"when the job ended: see `supervisorctl-mcp status` and the server's log")
+    for server in required_down:
+        state = (run.get("servers_after") or {}).get(server, "down")
+        if server in still_down:
+            word = "CRITICAL"
+        else:
+            because("CRITICAL", f"{server} (required) was {state} when the job ended: see `supervisorctl-mcp "
+                                f"status` and the server's log")
     counts: dict[str, int] = {}
     for incident in run.get("incidents", []):
         counts[incident["server"]] = counts.get(incident["server"], 0) + 1
@@ -420,12 +425,13 @@ def recommendations(report: Mapping[str, Any]) -> list[str]:
         if count >= 2:
             out.append(f"{server} failed {count} times during one run: look at its log for the cause")
     for server in run.get("fallback", []):
-        out.append(f"{server} was used in fallback (direct API): fix it, then `supervisorctl-mcp recover {server}`")
-    if run.get("unobserved"):
-        out.append("the supervisor was unreachable during the run: check `systemctl status mcp-supervisor`")
+        because("DEGRADED", f"{server} was used in fallback (direct API): fix it, then "
+                            f"`supervisorctl-mcp recover {server}`")
+    if run.get("unobserved") or (run.get("daemon") or {}).get("lost"):
+        because("DEGRADED", "the supervisor was unreachable during the run: check `systemctl status mcp-supervisor`")
     if run.get("events_lost"):
         out.append("some events were lost (the guardian fell behind): the incident list may be incomplete")
-    return out
+    return word, out
 
 
 def _problem_and_fix(entry: Mapping[str, Any]) -> tuple[str, str]:

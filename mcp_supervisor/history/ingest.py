@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from mcp_supervisor.event_text import duration
 from mcp_supervisor.events import Event
 from mcp_supervisor.history.metrics import DOWN_STATES, UP_STATES
 from mcp_supervisor.logging import REDACTOR
@@ -53,11 +54,11 @@ def describe(event: Event, data: dict[str, Any]) -> tuple[str | None, str | None
     if kind == "action_done":
         verdict = "ok" if data.get("ok") else "failed"
         return None, None, f"{data.get('rung')} attempt {data.get('attempt')} {verdict} in " \
-                           f"{data.get('duration', 0)}s: {data.get('detail') or ''}".rstrip(": ")
+                           f"{duration(data.get('duration', 0))}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "notify":
         return None, None, f"{data.get('notify')}: {data.get('detail') or ''}".rstrip(": ")
     if kind == "process_exit":
-        text = data.get("exit")  # "killed by the kernel: out of memory (limit 64M)": the OOM pattern reads it
+        text = data.get("exit")  # "killed by SIGKILL", "killed by the kernel: out of memory (limit 64M)"
         return None, None, f"process {text}" if text else f"process exited with {data.get('returncode')}"
     if kind == "container":
         return None, None, f"container {data.get('action')}"
@@ -218,8 +219,8 @@ class Recorder:
     # --- probes --------------------------------------------------------------------------------
 
     def _on_probe(self, event: Event) -> None:
-        if not event.server:
-            return
+        if not event.server or event.data.get("void"):
+            return  # a void check (the daemon's loop was late) says nothing about the server
         bucket = self._probes.get((event.server, int(event.at // 60)))
         if bucket is None:
             bucket = self._probes[(event.server, int(event.at // 60))] = _ProbeBucket()

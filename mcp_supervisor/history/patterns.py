@@ -43,13 +43,15 @@ class Pattern:
 class Advice:
     priority: int  # lower first
     text: str
+    server: str | None = None
+    """Set on the judgement's "X is down at the end" items: a more precise item may stand for it."""
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _span_words(window: Window) -> str:
+def span_words(window: Window) -> str:
     days = window.length / 86400.0
     if days <= 1.01:
         return "in the last 24 h"
@@ -138,14 +140,19 @@ def _token_advice(server: str, expires: datetime, now: float) -> Advice | None:
 
 def recommendations(patterns: Iterable[Pattern], notices: Sequence[Notice], found: Sequence[Incident],
                     window: Window, now: float, unknown_s: float = 0.0,
-                    down_at_end: Iterable[str] = (), live_tokens: dict[str, float] | None = None) -> list[str]:
+                    down_at_end: Iterable[str] = (), live_tokens: dict[str, float] | None = None,
+                    verdict: Iterable[Advice] = ()) -> list[str]:
     """Plain-language advice, most urgent first; each names the server and the evidence.
+
+    ``verdict``: the reasons behind the report's health word (``report.judge``); they lead, so the
+    word and the top recommendation are one answer. A server's "down at the end" reason gives way
+    to its "needs a person" notice, which says the same more precisely.
 
     ``live_tokens`` ({server: expiry as a Unix time}, read from the running config when the window
     ends now) wins over past ``token_expiry`` notices: a token renewed since is not nagged about.
     """
     advice: list[Advice] = []
-    span = _span_words(window)
+    span = span_words(window)
     latest_token: dict[str, Notice] = {}
     latest_human: dict[str, Notice] = {}
     for notice in sorted(notices, key=lambda n: n.at):
@@ -155,6 +162,9 @@ def recommendations(patterns: Iterable[Pattern], notices: Sequence[Notice], foun
             latest_token[notice.server] = notice
         elif notice.kind == "needs_human" and notice.at >= window.start:
             latest_human[notice.server] = notice
+    down = set(down_at_end)
+    told = {server for server in latest_human if server in down}
+    advice.extend(a for a in verdict if a.server is None or a.server not in told)  # first among equals
     if live_tokens is not None:
         latest_token = {}
         for server, expiry in sorted(live_tokens.items()):
@@ -169,9 +179,8 @@ def recommendations(patterns: Iterable[Pattern], notices: Sequence[Notice], foun
         item = _token_advice(server, expires, now)
         if item is not None:
             advice.append(item)
-    down = set(down_at_end)
     for server, notice in sorted(latest_human.items()):
-        if server in down:
+        if server in told:
             advice.append(Advice(0, f"{server} needs a person: {notice.detail}" if notice.detail
                                  else f"{server} needs a person (auth or config); see `supervisorctl-mcp status`"))
     for p in patterns:

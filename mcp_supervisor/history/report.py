@@ -37,7 +37,7 @@ from mcp_supervisor.history.metrics import (
     unknown_seconds,
     uptime,
 )
-from mcp_supervisor.history.patterns import find_patterns, recommendations
+from mcp_supervisor.history.patterns import Advice, find_patterns, human_seconds, recommendations, span_words
 
 HEALTH_COLOURS = {"EXCELLENT": "green", "GOOD": "green", "DEGRADED": "yellow", "CRITICAL": "red"}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -58,15 +58,52 @@ class Record:
     """When the record began: time before it is not "unknown", nobody was meant to watch yet."""
 
 
-def health_word(uptime_pct: float | None, all_up: bool, critical_up: bool) -> str:
+@dataclass(frozen=True)
+class Judgement:
+    """The health word and the advice that explains it, decided together.
+
+    Why one judgement: a report that says DEGRADED and, as its top recommendation, "none, all is
+    well" gives two answers. Every reason that lowers the word below GOOD is also an item of
+    advice, so the word never stands without its why.
+    """
+
+    word: str
+    advice: list[Advice] = field(default_factory=list)
+
+
+def judge(uptime_pct: float | None, down_at_end: dict[str, str], critical: frozenset[str] | set[str],
+          down_s: dict[str, float] | None = None, span: str = "in this window") -> Judgement:
+    """The word (thresholds above) and, for each reason it is below GOOD, what to do about it.
+
+    ``down_at_end``: {server: state} of the servers down at the window's end; ``down_s``: seconds
+    each server was down in the window (names the server that cost the uptime).
+    """
     pct = 100.0 if uptime_pct is None else uptime_pct
-    if not critical_up or pct < 95.0:
-        return "CRITICAL"
-    if not all_up or pct < 99.0:
-        return "DEGRADED"
-    if pct < 99.9 or uptime_pct is None:
-        return "GOOD"
-    return "EXCELLENT"
+    advice: list[Advice] = []
+    for server, state in sorted(down_at_end.items()):
+        role = " (critical)" if server in critical else ""
+        advice.append(Advice(0 if role else 1, f"{server}{role} is {state} at the end of the window: see "
+                             f"`supervisorctl-mcp status` and its log, then `supervisorctl-mcp recover {server}`",
+                             server=server))
+    if pct < 99.0:
+        floor = "95 %" if pct < 95.0 else "99 %"
+        worst = max((down_s or {}).items(), key=lambda item: (item[1], item[0]), default=None)
+        cost = (f": most of it was {worst[0]} ({human_seconds(worst[1])} down); see "
+                f"`supervisorctl-mcp history --server {worst[0]}`") if worst and worst[1] > 0 else ""
+        advice.append(Advice(0 if pct < 95.0 else 1, f"uptime was {pct:.2f} % {span}, below {floor}{cost}"))
+    if any(s in critical for s in down_at_end) or pct < 95.0:
+        word = "CRITICAL"
+    elif down_at_end or pct < 99.0:
+        word = "DEGRADED"
+    else:
+        word = "GOOD" if pct < 99.9 or uptime_pct is None else "EXCELLENT"
+    return Judgement(word, advice)
+
+
+def health_word(uptime_pct: float | None, all_up: bool, critical_up: bool) -> str:
+    """The word alone (``judge`` with a stand-in server for "one is down")."""
+    down = {} if all_up else {"?": "down"}
+    return judge(uptime_pct, down, set() if critical_up else {"?"}).word
 
 
 def build_report(record: Record, window: Window, now: float, period: str = "custom",
@@ -87,7 +124,10 @@ def build_report(record: Record, window: Window, now: float, period: str = "cust
     watched_from = Window(max(window.start, record.began), window.end) if record.began is not None else window
     unknown = unknown_seconds(record.runs, watched_from, now)
     patterns = find_patterns(found, record.attempts, record.notices, window, tz)
-    advice = recommendations(patterns, record.notices, found, window, now, unknown, failed, live_tokens)
+    down_s = {server: per_uptime[server].down_s for server in seconds}
+    verdict = judge(overall.pct, {s: str(present.get(s)) for s in failed}, critical, down_s, span_words(window))
+    advice = recommendations(patterns, record.notices, found, window, now, unknown, failed, live_tokens,
+                             verdict.advice)
     servers: dict[str, Any] = {}
     incidents_of: dict[str, list[Incident]] = defaultdict(list)
     for inc in found:
@@ -116,13 +156,11 @@ def build_report(record: Record, window: Window, now: float, period: str = "cust
             "attempts": len(tried),
             "attempts_ok": sum(1 for a in tried if a.outcome == "ok"),
         }
-    all_up = not failed
-    critical_up = not any(s in critical for s in failed)
     return {
         "period": period,
         "since": window.start,
         "until": window.end,
-        "health": health_word(overall.pct, all_up, critical_up),
+        "health": verdict.word,
         "servers_total": len(present),
         "servers_healthy": len(healthy),
         "uptime_pct": overall.pct,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from mcp_supervisor.history.ingest import Op, Recorder
 from mcp_supervisor.history.metrics import Interval, Window
 from mcp_supervisor.history.report import build_report, due_reports, next_check
 from mcp_supervisor.history.store import HistoryDB, HistoryError
+from mcp_supervisor.history.today import IntervalRow
 from mcp_supervisor.logging import get_logger
 
 log = get_logger("mcp_supervisor.history")
@@ -316,6 +317,12 @@ class HistoryService:
         db = self._db_or_raise()
         await self.flush()
         return await self._call(db.load_intervals, since, until)
+
+    async def interval_rows(self, since: float, after_id: int = 0, also: Sequence[int] = ()) -> list[IntervalRow]:
+        """What changed in the intervals since a view last asked (``HistoryDB.interval_rows``)."""
+        db = self._db_or_raise()
+        await self.flush()
+        return await self._call(db.interval_rows, since, after_id, also)
 
     async def history(self, since: float, until: float, server: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         db = self._db_or_raise()

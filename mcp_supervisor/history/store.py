@@ -27,6 +27,7 @@ from mcp_supervisor.history.ingest import Op
 from mcp_supervisor.history.metrics import Attempt, DaemonRun, Interval, Notice
 from mcp_supervisor.history.report import Record
 from mcp_supervisor.history.schema import SCHEMA, SCHEMA_VERSION
+from mcp_supervisor.history.today import IntervalRow
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -309,6 +310,22 @@ class HistoryDB:
                 "SELECT server, state, began, ended, failure_class, reason FROM intervals "
                 "WHERE began < ? AND (ended IS NULL OR ended > ?) ORDER BY began", (until, since - LOOKBACK))
         ]
+
+    def interval_rows(self, since: float, after_id: int = 0, also: Sequence[int] = ()) -> list[IntervalRow]:
+        """``(id, server, state, began, ended)`` rows for a view kept up to date incrementally.
+
+        With ``after_id`` 0: every interval touching ``[since, now)`` (a scan, once a day). Else only
+        what changed since the view last asked: rows newer than ``after_id`` (the rowid index) and
+        the rows ``also`` (the ones it saw open, whose ``ended`` may be set now).
+        """
+        columns = "SELECT id, server, state, began, ended FROM intervals"
+        if not after_id:
+            return list(self.conn.execute(f"{columns} WHERE ended IS NULL OR ended > ? ORDER BY id", (since,)))
+        rows = list(self.conn.execute(f"{columns} WHERE id > ? ORDER BY id", (after_id,)))
+        for start in range(0, len(also), 500):
+            chunk = list(also[start:start + 500])
+            rows += self.conn.execute(f"{columns} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        return rows
 
     def load_record(self, since: float, until: float) -> Record:
         conn = self.conn

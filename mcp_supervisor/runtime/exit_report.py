@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_supervisor.config import ServerConfig
+from mcp_supervisor.health.exits import error_line
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.runtime.port_conflict import exit_port_conflict
 from mcp_supervisor.spawn import exit_text
@@ -18,11 +19,10 @@ __all__ = ["exit_result", "exit_text", "last_output_line", "start_failure"]
 
 
 def last_output_line(process: Any) -> str | None:
-    """The last non-empty line the process wrote to its log, at most 300 characters."""
+    """The process's last log line, only when it is an error line (``health.exits.error_line``):
+    a killed server's access-log line (``INFO: ... "POST /mcp" 200 OK``) is not why it died."""
     log_file = getattr(process, "log", None)
-    tail = log_file.tail(2000) if log_file is not None else ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1][-300:] if lines else None
+    return error_line(log_file.tail(2000)) if log_file is not None else None
 
 
 def exit_result(server: ServerConfig, process: Any, exited: str, *, oom: bool = False) -> ProbeResult:

@@ -2,9 +2,11 @@
 
 Why an adapter with caches: the page wants 90 daily uptime cells per server, recent incidents and
 the latest daily report, on every live update. Past days never change, so their cells are computed
-once per UTC day (warmed when the page starts); each request reads only today's rows. Recent
-incidents and the report are recomputed when a state change arrives (``changed()``) or after a
-minute. The reads run in the record's own worker thread.
+once per UTC day (warmed when the page starts). Today's cells are kept incrementally
+(``history.today.DayUptime``): each request reads only the interval rows that changed since the
+last one (new ids, and the ones it saw open), never today's whole history. Recent incidents and
+the report are recomputed when a state change arrives (``changed()``) or after a minute. The reads
+run in the record's own worker thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from mcp_supervisor.history.metrics import Interval
 from mcp_supervisor.history.metrics import incidents as find_incidents
+from mcp_supervisor.history.today import DayUptime
 from mcp_supervisor.web.summary import RecordData, uptime_from_intervals
 
 TTL = 60.0
@@ -43,6 +46,8 @@ class HistoryRecordView:
         """(midnight it was computed for, days, server -> cells of the days before today)."""
         self._recent: tuple[float, list[dict[str, Any]], dict[str, Any] | None] | None = None
         self._lock = asyncio.Lock()
+        self._today: DayUptime | None = None
+        self._today_lock = asyncio.Lock()  # two requests at once must not fold the same rows twice
 
     def changed(self) -> None:
         """A state changed: the next request recomputes incidents and the report."""
@@ -61,12 +66,31 @@ class HistoryRecordView:
                 self._past = (midnight, days, daily_cells(intervals, days - 1, midnight - 0.001))
             return self._past[2]
 
+    async def _today_cells(self, now: float) -> dict[str, float | None]:
+        async with self._today_lock:
+            return await self._fold_today(now)
+
+    async def _fold_today(self, now: float) -> dict[str, float | None]:
+        midnight = _midnight(now)
+        today = self._today
+        if today is None or today.start != midnight:
+            today = DayUptime(midnight)
+            today.fold(await self.history.interval_rows(midnight))
+        else:
+            watched = list(today.open)
+            rows = await self.history.interval_rows(midnight, today.last_id, watched)
+            if not set(watched) <= {row[0] for row in rows}:  # the record was replaced (moved aside)
+                today = DayUptime(midnight)
+                rows = await self.history.interval_rows(midnight)
+            today.fold(rows)
+        self._today = today
+        return today.cells(now)
+
     async def page_data(self, days: int, now: float) -> RecordData:
         past = await self._past_cells(days, now)
-        midnight = _midnight(now)
-        today = daily_cells(await self.history.load_intervals(midnight, now), 1, now)
+        today = await self._today_cells(now)
         names = set(past) | set(today)
-        cells = {name: [*(past.get(name) or [None] * (days - 1)), *(today.get(name) or [None])] for name in names}
+        cells = {name: [*(past.get(name) or [None] * (days - 1)), today.get(name)] for name in names}
         if self._recent is None or now - self._recent[0] > TTL:
             recent = await self.history.load_intervals(now - INCIDENT_DAYS * 86400.0, now)
             found = sorted(find_incidents(recent), key=lambda i: -i.start)[:50]

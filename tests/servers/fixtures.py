@@ -23,6 +23,7 @@ PYTHON = sys.executable
 NOTES_SERVER = ROOT / "examples" / "notes_server.py"
 MISBEHAVE = ROOT / "tests" / "servers" / "misbehave.py"
 HTTP_AUTH = ROOT / "tests" / "servers" / "http_auth.py"
+UNAUTHORIZED = ROOT / "tests" / "servers" / "unauthorized.py"
 MCP_SERVER_TIME = Path(PYTHON).parent / "mcp-server-time"
 TEST_USER = pwd.getpwuid(os.geteuid()).pw_name
 """Managed and stdio servers in tests run as the account running the tests: under root, a server
