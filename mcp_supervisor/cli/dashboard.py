@@ -261,6 +261,8 @@ class Dashboard(App[int]):
                     parser = SseParser()
                     async for chunk in response.content.iter_any():
                         for message in parser.feed(chunk):
+                            if message.event in QUIET_KINDS:  # probes, several a second: not even parsed
+                                continue
                             with contextlib.suppress(ValueError):
                                 self.on_daemon_event(json.loads(message.data))
                 self._disconnected("the event stream ended")

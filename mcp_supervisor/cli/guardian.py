@@ -120,13 +120,13 @@ def quiet_enough(report: dict[str, Any], code: int) -> bool:
 
 
 def print_summary(report: dict[str, Any], path: Path | None) -> None:
-    from rich.console import Console
-    from rich.text import Text
+    """The run's summary on stderr, coloured on a terminal (plain text: no rich import for a job)."""
+    from mcp_supervisor.cli.render import paint, wants_colour
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for style, text in summary_lines(report):
-        console.print(Text(text, style=style or ""))  # Text, not markup: server text stays literal
-    for line in report.get("proxy") or []:
-        console.print(Text(f"  proxy: {line}"))
+    colour = wants_colour(sys.stderr)
+    lines = [paint(text, style, colour) for style, text in summary_lines(report)]
+    lines += [paint(f"  proxy: {line}", "", colour) for line in report.get("proxy") or []]
     if path is not None:
-        console.print(Text(f"  report: {path}", style="dim"))
+        lines.append(paint(f"  report: {path}", "dim", colour))
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()

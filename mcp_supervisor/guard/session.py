@@ -58,7 +58,7 @@ class GuardedRun:
     """prepare() -> begin() -> [the work] -> end(returncode) -> conclude(exit code)."""
 
     def __init__(self, argv: list[str], socket_path: Path, config: Config | None, options: Options) -> None:
-        from mcp_supervisor.logging import collect_secrets
+        from mcp_supervisor.redact import collect_secrets  # not .logging: structlog costs a job start ~100 ms
 
         self.options = options
         self.config = config
