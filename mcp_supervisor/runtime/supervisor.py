@@ -88,7 +88,7 @@ class Supervisor:
     async def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         self._lag_task = tg.create_task(self.lag.run(), name="loop-lag")
-        shared = self._shared = SharedResources(lambda: self.config)
+        shared = self._shared = SharedResources(lambda: self.config, pressure=self.lag.recent_max)
         log_dir = Path(self.config.state_dir) / "logs"
         executor = Executor(self._get_docker, self.vault, shared.get_http)
         self._env = RunnerEnv(
