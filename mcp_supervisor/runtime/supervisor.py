@@ -22,10 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.api.control import UnknownServer
 from mcp_supervisor.config import Config, ConfigError, ServerConfig, load_config
 from mcp_supervisor.events import Event, EventBus
-from mcp_supervisor.health.model import Command, ProbeKind, Transition
+from mcp_supervisor.health.model import Command, ProbeKind, Transition, UnknownServer
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
 from mcp_supervisor.runtime.docker_events import DockerEvents, event_facts, is_trigger
 from mcp_supervisor.runtime.env import RunnerEnv
