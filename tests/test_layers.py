@@ -47,8 +47,6 @@ KNOWN_LONG: frozenset[str] = frozenset(
         # supervisor.py, runtime/runner.py and probes/mcp.py were split this session.)
         "proxy/core.py",  # h17proxy: grew past 400 with the standby and restart accounting
         "cli/dashboard.py",  # h16words: grew past 400 with the idle budget's smoothing
-        "notify/service.py",  # h18alerts: grew past 400 with silences and maintenance
-        "runtime/runner.py",  # h22scale: grew past 400 again with the void timeouts of a late loop
     }
 )
 
