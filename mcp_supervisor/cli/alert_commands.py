@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import Any
 
 EXIT_OK = 0
@@ -104,14 +103,9 @@ def cmd_unsilence(args: argparse.Namespace) -> int:
 
 
 def add_alert_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import command_adder
 
-    after = common_options(suppress=True)
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
-        parser.set_defaults(func=handler)
-        return parser
+    add = command_adder(sub)
 
     silence = add("silence", cmd_silence, "stop messages about a server (or --all) for a while; still recorded")
     silence.add_argument("name", nargs="?", default=None, metavar="NAME", help="the server")

@@ -11,7 +11,6 @@ import argparse
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 EXIT_OK = 0
@@ -184,14 +183,9 @@ def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
 
 
 def add_history_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import command_adder
 
-    after = common_options(suppress=True)
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
-        parser.set_defaults(func=handler)
-        return parser
+    add = command_adder(sub)
 
     history = add("history", cmd_history, "what happened: state changes, recoveries, alerts, backups, runs")
     history.add_argument("--days", type=_days, default=1.0, metavar="N", help="the last N days (default 1)")

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp_supervisor.spawn import procfs
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 NOTES_SERVER = ROOT / "examples" / "notes_server.py"
@@ -57,11 +59,8 @@ def wait_port_open(port: int, timeout: float = 20.0, proc: subprocess.Popen[byte
 
 def pid_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+    stat = procfs.read_stat(pid)
+    return stat is not None and stat.alive
 
 
 def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> list[int]:
@@ -76,19 +75,7 @@ def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> list[int]:
 
 def children_of(pid: int | None = None) -> list[int]:
     """Live direct children of ``pid`` (default: this process)."""
-    pid = os.getpid() if pid is None else pid
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    return [stat.pid for stat in procfs.children_of(os.getpid() if pid is None else pid)]
 
 
 def read_pids(path: Path) -> list[int]:
