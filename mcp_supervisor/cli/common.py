@@ -156,3 +156,12 @@ def seconds_arg(maximum: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def local_time(ts: Any) -> str:
+    """A Unix time as the operator's local ``YYYY-MM-DD HH:MM:SS``; ``-`` when there is none."""
+    if not isinstance(ts, int | float):
+        return "-"
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
