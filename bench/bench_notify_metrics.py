@@ -22,7 +22,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,30 +81,35 @@ def bench_outbox(count: int = 500) -> None:
     print(f"outbox: enqueue + mark sent {per:.2f} ms per message ({count} messages, WAL, synchronous=FULL)")
 
 
-async def bench_latency(incidents: int) -> None:
+@contextlib.asynccontextmanager
+async def running_notifier(notify: str, slack: Any) -> AsyncIterator[tuple[FakeSlack, EventBus]]:
+    """A NotifyService on a temporary record, with the Slack stand-in; ``slack`` makes the channel's lines."""
     fake = await FakeSlack().start()
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
-            f'[supervisor]\nstate_dir = "{tmp}"\n[notify]\ngroup_wait = "0s"\ngroup_interval = "0s"\npace = "0s"\n'
-            f'[notify.slack]\nwebhook_url = "{fake.webhook_url}"\n'
-        )
+        config = parse_config(f'[supervisor]\nstate_dir = "{tmp}"\n[notify]\n{notify}\n[notify.slack]\n{slack(fake)}\n')
         bus = EventBus()
         service = NotifyService(lambda: config, bus)
         task = asyncio.create_task(service.run())
         await service.wait_ready()
-        latencies: list[float] = []
         try:
-            for i in range(incidents):
-                started = time.perf_counter()
-                bus.publish(Event("state", f"s{i}", {"old": "healthy", "new": "failed", "reason": "crashed"}))
-                await fake.wait_for(lambda f, want=i + 1: len(f.messages) >= want, 10, "alert")
-                latencies.append((time.perf_counter() - started) * 1000)
+            yield fake, bus
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             service.close()
             await fake.stop()
+
+
+async def bench_latency(incidents: int) -> None:
+    latencies: list[float] = []
+    async with running_notifier('group_wait = "0s"\ngroup_interval = "0s"\npace = "0s"',
+                                lambda f: f'webhook_url = "{f.webhook_url}"') as (fake, bus):
+        for i in range(incidents):
+            started = time.perf_counter()
+            bus.publish(Event("state", f"s{i}", {"old": "healthy", "new": "failed", "reason": "crashed"}))
+            await fake.wait_for(lambda f, want=i + 1: len(f.messages) >= want, 10, "alert")
+            latencies.append((time.perf_counter() - started) * 1000)
     print(f"alert latency (event -> Slack stand-in accepted, via outbox + slack-sdk webhook): "
           f"p50 {statistics.median(latencies):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms over {incidents}")
 
@@ -110,36 +117,22 @@ async def bench_latency(incidents: int) -> None:
 async def bench_storm(servers: int = 200, group_wait: float = 1.0) -> None:
     from tests.slack_fake import BOT_TOKEN
 
-    fake = await FakeSlack().start()
-    with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
-            f'[supervisor]\nstate_dir = "{tmp}"\n[notify]\ngroup_wait = "{group_wait}s"\ngroup_interval = "1s"\n'
-            f'[notify.slack]\ntoken = "{BOT_TOKEN}"\nchannel = "#mcp"\nbase_url = "{fake.api_url}"\n'
-        )
-        bus = EventBus()
-        service = NotifyService(lambda: config, bus)
-        task = asyncio.create_task(service.run())
-        await service.wait_ready()
-        try:
-            started = time.perf_counter()
-            for i in range(servers):
-                bus.publish(Event("state", f"s{i:03d}", {"old": "healthy", "new": "failed", "reason": "refused",
-                                                         "failure_class": "refused"}))
-                if i % 20 == 19:
-                    await asyncio.sleep(0.02)
-            await fake.wait_for(lambda f: len(f.messages) >= 1, 30, "the grouped alert")
-            first = (time.perf_counter() - started) * 1000
-            named = sum(f"s{i:03d}" in str(fake.messages[0]) for i in range(servers))
-            for i in range(servers):
-                bus.publish(Event("state", f"s{i:03d}", {"old": "recovering", "new": "healthy", "reason": "ok"}))
-            await fake.wait_for(lambda f: len(f.messages) >= 2, 30, "the resolution")
-            await asyncio.sleep(1.5)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            service.close()
-            await fake.stop()
+    async with running_notifier(f'group_wait = "{group_wait}s"\ngroup_interval = "1s"',
+                                lambda f: f'token = "{BOT_TOKEN}"\nchannel = "#mcp"\nbase_url = "{f.api_url}"') as (
+            fake, bus):
+        started = time.perf_counter()
+        for i in range(servers):
+            bus.publish(Event("state", f"s{i:03d}", {"old": "healthy", "new": "failed", "reason": "refused",
+                                                     "failure_class": "refused"}))
+            if i % 20 == 19:
+                await asyncio.sleep(0.02)
+        await fake.wait_for(lambda f: len(f.messages) >= 1, 30, "the grouped alert")
+        first = (time.perf_counter() - started) * 1000
+        named = sum(f"s{i:03d}" in str(fake.messages[0]) for i in range(servers))
+        for i in range(servers):
+            bus.publish(Event("state", f"s{i:03d}", {"old": "recovering", "new": "healthy", "reason": "ok"}))
+        await fake.wait_for(lambda f: len(f.messages) >= 2, 30, "the resolution")
+        await asyncio.sleep(1.5)  # a figure, not a test: let late edits arrive before counting
     print(f"storm of {servers} servers (bot token): {len(fake.messages)} messages sent, {len(fake.updates)} edits "
           f"in place; first message {first:.0f} ms after the first failure (group_wait {group_wait * 1000:.0f} ms "
           f"+ {first - group_wait * 1000:.0f} ms), naming {named} of {servers}")

@@ -7,6 +7,14 @@ kept-open sessions). Drift is measured by the daemon's own bench, not here.
 
 Run: .venv/bin/python bench/bench_scale.py [--duration 60] [--counts 50,200]
 Target (DESIGN): 200 servers at 10 s under 3 % of one core and 100 MB RSS; 1.5 ms CPU per probe.
+
+With ``--daemon [--quick]`` (issue 22) it measures a real ``mcp-supervisor`` process instead, its
+servers served by ``tests/servers/many_paths.py`` gateways (one SDK app answering at /s/<i>/mcp):
+500 servers over 5 backends and 300 behind one address, with the default and a 2 s timeout: time
+until all ready and the false failures at start (``mcp_supervisor_probe_failures_total``, every
+server is healthy all along), steady CPU per probe and RSS per server; then 200 servers behind one
+address failing at once: the daemon's CPU over 80 s and the raw ``/v1/ready`` latency during the
+storm beside its latency at rest in the same run.
 """
 
 from __future__ import annotations
@@ -14,8 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-KEEP_ALIVE = int(__import__("os").environ.get("BENCH_KEEP_ALIVE", "5"))
+KEEP_ALIVE = int(os.environ.get("BENCH_KEEP_ALIVE", "5"))
 """Seconds uvicorn keeps an idle connection (its default, like Node's)."""
 
 
@@ -132,6 +144,164 @@ async def main(counts: list[int], duration: float, interval: float, slots: list[
             await run_scale(count, duration, interval, slot)
 
 
+# --- the daemon at scale (issue 22): a real mcp-supervisor process, gateways serving many paths ---
+
+
+def daemon_config(directory: Path, ports: list[int], count: int, *, interval: float, timeout: float | None,
+                  protocol: str = "legacy") -> Path:
+    """``count`` servers spread over the gateways at ``ports`` (``/s/<i>/mcp``); one failed probe counts."""
+    probe = f'interval = "{interval:g}s", failure_threshold = 1, tools_interval = "10m"'
+    if timeout is not None:
+        probe += f', timeout = "{timeout:g}s"'
+    lines = ["[supervisor]", f'socket = "{directory}/s.sock"', f'state_dir = "{directory}/state"',
+             'log_level = "warning"', 'log_format = "json"']
+    for i in range(count):
+        lines += ["[[servers]]", f'name = "s{i}"', 'transport = "http"', f'protocol = "{protocol}"',
+                  f'url = "http://127.0.0.1:{ports[i % len(ports)]}/s/{i}/mcp"', f"probe = {{ {probe} }}"]
+    path = directory / "scale.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+class Daemon:
+    """A real daemon on a temp dir; gateways from ``tests/servers/many_paths.py``."""
+
+    def __init__(self, backends: int) -> None:
+        from tests.servers.fixtures import PYTHON, ROOT, start_http_server
+
+        gateway = str(ROOT / "tests" / "servers" / "many_paths.py")
+        self._start = lambda port=None: start_http_server(argv=[PYTHON, gateway, "{port}"], port=port,
+                                                          path="/s/0/mcp", timeout=120)
+        self.gateways = [self._start() for _ in range(backends)]
+        self.directory = Path(tempfile.mkdtemp(prefix="mcpscale-", dir="/tmp"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sock(self) -> Path:
+        return self.directory / "s.sock"
+
+    def start(self, config: Path) -> float:
+        """Start the daemon; the seconds until every server is ready (``/v1/ready?wait=``)."""
+        from bench.bench_daemon import BIN, http_json
+
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)],
+                                     stderr=open(self.directory / "daemon.log", "ab"))
+        while not self.sock.exists():
+            if time.monotonic() - t0 > 60 or self.proc.poll() is not None:
+                raise SystemExit(f"the daemon did not start; see {self.directory}/daemon.log")
+            time.sleep(0.05)
+        status, body = asyncio.run(http_json(self.sock, "/v1/ready?wait=600"))
+        if status != 200:
+            raise SystemExit(f"not all ready: {str(body)[:300]}")
+        return time.monotonic() - t0
+
+    def figures(self) -> dict[str, Any]:
+        from bench.bench_daemon import http_json
+
+        _, status = asyncio.run(http_json(self.sock, "/v1/status"))
+        metrics = asyncio.run(_text(self.sock, "/metrics"))
+        return {"failures": int(metric_sum(metrics, "mcp_supervisor_probe_failures_total")),
+                "reruns": status["daemon"].get("timeouts_rerun"), "queued": status["daemon"].get("handshakes_queued"),
+                "loop_lag": status["daemon"].get("loop_lag"), "probes": status["daemon"]["probes"]}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for gateway in self.gateways:
+            gateway.stop()
+
+
+async def _text(sock: Path, path: str) -> str:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
+        async with session.get(f"http://localhost{path}") as response:
+            return await response.text()
+
+
+def measured(run: Daemon, seconds: float, each: Any = None) -> tuple[float, float]:
+    """The daemon's CPU seconds and the wall seconds of a window; ``each()`` runs over and over in it."""
+    from bench.bench_daemon import cpu_seconds
+
+    assert run.proc is not None
+    cpu0, w0 = cpu_seconds(run.proc.pid), time.monotonic()
+    while time.monotonic() - w0 < seconds:
+        if each is None:
+            time.sleep(min(1.0, seconds - (time.monotonic() - w0)))
+        else:
+            each()
+    return cpu_seconds(run.proc.pid) - cpu0, time.monotonic() - w0
+
+
+def startup(count: int, backends: int, timeout: float | None, interval: float) -> None:
+    """Time until all ready and false failures at start (every server is healthy all along)."""
+    from bench.bench_daemon import rss_mb
+
+    run = Daemon(backends)
+    try:
+        config = daemon_config(run.directory, [g.port for g in run.gateways], count, interval=interval,
+                               timeout=timeout)
+        ready_s = run.start(config)
+        cpu, wall = measured(run, interval * 3)
+        assert run.proc is not None
+        figures = run.figures()
+        print(f"  {count} servers over {backends} backend(s), timeout {timeout or 'default 5'} s: all ready after "
+              f"{ready_s:.1f} s; false failures {figures['failures']}, timeouts re-run {figures['reruns']}, "
+              f"handshakes queued {figures['queued']}; steady CPU/probe {1000 * cpu / max(1, count * wall / interval):.2f} ms,"
+              f" RSS {rss_mb(run.proc.pid):.0f} MB ({1024 * rss_mb(run.proc.pid) / count:.0f} kB/server); "
+              f"loop lag max {figures['loop_lag']['max_ms']} ms")
+    finally:
+        run.stop()
+
+
+def storm(count: int, window: float, interval: float) -> None:
+    """All ``count`` servers behind one gateway fail at once: daemon CPU, and raw ``ready`` latency."""
+    from bench.bench_daemon import pct, ready_roundtrips
+
+    run = Daemon(1)
+    try:
+        config = daemon_config(run.directory, [run.gateways[0].port], count, interval=interval, timeout=None)
+        run.start(config)
+        rest = asyncio.run(ready_roundtrips(run.sock, 500))
+        run.gateways[0].stop()
+        during: list[float] = []
+
+        def ask() -> None:
+            during.extend(asyncio.run(ready_roundtrips(run.sock, 20)))
+            time.sleep(0.2)
+
+        cpu, wall = measured(run, window, ask)
+        figures = run.figures()
+        print(f"  storm: {count} servers failing at once, {wall:.0f} s: daemon CPU {cpu:.1f} s "
+              f"({100 * cpu / wall:.1f} % of a core); raw ready p50/p99/max at rest "
+              f"{statistics.median(rest):.2f}/{pct(rest, 0.99):.2f}/{max(rest):.2f} ms, in the storm "
+              f"{statistics.median(during):.2f}/{pct(during, 0.99):.2f}/{max(during):.2f} ms "
+              f"(p99 x{pct(during, 0.99) / pct(rest, 0.99):.1f}); probes {figures['probes']}, "
+              f"loop lag max {figures['loop_lag']['max_ms']} ms")
+    finally:
+        run.stop()
+
+
+def daemon_main(quick: bool) -> None:
+    print(f"the daemon at scale (load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    interval = 2.0 if quick else 10.0
+    many, one, stormers = (100, 60, 60) if quick else (500, 300, 200)
+    for timeout in (None, 2.0):
+        startup(many, 5, timeout, interval)
+        startup(one, 1, timeout, interval)
+    storm(stormers, 20.0 if quick else 80.0, interval)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]), int(sys.argv[3]))
@@ -141,6 +311,12 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--counts", default="50,200")
     parser.add_argument("--slots", default="0,1", help="comma-separated slot widths in seconds (0 = spread)")
+    parser.add_argument("--daemon", action="store_true",
+                        help="the real daemon: start-up of 500 (5 backends) and 300 (one address), a storm of 200")
+    parser.add_argument("--quick", action="store_true", help="with --daemon: 100/60/60 servers, 2 s interval")
     args = parser.parse_args()
+    if args.daemon:
+        daemon_main(args.quick)
+        raise SystemExit(0)
     asyncio.run(main([int(c) for c in args.counts.split(",")], args.duration, args.interval,
                      [float(x) for x in args.slots.split(",")]))

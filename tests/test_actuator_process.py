@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -123,6 +124,28 @@ async def test_output_goes_to_a_rotating_log(tmp_path: Path) -> None:
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["p.log", "p.log.1", "p.log.2", "p.log.3"]
     assert all((tmp_path / f).stat().st_size <= 10_000 for f in files)
+    # the server's raw output (not redacted) is the daemon's alone: 0600 files in a 0700 directory
+    assert {stat.S_IMODE((tmp_path / f).stat().st_mode) for f in files} == {0o600}
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
+
+
+def test_an_old_world_readable_log_is_made_private_and_never_followed_through_a_symlink(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o755)
+    logs.chmod(0o755)
+    (logs / "old.log").write_bytes(b"before\n")
+    (logs / "old.log").chmod(0o644)
+    log = RotatingLog(logs / "old.log")
+    log.write(b"after\n")
+    log.close()
+    assert (logs / "old.log").read_bytes() == b"before\nafter\n"
+    assert stat.S_IMODE((logs / "old.log").stat().st_mode) == 0o600 and stat.S_IMODE(logs.stat().st_mode) == 0o700
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    (logs / "link.log").symlink_to(target)
+    with pytest.raises(OSError):
+        RotatingLog(logs / "link.log")
+    assert target.read_bytes() == b""
 
 
 def test_rotating_log_keeps_the_newest_bytes(tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             await _until(lambda: {n for n, s in _states(sock).items() if s["state"] == "healthy"} == both, 40,
                          "both servers healthy")
             silence = await asyncio.to_thread(_json, sock, "silence", "notes", "--for", "1h", "--reason", "token")
-            window = await asyncio.to_thread(_json, sock, "maintenance", "other", "--for", "3s", "--reason", "upgrade")
+            window = await asyncio.to_thread(_json, sock, "maintenance", "other", "--for", "6s", "--reason", "upgrade")
             assert silence["kind"] == "silence" and window["kind"] == "maintenance"
 
             # maintenance: paused, said so, and not required for ready
@@ -146,8 +146,10 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             assert _states(sock)["other"]["state"] == "paused"
             ready = await asyncio.to_thread(cli, sock, "ready")
             assert ready.returncode == 0, ready.stdout + ready.stderr
-            table = await asyncio.to_thread(cli, sock, "status")
-            assert "maintenance until" in table.stdout
+            table = await asyncio.to_thread(subprocess.run, [str(BIN / "supervisorctl-mcp"), "--socket", str(sock),
+                                            "status"], capture_output=True, text=True, timeout=30,
+                                            env={**os.environ, "COLUMNS": "200"})
+            assert "maintenance until" in table.stdout and "upgrade" in table.stdout, table.stdout
 
             # a kill -9 and a restart keep the silence
             daemons[0].send_signal(signal.SIGKILL)
@@ -156,6 +158,8 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             await _until(lambda: (_get(sock, "/v1/silences") or {}).get("silences"), 30, "the restarted daemon")
             listed = await asyncio.to_thread(_json, sock, "silences")
             assert silence["id"] in {s["id"] for s in listed}
+            wrong = await asyncio.to_thread(cli, sock, "silence", "nope", "--for", "1h")
+            assert wrong.returncode != 0 and "no server named 'nope'" in wrong.stderr, wrong.stderr
 
             # notes fails while silenced: recorded, not sent; once the silence ends, the alert flows
             stop(a, signal.SIGKILL)

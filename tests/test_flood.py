@@ -28,6 +28,7 @@ from mcp_supervisor.api import wire
 from mcp_supervisor.api.client import DaemonUnreachable, SupervisorClient
 from mcp_supervisor.web.server import MAX_STREAMS
 from tests.live_daemon import LiveDaemon, live_daemon, wait_for
+from tests.test_status_page import card_states, chrome, needs_chromium
 
 SYS_CONNECT = 42  # x86_64
 SLEEP_CALLS = {35, 230}  # nanosleep, clock_nanosleep
@@ -207,3 +208,35 @@ def test_the_status_page_caps_its_event_streams(daemon: LiveDaemon) -> None:
         assert status == 200 and b"event: hello" in first
 
     asyncio.run(scenario())
+
+
+@needs_chromium
+def test_a_page_past_the_cap_still_shows_the_states_and_says_only_live_updates_wait(daemon: LiveDaemon) -> None:
+    from selenium.webdriver.common.by import By
+
+    release = threading.Event()
+    held: list[int] = []
+
+    async def hold() -> None:  # every slot taken, as a flood leaves them
+        results = await asyncio.gather(*(_open_stream(daemon.web_port) for _ in range(MAX_STREAMS)))
+        held.extend(status for status, _, _ in results)
+        await asyncio.to_thread(release.wait)
+        for _, _, writer in results:
+            writer.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    driver = None
+    try:
+        wait_for(lambda: len(held) == MAX_STREAMS, 60, "every stream slot taken")
+        assert set(held) == {200}
+        driver = chrome()
+        driver.get(f"http://127.0.0.1:{daemon.web_port}/")
+        wait_for(lambda: len(card_states(driver)) == 2, 30, "the cards, from the summary")
+        wait_for(lambda: driver.find_element(By.ID, "live-note").is_displayed(), 20, "the 'live updates paused' note")
+        assert not driver.find_element(By.ID, "banner").is_displayed()  # the supervisor does answer
+    finally:
+        release.set()
+        holder.join(30)
+        if driver is not None:
+            driver.quit()

@@ -239,3 +239,15 @@ def test_live_token_expiry_wins_over_old_notices() -> None:
         "renew the gitlab token: it expires in 2 days"]
     assert recommendations([], [], [], window, now, live_tokens={"gitlab": now + 3600}) == [
         "renew the gitlab token: it expires within a day"]
+
+
+def test_a_maintenance_window_is_neither_up_nor_down_and_ends_an_incident_without_a_verdict() -> None:
+    rows = [Interval("gitlab", "healthy", 0, 100), Interval("gitlab", "failed", 100, 150),
+            Interval("gitlab", "paused", 150, 151), Interval("gitlab", "maintenance", 151, 751),
+            Interval("gitlab", "starting", 751, 752), Interval("gitlab", "healthy", 752, None)]
+    report = build_report(Record(rows, [DaemonRun(0, None)]), Window(0, 1000), 1000)
+    server = report["servers"]["gitlab"]
+    assert server["maintenance_s"] == 600 and server["down_s"] == 50 and report["maintenance_s"] == 600
+    assert server["uptime_pct"] == pytest.approx(348 / 398 * 100, abs=1e-3)
+    assert [i.outcome for i in incidents(rows)] == ["interrupted"]
+    assert cli_json(report)["overall"]["maintenance_s"] == 600

@@ -100,9 +100,12 @@ def test_group_by_decides_which_failures_share_a_message(group_by: tuple[str, ..
 
 
 def test_a_known_cause_inhibits_whatever_group_by_says_and_leads_the_message() -> None:
+    from mcp_supervisor.actuators.container import ContainerState, container_probe_result
+
     g, t = Grouper(GroupSettings(group_by=("server",), group_wait=5.0)), IncidentTracker()
-    for i in range(3):
-        fail(g, t, f"box{i}", 1.0, "refused", reason="Docker engine unreachable while checking container c")
+    for i in range(3):  # the reason the runtime gives when the engine does not answer
+        engine = container_probe_result(ContainerState(name=f"c{i}", exists=False, engine_error="ConnectionRefused"))
+        fail(g, t, f"box{i}", 1.0, "refused", reason=f"restart (attempt 1) after refused: {engine.message}")
     fail(g, t, "local", 1.0, "crashed", old="starting")
     out = g.flush(6.0)
     assert len(out.notes) == 2 and out.inhibited == 4
@@ -179,3 +182,32 @@ def test_silences_match_by_server_or_all_never_reports_and_end_by_themselves() -
 def test_a_bad_silence_names_the_fix(kind: str, server: str, seconds: float, fix: str) -> None:
     with pytest.raises(SilenceError, match=fix):
         make(kind, server, seconds, 0.0, known=["jira"])
+
+
+def test_servers_sharing_a_rejected_token_are_one_message_under_that_token() -> None:
+    g, t = Grouper(GroupSettings(group_by=("server",), group_wait=5.0)), IncidentTracker()
+    for name in ("jira", "confluence"):
+        t.on_event("state", name, {"old": "healthy", "new": "failed", "failure_class": "auth", "reason": "401"}, 1.0)
+        for n in t.on_event("notify", name, {"notify": "needs_human", "severity": "critical",
+                                             "detail": "401; renew JIRA_TOKEN", "instruction": "renew JIRA_TOKEN"}, 1.0):
+            g.add(n, alert_labels(name, n.data, n.severity, {"token": "JIRA_TOKEN", "config": ""}), 1.0)
+    out = g.flush(6.0)
+    assert len(out.notes) == 1 and out.inhibited == 2
+    assert title(out.notes[0]) == "2 servers down: token JIRA_TOKEN rejected; confluence, jira"
+
+
+def test_the_engine_learned_after_the_alert_moves_not_yet_announced_servers_under_it() -> None:
+    g, t = Grouper(GroupSettings(group_by=("cause",), group_wait=5.0)), IncidentTracker()
+    fail(g, t, "box1", 1.0, "refused")
+    fail(g, t, "box2", 1.0, "refused")
+    assert g.reveal("box1", DOCKER_ENGINE, 2.0) and g.reveal("box2", DOCKER_ENGINE, 2.0)
+    assert not g.reveal("box2", DOCKER_ENGINE, 2.5)  # already there
+    out = g.flush(7.0)
+    assert len(out.notes) == 1 and title(out.notes[0]).startswith("2 servers down: Docker engine not answering")
+    assert out.inhibited == 2
+
+
+def test_a_container_restart_that_cannot_reach_the_engine_names_the_engine() -> None:
+    reason = "restart failed: ClientConnectorError: Cannot connect to unix socket /run/docker.sock [Connection refused]"
+    assert alert_labels("box", {"detail": reason}, "critical", {"container": "box"})["cause"] == DOCKER_ENGINE
+    assert alert_labels("web", {"detail": reason, "failure_class": "refused"}, "critical", {})["cause"] == "refused"

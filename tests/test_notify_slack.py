@@ -537,3 +537,15 @@ async def test_a_pending_outbox_file_of_an_older_daemon_is_moved_into_the_record
             assert service.counts == {"pending": 0, "sent": 3, "dead": 0}
     assert fake.titles() == ["jira is down", "jira recovered after 8.0s"]
     assert not old.exists() and old.with_name("outbox.sqlite3.migrated").exists()
+
+
+async def test_messages_on_one_channel_are_paced_one_per_second_before_any_429(tmp_path: Path) -> None:
+    async with fake_slack() as fake:
+        config = make_config(tmp_path, webhook(fake), notify='group_wait = "0s"\ngroup_interval = "0s"\npace = "1s"')
+        async with notifier(config) as (_, bus):
+            for name in ("a", "b", "c"):
+                down(bus, server=name)
+            await fake.wait_for(lambda f: len(f.messages) == 3, 20, "three alerts")
+        gaps = [later.at - earlier.at for earlier, later in zip(fake.attempts, fake.attempts[1:], strict=False)]
+        assert all(status == 200 for status in (a.status for a in fake.attempts))
+        assert min(gaps) >= 0.95, gaps

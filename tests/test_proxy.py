@@ -99,15 +99,6 @@ name = "pay-stdio"
 transport = "stdio"
 command = "{PY}"
 args = ["{PROXIED}", "stdio", "{directory / 'stdio-charges.txt'}"]
-critical = false
-{RUN_AS}
-probe = {{ interval = "60s", cold_interval = "60m" }}
-
-[[servers]]
-name = "pay-standby"
-transport = "stdio"
-command = "{PY}"
-args = ["{PROXIED}", "stdio"]
 standby = 1
 critical = false
 {RUN_AS}
@@ -389,17 +380,44 @@ probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 1 }}
         notes.stop()
 
 
-def test_run_tells_the_job_the_proxy_urls_and_the_token_file(proxy_daemon: ProxyDaemon) -> None:
-    script = ("import os, json; print(json.dumps({k: v for k, v in os.environ.items() "
-              "if k.startswith('MCP_SUPERVISOR_PROXY')}))")
-    done = subprocess.run([str(BIN / "supervisorctl-mcp"), "--socket", str(proxy_daemon.sock), "run", "-q",
-                           "--require", "pay", "--", PY, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    env = json.loads(done.stdout.strip().splitlines()[0])
+def test_run_tells_the_job_the_proxy_urls_and_the_report_counts_the_held_calls(proxy_daemon: ProxyDaemon) -> None:
+    job = proxy_daemon.directory / "job.py"
+    job.write_text(f"""
+import asyncio, json, os, signal, sys
+from pathlib import Path
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+from tests.live_daemon import api
+
+async def main():
+    env = {{k: v for k, v in os.environ.items() if k.startswith("MCP_SUPERVISOR_PROXY")}}
+    token = Path(os.environ["MCP_SUPERVISOR_PROXY_TOKEN_FILE"]).read_text().strip()
+    http = httpx2.AsyncClient(headers={{"Authorization": "Bearer " + token}}, timeout=60)
+    async with http, Client(streamable_http_client(os.environ["MCP_SUPERVISOR_PROXY_URL_PAY"], http_client=http),
+                            mode="legacy") as client:
+        await client.call_tool("lookup", {{"query": "1"}})
+        _s, status = api(Path(os.environ["MCP_SUPERVISOR_SOCKET"]), "/v1/status")
+        os.kill(next(s["pid"] for s in status["servers"] if s["name"] == "pay"), signal.SIGKILL)
+        result = await client.call_tool("lookup", {{"query": "2"}})
+    print(json.dumps({{"env": env, "error": result.is_error}}))
+
+asyncio.run(main())
+""")
+    wait_for(lambda: proxy_daemon.pid("pay"), 60, "pay healthy")
+    done = subprocess.run([str(BIN / "supervisorctl-mcp"), "--socket", str(proxy_daemon.sock), "run", "--json",
+                           "--require", "pay", "--", PY, str(job)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    answer, report = json.loads(lines[0]), json.loads(lines[-1])
+    env = answer["env"]
     assert env["MCP_SUPERVISOR_PROXY_URL_PAY"] == proxy_daemon.url("pay")
     assert env["MCP_SUPERVISOR_PROXY_URL_LEGACY_SSE"] == proxy_daemon.url("legacy-sse")
     assert env["MCP_SUPERVISOR_PROXY_TOKEN_FILE"] == str(proxy_daemon.directory / "state" / "proxy.token")
     assert proxy_daemon.token not in done.stdout + done.stderr
+    assert answer["error"] is False
+    assert any("held" in line and "pay restart" in line and "0 failed" in line for line in report["proxy"]), report
 
 
 def _backend_pids(daemon: ProxyDaemon, name: str) -> list[int]:
@@ -454,10 +472,10 @@ def test_stdio_backend_killed_mid_session_read_only_calls_go_on_unsafe_one_is_no
 def test_warm_standby_takes_over_at_once_and_a_new_one_is_started(proxy_daemon: ProxyDaemon) -> None:
     def figures() -> dict[str, Any]:
         _status, info = api(proxy_daemon.sock, "/v1/proxy")
-        return dict(info["counts"]["servers"].get("pay-standby", {}))
+        return dict(info["counts"]["servers"].get("pay-stdio", {}))
 
     async def run() -> tuple[str, int, str]:
-        async with connect(proxy_daemon, "pay-standby", "legacy") as client:
+        async with connect(proxy_daemon, "pay-stdio", "legacy") as client:
             first = text(await client.call_tool("lookup", {"query": "a"}))
             ready = await asyncio.get_running_loop().run_in_executor(
                 None, wait_for, lambda: figures().get("standbys") == ["ready"] and figures(), 60, "a ready standby")

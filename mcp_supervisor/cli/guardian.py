@@ -124,6 +124,7 @@ def print_summary(report: dict[str, Any], path: Path | None) -> None:
 
     colour = wants_colour(sys.stderr)
     lines = [paint(text, style, colour) for style, text in summary_lines(report)]
+    lines += [f"  proxy: {line}" for line in report.get("proxy") or []]
     if path is not None:
         lines.append(paint(f"  report: {path}", "dim", colour))
     sys.stderr.write("\n".join(lines) + "\n")

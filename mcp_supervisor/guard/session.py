@@ -214,8 +214,11 @@ class GuardedRun:
 
     def conclude(self, code: int) -> dict[str, Any]:
         """Build the report, save it (0600, atomic) and send it to the daemon's record."""
+        from mcp_supervisor.proxy.exports import restart_sentences
+
         self.facts.guardian_exit = code
         report = build_run_report(self.facts)
+        report["proxy"] = restart_sentences(self.facts.events)  # calls the proxy held across restarts
         try:
             self.report_path = save_report(report, runs_dir(self.config))
             report["run"]["report_path"] = str(self.report_path)

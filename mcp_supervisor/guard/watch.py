@@ -20,7 +20,7 @@ from mcp_supervisor.api.wire import BadResponse, Response, connect, send
 from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
-                        "config", "restore", "backup"})
+                        "config", "restore", "backup", "proxy"})
 """Event kinds the run keeps (in memory, for the report); everything else is only looked at."""
 STREAM_SILENCE = 60.0
 """The daemon sends an SSE heartbeat every 15 s; this much silence means it is gone or wedged."""

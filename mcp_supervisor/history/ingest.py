@@ -219,8 +219,8 @@ class Recorder:
     # --- probes --------------------------------------------------------------------------------
 
     def _on_probe(self, event: Event) -> None:
-        if not event.server:
-            return
+        if not event.server or event.data.get("void"):
+            return  # a void check (the daemon's loop was late) says nothing about the server
         bucket = self._probes.get((event.server, int(event.at // 60)))
         if bucket is None:
             bucket = self._probes[(event.server, int(event.at // 60))] = _ProbeBucket()

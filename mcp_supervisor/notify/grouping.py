@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcp_supervisor.notify.causes import KNOWN_CAUSES, group_key
+from mcp_supervisor.notify.causes import group_key, is_known
 from mcp_supervisor.notify.incidents import ESCALATIONS, Notification, severity_rank
 
 Silenced = Callable[[str, float], str | None]
@@ -137,15 +137,33 @@ class Grouper:
 
     def _alert(self, note: Notification, labels: dict[str, str], now: float) -> None:
         key = [list(pair) for pair in group_key(labels, self.settings.group_by)]
+        data = {**note.data, "cause": labels.get("cause", "")}
+        self._join(key, Member(note.server or "", note.incident, note.kind, note.severity,
+                               float(note.data.get("opened_at") or note.at), data), now)
+
+    def _join(self, key: list[list[str]], member: Member, now: float) -> None:
         group = next((g for g in self.groups.values() if g.key == key), None)
         if group is None:
             gid = "group:" + ",".join(f"{k}={v}" for k, v in key) + f"@{now:.3f}"
             group = self.groups[gid] = Group(gid, key, now, now + self.settings.group_wait)
-        data = {**note.data, "cause": labels.get("cause", "")}
-        group.members[note.incident] = Member(note.server or "", note.incident, note.kind, note.severity,
-                                              float(note.data.get("opened_at") or note.at), data)
-        self.where[note.incident] = group.id
+        group.members[member.incident] = member
+        self.where[member.incident] = group.id
         self._changed(group, now)
+
+    def reveal(self, server: str, cause: str, now: float) -> bool:
+        """A shared cause learned after the alert (a later state says the Docker engine does not
+        answer): the server's member, not yet announced, moves under that cause (inhibition)."""
+        for group in list(self.groups.values()):
+            for incident, member in list(group.members.items()):
+                if member.server != server or member.announced or member.resolved_at is not None or group.cause == cause:
+                    continue
+                del group.members[incident]
+                if not group.members:
+                    self.groups.pop(group.id, None)
+                member.data = {**member.data, "cause": cause}
+                self._join([["cause", cause]], member, now)
+                return True
+        return False
 
     def _changed(self, group: Group, now: float) -> None:
         if not group.alerted:
@@ -230,7 +248,7 @@ class Grouper:
         new = [m for m in visible if not m.announced]
         if group.many:
             out.grouped += len(new)
-        if group.cause in KNOWN_CAUSES:
+        if is_known(group.cause):
             out.inhibited += len(new)
         out.notes.append(group_note(group, visible, role, now, update=update,
                                     reply=any(m.escalated for m in visible)))

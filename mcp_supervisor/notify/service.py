@@ -24,7 +24,7 @@ from mcp_supervisor.config import Config
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import Redactor, collect_secrets, get_logger
 from mcp_supervisor.notify.advice import instruction_for
-from mcp_supervisor.notify.causes import alert_labels, headline_cause
+from mcp_supervisor.notify.causes import DOCKER_ENGINE, alert_labels, engine_unreachable, headline_cause
 from mcp_supervisor.notify.channels import Channel, Delivery
 from mcp_supervisor.notify.grouping import Grouper, GroupSettings
 from mcp_supervisor.notify.incidents import IncidentTracker, Notification, severity_rank
@@ -180,6 +180,10 @@ class NotifyService:
         notes = self.tracker.on_event(event.kind, event.server, data, event.at)
         if event.kind == "config" and data.get("event") == "reloaded":
             self.grouper.forget_servers({str(n) for n in data.get("removed") or []})
+        if event.kind == "state" and event.server and self.grouper.groups:
+            server = next((s for s in self._config().servers if s.name == event.server), None)
+            if engine_unreachable(str(data.get("reason") or ""), bool(server and server.container)):
+                self.grouper.reveal(event.server, DOCKER_ENGINE, now)  # the engine, learned after the alert
         return self._route(notes, now), bool(notes) or self.tracker.fingerprint() != before
 
     def _route(self, notes: list[Notification], now: float) -> list[Notification]:
@@ -218,7 +222,8 @@ class NotifyService:
     @staticmethod
     def _labels(n: Notification, config: Config) -> dict[str, str]:
         server = next((s for s in config.servers if s.name == n.server), None)
-        extra = {"group": server.alert_group or "", "transport": server.transport} if server is not None else {}
+        extra = {"group": server.alert_group or "", "transport": server.transport, "token": server.token_env or "",
+                 "config": server.config or "", "container": server.container or ""} if server is not None else {}
         return alert_labels(n.server or "", n.data, n.severity, extra)
 
     def _suppressed(self, server: str | None, kind: str, silence: str, what: str) -> None:

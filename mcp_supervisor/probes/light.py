@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mcp_supervisor import __version__
+from mcp_supervisor import __version__, sse
 
 if TYPE_CHECKING:
     import aiohttp
@@ -98,23 +98,14 @@ def _verdict_of(message: Any) -> bool:
     raise LightFailure(f"JSON-RPC error {code}")
 
 
-def _event_data(lines: list[bytes]) -> bytes:
-    return b"\n".join(line[5:].strip() for line in lines if line.startswith(b"data:"))
-
-
 def check_answer(status: int, content_type: str, payload: bytes) -> None:
     """Raise ``LightFailure`` unless the reply (JSON, or a whole SSE body) answers our request."""
     if status != 200:
         raise LightFailure(f"HTTP {status}")
     try:
         if content_type.startswith("text/event-stream"):
-            event: list[bytes] = []
-            for line in [*payload.splitlines(), b""]:
-                if line.strip():
-                    event.append(line)
-                    continue
-                data, event = _event_data(event), []
-                if data and _verdict_of(json.loads(data)):
+            for event in sse.parse([payload, b"\n\n"]):  # a last event without its blank line counts
+                if _verdict_of(json.loads(event.data)):
                     return
         else:
             decoded = json.loads(payload)
@@ -126,26 +117,25 @@ def check_answer(status: int, content_type: str, payload: bytes) -> None:
     raise LightFailure("no answer to the request in the reply")
 
 
+def _answers(event: sse.SseEvent) -> bool:
+    try:
+        return _verdict_of(json.loads(event.data))
+    except ValueError as exc:
+        raise LightFailure(f"reply is not JSON ({type(exc).__name__})") from None
+
+
 async def _read_event_stream(response: aiohttp.ClientResponse) -> None:
     """Read SSE events until the answer to our request; a server may keep the stream open."""
-    event: list[bytes] = []
+    parser = sse.SseParser()
     seen = 0
-    async for line in response.content:
-        seen += len(line)
+    async for chunk in response.content.iter_any():
+        seen += len(chunk)
         if seen > _MAX_ANSWER_BYTES:
             raise LightFailure("reply too large")
-        if line.strip():
-            event.append(line)
-            continue
-        data = _event_data(event)
-        event = []
-        if data:
-            try:
-                if _verdict_of(json.loads(data)):
-                    return
-            except ValueError as exc:
-                raise LightFailure(f"reply is not JSON ({type(exc).__name__})") from None
-    check_answer(200, "text/event-stream", b"".join(event))  # a last event without its blank line
+        if any(_answers(event) for event in parser.feed(chunk)):
+            return
+    if not any(_answers(event) for event in parser.feed(b"\n\n")):  # a last event without its blank line
+        raise LightFailure("no answer to the request in the reply")
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

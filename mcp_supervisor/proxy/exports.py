@@ -34,3 +34,16 @@ def proxy_environment(info: dict[str, Any]) -> dict[str, str]:
     if info.get("token_file"):
         env[TOKEN_FILE_VAR] = str(info["token_file"])
     return env
+
+
+def restart_sentences(events: list[dict[str, Any]]) -> list[str]:
+    """The run report's lines about the proxy: "3 calls held 0.6 s during the pay restart, 0 failed"."""
+    lines = []
+    for event in events:
+        if event.get("kind") != "proxy" or event.get("event") != "restored":
+            continue
+        held, failed, retried = event.get("held", 0), event.get("failed", 0), event.get("retried", 0)
+        seconds = float(event.get("max_held_s") or 0.0)
+        lines.append(f"{held} call{'s' if held != 1 else ''} held {seconds:.1f} s during the "
+                     f"{event.get('server')} restart ({retried} retried), {failed} failed")
+    return lines

@@ -36,7 +36,6 @@ from mcp_supervisor.proxy.wire import (
     parse_message,
     sse_event,
 )
-from mcp_supervisor.web.listen import parse_listen
 
 log = get_logger("mcp_supervisor.proxy")
 HEARTBEAT = 15.0
@@ -196,12 +195,12 @@ class ProxyServer:
         return await handler(request)
 
     async def start(self, listen: str) -> None:
-        host, port = parse_listen(listen, "proxy", "the proxy is served")
+        host, _, port = listen.rpartition(":")  # validated as loopback HOST:PORT when the config loaded
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        await web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True).start()
         addresses: Any = self._runner.addresses
-        self.port = int(addresses[0][1]) if addresses else port
+        self.port = int(addresses[0][1]) if addresses else int(port)
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -13,7 +13,9 @@ from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.exits import error_line
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.runtime.port_conflict import exit_port_conflict
-from mcp_supervisor.spawn import exit_text as exit_text  # the runner's import path; one wording, the spawn path's
+from mcp_supervisor.spawn import exit_text
+
+__all__ = ["exit_result", "exit_text", "last_output_line", "start_failure"]
 
 
 def last_output_line(process: Any) -> str | None:

@@ -4,15 +4,17 @@ and a timeout the daemon itself caused taken again instead of counted.
 Why apart from the runner: the runner decides what an observation means (the machine, the epoch,
 the events); this module only answers "what did the server say", and owns the one rule that keeps
 the daemon's load out of the servers' record: a timeout that expired while the event loop was late
-(``LoopLag``) says nothing about the server, so the probe is run again, at most ``MAX_RERUNS``
-times in a row; after that the timeout counts, and its message says how late the loop was.
+(``LoopLag``) says nothing about the server. The runner then drops the verdict and checks again
+at once, for as long as ``void_grace`` since the first void check of the run; after that the
+timeout counts (a real outage under a daemon that stays overloaded is still reported, that much
+later), and its message says how late the loop was.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mcp_supervisor.config import ServerConfig
@@ -25,9 +27,12 @@ log = get_logger("mcp_supervisor.observe")
 
 PROBE_SAFETY_MARGIN = 5.0
 """The prober enforces its own deadlines; this outer one only guards against a prober bug."""
-MAX_RERUNS = 2
-"""Timeouts in a row re-run because the loop was late; the next one counts (a real outage under
-a daemon that stays overloaded is still reported, three timeouts later)."""
+VOID_GRACE = 30.0
+"""Seconds (at least; three intervals when longer) during which void timeouts are checked again."""
+
+
+def void_grace(interval: float) -> float:
+    return max(VOID_GRACE, 3 * interval)
 LATE_FRACTION = 0.1
 """The loop losing this share of a probe's timeout during the probe makes its timeout untrustworthy."""
 
@@ -77,28 +82,37 @@ async def observe_once(
         )
 
 
+@dataclass(frozen=True)
+class Observation:
+    result: ProbeResult
+    loop_late: float = 0.0
+    """Seconds the event loop lost during a probe that timed out (0.0: the verdict stands)."""
+
+    @property
+    def void(self) -> bool:
+        """A timeout measured by a late loop says nothing about the server."""
+        return self.loop_late > 0.0
+
+
 async def observe(
     server: ServerConfig,
     kind: ProbeKind,
     probe: Callable[[ProbeKind], Awaitable[ProbeResult]],
     docker: Callable[[], Awaitable[Any]],
     lag: LoopLag | None,
-    counters: dict[str, int],
-) -> ProbeResult:
-    """``observe_once``, taken again when a timeout expired while the loop itself was late."""
-    for attempt in range(MAX_RERUNS + 1):
-        mark = lag.mark() if lag is not None else 0.0
-        result = await observe_once(server, kind, probe, docker)
-        if result.ok or result.failure is not FailureClass.TIMEOUT or lag is None:
-            return result
-        stolen = lag.stolen_since(mark)
-        if not loop_was_late(stolen, server.probe.timeout):
-            return result
-        if attempt == MAX_RERUNS:
-            return replace(result, message=f"{result.message} (the supervisor's event loop was also "
-                                           f"{stolen:.2f} s late during this check)")
-        counters["reruns"] = counters.get("reruns", 0) + 1
-        log.info("timeout while the event loop was late; checking again", server=server.name,
-                 loop_late_s=round(stolen, 3), message=result.message)
-    return result  # pragma: no cover - the loop always returns
+) -> Observation:
+    """``observe_once``, and whether its timeout happened while the loop itself was late."""
+    mark = lag.mark() if lag is not None else 0.0
+    result = await observe_once(server, kind, probe, docker)
+    if result.ok or result.failure is not FailureClass.TIMEOUT or lag is None:
+        return Observation(result)
+    stolen = lag.stolen_since(mark)
+    return Observation(result, stolen) if loop_was_late(stolen, server.probe.timeout) else Observation(result)
 
+
+def counted_anyway(observation: Observation) -> ProbeResult:
+    """The result of a void timeout that counts (past ``void_grace``), saying why it may be ours."""
+    late = observation.loop_late
+    result = observation.result
+    return replace(result, message=f"{result.message} (the supervisor's event loop was also {late:.2f} s late "
+                                   "during this check)")

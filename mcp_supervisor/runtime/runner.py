@@ -36,7 +36,7 @@ from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.actions import ActionSlot
 from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.exit_report import exit_result, exit_text, start_failure
-from mcp_supervisor.runtime.observe import observe
+from mcp_supervisor.runtime.observe import counted_anyway, observe, void_grace
 from mcp_supervisor.runtime.port_conflict import managed_answer
 from mcp_supervisor.runtime.schedule import ProbeSchedule
 from mcp_supervisor.runtime.snapshot import ServerView
@@ -92,6 +92,8 @@ class ServerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._fired_deadline: float | None = None
+        self._void_since: float | None = None
+        """When the current run of void timeouts (the loop was late) began (``runtime/observe.py``)."""
         self.publish()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -268,8 +270,13 @@ class ServerRunner:
             if planned is not None:
                 self.env.drift_ms.append((_clock() - planned) * 1000.0)
             self.env.counters["probes"] += 1
-            result = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag,
-                                   self.env.counters)
+            seen = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag)
+        if seen.void and self._void_since is None:
+            self._void_since = _clock()
+        void = seen.void and _clock() - (self._void_since or 0.0) < void_grace(self.server.probe.interval)
+        result = seen.result
+        if seen.void and not void:
+            result = counted_anyway(seen)
         if result.ok and self.process is not None:  # i7life: an answer from another process is not ours
             result = managed_answer(self.server.name, self.server.url, self.process, result,
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
@@ -278,12 +285,19 @@ class ServerRunner:
         stale = epoch != self._epoch
         self.env.bus.publish(
             Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
-                  "failure_class": str(result.failure) if result.failure else None,
-                  "latency_ms": round(result.latency_ms, 2), "stale": stale})
+                  "failure_class": str(result.failure) if result.failure and not void else None,
+                  "latency_ms": round(result.latency_ms, 2), "stale": stale, "void": void})
         )
         if stale:  # it started before an action, exit or command: it is not the check after it
             self._log.debug("stale probe result dropped", kind=str(kind), ok=result.ok)
             return result
+        if void:  # the daemon could not ask in time: no verdict on the server; ask again now
+            self.env.counters["reruns"] += 1
+            self._log.info("timeout while the event loop was late; checking again",
+                           loop_late_s=round(seen.loop_late, 3), message=result.message)
+            self.request_probe(kind)
+            return result
+        self._void_since = None
         self.last_result = result
         self.last_probe_wall = time.time()
         if result.tool_count is not None:

@@ -107,6 +107,8 @@ class Supervisor:
         )
         try:
             self._prepare_state_dir()
+            if any(s.limits.memory is not None or s.limits.tasks is not None for s in self.config.servers):
+                cgroups.support()  # before any child: in cgroup v2 the daemon must move to a leaf alone
             if any(s.managed for s in self.config.servers):
                 log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             await self._stop_previous_life()

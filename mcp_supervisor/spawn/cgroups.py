@@ -154,15 +154,12 @@ def _detect() -> Support:
 
 def _setup_v2(own: Path) -> Hierarchy:
     """Move the daemon to ``<own>/daemon``, enable memory+pids below ``<own>``; children in servers."""
-    mine = {str(os.getpid())}
     members = set(_read(own / "cgroup.procs").split())
-    if own != own.parent and members - mine and not (own / "daemon").is_dir():
-        raise OSError(0, f"{own} also holds processes that are not the daemon's")
+    if members - {str(os.getpid())}:  # a shell's scope, the root cgroup: not the daemon's to reorganise
+        raise OSError(0, f"{own} also holds processes that are not the daemon itself")
     with contextlib.suppress(FileExistsError):
         os.mkdir(own / "daemon", 0o755)
-    for pid in members:  # the daemon (and whatever it already started) leaves the inner node
-        with contextlib.suppress(ProcessLookupError, OSError):
-            _write(own / "daemon" / "cgroup.procs", pid)
+    _write(own / "daemon" / "cgroup.procs", str(os.getpid()))  # "no internal processes": the daemon leaves
     _write(own / "cgroup.subtree_control", "+memory +pids")
     base = own / f"{_PREFIX}{os.getpid()}"
     _clean_stale(own)
@@ -243,11 +240,11 @@ class ChildCgroup:
             return 0
 
     def members(self) -> list[int]:
-        found: set[int] = set()
-        for directory in self.dirs:
-            with contextlib.suppress(OSError, ValueError):
-                found.update(int(x) for x in _read(directory / "cgroup.procs").split())
-        return sorted(found)
+        """The processes in the child's cgroup (v1: the pids hierarchy's copy; both hold the same)."""
+        try:
+            return [int(x) for x in _read(self.dirs[-1] / "cgroup.procs").split()]
+        except (OSError, ValueError):
+            return []
 
     def kill_all(self) -> bool:
         """SIGKILL every member (v2: ``cgroup.kill``); True if any was there."""

@@ -5,7 +5,9 @@ records what the client sent: the JSON-RPC method, the routing headers and the c
 ``mode`` turns it into a fault on demand, while the upstream server keeps running:
 ``"pass"`` forwards, ``"hang"`` accepts and never answers, ``"401"`` answers 401 as a gateway
 whose token was revoked, ``"html"`` answers 200 with a web page, ``"no-raw"`` answers 400 to the
-supervisor's raw light check only (a server that takes the SDK's requests but not that one).
+supervisor's raw light check only (a server that takes the SDK's requests but not that one),
+``"stall"`` blocks the event loop it shares with an in-process supervisor for ``stall`` seconds
+once, then forwards (the daemon's own loop was late; the server was fine).
 Why a proxy and not a patched server: the server stays the official SDK's, untouched.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,7 @@ class Proxy:
     seen: list[Seen] = field(default_factory=list)
     runner: web.AppRunner | None = None
     url: str = ""
+    stall: float = 1.5
     _client: aiohttp.ClientSession | None = None
 
     def methods(self) -> list[str | None]:
@@ -48,6 +52,9 @@ class Proxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self._record(request, body)
+        if self.mode == "stall":
+            self.mode = "pass"
+            time.sleep(self.stall)  # on purpose: the whole event loop stops, as under a daemon's own load
         if self.mode == "hang":
             await asyncio.Event().wait()
         if self.mode == "401":

@@ -110,10 +110,20 @@ function scheduleRefresh() {
 
 function follow() {
   const source = new EventSource("/api/events");
-  source.addEventListener("hello", () => { $("banner").hidden = true; refresh(); });
+  source.addEventListener("hello", () => { $("banner").hidden = true; $("live-note").hidden = true; refresh(); });
   source.addEventListener("change", scheduleRefresh);
-  source.onerror = () => {
-    $("banner").hidden = false;  // EventSource reconnects by itself; "hello" hides the banner again
+  source.onerror = async () => {
+    if (source.readyState !== EventSource.CLOSED) {
+      $("banner").hidden = false;  // EventSource reconnects by itself; "hello" hides the banner again
+      return;
+    }
+    // refused (a 503: too many live views are open) and never retried by the browser: if the
+    // supervisor still answers, say that only live updates wait, and try again a little later
+    if (await refresh()) {
+      $("banner").hidden = true;
+      $("live-note").hidden = false;
+    }
+    setTimeout(follow, 10000 + Math.random() * 10000);
   };
 }
 
