@@ -28,9 +28,9 @@ from mcp_supervisor.proxy.wire import (
     SESSION_HEADER,
     VERSION_HEADER,
     Message,
-    SseDecoder,
     error,
     is_request,
+    sse_parser,
 )
 
 OnMessage = Callable[[Message, int | None], None]
@@ -100,10 +100,10 @@ def _http_error(message: Message, status: int, body: bytes) -> Message:
 
 
 async def _read_events(response: aiohttp.ClientResponse, deliver: Callable[[str, str], None]) -> None:
-    decoder = SseDecoder()
-    async for line in response.content:
-        for event, data in decoder.feed_line(line):
-            deliver(event, data)
+    parser = sse_parser()
+    async for chunk in response.content.iter_any():
+        for event in parser.feed(chunk):
+            deliver(event.event, event.data)
 
 
 class HttpLink:
