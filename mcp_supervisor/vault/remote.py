@@ -61,6 +61,9 @@ class Transport(Protocol):
     def put(self, name: str, data: bytes, *, atomic: bool) -> None:
         """Store ``data``; ``atomic``: readers see the old object or the whole new one."""
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Store several blobs (not necessarily atomic each), as fast as the transport can."""
+
     def get(self, name: str) -> bytes:
         """The object; FileNotFoundError when it is not there."""
 
@@ -82,6 +85,8 @@ class RemoteStore:
         self._key = key
         self._names = AESSIV(HKDF(hashes.SHA256(), 64, None, b"mcp-supervisor remote names").derive(key))
         self._reached = False
+        self._pending: list[tuple[str, bytes]] = []
+        """Blobs written under a lock, uploaded together before the manifest (or the lock's end)."""
         self._present: set[str] | None = None
         """Outer object names, listed when a lock is taken: a backup then uploads only what is new."""
 
@@ -133,15 +138,24 @@ class RemoteStore:
         return True
 
     def read(self, name: str) -> bytes:
+        self._flush()
         return self.transport.get(self.outer(name))
 
     def write(self, name: str, data: bytes) -> None:
         outer = self.outer(name)
+        if self._present is not None and outer.startswith("objects/"):
+            self._pending.append((outer, data))  # sent with the others before the manifest
+            self._present.add(outer)
+            return
+        self._flush()
         # a torn blob fails authentication (verify names it, repair replaces it); the manifest is
         # what makes a snapshot exist, so it always appears whole or not at all
         self.transport.put(outer, data, atomic=not outer.startswith("objects/"))
-        if self._present is not None:
-            self._present.add(outer)
+
+    def _flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.transport.put_many(pending)
 
     def has(self, name: str) -> bool:
         outer = self.outer(name)
@@ -175,6 +189,7 @@ class RemoteStore:
         return sorted(found)
 
     def delete(self, name: str) -> None:
+        self._flush()
         outer = self.outer(name)
         self.transport.delete(outer)
         if self._present is not None:
@@ -186,7 +201,9 @@ class RemoteStore:
             self._present = {name for name, _ in self.transport.list("objects")}
             try:
                 yield self
+                self._flush()  # what was written under the lock is there before it is released
             finally:
+                self._pending = []
                 self._present = None
 
     def shared(self) -> contextlib.AbstractContextManager[object]:
