@@ -418,7 +418,7 @@ class Dashboard(App[int]):
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import socket_path
+    from mcp_supervisor.cli.common import socket_path
 
     app = Dashboard(DaemonLink(socket_path(args)), refresh=max(0.5, float(args.refresh)))
     return int(app.run() or 0)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_supervisor.api.client import ClientError, DaemonUnreachable, SupervisorClient
+from mcp_supervisor.guard.masking import command_line, redact_argv
 from mcp_supervisor.guard.precheck import precheck, say, servers_of, standalone_precheck, take_backup
-from mcp_supervisor.guard.report import RunFacts, build_run_report, command_line, exit_code_of, redact_argv
+from mcp_supervisor.guard.report import RunFacts, build_run_report, exit_code_of
 from mcp_supervisor.guard.store import new_run_id, post_run, runs_dir, save_report
 from mcp_supervisor.guard.watch import EventWatcher
 
