@@ -9,4 +9,9 @@ requests (``Authorization: Bearer``). It never appears in logs, events or API an
 shows the auth type and the expiry. Modules: ``store`` (the encrypted TokenStorage), ``owner``
 (one server's token), ``service`` (owners kept in step with the config), ``registry`` (what the
 probes and ``status`` read).
+
+What it may import: the layers below it (``config``, ``events``, ``logging``, ``redact``,
+``health``), ``vault.crypto`` of its own layer (the AES-256-GCM primitives and key) and the MCP SDK's
+``mcp.client.auth``; never ``probes`` (they read ``auth.registry``, not the other way round),
+``runtime``, ``api``, ``web``, ``proxy``, ``cli`` or ``guard``.
 """
