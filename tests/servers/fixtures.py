@@ -75,19 +75,49 @@ def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> list[int]:
 
 
 def children_of(pid: int | None = None) -> list[int]:
-    """Live direct children of ``pid`` (default: this process)."""
-    pid = os.getpid() if pid is None else pid
-    found: list[int] = []
+    """Live (non-zombie) direct children of ``pid`` (default: this process), through psutil."""
+    import psutil
+
+    try:
+        children = psutil.Process(os.getpid() if pid is None else pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def descendants_of(pid: int) -> dict[int, str]:
+    """Live (non-zombie) descendants of ``pid``, read from /proc: {pid: command line}."""
+    parents: dict[int, int] = {}
+    info: dict[int, tuple[str, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
+        # the command name may contain spaces or parentheses: split after the last ')'
         fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
+        parents[int(entry.name)] = int(fields[1])
+        info[int(entry.name)] = (fields[0], cmdline)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                state, cmdline = info[child]
+                if state != "Z":
+                    found[child] = cmdline
+                frontier.append(child)
     return found
 
 
