@@ -176,7 +176,7 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
                          and not _states(sock)["other"]["maintenance"], 30, "other back after maintenance")
             report = _json(sock, "report")
             other = next(s for s in report["servers"] if s["name"] == "other")
-            assert other["maintenance_s"] >= 1.0 and other["down_s"] == 0.0, other
+            assert other["maintenance_s"] > 0.0 and other["down_s"] == 0.0, other  # the window (up to the kill -9) only
             assert not any("other" in t for t in fake.titles()), fake.titles()
     finally:
         for proc in daemons:
