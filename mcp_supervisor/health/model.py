@@ -22,6 +22,10 @@ class FailureClass(StrEnum):
     CHECK = "check"
     """A deep check (``[[servers.checks]]``: a real ``tools/call``) failed while the server still
     answers probes; the message is the tool's own error text."""
+    RATE_LIMITED = "rate_limited"
+    """The server said "too many requests" (HTTP 429, or a rate-limit error in JSON-RPC or a tool
+    result): it is up, so this is no failure toward the threshold and never a restart (a restart
+    cannot lift a limit); the next probe waits for its ``Retry-After``."""
 
     @property
     def is_exit(self) -> bool:
@@ -44,6 +48,8 @@ class State(StrEnum):
     FALLBACK = "fallback"
     NEEDS_HUMAN = "needs_human"
     PAUSED = "paused"
+    RATE_LIMITED = "rate_limited"
+    """Up but refusing calls for a while (HTTP 429): ready, with a warning; no downtime."""
 
 
 class ProbeKind(StrEnum):
@@ -71,6 +77,8 @@ class ProbeResult:
     tool_count: int | None = None
     hint: str | None = None
     """For needs-a-human failures: the env var/header involved and the fix."""
+    retry_after: float | None = None
+    """For ``rate_limited``: seconds the server asked us to wait (its ``Retry-After``), if it said."""
 
     def __post_init__(self) -> None:
         if self.ok and self.failure is not None:

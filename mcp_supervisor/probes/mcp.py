@@ -27,6 +27,7 @@ from mcp_supervisor.probes.classify import Verdict, classify, missing_tools
 from mcp_supervisor.probes.conn import Conn
 from mcp_supervisor.probes.context import ProbeContext
 from mcp_supervisor.probes.light import send as send_light
+from mcp_supervisor.probes.ratelimit import limited_text
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed
 from mcp_supervisor.redact import REDACTOR, Redactor, server_secrets
 from mcp_supervisor.spawn import Role, SpawnRefused, SpawnSpec, spec_for_server
@@ -333,14 +334,18 @@ class McpProber:
         )
 
     def _failed(self, kind: ProbeKind, started: float, phases: dict[str, float], verdict: Verdict) -> ProbeResult:
+        message = verdict.message
+        if verdict.failure is FailureClass.RATE_LIMITED:
+            message = limited_text(verdict.message, verdict.retry_after, self.server.probe.interval)
         return ProbeResult(
             ok=False,
             failure=verdict.failure,
             kind=kind,
             latency_ms=_ms(started),
-            message=self._redact(verdict.message),
+            message=self._redact(message),
             phases_ms={k: round(v, 3) for k, v in phases.items()},
             hint=self._redact(verdict.hint) if verdict.hint else None,
+            retry_after=verdict.retry_after,
         )
 
     def _redact(self, text: str) -> str:

@@ -242,9 +242,10 @@ class ServerRunner:
             kind, self._urgent = self._urgent, None
             await self._probe(self._kind_for(kind), planned=None)
             return
+        held = self.machine.hold_until is not None and now < self.machine.hold_until  # rate limited
         taken = schedule.take(now)
         if taken is not None:
-            if not acting and not paused:
+            if not acting and not paused and not held:
                 await self._probe(self._kind_for(taken[0]), planned=taken[1])
             return  # a tick while acting or paused is skipped, not made up later
         wake_at = schedule.next_at()
