@@ -110,3 +110,13 @@ def test_in_an_incident_a_429_only_spaces_the_probes() -> None:
     state = machine.state
     assert machine.on_probe(limited(None), 3.0) == [] and machine.state is state
     assert machine.hold_until == 3.0 + 15.0
+
+
+def test_a_deep_check_answered_with_a_rate_limit_is_rate_limited() -> None:
+    from mcp_supervisor.config import DeepCheck
+    from mcp_supervisor.proxy.checks import judge
+
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "Rate limit exceeded: 100/min"}],
+                                                    "isError": True}}
+    cls, why = judge(DeepCheck(tool="search"), answer)
+    assert cls is FailureClass.RATE_LIMITED and "Rate limit exceeded: 100/min" in why
