@@ -50,8 +50,8 @@ policies = st.builds(
     recovery_enabled=st.booleans(),
 )
 
-failures = st.sampled_from([f for f in FailureClass if f is not FailureClass.RATE_LIMITED])
-"""Failures that count; a `rate_limited` answer is none (tests/test_rate_limits.py)."""
+failures = st.sampled_from([f for f in FailureClass if not f.is_answer])
+"""Failures that count; an answer (`rate_limited`, `drifted`) is none (tests/test_rate_limits.py)."""
 # Weighted toward what drives recovery (transient failures, action outcomes, timers) so short
 # histories reach the deep states; commands and human-only failures stay in the mix.
 _EVENTS: list[tuple[str, object]] = (

@@ -102,14 +102,36 @@ def test_failures_before_a_429_do_not_add_up_with_failures_after_it() -> None:
     assert machine.on_probe(DOWN, 8.0) == [] and machine.state is State.RATE_LIMITED
 
 
-def test_in_an_incident_a_429_only_spaces_the_probes() -> None:
+def test_in_an_incident_an_answer_ends_it_without_another_restart() -> None:
+    watched = Policy(failure_threshold=2, probe_interval=5.0)  # nothing can act: failed stays failed
+    machine = ServerMachine(watched, 0.0, random.Random(1))
+    machine.on_probe(OK, 0.0)
+    machine.on_probe(DOWN, 1.0)
+    machine.on_probe(DOWN, 2.0)
+    assert machine.state is State.FAILED
+    actions = machine.on_probe(limited(None), 3.0)
+    assert _moves(actions) == [(State.FAILED, State.HEALTHY), (State.HEALTHY, State.RATE_LIMITED)]
+    assert not [a for a in actions if isinstance(a, Restart)]
+    assert machine.hold_until == 3.0 + 15.0
+
+
+def test_a_restart_in_flight_decides_before_an_answer() -> None:
     machine = ServerMachine(POLICY, 0.0, random.Random(1))
     machine.on_probe(OK, 0.0)
     machine.on_probe(DOWN, 1.0)
     machine.on_probe(DOWN, 2.0)
-    state = machine.state
-    assert machine.on_probe(limited(None), 3.0) == [] and machine.state is state
-    assert machine.hold_until == 3.0 + 15.0
+    assert machine.busy()
+    assert machine.on_probe(limited(), 3.0) == []
+
+
+def test_a_drifted_server_stays_drifted_through_a_429_and_heals_on_a_success() -> None:
+    drifted = ProbeResult(ok=False, failure=FailureClass.DRIFTED, message="changed search: input schema")
+    machine = ServerMachine(POLICY, 0.0, random.Random(1))
+    machine.on_probe(OK, 0.0)
+    assert _moves(machine.on_probe(drifted, 1.0)) == [(State.HEALTHY, State.DRIFTED)]
+    assert machine.on_probe(limited(), 2.0) == [] and machine.state is State.DRIFTED
+    assert machine.on_probe(drifted, 9.0) == [] and "search" in machine.reason
+    assert _moves(machine.on_probe(OK, 10.0)) == [(State.DRIFTED, State.HEALTHY)]
 
 
 def test_a_deep_check_answered_with_a_rate_limit_is_rate_limited() -> None:

@@ -20,6 +20,7 @@ _STATE_STYLES = {
     "healthy": "green",
     "degraded": "yellow",
     "rate_limited": "yellow",
+    "drifted": "bold magenta",
     "starting": "cyan",
     "recovering": "yellow",
     "backoff": "yellow",

@@ -19,7 +19,6 @@ from mcp_supervisor.health.model import (
     Action,
     Command,
     EnterFallback,
-    FailureClass,
     Notify,
     ProbeKind,
     ProbeNow,
@@ -30,7 +29,7 @@ from mcp_supervisor.health.model import (
     headline,
 )
 from mcp_supervisor.health.policy import Policy
-from mcp_supervisor.health.ratelimit import on_rate_limited
+from mcp_supervisor.health.ratelimit import on_answer
 from mcp_supervisor.health.transitions import ALERTED, RUNNING, UP, move
 
 
@@ -119,8 +118,8 @@ class ServerMachine:
         if self.state is State.PAUSED:
             return []
         self.last_result = result
-        if result.failure is FailureClass.RATE_LIMITED:
-            return on_rate_limited(self, result, now)
+        if result.failure is not None and result.failure.is_answer:  # 429, a drifted contract
+            return on_answer(self, result, now)
         if result.kind is ProbeKind.COLD:
             self._cold_failures = 0 if result.ok else self._cold_failures + 1
         if result.ok:
@@ -223,7 +222,7 @@ class ServerMachine:
         up = State.DEGRADED if result.degraded else State.HEALTHY
         why = f"degraded: {result.degraded}" if result.degraded else "probe succeeded"
         state = self.state
-        if state is State.STARTING:
+        if state in (State.STARTING, State.DRIFTED):  # drifted: the contract was accepted
             return [self._move(up, now, why)]
         if state in UP:
             return [self._move(up, now, why)] if state is not up else []

@@ -1,4 +1,5 @@
-"""How long a rate-limited server is left alone: pure, so the rule is table-tested.
+"""Answers that are not outages (a rate limit, a drifted tool contract), and how long a
+rate-limited server is left alone: pure, so the rules are table-tested.
 
 Why its own rule: a 429 is an answer, not an outage. Probing again before the server's
 ``Retry-After`` only spends the caller's quota (and may lengthen the limit), so the next probe
@@ -9,10 +10,11 @@ wait a few probe intervals.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mcp_supervisor.health.model import Action, ProbeResult, State
-from mcp_supervisor.health.transitions import RUNNING
+from mcp_supervisor.health.model import Action, FailureClass, ProbeResult, State
+from mcp_supervisor.health.transitions import RUNNING, UP
 
 if TYPE_CHECKING:
     from mcp_supervisor.health.machine import ServerMachine
@@ -30,16 +32,27 @@ def rate_limit_wait(retry_after: float | None, probe_interval: float) -> float:
     return min(MAX_WAIT, max(0.0, retry_after))
 
 
-def on_rate_limited(machine: ServerMachine, result: ProbeResult, now: float) -> list[Action]:
-    """The machine's step for a ``rate_limited`` probe: hold the probes back; never a failure
-    toward the threshold, a restart or an alert. Up states move to ``rate_limited`` (ready, with
-    the server's own words as the reason); in an incident the recovery logic keeps deciding."""
-    machine.hold_until = now + rate_limit_wait(result.retry_after, machine.policy.probe_interval)
+def on_answer(machine: ServerMachine, result: ProbeResult, now: float) -> list[Action]:
+    """The machine's step for an answer that is not usable now: ``rate_limited`` (hold the probes
+    back) or ``drifted`` (a pinned tool contract changed). Never a failure toward the threshold,
+    a restart or an alert (a drift's one alert is the contract change's). Running states move to
+    the answer's state, the server's words as the reason; in an incident it ends the recovery."""
+    target = State.RATE_LIMITED if result.failure is FailureClass.RATE_LIMITED else State.DRIFTED
+    if target is State.RATE_LIMITED:
+        machine.hold_until = now + rate_limit_wait(result.retry_after, machine.policy.probe_interval)
     state = machine.state
-    if state is State.RATE_LIMITED:
+    if state is State.DRIFTED and target is State.RATE_LIMITED:
+        return []  # a drift is not lifted by a 429: still not ready (the hold spaces the probes)
+    if state is target:
         machine.reason = result.message
         return []
-    if state not in RUNNING:
-        return []
     machine._failures = 0  # an answer: the failures before it were not an outage in a row
-    return [machine._move(State.RATE_LIMITED, now, result.message)]
+    if state in RUNNING:
+        return [machine._move(target, now, result.message)]
+    # in an incident an answer is what the recovery waits for: the server is up again (a restart
+    # cannot lift a limit or undo an upgrade), so it counts as a success, then takes its state
+    machine._successes += 1
+    actions = machine._on_success(replace(result, ok=True, failure=None), now)
+    if machine.state in UP and machine.state is not target:
+        actions.append(machine._move(target, now, result.message))
+    return actions

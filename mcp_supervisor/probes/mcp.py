@@ -20,12 +20,14 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from mcp import Client
+from mcp_types import Tool
 
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Verdict, classify, missing_tools
 from mcp_supervisor.probes.conn import Conn
 from mcp_supervisor.probes.context import ProbeContext
+from mcp_supervisor.probes.contracts import Memo, fingerprint
 from mcp_supervisor.probes.light import send as send_light
 from mcp_supervisor.probes.ratelimit import limited_text
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed
@@ -51,12 +53,13 @@ async def _light_request(client: Client) -> None:
         await session.send_discover(client.protocol_version)
 
 
-async def _tool_names(client: Client) -> list[str]:
-    names: list[str] = []
+async def _tool_names(client: Client) -> list[Tool]:
+    """Every page of ``tools/list`` (the tools themselves: their contracts are fingerprinted)."""
+    names: list[Tool] = []
     cursor: str | None = None
     for _ in range(_MAX_TOOL_PAGES):
         page = await client.list_tools(cursor=cursor)
-        names.extend(tool.name for tool in page.tools)
+        names.extend(page.tools)
         cursor = page.next_cursor
         if not cursor:
             break
@@ -76,6 +79,7 @@ class McpProber:
         self._lock = asyncio.Lock()
         self._closed = False
         self._light_misses = 0
+        self._contract_memo: Memo = {}
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -309,8 +313,9 @@ class McpProber:
             await conn.aclose()
 
     def _ok(
-        self, kind: ProbeKind, started: float, phases: dict[str, float], info: ConnectInfo, names: list[str] | None
+        self, kind: ProbeKind, started: float, phases: dict[str, float], info: ConnectInfo, tools: list[Tool] | None
     ) -> ProbeResult:
+        names = [tool.name for tool in tools] if tools is not None else None
         who = " ".join(x for x in (info.server_name, info.server_version) if x) or "server"
         parts = [f"{who} answered", f"protocol {info.protocol_version}"]
         degraded: str | None = None
@@ -331,6 +336,7 @@ class McpProber:
             server_version=info.server_version,
             protocol_version=info.protocol_version,
             tool_count=len(names) if names is not None else None,
+            tools=fingerprint(tools, self._contract_memo) if tools is not None else None,
         )
 
     def _failed(self, kind: ProbeKind, started: float, phases: dict[str, float], verdict: Verdict) -> ProbeResult:

@@ -283,6 +283,9 @@ class ServerRunner:
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
         if result.ok and self.check_failure is not None:  # a failing deep check outweighs a passing probe
             result = self.check_failure
+        if result.ok and self.env.contracts is not None:  # tool contracts: alerts, a pinned one drifted
+            result, notes = self.env.contracts.check(self.server, result)
+            self._dispatch(notes)
         stale = epoch != self._epoch
         self.env.bus.publish(
             Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
