@@ -3,7 +3,8 @@
 The server is the SDK's (tests/servers/healing.py ``contract``): release 1.0.0 has
 ``search(query)``, 2.0.0 ``search(query, limit)``, read from a file at start-up, as an upgrade
 changes a tool. What a user notices: one alert per server naming the tool, the field and both
-versions; the pinned server is ``drifted`` (``ready`` exits 1 naming the tool, no restart) until
+versions; the pinned server is ``drifted`` (``ready`` exits 1 and a guarded run 75, both naming
+the tool; no restart) until
 ``accept-tools --yes``; the unpinned one stays healthy.
 """
 
@@ -88,6 +89,8 @@ def test_a_changed_tool_schema_alerts_once_and_a_pinned_server_drifts_until_acce
     assert states()["plain"] == "healthy"
     ready = cli(sock, "ready", "--server", "pinned")
     assert ready.returncode == 1 and "drifted" in ready.stdout and "search" in ready.stdout, ready.stdout
+    run = cli(sock, "run", "--wait", "0", "--require", "pinned", "--", "true")
+    assert run.returncode == 75 and "search" in run.stdout + run.stderr, run.stdout + run.stderr
     shown = cli(sock, "tools", "pinned")
     assert "changed search: input schema" in shown.stdout and "1.0.0 -> 2.0.0" in shown.stdout, shown.stdout
     assert cli(sock, "accept-tools", "pinned").returncode == 1  # not a terminal and no --yes: nothing accepted

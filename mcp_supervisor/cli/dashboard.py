@@ -32,6 +32,8 @@ from mcp_supervisor.sse import SseParser
 STATE_STYLE = {
     "healthy": "bold green",
     "degraded": "bold yellow",
+    "rate_limited": "yellow",
+    "drifted": "bold magenta",
     "starting": "dim",
     "paused": "dim",
     "recovering": "bold yellow",
