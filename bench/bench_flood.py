@@ -1,6 +1,6 @@
 """The control socket's ``ready`` while someone floods the daemon, printed (no pass/fail).
 
-    python bench/bench_flood.py [--streams 2000] [--socket-flood 1000] [--samples 300]
+    python bench/bench_flood.py [--streams 2000] [--rounds 3] [--socket-flood 1000] [--samples 300]
 
 A real daemon (``tests/live_daemon.py``: two real MCP servers, the status page on loopback):
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -74,27 +76,59 @@ def flooder_main(port: int, count: int) -> None:
     asyncio.run(run())
 
 
-def page_flood(daemon: LiveDaemon, count: int, samples: int) -> None:
-    flooder = subprocess.Popen([sys.executable, __file__, "--flooder", str(daemon.web_port), str(count)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert flooder.stdin is not None and flooder.stdout is not None
-    answered: list[str] = []
-    opened = threading.Event()
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-    def read_answer() -> None:
-        answered.append(flooder.stdout.readline() if flooder.stdout else "")
-        opened.set()
 
-    reader = threading.Thread(target=read_answer)
-    reader.start()
-    during = ready_times(daemon.sock, samples, opened)  # while the connections are being opened
-    reader.join(120)
-    held_times = ready_times(daemon.sock, samples)  # while they are held
-    flooder.stdin.close()
-    flooder.wait(60)
-    served, refused = ([*answered[0].split(), "?", "?"])[:2] if answered else ("?", "?")
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def page_flood(daemon: LiveDaemon, count: int, samples: int, rounds: int) -> None:
+    during: list[float] = []
+    held: list[float] = []
+    answers: list[str] = []
+    cpu: list[float] = []
+    assert daemon.proc is not None
+    for _ in range(rounds):
+        flooder = subprocess.Popen([sys.executable, __file__, "--flooder", str(daemon.web_port), str(count)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert flooder.stdin is not None and flooder.stdout is not None
+        opened = threading.Event()
+        began = cpu_seconds(daemon.proc.pid)
+
+        def read_answer(out: Any = flooder.stdout, done: threading.Event = opened) -> None:
+            answers.append(out.readline())
+            done.set()
+
+        reader = threading.Thread(target=read_answer)
+        reader.start()
+        during += ready_times(daemon.sock, samples, opened)  # while the connections are being opened
+        reader.join(120)
+        cpu.append(cpu_seconds(daemon.proc.pid) - began)
+        held += ready_times(daemon.sock, samples // 2)  # while they are held
+        flooder.stdin.close()
+        flooder.wait(60)
+        wait_for(lambda: "open=0" in streams(daemon), 30, "the streams closed")
+    served, refused = ([*answers[-1].split(), "?", "?"])[:2] if answers else ("?", "?")
     show(f"ready while {count} /api/events connect at once", during)
-    show(f"ready while they are held ({served} served, {refused} 503)", held_times)
+    show(f"ready while they are held ({served} served, {refused} 503)", held)
+    print(f"  daemon CPU per flood of {count} page connections: "
+          + ", ".join(f"{c:.2f} s" for c in cpu) + f" ({1000 * statistics.median(cpu) / count:.2f} ms per connection)")
+
+
+def streams(daemon: LiveDaemon) -> str:
+    from mcp_supervisor.api import wire
+
+    conn = wire.connect(str(daemon.sock), 10)
+    try:
+        wire.send(conn, "GET", "/metrics", None, {})
+        text = wire.Response(conn).read().decode()
+    finally:
+        conn.close()
+    value = next((line.split()[1] for line in text.splitlines()
+                  if line.startswith("mcp_supervisor_status_page_streams ")), "?")
+    return f"open={float(value):g}" if value != "?" else "open=?"
 
 
 def socket_flood(daemon: LiveDaemon, count: int, samples: int) -> None:
@@ -119,6 +153,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=2000)
     parser.add_argument("--socket-flood", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="page floods, one after the other")
     parser.add_argument("--flooder", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flooder:
@@ -129,7 +164,7 @@ def main() -> None:
         daemon.wait_all_healthy()
         print("control socket ready() round trips (fresh connection each):")
         show("no flood (anchor)", ready_times(daemon.sock, args.samples))
-        page_flood(daemon, args.streams, args.samples)
+        page_flood(daemon, args.streams, args.samples, args.rounds)
         socket_flood(daemon, args.socket_flood, args.samples)
         print("target (issue 15): ready p99 < 50 ms during the /api/events flood")
 

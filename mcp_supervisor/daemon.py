@@ -86,19 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def loop_factory(choice: str) -> Any:
-    """The event loop: asyncio's own unless ``MCP_SUPERVISOR_LOOP=uvloop`` (the ``fast`` extra).
+    """The event loop: asyncio's own unless ``MCP_SUPERVISOR_LOOP=uvloop`` (and uvloop is installed).
 
-    Why not uvloop by default: its ``subprocess_exec`` refuses ``user``/``group``/``extra_groups``
-    (uvloop 0.23), and a managed server started as root must switch to its ``user``. uvloop is
-    for a daemon that starts no managed process under another account (bench/bench_daemon.py
-    measures both loops side by side).
+    Why asyncio by default: uvloop did not win the warm-probe CPU measurement of issue 16
+    (bench/bench_daemon.py --loops asyncio,uvloop, side by side in one run); the switch stays so
+    the comparison can be repeated on another machine or version.
     """
     if choice == "uvloop":
         try:
             uvloop = importlib.import_module("uvloop")
         except ImportError:
             print("mcp-supervisor: MCP_SUPERVISOR_LOOP=uvloop but uvloop is not installed "
-                  "(pip install 'mcp-supervisor[fast]'); using asyncio", file=sys.stderr)
+                  "(pip install uvloop); using asyncio", file=sys.stderr)
             return None
         return uvloop.new_event_loop
     return None

@@ -322,7 +322,7 @@ class _LiveCollector(Collector):
         yield alerts
 
     def _tokens(self, snap: dict[str, Any]) -> Iterator[Any]:
-        from mcp_supervisor.runtime.token_watch import token_expiry
+        from mcp_supervisor.health.tokens import token_expiry
 
         family = GaugeMetricFamily(f"{PREFIX}_token_expiry_timestamp_seconds",
                                    "When the server's bearer token expires (from its JWT exp or token_expires).",

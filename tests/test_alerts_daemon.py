@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.live_daemon import BIN, api, cli, free_port, notes_http, stop, wait_for
+from tests.live_daemon import BIN, api, cli, free_port, notes_http, stop, supervisor_table, wait_for
 from tests.slack_fake import FakeSlack
 from tests.test_notify_slack import bot, fake_slack, make_config, supervised
 
@@ -70,12 +70,7 @@ async def test_twelve_servers_failing_together_are_one_message_updated_in_place_
 
 def _config(tmp: Path, fake: FakeSlack, port_a: int, port_b: int) -> Path:
     path = tmp / "mcp-supervisor.toml"
-    path.write_text(f"""
-[supervisor]
-socket = "{tmp}/ctl.sock"
-state_dir = "{tmp}/state"
-log_format = "json"
-shutdown_timeout = "2s"
+    path.write_text(supervisor_table(tmp) + f"""
 [notify]
 group_wait = "300ms"
 group_interval = "300ms"
@@ -181,7 +176,7 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
                          and not _states(sock)["other"]["maintenance"], 30, "other back after maintenance")
             report = _json(sock, "report")
             other = next(s for s in report["servers"] if s["name"] == "other")
-            assert other["maintenance_s"] >= 1.0 and other["down_s"] == 0.0, other
+            assert other["maintenance_s"] > 0.0 and other["down_s"] == 0.0, other  # the window (up to the kill -9) only
             assert not any("other" in t for t in fake.titles()), fake.titles()
     finally:
         for proc in daemons:

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from mcp_supervisor.api.client import ApiError, DaemonUnreachable, SupervisorClient, wait_ready
-from mcp_supervisor.api.control import UnknownServer
-from mcp_supervisor.api.server import ApiServer, ApiStartError, parse_wait, start_api_server
+from mcp_supervisor.api.server import ApiServer, parse_wait, start_api_server
+from mcp_supervisor.api.unix_socket import ApiStartError
 from mcp_supervisor.events import Event, EventBus
-from mcp_supervisor.health.model import Command
+from mcp_supervisor.health.model import Command, UnknownServer
 from tests.live_daemon import wait_until
 
 READY_STATES = {"healthy", "degraded", "fallback"}

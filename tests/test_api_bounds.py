@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_supervisor.api.server import IDLE_TIMEOUT, ApiServer, ApiStartError, start_api_server
-from mcp_supervisor.api.unix_socket import parse_groups
+from mcp_supervisor.api.server import IDLE_TIMEOUT, ApiServer, start_api_server
+from mcp_supervisor.api.unix_socket import ApiStartError, parse_groups
 from mcp_supervisor.config import default_socket_path, load_config, resolve_socket_path
 from mcp_supervisor.logging import setup_logging
 from tests.test_api import SYSTEM_PYTHON, DrivenControl, error_of, raw

@@ -1,4 +1,4 @@
-"""The run report's pure core (``guard/report.py``): incidents, times to recovery, unobserved time,
+"""The run report's pure core (``guard/report.py``, ``timeline.py``, ``masking.py``, ``summary.py``): incidents, times to recovery, unobserved time,
 the health word, advice and the masking of secrets, with known answers."""
 
 from __future__ import annotations
@@ -11,15 +11,11 @@ from typing import Any
 
 import pytest
 
-from mcp_supervisor.guard.report import (
-    RunFacts,
-    build_run_report,
-    exit_code_of,
-    fold_events,
-    redact_argv,
-    summary_lines,
-)
+from mcp_supervisor.guard.masking import redact_argv
+from mcp_supervisor.guard.report import RunFacts, build_run_report, exit_code_of
 from mcp_supervisor.guard.store import runs_dir, save_report
+from mcp_supervisor.guard.summary import summary_lines
+from mcp_supervisor.guard.timeline import fold_events
 
 T0 = 1_800_000_000.0
 

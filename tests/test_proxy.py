@@ -30,7 +30,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.live_daemon import BIN, PY, UnixHTTPConnection, api, free_port, stop, wait_for
+from tests.live_daemon import BIN, PY, UnixHTTPConnection, api, free_port, stop, supervisor_table, wait_for
 from tests.servers.fixtures import MCP_SERVER_TIME, RUN_AS, ServerProcess, start_http_server
 
 PROXIED = Path(__file__).parent / "servers" / "proxied.py"
@@ -69,12 +69,7 @@ def proxy_daemon() -> Iterator[ProxyDaemon]:
     sse = start_http_server("sse", argv=[PY, str(PROXIED), "sse", "{port}", str(directory / "sse-charges.txt")],
                             port=sse_port)
     config = directory / "mcp-supervisor.toml"
-    config.write_text(f"""
-[supervisor]
-socket = "{directory}/ctl.sock"
-state_dir = "{directory}/state"
-log_format = "json"
-shutdown_timeout = "3s"
+    config.write_text(supervisor_table(directory, shutdown_timeout="3s") + f"""
 
 [proxy]
 listen = "127.0.0.1:{port}"

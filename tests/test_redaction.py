@@ -31,6 +31,7 @@ from mcp_supervisor.api.client import SupervisorClient
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.logging import get_logger, setup_logging
 from mcp_supervisor.redact import MASK, collect_secrets
+from tests.live_daemon import supervisor_table
 from tests.servers.fixtures import RUN_AS, free_port
 
 BIN = Path(sys.executable).parent
@@ -87,12 +88,7 @@ def write_config(directory: Path, port: int) -> Path:
     (directory / "leaky.py").write_text(LEAKY_STDIO)
     c = CANARIES
     path = directory / "sup.toml"
-    path.write_text(f"""
-[supervisor]
-socket = "{directory}/ctl.sock"
-state_dir = "{directory}/state"
-log_level = "debug"
-log_format = "json"
+    path.write_text(supervisor_table(directory, 'log_level = "debug"') + f"""
 
 [[servers]]
 name = "leaky-stdio"

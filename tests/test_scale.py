@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,11 +26,11 @@ import pytest
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
 from mcp_supervisor.runtime.supervisor import Supervisor
+from tests.live_daemon import make_config, running, state, until
 from tests.servers.fixtures import PYTHON, ROOT, ServerProcess, kill_pids, running_http_server, start_http_server
 from tests.servers.http_proxy import Proxy
-from tests.test_daemon import make_config, running, state, until
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(700)
 
 MANY = int(os.environ.get("MCP_SUPERVISOR_SCALE_SERVERS", "250"))
 """More than the 200 connections the shared HTTP pool used to allow per origin."""
@@ -54,6 +56,19 @@ recovery = {{ backoff_initial = "200ms", backoff_max = "1s" }}
 """ for i in range(count))
 
 
+async def settle(supervisor: Supervisor, condition: Callable[[], bool], timeout: float, what: str,
+                 seen: list[Event] | None = None) -> list[Event]:
+    """``until``, saying on failure where the servers are (states and their last messages)."""
+    try:
+        return await until(supervisor, condition, timeout, what, seen)
+    except (AssertionError, TimeoutError):
+        views = supervisor.board.views.values()
+        states = Counter(str(v.state) for v in views)
+        messages = Counter(v.result.message[:120] for v in views if v.result is not None and not v.result.ok)
+        raise AssertionError(f"{what}: not within {timeout} s; states {dict(states)}; "
+                             f"failures {messages.most_common(3)}; daemon {supervisor.status()['daemon']}") from None
+
+
 def count_in(supervisor: Supervisor, states: set[State]) -> int:
     return sum(1 for view in supervisor.board.views.values() if view.state in states)
 
@@ -69,19 +84,19 @@ async def test_hundreds_behind_one_address_all_become_ready_leave_and_return(tmp
                                                        eras=("legacy", "auto")))
         async with running(config) as sup:
             seen: list[Event] = []
-            await until(sup, lambda: sup.readiness()["ready"] and all_in(sup, MANY, {State.HEALTHY}), 180,
+            await settle(sup, lambda: sup.readiness()["ready"] and all_in(sup, MANY, {State.HEALTHY}), 300,
                         f"all {MANY} ready", seen)  # generous: a deadline, not a figure
             assert sup.status()["daemon"]["summary"] == f"{MANY}/{MANY} ready"
 
             port = gateway.port
             gateway.stop()
             # one interval (the next tick) + one timeout (its verdict), and room for a loaded machine
-            await until(sup, lambda: count_in(sup, {State.HEALTHY, State.DEGRADED}) == 0, 10 + 5 + 30,
+            await settle(sup, lambda: count_in(sup, {State.HEALTHY, State.DEGRADED}) == 0, 10 + 5 + 30,
                         "every server out of healthy", seen)
             assert not sup.readiness()["ready"]
 
             gateway = start_gateway(port)
-            await until(sup, lambda: all_in(sup, MANY, {State.HEALTHY}), 180, f"all {MANY} back", seen)
+            await settle(sup, lambda: all_in(sup, MANY, {State.HEALTHY}), 300, f"all {MANY} back", seen)
             assert sup.readiness()["ready"]
     finally:
         gateway.stop()
@@ -97,9 +112,9 @@ async def test_a_start_up_stampede_under_load_raises_no_false_alarm(tmp_path: Pa
         config = make_config(tmp_path, gateway_entries(gateway.port, count, interval="2s", timeout="2s",
                                                        eras=("legacy", "auto")))
         async with running(config) as sup:
-            seen = await until(sup, lambda: all_in(sup, count, {State.HEALTHY}), 120, f"all {count} healthy")
+            seen = await settle(sup, lambda: all_in(sup, count, {State.HEALTHY}), 120, f"all {count} healthy")
             # and another round of probes while the burners may still run
-            seen += await until(sup, lambda: sup.status()["daemon"]["probes"] >= 2 * count, 60, "two rounds")
+            seen += await settle(sup, lambda: sup.status()["daemon"]["probes"] >= 2 * count, 60, "two rounds")
             alarms = [e.to_json() for e in seen if e.kind == "notify"]
             moves = [e.to_json() for e in seen if e.kind == "state" and State(e.data["new"]) not in _QUIET]
             failed = [e.to_json() for e in seen if e.kind == "probe" and not e.data["ok"]
@@ -124,12 +139,12 @@ url = "{proxy.url}"
 probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 1 }}
 """)
             async with running(config) as sup:
-                await until(sup, lambda: state(sup, "notes") is State.HEALTHY, 30, "healthy")
+                await settle(sup, lambda: state(sup, "notes") is State.HEALTHY, 30, "healthy")
                 proxy.stall = 1.5  # longer than the probe's timeout
                 proxy.mode = "stall"
-                seen = await until(sup, lambda: sup.status()["daemon"]["timeouts_rerun"] >= 1, 30, "a re-run")
+                seen = await settle(sup, lambda: sup.status()["daemon"]["timeouts_rerun"] >= 1, 30, "a re-run")
                 probes = sup.status()["daemon"]["probes"]
-                seen += await until(sup, lambda: sup.status()["daemon"]["probes"] >= probes + 2, 30, "two more probes")
+                seen += await settle(sup, lambda: sup.status()["daemon"]["probes"] >= probes + 2, 30, "two more probes")
                 assert state(sup, "notes") is State.HEALTHY
                 assert [e.to_json() for e in seen if e.kind in ("state", "notify")] == []
                 voided = [e for e in seen if e.kind == "probe" and e.data["void"]]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mcp_supervisor.config import ConfigError, parse_config
-from mcp_supervisor.web.listen import WebListenError, parse_listen
+from mcp_supervisor.config.listen import WebListenError, parse_listen
 from mcp_supervisor.web.summary import IncidentLog, RecordData, build_summary, uptime_from_intervals
 from tests.live_daemon import CANARY, LiveDaemon, live_daemon, wait_for
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mcp_supervisor.api.server import CONTROL_KEY, ApiError, _json_body
+from mcp_supervisor.api.app_keys import CONTROL_KEY
+from mcp_supervisor.api.middleware import ApiError, json_body
 
 _FIELDS = {"server", "for", "reason", "kind"}
 
@@ -54,7 +55,7 @@ async def get_silences(request: web.Request) -> web.Response:
 async def post_silence(request: web.Request) -> web.Response:
     from mcp_supervisor.notify.silences import SilenceError
 
-    body = await _json_body(request)
+    body = await json_body(request)
     unknown = set(body) - _FIELDS
     if unknown:
         raise ApiError(400, "bad_request", f"unknown field(s) {sorted(unknown)}; accepted: {sorted(_FIELDS)}")

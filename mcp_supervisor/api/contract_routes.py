@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from mcp_supervisor.api.control import UnknownServer
-from mcp_supervisor.api.server import CONTROL_KEY, ApiError
-from mcp_supervisor.health.model import ProbeKind
+from mcp_supervisor.api.app_keys import CONTROL_KEY
+from mcp_supervisor.api.middleware import ApiError
+from mcp_supervisor.health.model import ProbeKind, UnknownServer
 
 
 def _parts(request: web.Request) -> tuple[Any, Any]:

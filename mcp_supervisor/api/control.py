@@ -12,10 +12,6 @@ from mcp_supervisor.events import EventBus
 from mcp_supervisor.health.model import Command
 
 
-class UnknownServer(KeyError):
-    """Raised for a server name that is not in the running config (the API answers 404)."""
-
-
 class SupervisorControl(Protocol):
     bus: EventBus
 
@@ -27,7 +23,7 @@ class SupervisorControl(Protocol):
     def readiness(self, servers: list[str] | None = None) -> dict[str, Any]:
         """``{"ready": bool, "daemon": "starting"|"running"|"reloading"|"stopping",
         "not_ready": [{"name", "state", "reason"}], "fallback": [names]}``; never ready while the
-        daemon starts or stops. Raises UnknownServer for a name not configured."""
+        daemon starts or stops. Raises ``health.model.UnknownServer`` for a name not configured."""
         ...
 
     async def wait_ready(self, servers: list[str] | None, timeout: float) -> dict[str, Any]:
@@ -35,7 +31,7 @@ class SupervisorControl(Protocol):
         ...
 
     async def probe_now(self, name: str) -> dict[str, Any]:
-        """Run a probe of ``name`` now and return the result (JSON-able). Raises UnknownServer."""
+        """Run a probe of ``name`` now and return the result (JSON-able). Raises ``health.model.UnknownServer``."""
         ...
 
     async def command(self, name: str | None, cmd: Command) -> dict[str, Any]:

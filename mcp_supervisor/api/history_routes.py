@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mcp_supervisor.api.server import CONTROL_KEY, ApiError, _json_body
+from mcp_supervisor.api.app_keys import CONTROL_KEY
+from mcp_supervisor.api.middleware import ApiError, json_body
 from mcp_supervisor.events import Event
 
 MAX_DAYS = 3660.0
@@ -117,7 +118,7 @@ def _validate_run(body: dict[str, Any]) -> dict[str, Any]:
 async def post_run(request: web.Request) -> web.Response:
     from mcp_supervisor.logging import REDACTOR
 
-    body = REDACTOR.scrub(_validate_run(await _json_body(request)))
+    body = REDACTOR.scrub(_validate_run(await json_body(request)))
     control = request.app[CONTROL_KEY]
     history = getattr(control, "history", None)
     data = {k: v for k, v in body.items() if k != "report"}

@@ -23,8 +23,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_protocol import RequestHandler
 
-from mcp_supervisor.api.control import UnknownServer
 from mcp_supervisor.api.unix_socket import peer_credentials, peer_groups
+from mcp_supervisor.health.model import UnknownServer
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.redact import REDACTOR
 

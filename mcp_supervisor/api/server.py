@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from mcp_supervisor import sse
+from mcp_supervisor.api.app_keys import CONTROL_KEY, VAULT_KEY
 from mcp_supervisor.api.control import SupervisorControl
 from mcp_supervisor.api.event_stream import stream_events
 from mcp_supervisor.api.middleware import (
@@ -30,12 +31,11 @@ from mcp_supervisor.api.middleware import (
     ApiError,
     Handler,
     JsonErrorsProtocol,
-    error_response,
     errors_middleware,
     json_body,
     make_peer_middleware,
 )
-from mcp_supervisor.api.unix_socket import ApiStartError, bind_socket, listen_backlog, peer_credentials
+from mcp_supervisor.api.unix_socket import bind_socket, listen_backlog
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import Command
 from mcp_supervisor.logging import get_logger
@@ -50,20 +50,10 @@ HEARTBEAT = 15.0
 IDLE_TIMEOUT = 5.0
 """Seconds a connection may sit without a complete request (before the first and between requests)."""
 
-CONTROL_KEY: web.AppKey[SupervisorControl] = web.AppKey("control", SupervisorControl)
-VAULT_KEY: web.AppKey[Any] = web.AppKey("vault", object)
 HEARTBEAT_KEY: web.AppKey[float] = web.AppKey("heartbeat", float)
 STOPPING_KEY: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 
 _T = TypeVar("_T")
-
-
-# the names route plug-ins (api/*_routes.py) and tests import from here
-__all__ = [
-    "CONTROL_KEY", "VAULT_KEY", "ApiError", "ApiServer", "ApiStartError", "_json_body", "bind_socket",
-    "build_app", "error_response", "json_body", "parse_wait", "peer_credentials", "start_api_server",
-]
-_json_body = json_body
 
 
 # --- routes -------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mcp_supervisor.api.server import VAULT_KEY, ApiError, _json_body
+from mcp_supervisor.api.app_keys import VAULT_KEY
+from mcp_supervisor.api.middleware import ApiError, json_body
 
 
 def _vault(request: web.Request) -> Any:
@@ -42,7 +43,7 @@ async def list_backups(request: web.Request) -> web.Response:
 
 
 async def create_backup(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     unknown = set(body) - {"accept"}
     if unknown:
         raise ApiError(400, "bad_request", f"unknown field(s) {sorted(unknown)}; only \"accept\" is accepted")
@@ -53,7 +54,7 @@ async def create_backup(request: web.Request) -> web.Response:
 
 
 async def restore_config(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     unknown = set(body) - {"snapshot"}
     if unknown:
         raise ApiError(400, "bad_request", f"unknown field(s) {sorted(unknown)}; only \"snapshot\" is accepted")

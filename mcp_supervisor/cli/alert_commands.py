@@ -44,7 +44,7 @@ def _left(seconds: Any) -> str:
 
 
 def _post(args: argparse.Namespace, kind: str, server: str) -> int:
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     body = {"kind": kind, "server": server, "for": args.duration, "reason": args.reason or ""}
     _, made = client_for(args).request("POST", "/v1/silences", body, ok=(201,))
@@ -59,7 +59,7 @@ def _post(args: argparse.Namespace, kind: str, server: str) -> int:
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import UsageError
+    from mcp_supervisor.cli.common import UsageError
 
     if bool(args.name) == bool(args.all):
         raise UsageError("silence: name one server or give --all, not both")
@@ -71,7 +71,7 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 def cmd_silences(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     _, body = client_for(args).request("GET", "/v1/silences" + ("?all=1" if args.all else ""))
     items = body.get("silences") or []
@@ -93,7 +93,7 @@ def cmd_silences(args: argparse.Namespace) -> int:
 def cmd_unsilence(args: argparse.Namespace) -> int:
     import urllib.parse
 
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     _, ended = client_for(args).request("DELETE", "/v1/silences/" + urllib.parse.quote(args.id, safe=""))
     if args.json:
@@ -104,9 +104,9 @@ def cmd_unsilence(args: argparse.Namespace) -> int:
 
 
 def add_alert_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
-    after = _common(suppress=True)
+    after = common_options(suppress=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)

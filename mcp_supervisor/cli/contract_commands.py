@@ -33,7 +33,7 @@ def _print_change(answer: dict[str, Any]) -> None:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     _, answer = client_for(args).request("GET", _path(args.name, "tools"))
     if args.json:
@@ -46,7 +46,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 
 def cmd_accept_tools(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     client = client_for(args)
     _, pending = client.request("GET", _path(args.name, "tools"))
@@ -68,9 +68,9 @@ def cmd_accept_tools(args: argparse.Namespace) -> int:
 
 
 def add_contract_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
-    after = _common(suppress=True)
+    after = common_options(suppress=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)

@@ -263,6 +263,8 @@ class Dashboard(App[int]):
                     parser = SseParser()
                     async for chunk in response.content.iter_any():
                         for message in parser.feed(chunk):
+                            if message.event in QUIET_KINDS:  # probes, several a second: not even parsed
+                                continue
                             with contextlib.suppress(ValueError):
                                 self.on_daemon_event(json.loads(message.data))
                 self._disconnected("the event stream ended")
@@ -418,7 +420,7 @@ class Dashboard(App[int]):
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import socket_path
+    from mcp_supervisor.cli.common import socket_path
 
     app = Dashboard(DaemonLink(socket_path(args)), refresh=max(0.5, float(args.refresh)))
     return int(app.run() or 0)

@@ -12,7 +12,7 @@ because required servers were not ready; 3 when no daemon answers (the job is no
 before the job started.
 
 This module is the command's shell (arguments, signals, printing); the run itself is
-``guard/session.py``, what the report says is the pure ``guard/report.py``.
+``guard/session.py``, what the report says is the pure ``guard/report.py`` (its terminal lines ``guard/summary.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from typing import Any
 
 from mcp_supervisor.guard.job import Job
 from mcp_supervisor.guard.precheck import say
-from mcp_supervisor.guard.report import exit_code_of, summary_lines
+from mcp_supervisor.guard.report import exit_code_of
 from mcp_supervisor.guard.session import GuardedRun, GuardUsageError, Options, load_optional_config
+from mcp_supervisor.guard.summary import summary_lines
 
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
@@ -61,7 +62,7 @@ def _interruptible() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import UsageError, socket_path
+    from mcp_supervisor.cli.common import UsageError, socket_path
 
     argv = list(args.cmd or [])
     if argv and argv[0] == "--":
@@ -119,13 +120,13 @@ def quiet_enough(report: dict[str, Any], code: int) -> bool:
 
 
 def print_summary(report: dict[str, Any], path: Path | None) -> None:
-    from rich.console import Console
-    from rich.text import Text
+    """The run's summary on stderr, coloured on a terminal (plain text: no rich import for a job)."""
+    from mcp_supervisor.cli.render import paint, wants_colour
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    for style, text in summary_lines(report):
-        console.print(Text(text, style=style or ""))  # Text, not markup: server text stays literal
-    for line in report.get("proxy") or []:
-        console.print(Text(f"  proxy: {line}"))
+    colour = wants_colour(sys.stderr)
+    lines = [paint(text, style, colour) for style, text in summary_lines(report)]
+    lines += [paint(f"  proxy: {line}", "", colour) for line in report.get("proxy") or []]
     if path is not None:
-        console.print(Text(f"  report: {path}", style="dim"))
+        lines.append(paint(f"  report: {path}", "dim", colour))
+    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.flush()

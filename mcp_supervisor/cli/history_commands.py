@@ -75,7 +75,7 @@ def _secs(value: Any) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     query = {"days": f"{args.days:g}", "limit": str(args.limit)}
     if args.server:
@@ -148,7 +148,7 @@ def render_report(report: dict[str, Any]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json
 
     if args.since is not None:
         query = {"since": f"{args.since:.3f}"}
@@ -172,7 +172,7 @@ def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
     """``report --slack``: the same REPORT through every configured channel, now (timers, cron)."""
     import asyncio
 
-    from mcp_supervisor.cli.main import UsageError
+    from mcp_supervisor.cli.common import UsageError
     from mcp_supervisor.cli.notify_commands import channels_config, print_answers
     from mcp_supervisor.notify.sending import report_notification, send_now, targets
 
@@ -184,9 +184,9 @@ def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
 
 
 def add_history_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
-    after = _common(suppress=True)
+    after = common_options(suppress=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)

@@ -136,9 +136,9 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def add_import_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
-    after = _common(suppress=True)
+    after = common_options(suppress=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)

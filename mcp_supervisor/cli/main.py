@@ -6,6 +6,8 @@ poll it, so it should cost little more than the interpreter's own start: it load
 (the config), rich (tables), asyncio nor ``http.client`` unless needed. Plug-in command modules
 (``PLUGINS``) are imported only when the command line may name one of their commands: a built-in
 command never pays for them (``python -X importtime supervisorctl-mcp ready`` shows what loads).
+The pieces every command module shares (exit codes, the socket, the config, the client, the common
+options) live in ``cli/common.py``: a plug-in imports them from there, never from this module.
 """
 
 from __future__ import annotations
@@ -14,23 +16,25 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from mcp_supervisor.api.client import ApiError, DaemonUnreachable, SupervisorClient
+from mcp_supervisor.api.client import ApiError, DaemonUnreachable
+from mcp_supervisor.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Handler,
+    HelpFormatter,
+    UsageError,
+    client_for,
+    common_options,
+    emit_json,
+    print_error,
+)
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs every call a few ms
 if TYPE_CHECKING:
     from typing import Any
-
-    from mcp_supervisor.config import Config
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-
-Handler = Callable[[argparse.Namespace], int]
 
 PLUGINS: tuple[tuple[str, str], ...] = (
     ("mcp_supervisor.cli.vault_commands", "add_vault_subcommands"),
@@ -44,78 +48,14 @@ PLUGINS: tuple[tuple[str, str], ...] = (
 )
 """(module, function) of each plug-in command module: ``function(sub)`` adds its subparsers.
 
-Add yours here (a ``cli/<x>_commands.py`` with ``add_<x>_subcommands(sub)``); it is loaded for
+Add yours here (a ``cli/<x>_commands.py`` with ``add_<x>_subcommands(sub)``, importing what it
+shares from ``cli/common.py``, never from this module); it is loaded for
 ``--help`` and for any command that is not built in, never for ``ready`` or ``status``."""
 
 BUILTIN_COMMANDS = frozenset(
     {"status", "ready", "probe", "recover", "pause", "resume", "emergency", "reload", "events", "check-config"}
 )
 _VALUE_OPTIONS = ("--config", "--socket")
-
-
-class UsageError(Exception):
-    """Bad invocation discovered after parsing (e.g. an unreadable --config); exit 2."""
-
-
-# --- shared plumbing ----------------------------------------------------------------------------
-
-
-def socket_path(args: argparse.Namespace) -> Path:
-    """``--socket``, else ``MCP_SUPERVISOR_SOCKET``, else the config's socket, else the default."""
-    if getattr(args, "socket", None):
-        return Path(os.path.expanduser(args.socket))
-    env = os.environ.get("MCP_SUPERVISOR_SOCKET")
-    if env:
-        return Path(os.path.expanduser(env))
-    from mcp_supervisor.config import ConfigError, find_config, load_config, resolve_socket_path
-
-    path = find_config(getattr(args, "config", None))
-    config = None
-    if path is not None:
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            if getattr(args, "config", None):
-                raise UsageError(f"{exc}\n(the socket path is read from this config; or pass --socket PATH)") from None
-            # an unusable default config must not stop `ready` from finding a running daemon
-    if config is not None:
-        from mcp_supervisor.redact import REDACTOR, collect_secrets
-
-        REDACTOR.update(collect_secrets(config))  # what this command prints is masked (main())
-    return resolve_socket_path(None, config)
-
-
-def load_cli_config(args: argparse.Namespace, explicit: str | None = None) -> Config:
-    """The config a command works on (``explicit``, ``--config``, ``MCP_SUPERVISOR_CONFIG``, the
-    defaults), with logging quieted and the redactor loaded; a usage error naming the fix if none."""
-    from mcp_supervisor.config import ConfigError, find_config, load_config
-
-    path = find_config(explicit or getattr(args, "config", None))
-    if path is None:
-        raise UsageError("no config file found; pass --config FILE or set MCP_SUPERVISOR_CONFIG")
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    from mcp_supervisor.logging import collect_secrets, setup_logging
-
-    setup_logging("error", "console", collect_secrets(config))  # the CLI reports; logs stay quiet
-    return config
-
-
-def client_for(args: argparse.Namespace, timeout: float = 10.0) -> SupervisorClient:
-    return SupervisorClient(socket_path(args), timeout=timeout)
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=None if not sys.stdout.isatty() else 2, default=str) + "\n")
-
-
-def print_error(args: argparse.Namespace, code: str, message: str) -> None:
-    if args.json:
-        emit_json({"error": {"code": code, "message": message}})
-    else:
-        print(f"supervisorctl-mcp: {message}", file=sys.stderr)
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -243,41 +183,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 # --- the parser ---------------------------------------------------------------------------------
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, sized as argparse sizes it, without importing ``shutil`` (and bz2 and
-    lzma with it) on every call: argparse builds a formatter for each ``add_argument``."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
-
-
-def _columns() -> int:
-    """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal's width, else 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-def _common(suppress: bool) -> argparse.ArgumentParser:
-    """Options accepted before and after the command; after it they must not reset what came before."""
-    default: Any = argparse.SUPPRESS if suppress else None
-    common = argparse.ArgumentParser(add_help=False, formatter_class=_HelpFormatter)
-    common.add_argument("--config", metavar="FILE", default=default, help="config file (for the socket path)")
-    common.add_argument("--socket", metavar="PATH", default=default, help="control socket of the daemon")
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output"
-    )
-    return common
-
-
 def _wait_seconds(raw: str) -> float:
     try:
         value = float(raw)
@@ -329,12 +234,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     only = word if word in BUILTIN_COMMANDS else None
     parser = argparse.ArgumentParser(
         prog="supervisorctl-mcp",
-        parents=[_common(suppress=False)],
-        formatter_class=_HelpFormatter,
+        parents=[common_options(suppress=False)],
+        formatter_class=HelpFormatter,
         description="Control the MCP supervisor over its Unix socket.",
         epilog="exit codes: 0 ok/ready, 1 not ready or failed, 2 usage, 3 daemon unreachable",
     )
-    after = _common(suppress=True)
+    after = common_options(suppress=True)
     # prog given: argparse would otherwise format a usage line (and import shutil, bz2, lzma) to make it
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
 
@@ -342,7 +247,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             return _Unused()
         command = sub.add_parser(name, parents=[after], help=help_text, description=help_text,
-                                 formatter_class=_HelpFormatter)
+                                 formatter_class=HelpFormatter)
         command.set_defaults(func=handler)
         return command
 

@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 def channels_config(args: argparse.Namespace) -> Config:
     """The config whose channels to use (``FILE``, ``--config`` or the default); a usage error if none."""
-    from mcp_supervisor.cli.main import load_cli_config
+    from mcp_supervisor.cli.common import load_cli_config
 
     return load_cli_config(args, getattr(args, "file", None))
 
@@ -53,10 +53,10 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 
 def add_notify_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
     command = sub.add_parser(
-        "notify-test", parents=[_common(suppress=True)],
+        "notify-test", parents=[common_options(suppress=True)],
         help="send one test message through every configured channel and print each answer",
         description="Send one test message through every configured notification channel (Slack, apprise).",
     )

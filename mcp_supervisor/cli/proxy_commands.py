@@ -13,17 +13,17 @@ from typing import Any
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.main import socket_path
+    from mcp_supervisor.cli.common import socket_path
     from mcp_supervisor.proxy.bridge import bridge_stdio
 
     return asyncio.run(bridge_stdio(socket_path(args), args.name))
 
 
 def add_proxy_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
     text = "speak MCP on stdin/stdout as the daemon's session-preserving proxy for server NAME"
-    parser: argparse.ArgumentParser = sub.add_parser("proxy", parents=[_common(suppress=True)], help=text,
+    parser: argparse.ArgumentParser = sub.add_parser("proxy", parents=[common_options(suppress=True)], help=text,
                                                      description=text)
     parser.add_argument("name", metavar="NAME")
     parser.set_defaults(func=cmd_proxy)
@@ -37,7 +37,7 @@ def cmd_import_proxy(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mcp_supervisor.api.client import SupervisorClient
-    from mcp_supervisor.cli.main import load_cli_config, socket_path
+    from mcp_supervisor.cli.common import load_cli_config, socket_path
     from mcp_supervisor.guard.precheck import take_backup
     from mcp_supervisor.importer.discover import known_locations
     from mcp_supervisor.proxy import client_rewrite as cr

@@ -108,7 +108,14 @@ def wants_colour(stream: Any) -> bool:
     return os.environ.get("TERM") != "dumb" and bool(getattr(stream, "isatty", lambda: False)())
 
 
-_ANSI = {"green": "32", "yellow": "33", "cyan": "36", "magenta": "35", "bold red": "1;31", "dim": "2"}
+_ANSI = {"green": "32", "bold green": "1;32", "yellow": "33", "cyan": "36", "magenta": "35", "red": "31",
+         "bold red": "1;31", "dim": "2"}
+
+
+def paint(text: str, style: str, colour: bool = True) -> str:
+    """``text`` in ``style`` as ANSI codes when ``colour``; server text is never read as markup."""
+    code = _ANSI.get(style)
+    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
 
 
 def status_table(status: dict[str, Any], colour: bool = False) -> str:
@@ -117,17 +124,13 @@ def status_table(status: dict[str, Any], colour: bool = False) -> str:
     Why not rich: its import alone cost more than the rest of the command (issue 16: status within
     a bare interpreter + 30 ms). Server text is never interpreted: ``[/INFO]`` prints as is.
     """
-    def paint(text: str, style: str) -> str:
-        code = _ANSI.get(style)
-        return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
-
     header = ("server", "state", "since", "latency", "message")
     rows = status_rows(status)
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(4)]
-    title = paint("ready", "green") if status.get("ready") else paint("NOT READY", "bold red")
+    title = paint("ready", "green", colour) if status.get("ready") else paint("NOT READY", "bold red", colour)
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  message"]
     for name, state, since, lat, message in rows:
-        cells = [name.ljust(widths[0]), paint(state, _STATE_STYLES.get(state, "")) + " " * (widths[1] - len(state)),
+        cells = [name.ljust(widths[0]), paint(state, _STATE_STYLES.get(state, ""), colour) + " " * (widths[1] - len(state)),
                  since.ljust(widths[2]), lat.ljust(widths[3])]
         lines.append(("  ".join(cells) + "  " + message).rstrip())
     return "\n".join(lines)

@@ -31,12 +31,12 @@ def _wait_seconds(raw: str) -> float:
 
 def add_run_subcommand(sub: Any) -> None:
     """Plug-in for ``cli/main.py`` (the pattern of ``add_vault_subcommands``)."""
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
     text = "run a job guarded: wait for ready MCP servers, watch them during the run, report afterwards"
     parser: argparse.ArgumentParser = sub.add_parser(
         "run",
-        parents=[_common(suppress=True)],
+        parents=[common_options(suppress=True)],
         help=text,
         description=text,
         epilog="exit codes: the job's own (128+N when killed by signal N); 75 not started (servers not "

@@ -24,7 +24,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _vault(args: argparse.Namespace) -> VaultService:
-    from mcp_supervisor.cli.main import load_cli_config
+    from mcp_supervisor.cli.common import load_cli_config
     from mcp_supervisor.vault.service import VaultService
 
     config = load_cli_config(args)
@@ -65,7 +65,7 @@ def _through_daemon(args: argparse.Namespace, accept: bool) -> dict[str, Any] | 
     beside it would not tell it that a removal was intended, and it would put the servers back.
     """
     from mcp_supervisor.api.client import ApiError, DaemonUnreachable, SupervisorClient
-    from mcp_supervisor.cli.main import UsageError, socket_path
+    from mcp_supervisor.cli.common import UsageError, socket_path
 
     try:
         client = SupervisorClient(socket_path(args), timeout=120.0)
@@ -216,9 +216,9 @@ def _age(seconds: float) -> str:
 
 
 def add_vault_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.main import _common
+    from mcp_supervisor.cli.common import common_options
 
-    after = _common(suppress=True)
+    after = common_options(suppress=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)

@@ -169,7 +169,7 @@ class WebSettings(_Model):
     @classmethod
     def _loopback_only(cls, value: str | None) -> str | None:
         if value is not None:
-            from mcp_supervisor.web.listen import parse_listen
+            from mcp_supervisor.config.listen import parse_listen
 
             parse_listen(value)
         return value
@@ -197,7 +197,7 @@ class ProxySettings(_Model):
     @classmethod
     def _loopback_only(cls, value: str | None) -> str | None:
         if value is not None:
-            from mcp_supervisor.web.listen import parse_listen
+            from mcp_supervisor.config.listen import parse_listen
 
             parse_listen(value, "proxy", "the proxy calls tools with your servers' credentials, so it is served")
         return value

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mcp_supervisor.api.client import ApiError, ClientError, SupervisorClient
-from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
+from mcp_supervisor.guard.timeline import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 if TYPE_CHECKING:
     from mcp_supervisor.config import Config

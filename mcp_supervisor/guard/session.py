@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp_supervisor.api.client import ClientError, DaemonUnreachable, SupervisorClient
+from mcp_supervisor.guard.masking import command_line, redact_argv
 from mcp_supervisor.guard.precheck import precheck, say, servers_of, standalone_precheck, take_backup
-from mcp_supervisor.guard.report import RunFacts, build_run_report, command_line, exit_code_of, redact_argv
+from mcp_supervisor.guard.report import RunFacts, build_run_report, exit_code_of
 from mcp_supervisor.guard.store import new_run_id, post_run, runs_dir, save_report
 from mcp_supervisor.guard.watch import EventWatcher
 
@@ -57,7 +58,7 @@ class GuardedRun:
     """prepare() -> begin() -> [the work] -> end(returncode) -> conclude(exit code)."""
 
     def __init__(self, argv: list[str], socket_path: Path, config: Config | None, options: Options) -> None:
-        from mcp_supervisor.logging import collect_secrets
+        from mcp_supervisor.redact import collect_secrets  # not .logging: structlog costs a job start ~100 ms
 
         self.options = options
         self.config = config

@@ -17,7 +17,7 @@ from typing import Any
 from mcp_supervisor import sse
 from mcp_supervisor.api.client import ClientError, SupervisorClient
 from mcp_supervisor.api.wire import BadResponse, Response, connect, send
-from mcp_supervisor.guard.report import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
+from mcp_supervisor.guard.timeline import GOOD_STATES, NO_RESTART_CLASSES, RECOVERABLE_STATES
 
 KEPT_KINDS = frozenset({"state", "action", "action_done", "process_exit", "notify", "command", "daemon", "lagged",
                         "config", "restore", "backup", "proxy"})

@@ -167,6 +167,13 @@ class Command(StrEnum):
     EMERGENCY = "emergency"
 
 
+class UnknownServer(KeyError):
+    """A command or question named a server that is not in the running config (the API answers 404).
+
+    Here, with the commands, because the runtime raises it and the API catches it: both import
+    the vocabulary, neither imports the other's layer for it."""
+
+
 # --- What the server itself said ------------------------------------------------------------------
 
 _MARKERS = ("stderr: ", "last output: ")

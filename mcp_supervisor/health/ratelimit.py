@@ -11,13 +11,26 @@ wait a few probe intervals.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from mcp_supervisor.health.model import Action, FailureClass, ProbeResult, State
+from mcp_supervisor.health.model import Action, FailureClass, ProbeResult, State, Transition
+from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.health.transitions import RUNNING, UP
 
-if TYPE_CHECKING:
-    from mcp_supervisor.health.machine import ServerMachine
+
+class _Machine(Protocol):
+    """What ``on_answer`` uses of ``ServerMachine`` (a protocol: the machine imports this module)."""
+
+    policy: Policy
+    state: State
+    reason: str
+    hold_until: float | None
+    _failures: int
+    _successes: int
+
+    def _move(self, new: State, now: float, reason: str) -> Transition: ...
+
+    def _on_success(self, result: ProbeResult, now: float) -> list[Action]: ...
 
 MAX_WAIT = 300.0
 """Seconds: the longest a ``Retry-After`` holds probes back."""
@@ -32,7 +45,7 @@ def rate_limit_wait(retry_after: float | None, probe_interval: float) -> float:
     return min(MAX_WAIT, max(0.0, retry_after))
 
 
-def on_answer(machine: ServerMachine, result: ProbeResult, now: float) -> list[Action]:
+def on_answer(machine: _Machine, result: ProbeResult, now: float) -> list[Action]:
     """The machine's step for an answer that is not usable now: ``rate_limited`` (hold the probes
     back) or ``drifted`` (a pinned tool contract changed). Never a failure toward the threshold,
     a restart or an alert (a drift's one alert is the contract change's). Running states move to

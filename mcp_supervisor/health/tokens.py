@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
+
+from mcp_supervisor.config import ServerConfig
 
 ExpiryWarning = Literal["expired", "1d", "7d"]
 
@@ -62,3 +66,27 @@ def expiry_message(server: str, source: str, expires_at: datetime, warning: Expi
         return f"{server}: the token in {source} expired at {when}; renew it and update {source}"
     span = "within a day" if warning == "1d" else "within 7 days"
     return f"{server}: the token in {source} expires {span} ({when}); renew it and update {source}"
+
+
+def token_expiry(server: ServerConfig, environ: Mapping[str, str]) -> tuple[datetime, str] | None:
+    """When the server's token expires and where it lives (a variable or header name), if known."""
+    found = find_token(server, environ)
+    return (found[0], found[1]) if found is not None else None
+
+
+def find_token(server: ServerConfig, environ: Mapping[str, str]) -> tuple[datetime, str, str] | None:
+    """Expiry, where it lives, and an identity of the token (a hash prefix; never the token)."""
+    if server.token_expires is not None:
+        expires = configured_expiry(server.token_expires)
+        return expires, server.token_env or "the configured token", f"date:{expires.isoformat()}"
+    candidates: list[tuple[str, str]] = []
+    if server.token_env and environ.get(server.token_env):
+        candidates.append((environ[server.token_env], server.token_env))
+    for header, value in server.headers.items():
+        if header.lower() == "authorization":
+            candidates.append((value, server.token_env or f"header {header}"))
+    for token, source in candidates:
+        exp = jwt_expiry(token)
+        if exp is not None:
+            return exp, source, hashlib.sha256(token.encode()).hexdigest()[:16]
+    return None

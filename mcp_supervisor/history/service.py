@@ -43,7 +43,7 @@ REOPEN_DELAY = 60.0
 
 def live_token_expiries(config: Config) -> dict[str, float]:
     """{server: token expiry} as the token watch sees it now (so renewed tokens drop out of advice)."""
-    from mcp_supervisor.runtime.token_watch import token_expiry
+    from mcp_supervisor.health.tokens import token_expiry
 
     found: dict[str, float] = {}
     for server in config.servers:

@@ -31,7 +31,7 @@ from mcp_supervisor.notify.incidents import IncidentTracker, Notification, sever
 from mcp_supervisor.notify.outbox import Outbox, Row
 from mcp_supervisor.notify.policy import quiet_until, retry_delay
 from mcp_supervisor.notify.render import title
-from mcp_supervisor.notify.sending import build_channels, send_test, targets
+from mcp_supervisor.notify.sending import build_channels, targets
 from mcp_supervisor.notify.silence_book import SilenceBook
 
 log = get_logger("mcp_supervisor.notify")
@@ -394,8 +394,3 @@ class NotifyService:
     async def _refresh_counts(self) -> None:
         if self.outbox is not None:
             self.counts = await asyncio.to_thread(self.outbox.counts)
-
-    # --- notify-test -------------------------------------------------------------------------------
-
-    async def send_test(self) -> dict[str, Any]:
-        return await send_test(self._config(), self._clock())

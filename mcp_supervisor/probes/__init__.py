@@ -1,6 +1,10 @@
 """Health probes of MCP servers: the daemon's only view of whether a server works.
 
 Public API (the daemon depends on exactly this): ``ProbeContext``, ``Prober``, ``create_prober``.
+
+What it may import: the layers below it (``config``, ``events``, ``logging``, ``redact``,
+``health``), its own layer's ``spawn`` (stdio servers start through the one spawn path) and the
+MCP SDK; never ``runtime``, ``api``, ``web``, ``proxy``, ``cli`` or ``guard``.
 """
 
 from __future__ import annotations

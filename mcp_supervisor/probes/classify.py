@@ -96,9 +96,9 @@ def _is_closed(exc: BaseException) -> bool:
 def classify(exc: BaseException, obs: Observed, *, phase: str) -> Verdict:
     """Map one failed probe phase to a failure class and a short, secret-free message."""
     errors = leaves(exc)
-    limited = rate_limit_verdict(errors, obs)
+    limited = rate_limit_verdict(errors, obs.statuses, obs.limits)
     if limited is not None:
-        return limited
+        return Verdict(FailureClass.RATE_LIMITED, limited[0], retry_after=limited[1])
     auth_status = next((s for s in obs.statuses if s in (401, 403)), None)
     if auth_status is not None:
         return Verdict(

@@ -18,11 +18,12 @@ against a probe's deadline: the deadline starts when the turn comes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx2
+
+from mcp_supervisor.probes.turns import Turns
 
 if TYPE_CHECKING:
     import aiohttp
@@ -121,14 +124,16 @@ class ProbeContext:
     """Shared, long-lived resources for all probers of one daemon."""
 
     def __init__(
-        self, *, max_concurrent_cold: int = 2, max_concurrent_handshakes: int = 16, state_dir: Path | None = None
+        self, *, max_concurrent_cold: int = 2, max_concurrent_handshakes: int = 16, state_dir: Path | None = None,
+        pressure: Callable[[], float] | None = None,
     ) -> None:
         self.max_concurrent_cold = max_concurrent_cold
         self.max_concurrent_handshakes = max_concurrent_handshakes
         self.state_dir = state_dir
         """Where stdio servers' private HOMEs go (``<state_dir>/homes``); None: a private temp dir."""
         self._cold: asyncio.Semaphore | None = None
-        self._handshakes: asyncio.Semaphore | None = None
+        self._handshakes = Turns(max_concurrent_handshakes, pressure)
+        """``pressure``: the event loop's recent lateness in seconds (fewer turns while it is late)."""
         self.turns_waited = 0
         """Handshakes that had to wait for a turn (``status``: the queue is working)."""
         self.longest_turn_wait = 0.0
@@ -150,34 +155,41 @@ class ProbeContext:
 
         Start-up, reload and a gateway coming back are a queue, not a stampede: a handshake that
         has to wait does so before its deadline starts (the caller starts its deadline inside),
-        and the runner's outer deadline (``OUTER_DEADLINE``) is pushed back by the wait. A wait
+        and the runner's outer deadline (``OUTER_DEADLINE``) is suspended while it waits. A wait
         longer than one probe timeout is logged (at most once a minute) with the key to raise.
         """
-        if self._handshakes is None:
-            self._handshakes = asyncio.Semaphore(self.max_concurrent_handshakes)
         slots = self._handshakes
-        if not slots.locked():
+        if not slots.busy():
             await slots.acquire()
         else:
-            loop = asyncio.get_running_loop()
-            queued = loop.time()
-            await slots.acquire()
-            waited = loop.time() - queued
-            self.turns_waited += 1
-            self.longest_turn_wait = max(self.longest_turn_wait, waited)
-            outer = OUTER_DEADLINE.get()
-            when = outer.when() if outer is not None else None
-            if outer is not None and when is not None:
-                outer.reschedule(when + waited)
-            if waited > timeout and time.monotonic() - self._slow_logged_at > _SLOW_TURN_LOG_EVERY:
-                self._slow_logged_at = time.monotonic()
-                _log.warning("handshakes are queued: one waited %.1f s for a turn; [supervisor] "
-                             "max_concurrent_handshakes = %d limits them (raise it on a machine with "
-                             "more cores)", waited, self.max_concurrent_handshakes)
+            await self._wait_for_turn(slots, timeout)
         try:
             yield
         finally:
             slots.release()
+
+    async def _wait_for_turn(self, slots: Turns, timeout: float) -> None:
+        """Wait with the runner's outer deadline suspended, then move it back by the wait."""
+        loop = asyncio.get_running_loop()
+        queued = loop.time()
+        outer = OUTER_DEADLINE.get()
+        when = outer.when() if outer is not None else None
+        if outer is not None and when is not None:
+            outer.reschedule(None)
+        try:
+            await slots.acquire()
+        finally:
+            waited = loop.time() - queued
+            if outer is not None and when is not None:
+                with contextlib.suppress(RuntimeError):  # the outer scope is already leaving
+                    outer.reschedule(when + waited)
+        self.turns_waited += 1
+        self.longest_turn_wait = max(self.longest_turn_wait, waited)
+        if waited > timeout and time.monotonic() - self._slow_logged_at > _SLOW_TURN_LOG_EVERY:
+            self._slow_logged_at = time.monotonic()
+            _log.warning("handshakes are queued: one waited %.1f s for a turn; [supervisor] "
+                         "max_concurrent_handshakes = %d limits them (raise it on a machine with "
+                         "more cores)", waited, self.max_concurrent_handshakes)
 
     def http_client(self, url: str = "") -> httpx2.AsyncClient:
         """The long-lived client for ``url``'s origin.

@@ -14,15 +14,11 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mcp.shared.exceptions import MCPError
 
-from mcp_supervisor.health.model import FailureClass
 from mcp_supervisor.health.ratelimit import rate_limit_wait
-
-if TYPE_CHECKING:
-    from mcp_supervisor.probes.classify import Observed, Verdict
 
 _WORDS = re.compile(r"rate[ _-]?limit|too many requests|quota exceeded|throttl", re.IGNORECASE)
 RATE_LIMIT_CODES = frozenset({429, -32029})
@@ -79,18 +75,17 @@ def _data_wait(data: Any) -> float | None:
     return None
 
 
-def rate_limit_verdict(errors: Sequence[BaseException], obs: Observed) -> Verdict | None:
-    """A ``rate_limited`` verdict when the probe saw a 429 or a rate-limit JSON-RPC error."""
-    from mcp_supervisor.probes.classify import Verdict
-
-    if obs.limits or 429 in obs.statuses:
-        header, body = obs.limits[-1] if obs.limits else (None, "")
-        words = _words(body) if body.strip() else "HTTP 429 Too Many Requests"
-        return Verdict(FailureClass.RATE_LIMITED, words, retry_after=parse_retry_after(header))
+def rate_limit_verdict(
+    errors: Sequence[BaseException], statuses: Sequence[int], limits: Sequence[tuple[str | None, str]]
+) -> tuple[str, float | None] | None:
+    """(the server's words, its wait) when a probe saw a 429 (``statuses``, and ``limits``: each
+    429's ``Retry-After`` and body start) or a rate-limit JSON-RPC error; else None."""
+    if limits or 429 in statuses:
+        header, body = limits[-1] if limits else (None, "")
+        return (_words(body) if body.strip() else "HTTP 429 Too Many Requests"), parse_retry_after(header)
     for err in errors:
         if isinstance(err, MCPError) and (err.code in RATE_LIMIT_CODES or says_rate_limited(err.message)):
-            return Verdict(FailureClass.RATE_LIMITED, _short(err.message) or f"JSON-RPC error {err.code}",
-                           retry_after=_data_wait(getattr(err, "data", None)))
+            return _short(err.message) or f"JSON-RPC error {err.code}", _data_wait(getattr(err, "data", None))
     return None
 
 

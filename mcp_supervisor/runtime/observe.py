@@ -27,12 +27,12 @@ log = get_logger("mcp_supervisor.observe")
 
 PROBE_SAFETY_MARGIN = 5.0
 """The prober enforces its own deadlines; this outer one only guards against a prober bug."""
-VOID_GRACE = 30.0
-"""Seconds (at least; three intervals when longer) during which void timeouts are checked again."""
+VOID_GRACE = 60.0
+"""Seconds (at least; five intervals when longer) during which void timeouts are checked again."""
 
 
 def void_grace(interval: float) -> float:
-    return max(VOID_GRACE, 3 * interval)
+    return max(VOID_GRACE, 5 * interval)
 LATE_FRACTION = 0.1
 """The loop losing this share of a probe's timeout during the probe makes its timeout untrustworthy."""
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mcp_supervisor.api.control import UnknownServer
+from mcp_supervisor.health.model import UnknownServer
 from mcp_supervisor.runtime.snapshot import Board
 
 Phase = Literal["starting", "running", "reloading", "stopping"]

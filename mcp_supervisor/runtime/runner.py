@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from mcp_supervisor.config import ServerConfig
-from mcp_supervisor.events import Event
 from mcp_supervisor.health.machine import ServerMachine
 from mcp_supervisor.health.model import (
     Action,
@@ -34,6 +33,7 @@ from mcp_supervisor.health.model import (
 from mcp_supervisor.health.policy import Policy
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.runtime.actions import ActionSlot
+from mcp_supervisor.runtime.announce import exit_event, notify_event, probe_event, state_event
 from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.exit_report import exit_result, exit_text, start_failure
 from mcp_supervisor.runtime.observe import counted_anyway, observe, void_grace
@@ -165,10 +165,7 @@ class ServerRunner:
         oom = bool(getattr(info, "oom", False))
         self.last_exit = info.text if info is not None else exit_text(code)
         self._log.warning("managed process exited", returncode=code, exit=self.last_exit)
-        self.env.bus.publish(
-            Event(kind="process_exit", server=self.server.name,
-                  data={"returncode": code, "exit": self.last_exit, "oom": oom})
-        )
+        self.env.bus.publish(exit_event(self.server, code, self.last_exit, oom=oom))
         self._certain_failure(exit_result(self.server, self.process, self.last_exit, oom=oom))
         self.request_probe(ProbeKind.WARM)
 
@@ -272,7 +269,8 @@ class ServerRunner:
                 self.env.drift_ms.append((_clock() - planned) * 1000.0)
             self.env.counters["probes"] += 1
             seen = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag)
-        if seen.void and self._void_since is None:
+        first_void = seen.void and self._void_since is None
+        if first_void:
             self._void_since = _clock()
         void = seen.void and _clock() - (self._void_since or 0.0) < void_grace(self.server.probe.interval)
         result = seen.result
@@ -287,27 +285,25 @@ class ServerRunner:
             result, notes = self.env.contracts.check(self.server, result)
             self._dispatch(notes)
         stale = epoch != self._epoch
-        self.env.bus.publish(
-            Event(kind="probe", server=self.server.name, data={"ok": result.ok, "probe": str(kind),
-                  "failure_class": str(result.failure) if result.failure and not void else None,
-                  "latency_ms": round(result.latency_ms, 2), "stale": stale, "void": void})
-        )
+        self.env.bus.publish(probe_event(self.server, kind, result, stale=stale, void=void))
         if stale:  # it started before an action, exit or command: it is not the check after it
             self._log.debug("stale probe result dropped", kind=str(kind), ok=result.ok)
             return result
         if void:  # the daemon could not ask in time: no verdict on the server; ask again now
             self.env.counters["reruns"] += 1
-            self._log.info("timeout while the event loop was late; checking again",
-                           loop_late_s=round(seen.loop_late, 3), message=result.message)
+            (self._log.info if first_void else self._log.debug)(
+                "timeout while the event loop was late; checking again",
+                loop_late_s=round(seen.loop_late, 3), message=result.message)
             self.request_probe(kind)
             return result
         self._void_since = None
-        self.last_result = result
+        previous, self.last_result = self.last_result, result
         self.last_probe_wall = time.time()
         if result.tool_count is not None:
             self.tool_count = result.tool_count
-        if not result.ok:
-            self._log.info(
+        if not result.ok:  # a repeat of the same failure is not news (a storm of 200 stays readable)
+            repeat = previous is not None and previous.failure is result.failure and previous.message == result.message
+            (self._log.debug if repeat else self._log.info)(
                 "probe failed", kind=str(kind), failure=str(result.failure), message=result.message,
                 latency_ms=round(result.latency_ms, 1),
             )
@@ -327,10 +323,7 @@ class ServerRunner:
                 self._on_transition(action)
             elif isinstance(action, Notify):
                 self._log.warning("notify", kind=action.kind, severity=action.severity, detail=action.detail)
-                self.env.bus.publish(
-                    Event(kind="notify", server=self.server.name,
-                          data={"notify": action.kind, "severity": action.severity, "detail": action.detail})
-                )
+                self.env.bus.publish(notify_event(self.server, action))
             elif isinstance(action, ProbeNow):
                 self.request_probe(action.kind)
             elif not self._stopping:
@@ -340,21 +333,7 @@ class ServerRunner:
 
     def _on_transition(self, transition: Transition) -> None:
         self._log.info("state", old=str(transition.old), new=str(transition.new), reason=transition.reason)
-        result = self.last_result
-        self.env.bus.publish(
-            Event(
-                kind="state",
-                server=self.server.name,
-                data={
-                    "old": str(transition.old),
-                    "new": str(transition.new),
-                    "reason": transition.reason,
-                    "attempt": self.machine.attempt,
-                    "failure_class": str(result.failure) if result and result.failure else None,
-                    "critical": self.server.critical,
-                },
-            )
-        )
+        self.env.bus.publish(state_event(self.server, transition, self.machine.attempt, self.last_result))
         self.publish()  # readers of the transition see the new state
         self.env.on_transition(transition)
 

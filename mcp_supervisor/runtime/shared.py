@@ -20,12 +20,12 @@ from mcp_supervisor.probes import ProbeContext
 
 
 class SharedResources:
-    def __init__(self, config: Callable[[], Config]) -> None:
+    def __init__(self, config: Callable[[], Config], pressure: Callable[[], float] | None = None) -> None:
         self._config = config
         settings = config().supervisor
         self.probe_context = ProbeContext(max_concurrent_cold=settings.max_concurrent_cold_probes,
                                           max_concurrent_handshakes=settings.max_concurrent_handshakes,
-                                          state_dir=Path(config().state_dir))
+                                          state_dir=Path(config().state_dir), pressure=pressure)
         self._http: aiohttp.ClientSession | None = None
         self.docker: Any = None
 

@@ -22,10 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.api.control import UnknownServer
 from mcp_supervisor.config import Config, ConfigError, ServerConfig, load_config
 from mcp_supervisor.events import Event, EventBus
-from mcp_supervisor.health.model import Command, ProbeKind, Transition
+from mcp_supervisor.health.model import Command, ProbeKind, Transition, UnknownServer
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
 from mcp_supervisor.runtime.contracts import ContractKeeper
 from mcp_supervisor.runtime.docker_events import DockerEvents, event_facts, is_trigger
@@ -90,7 +89,7 @@ class Supervisor:
     async def start(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         self._lag_task = tg.create_task(self.lag.run(), name="loop-lag")
-        shared = self._shared = SharedResources(lambda: self.config)
+        shared = self._shared = SharedResources(lambda: self.config, pressure=self.lag.recent_max)
         log_dir = Path(self.config.state_dir) / "logs"
         executor = Executor(self._get_docker, self.vault, shared.get_http)
         self.contracts = ContractKeeper(Path(self.config.state_dir))  # tool contracts (api/contract_routes.py)

@@ -11,14 +11,13 @@ fire again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from mcp_supervisor.config import Config, ServerConfig
 from mcp_supervisor.events import Event, EventBus
-from mcp_supervisor.health.tokens import ExpiryWarning, configured_expiry, expiry_message, expiry_warning, jwt_expiry
+from mcp_supervisor.health.tokens import ExpiryWarning, expiry_message, expiry_warning, find_token
 from mcp_supervisor.logging import get_logger
 
 log = get_logger("mcp_supervisor.tokens")
@@ -26,30 +25,6 @@ CHECK_INTERVAL = 3600.0
 
 Sent = set[tuple[str, ExpiryWarning, str]]
 """(server, level, token identity): what was already said about which token."""
-
-
-def token_expiry(server: ServerConfig, environ: Mapping[str, str]) -> tuple[datetime, str] | None:
-    """When the server's token expires and where it lives (a variable or header name), if known."""
-    found = _token(server, environ)
-    return (found[0], found[1]) if found is not None else None
-
-
-def _token(server: ServerConfig, environ: Mapping[str, str]) -> tuple[datetime, str, str] | None:
-    """Expiry, where it lives, and an identity of the token (a hash prefix; never the token)."""
-    if server.token_expires is not None:
-        expires = configured_expiry(server.token_expires)
-        return expires, server.token_env or "the configured token", f"date:{expires.isoformat()}"
-    candidates: list[tuple[str, str]] = []
-    if server.token_env and environ.get(server.token_env):
-        candidates.append((environ[server.token_env], server.token_env))
-    for header, value in server.headers.items():
-        if header.lower() == "authorization":
-            candidates.append((value, server.token_env or f"header {header}"))
-    for token, source in candidates:
-        exp = jwt_expiry(token)
-        if exp is not None:
-            return exp, source, hashlib.sha256(token.encode()).hexdigest()[:16]
-    return None
 
 
 def due_warnings(
@@ -63,7 +38,7 @@ def due_warnings(
     due = []
     current: Sent = set()
     for server in config.servers:
-        found = _token(server, environ)
+        found = find_token(server, environ)
         if found is None:
             continue
         expires, source, identity = found

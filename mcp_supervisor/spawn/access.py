@@ -77,11 +77,19 @@ def resolve(command: str, path_var: str, cwd: str | None) -> Path | None:
 
 
 def _interpreter(path: Path) -> tuple[str, ...]:
+    """The ``#!`` line of a regular file (never blocks on a FIFO, never reads past 256 bytes)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(_SHEBANG_MAX)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ()
+        head = os.read(fd, _SHEBANG_MAX)
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
     if not head.startswith(b"#!"):
         return ()
     return tuple(head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").split())

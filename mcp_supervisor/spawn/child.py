@@ -5,7 +5,8 @@ setgroups/setgid/setuid, ``umask``, ``setsid`` and ``cwd`` in C between fork and
 runs in the child unless a limit needs it, see below), and on Python 3.11 asyncio's
 ``Process.wait()`` returns only once every pipe it made is closed, so a grandchild holding stdout
 would hide the leader's death. The exit is noticed through a pidfd registered with the event
-loop (no thread per child, no polling), and reaped with ``waitpid(pid, WNOHANG)`` for that pid only.
+loop (no thread per child, no polling), and reaped with ``waitpid(pid, WNOHANG)`` for that pid only
+(a kernel without pidfds, before 5.3, gets one thread per child blocked in ``waitpid``).
 
 Limits: ``memory``/``tasks`` are a cgroup of the child's own (``spawn/cgroups.py``); the child
 joins it between fork and exec by writing ``0`` to a ``cgroup.procs`` descriptor the parent
@@ -28,6 +29,7 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,11 +94,25 @@ class Child:
         self._done = False
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[None] = loop.create_future()
-        self._pidfd = os.pidfd_open(self.pid)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:  # a kernel before 5.3: one thread blocked in waitpid for this child
+            self._pidfd = -1
+            threading.Thread(target=self._wait_blocking, args=(loop,), daemon=True,
+                             name=f"wait:{self.pid}").start()
+            return
         loop.add_reader(self._pidfd, self._reap)
         self._reap()  # it may have died already
 
     # --- exit -------------------------------------------------------------------------------
+
+    def _wait_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            status = 0
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(self._reaped, status)
 
     def _reap(self) -> None:
         if self._exited.done():
@@ -105,7 +121,11 @@ class Child:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             pid, status = self.pid, 0
-        if pid == 0:
+        if pid != 0:
+            self._reaped(status)
+
+    def _reaped(self, status: int) -> None:
+        if self._exited.done():
             return
         self._returncode = os.waitstatus_to_exitcode(status)
         self._popen.returncode = self._returncode  # Popen must never wait for a recycled pid

@@ -16,9 +16,11 @@ servers run as the daemon's own account, both are 0700.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -147,4 +149,5 @@ def _fallback() -> Path:
     if _fallback_base is None:
         _fallback_base = Path(tempfile.mkdtemp(prefix="mcp-supervisor-homes-"))
         os.chmod(_fallback_base, state_mode())
+        atexit.register(shutil.rmtree, _fallback_base, True)  # caches of a one-off run go with it
     return _fallback_base

@@ -29,9 +29,9 @@ from prometheus_client.registry import Collector
 
 from mcp_supervisor import sse
 from mcp_supervisor.api.event_stream import StreamGate, stream_events
+from mcp_supervisor.config.listen import parse_listen
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.web.listen import parse_listen
 from mcp_supervisor.web.summary import DAYS, IncidentLog, PageRecord, RecordData, build_summary
 
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}

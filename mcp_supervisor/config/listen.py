@@ -1,4 +1,8 @@
-"""``[web] listen`` parsing (pure, no aiohttp: the config validator uses it)."""
+"""``[web] listen`` and ``[proxy] listen`` parsing: a loopback ``HOST:PORT`` (pure, no aiohttp).
+
+Why in ``config/``: the config validator rejects a public address at load (``--check``, SIGHUP),
+and the status page and the proxy bind what it returns; all use this one parser, and config
+imports nothing above itself."""
 
 from __future__ import annotations
 
