@@ -142,3 +142,10 @@ def test_a_deep_check_answered_with_a_rate_limit_is_rate_limited() -> None:
                                                     "isError": True}}
     cls, why = judge(DeepCheck(tool="search"), answer)
     assert cls is FailureClass.RATE_LIMITED and "Rate limit exceeded: 100/min" in why
+
+
+def test_ready_says_ready_with_the_warning() -> None:
+    from mcp_supervisor.cli.render import ready_line
+
+    line = ready_line({"ready": True, "rate_limited": [{"name": "jira", "reason": "rate limited until 09:04:10: slow"}]})
+    assert line == "ready; warning: jira is rate limited until 09:04:10: slow"

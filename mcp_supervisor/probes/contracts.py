@@ -39,20 +39,14 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:32]
 
 
-def _tool_fields(tool: Any) -> tuple[str, dict[str, Any]]:
-    """(name, the contract's fields) of an SDK ``Tool`` or a plain wire dict.
+def _tool_fields(tool: Any) -> tuple[str, tuple[Any, ...]]:
+    """(name, the values of ``FIELDS`` in order) of an SDK ``Tool`` or a plain wire dict.
 
     Why not ``model_dump`` of the whole tool: it costs ~25 us a tool, more than everything else
     here; the schemas are plain dicts already and annotations are dumped only for a new digest."""
     if isinstance(tool, Mapping):
-        return str(tool.get("name")), {f: tool.get(f) for f in FIELDS}
-    return tool.name, {
-        "title": tool.title,
-        "description": tool.description,
-        "inputSchema": tool.input_schema,
-        "outputSchema": tool.output_schema,
-        "annotations": tool.annotations,  # a model: dumped only when a canonical digest is needed
-    }
+        return str(tool.get("name")), tuple(tool.get(f) for f in FIELDS)
+    return tool.name, (tool.title, tool.description, tool.input_schema, tool.output_schema, tool.annotations)
 
 
 Memo = dict[str, tuple[bytes, Fingerprint]]
@@ -70,13 +64,13 @@ def fingerprint(tools: Iterable[Any], memo: Memo | None = None) -> Contract:
     out: Contract = {}
     seen: Memo = {}
     for tool in tools:
-        name, fields = _tool_fields(tool)
-        quick = hashlib.blake2b(pydantic_core.to_json(tuple(fields.values())), digest_size=16).digest()
+        name, values = _tool_fields(tool)
+        quick = hashlib.blake2b(pydantic_core.to_json(values), digest_size=16).digest()
         hit = memo.get(name) if memo is not None else None
         if hit is not None and hit[0] == quick:
             tool_print = hit[1]
         else:
-            tool_print = {f: _digest(v) for f, v in fields.items() if v is not None}
+            tool_print = {f: _digest(v) for f, v in zip(FIELDS, values, strict=True) if v is not None}
         out[name] = tool_print
         seen[name] = (quick, tool_print)
     if memo is not None:
