@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_supervisor import __version__
+from mcp_supervisor.auth.service import AuthService
 from mcp_supervisor.config import (
     DEFAULT_CONFIG_PATHS,
     Config,
@@ -163,6 +164,9 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         page = await _start_status_page(supervisor, config, metrics.registry)
         await proxy.start(config)
         async with asyncio.TaskGroup() as tg:
+            auth = AuthService(lambda: supervisor.config)
+            await auth.first_tokens(timeout=20.0)
+            auth_task = tg.create_task(_guard("auth", auth.run), name="auth")
             try:
                 await supervisor.start(tg)
             except Exception as exc:  # it has already stopped every managed process it started
@@ -170,6 +174,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                 exit_code = 1
                 begin_shutdown()
             background = [
+                auth_task,
                 tg.create_task(notifier.watchdog_loop(), name="watchdog"),
                 tg.create_task(_reload_loop(supervisor, reload_wanted, notifier), name="reload"),
             ]

@@ -97,6 +97,8 @@ def server_secrets(server: ServerConfig, environ: Mapping[str, str] | None = Non
     """What one server's config holds that could be a credential."""
     environ = os.environ if environ is None else environ
     found: set[str] = set(server.env.values())
+    if server.auth is not None:
+        found.add(server.auth.client_secret)
     for value in server.headers.values():
         found.update(_credential_parts(value))
     found.update(url_secrets(server.url))

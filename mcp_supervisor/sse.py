@@ -66,9 +66,11 @@ class SseParser:
     standard says; an unknown field is ignored.
     """
 
-    __slots__ = ("_data", "_event", "_id", "_pending")
+    __slots__ = ("_data", "_event", "_id", "_max_line", "_pending")
 
-    def __init__(self) -> None:
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._max_line = max_line
+        """The proxy passes more: an MCP message (one ``data:`` line) may be larger than a megabyte."""
         self._pending = b""
         self._data: list[str] = []
         self._event = ""
@@ -80,7 +82,7 @@ class SseParser:
             return out
         self._pending += chunk
         if b"\n" not in chunk:
-            if len(self._pending) > MAX_LINE:
+            if len(self._pending) > self._max_line:
                 self._pending = b""
             return out
         *lines, self._pending = self._pending.split(b"\n")

@@ -10,41 +10,14 @@ from typing import Any
 
 import pytest
 
-
-def _children_of(pid: int) -> dict[int, str]:
-    """Live (non-zombie) descendants of ``pid``, read from /proc: {pid: command line}."""
-    parents: dict[int, int] = {}
-    info: dict[int, tuple[str, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        # the command name may contain spaces or parentheses: split after the last ')'
-        fields = stat[stat.rfind(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-        info[int(entry.name)] = (fields[0], cmdline)
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                state, cmdline = info[child]
-                if state != "Z":
-                    found[child] = cmdline
-                frontier.append(child)
-    return found
+from tests.servers.fixtures import descendants_of
 
 
 def leftover_children(timeout: float = 5.0) -> dict[int, str]:
     """Wait (with a deadline) for children that are on their way out; return what is still alive."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = _children_of(os.getpid())
+        alive = descendants_of(os.getpid())
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.05)
@@ -52,7 +25,7 @@ def leftover_children(timeout: float = 5.0) -> dict[int, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_process_left_behind() -> Iterator[None]:
-    before = set(_children_of(os.getpid()))
+    before = set(descendants_of(os.getpid()))
     yield
     alive = {pid: cmd for pid, cmd in leftover_children().items() if pid not in before}
     assert not alive, f"the test session left processes behind: {alive}"

@@ -41,7 +41,7 @@ CLI = BIN / "supervisorctl-mcp"
 
 __all__ = ["BIN", "CLI", "EXAMPLE", "PY", "ROOT", "RUN_AS", "LiveDaemon", "UnixHTTPConnection", "api", "cli",
            "daemon_env", "daemon_process", "free_port", "http_server", "live_daemon", "make_config", "make_config_text",
-           "managed_notes", "managed_server", "notes_http", "notes_pair", "probe_table", "running", "server_status", "start_daemon", "state", "stop", "supervisor_table", "unauthorized", "until",
+           "managed_notes", "managed_server", "notes_http", "notes_pair", "probe_table", "running", "server_status", "start_daemon", "state", "stop", "supervisor_table", "unauthorized", "until", "vault_watching",
            "wait_for", "wait_until"]
 
 
@@ -229,6 +229,22 @@ def notes_pair(directory: Path, http_port: int, managed_port: int) -> str:
             + http_server("notes-http", http_port, interval="300ms", timeout="1s", failure_threshold=2)
             + managed_notes("notes-managed", managed_port, recovery='backoff_initial = "100ms"', interval="300ms",
                             timeout="1s", failure_threshold=2, start_period="10s"))
+
+
+def vault_watching(root: Path, name: str, path: Path, fmt: str = "mcp-client-json", extra: str = "") -> str:
+    """A config whose vault (key and one location under ``root``) watches one client file."""
+    return f"""
+[supervisor]
+state_dir = "{root}/state"
+[backup]
+key_file = "{root}/keys/vault.key"
+locations = ["{root}/backup0"]
+[[configs]]
+name = "{name}"
+path = "{path}"
+format = "{fmt}"
+{extra}
+"""
 
 
 def supervisor_table(directory: Path, extra: str = "", shutdown_timeout: str = "2s") -> str:

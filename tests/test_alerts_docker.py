@@ -19,7 +19,7 @@ import pytest
 
 from mcp_supervisor.health.model import State
 from tests.docker_engine import IMAGE, REPO, DockerEngine, docker_engine  # noqa: F401
-from tests.test_e2e import free_port
+from tests.live_daemon import free_port
 from tests.test_notify_slack import bot, fake_slack, make_config, supervised, wait_state
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(150)]

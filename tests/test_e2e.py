@@ -39,6 +39,7 @@ from tests.live_daemon import (
     stop,
     wait_for,
 )
+from tests.servers.fixtures import descendants_of, pid_alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -208,7 +209,7 @@ def test_sighup_with_an_invalid_config_keeps_the_old_one_running(daemon: Daemon)
 
 
 def test_sigterm_stops_quickly_and_leaves_nothing_behind(daemon: Daemon) -> None:
-    descendants = _children_of(daemon.proc.pid)
+    descendants = set(descendants_of(daemon.proc.pid))
     assert descendants, "expected the managed server (and the warm stdio instance) as children"
     started = time.monotonic()
     daemon.proc.send_signal(signal.SIGTERM)
@@ -218,35 +219,8 @@ def test_sigterm_stops_quickly_and_leaves_nothing_behind(daemon: Daemon) -> None
     assert elapsed < 4.0, f"shutdown took {elapsed:.2f}s (budget 2 s + interpreter exit)"
 
     def gone() -> bool:
-        return all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in descendants)
+        return not any(pid_alive(pid) for pid in descendants)
 
     wait_for(gone, 5, f"daemon children {descendants} to exit")
     assert not daemon.sock.exists()
     wait_for(lambda: any("STOPPING=1" in n for n in daemon.notifications()), 2, "STOPPING=1")
-
-
-def _children_of(pid: int) -> set[int]:
-    """Live descendants of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
-    found: set[int] = set()
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found.add(child)
-                frontier.append(child)
-    return {p for p in found if not _is_zombie(p)}
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 :].split()[0] == "Z"

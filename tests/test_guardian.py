@@ -26,7 +26,7 @@ import pytest
 
 from mcp_supervisor.api.client import SupervisorClient
 from tests.live_daemon import CLI, PY, free_port, notes_pair, start_daemon, stop, wait_for
-from tests.servers.fixtures import pid_alive, start_http_server, wait_gone
+from tests.servers.fixtures import descendants_of, start_http_server, wait_gone
 
 JOB = Path(__file__).parent / "jobs" / "guarded_job.py"
 
@@ -302,7 +302,7 @@ def test_sigterm_and_ctrl_c_to_the_guardian_reach_the_job(ready: Setup, sig: sig
     with ready.started("--json", job=("term", str(marker))) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "job ready"
-        job_pids = [p for p in _descendants(proc.pid)]
+        job_pids = list(descendants_of(proc.pid))
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 42, err
@@ -379,24 +379,6 @@ def test_daemon_gone_during_the_run_the_job_keeps_running_and_the_report_says_so
         assert any("unreachable" in r for r in report["recommendations"])
     finally:
         teardown(setup)
-
-
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                text = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(text[text.rfind(")") + 2 :].split()[1])
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found.append(child)
-                frontier.append(child)
-    return [p for p in found if pid_alive(p)]
 
 
 # --- guarded_run: the same guardian around a block of a Python job -----------------------------

@@ -389,7 +389,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-from tests.test_e2e import api
+from tests.live_daemon import api
 
 async def main():
     env = {{k: v for k, v in os.environ.items() if k.startswith("MCP_SUPERVISOR_PROXY")}}
@@ -546,3 +546,24 @@ def test_a_failing_deep_check_is_its_own_failure_class_and_an_auth_shaped_one_ne
     finally:
         broken.unlink(missing_ok=True)
     wait_for(lambda: server()["state"] == "healthy", 60, "healthy again once the check passes")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_a_cancelled_call_is_cancelled_at_the_server(proxy_daemon: ProxyDaemon, mode: str) -> None:
+    waits = proxy_daemon.directory / "stdio-charges.txt.waits"
+    waits.unlink(missing_ok=True)
+
+    async def run() -> None:
+        async with connect(proxy_daemon, "pay-stdio", mode) as client:
+            await client.list_tools()
+            task = asyncio.ensure_future(client.call_tool("wait", {"seconds": 30}))
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, wait_for, lambda: waits.exists() and "started" in waits.read_text(), 30,
+                                       "the call running at the server")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await loop.run_in_executor(None, wait_for, lambda: "cancelled" in waits.read_text(), 20,
+                                       "the server saw the cancellation")
+
+    asyncio.run(run())

@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_supervisor.proxy.core import Connect, Deliver, Link, Send, SessionCore
+from mcp_supervisor.proxy.actions import Connect, Deliver, Link, Send
+from mcp_supervisor.proxy.core import SessionCore
 from mcp_supervisor.proxy.safety import ToolSafety
 from mcp_supervisor.proxy.wire import BACKEND_UNAVAILABLE, NOT_RETRIED
 
@@ -171,6 +172,23 @@ def test_cancel_forwards_with_the_backend_id_and_ends_the_call() -> None:
     assert sends(actions)[0].message["params"]["requestId"] == send.message["id"]
     assert finals(actions)[0].key == key
     assert c.on_backend(1, {"jsonrpc": "2.0", "id": send.message["id"], "result": {}}, None, 0.2) == []
+
+
+def test_a_client_that_goes_away_cancels_its_backend_call_in_its_eras_way() -> None:
+    from mcp_supervisor.proxy.actions import Abandon
+
+    c = core()
+    key, _ = c.on_request(call(1, "search"), 0.0)
+    [send] = sends(c.on_link_up(1, 0.0))
+    assert c.on_client_gone(key) == [Abandon(send.message["id"], 1)]  # 2026 era: close its POST
+    legacy = core("legacy")
+    legacy.on_request({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}, 0.0)
+    [hs] = sends(legacy.on_link_up(1, 0.0))
+    legacy.on_backend(1, {"jsonrpc": "2.0", "id": hs.message["id"], "result": {}}, None, 0.0)
+    key, actions = legacy.on_request(call(2, "search"), 0.1)
+    [cancel] = sends(legacy.on_client_gone(key))
+    assert cancel.message["method"] == "notifications/cancelled"
+    assert cancel.message["params"]["requestId"] == sends(actions)[0].message["id"]
 
 
 def test_progress_goes_to_the_call_that_asked_for_it() -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from mcp_supervisor.config import parse_config
 from mcp_supervisor.vault.service import VaultService, utc_stamp
-from tests.live_daemon import wait_until
+from tests.live_daemon import vault_watching, wait_until
 from tests.test_vault import MCP_JSON
 
 NOBODY = 65534
@@ -76,18 +76,7 @@ def foreign_setup(root: Path) -> tuple[Any, Path, Path]:
     (outside / "root-config.json").write_text('{"mcpServers": {"evil": {"command": "/bin/sh"}}}')
     (outside / "root-config.json").chmod(0o600)
     config = parse_config(
-        f"""
-[supervisor]
-state_dir = "{root}/state"
-[backup]
-key_file = "{root}/keys/vault.key"
-locations = ["{root}/backup0"]
-[[configs]]
-name = "cursor"
-path = "{path}"
-format = "mcp-client-json"
-check_interval = "1h"
-""",
+        vault_watching(root, "cursor", path, extra='check_interval = "1h"'),
         environ={},
     )
     return config, home, outside
@@ -145,17 +134,7 @@ async def test_a_folder_replaced_by_a_link_is_refused_with_a_reason(tmp_path: Pa
     as_nobody("mv", str(home / "mcp.json"), str(home / "moved.json"))
     # the user swaps her whole folder for a link to a root folder: /home/alice -> /etc style
     sub_config = parse_config(
-        f"""
-[supervisor]
-state_dir = "{tmp_path}/state"
-[backup]
-key_file = "{tmp_path}/keys/vault.key"
-locations = ["{tmp_path}/backup0"]
-[[configs]]
-name = "cursor"
-path = "{home}/app/mcp.json"
-format = "mcp-client-json"
-""",
+        vault_watching(tmp_path, "cursor", home / "app" / "mcp.json"),
         environ={},
     )
     as_nobody("ln", "-s", str(outside), str(home / "app"))

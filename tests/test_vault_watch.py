@@ -20,7 +20,7 @@ from mcp_supervisor.config import parse_config
 from mcp_supervisor.vault import locks
 from mcp_supervisor.vault.service import VaultService
 from mcp_supervisor.vault.validate import parse_json, validate
-from tests.live_daemon import wait_until
+from tests.live_daemon import vault_watching, wait_until
 from tests.test_api import DrivenControl
 from tests.test_vault import MCP_JSON
 
@@ -33,19 +33,7 @@ def client_config(root: Path, policy: str | None = None, extra: str = "") -> Any
     if not path.exists():
         path.write_text(json.dumps(MCP_JSON, indent=2))
     line = f'on_server_loss = "{policy}"' if policy else ""
-    text = f"""
-[supervisor]
-state_dir = "{root}/state"
-[backup]
-key_file = "{root}/keys/vault.key"
-locations = ["{root}/backup0"]
-[[configs]]
-name = "claude"
-path = "{path}"
-format = "mcp-client-json"
-{line}
-{extra}
-"""
+    text = vault_watching(root, "claude", path, extra=f"{line}\n{extra}")
     (root / "sup.toml").write_text(text)
     return parse_config(text, environ={})
 
@@ -127,17 +115,7 @@ async def test_jsonc_strings_and_comments_survive_a_restore(tmp_path: Path) -> N
     path = tmp_path / "home" / "mcp.json"
     path.write_text(text)
     config = parse_config(
-        f"""
-[supervisor]
-state_dir = "{tmp_path}/state"
-[backup]
-key_file = "{tmp_path}/keys/vault.key"
-locations = ["{tmp_path}/backup0"]
-[[configs]]
-name = "vscode"
-path = "{path}"
-format = "mcp-client-json"
-""",
+        vault_watching(tmp_path, "vscode", path),
         environ={},
     )
     async with Running(config) as running:
@@ -375,17 +353,7 @@ def claude_code_config(root: Path) -> Any:
     path = root / "home" / ".claude.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(CLAUDE_CODE, indent=2))
-    text = f"""
-[supervisor]
-state_dir = "{root}/state"
-[backup]
-key_file = "{root}/keys/vault.key"
-locations = ["{root}/backup0"]
-[[configs]]
-name = "claude-code"
-path = "{path}"
-format = "mcp-client-json"
-"""
+    text = vault_watching(root, "claude-code", path)
     return parse_config(text, environ={})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import Any
 
 EXIT_OK = 0
@@ -27,14 +26,6 @@ def _duration(raw: str) -> float:
     return value
 
 
-def _until(ts: Any) -> str:
-    if not isinstance(ts, int | float):
-        return "-"
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _left(seconds: Any) -> str:
     if not isinstance(seconds, int | float):
         return "-"
@@ -44,7 +35,7 @@ def _left(seconds: Any) -> str:
 
 
 def _post(args: argparse.Namespace, kind: str, server: str) -> int:
-    from mcp_supervisor.cli.common import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json, local_time
 
     body = {"kind": kind, "server": server, "for": args.duration, "reason": args.reason or ""}
     _, made = client_for(args).request("POST", "/v1/silences", body, ok=(201,))
@@ -53,7 +44,7 @@ def _post(args: argparse.Namespace, kind: str, server: str) -> int:
         return EXIT_OK
     what = "every server" if server == "*" else server
     verb = "in maintenance" if kind == "maintenance" else "silenced"
-    print(f"{what} {verb} until {_until(made.get('ends_at'))} (id {made.get('id')}; "
+    print(f"{what} {verb} until {local_time(made.get('ends_at'))} (id {made.get('id')}; "
           f"end it early: supervisorctl-mcp unsilence {made.get('id')})")
     return EXIT_OK
 
@@ -71,7 +62,7 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
 
 
 def cmd_silences(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.common import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json, local_time
 
     _, body = client_for(args).request("GET", "/v1/silences" + ("?all=1" if args.all else ""))
     items = body.get("silences") or []
@@ -85,7 +76,7 @@ def cmd_silences(args: argparse.Namespace) -> int:
     for s in items:
         server = "(all)" if s.get("server") == "*" else str(s.get("server"))
         left = _left(s.get("remaining_s")) if s.get("active") else "ended"
-        print(f"{s.get('id')!s:<10} {s.get('kind')!s:<12} {server:<20} {_until(s.get('ends_at')):<20} "
+        print(f"{s.get('id')!s:<10} {s.get('kind')!s:<12} {server:<20} {local_time(s.get('ends_at')):<20} "
               f"{left:<8} {s.get('reason') or ''}")
     return EXIT_OK
 
@@ -93,25 +84,20 @@ def cmd_silences(args: argparse.Namespace) -> int:
 def cmd_unsilence(args: argparse.Namespace) -> int:
     import urllib.parse
 
-    from mcp_supervisor.cli.common import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json, local_time
 
     _, ended = client_for(args).request("DELETE", "/v1/silences/" + urllib.parse.quote(args.id, safe=""))
     if args.json:
         emit_json(ended)
     else:
-        print(f"{ended.get('kind')} {ended.get('id')} ended at {_until(ended.get('ended_at') or time.time())}")
+        print(f"{ended.get('kind')} {ended.get('id')} ended at {local_time(ended.get('ended_at') or time.time())}")
     return EXIT_OK
 
 
 def add_alert_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import command_adder
 
-    after = common_options(suppress=True)
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
-        parser.set_defaults(func=handler)
-        return parser
+    add = command_adder(sub)
 
     silence = add("silence", cmd_silence, "stop messages about a server (or --all) for a while; still recorded")
     silence.add_argument("name", nargs="?", default=None, metavar="NAME", help="the server")

@@ -127,3 +127,41 @@ def common_options(suppress: bool) -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output"
     )
     return common
+
+
+def command_adder(sub: Any) -> Callable[[str, Handler, str], argparse.ArgumentParser]:
+    """``add(name, handler, text)`` for a plug-in's subcommands: each takes the common options
+    after its name and runs ``handler``. One helper so every plug-in's commands parse alike."""
+    after = common_options(suppress=True)
+
+    def add(name: str, handler: Handler, text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
+        parser.set_defaults(func=handler)
+        return parser
+
+    return add
+
+
+def seconds_arg(maximum: float) -> Callable[[str], float]:
+    """An argparse ``type`` for ``--wait``: seconds from 0 to ``maximum``, else a usage error
+    naming the range (``ready`` and ``run`` differ only in their maximum)."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+        if not (0 <= value <= maximum):
+            raise argparse.ArgumentTypeError(f"--wait takes 0 to {maximum:g} seconds")
+        return value
+
+    return parse
+
+
+def local_time(ts: Any) -> str:
+    """A Unix time as the operator's local ``YYYY-MM-DD HH:MM:SS``; ``-`` when there is none."""
+    if not isinstance(ts, int | float):
+        return "-"
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")

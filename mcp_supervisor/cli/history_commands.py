@@ -11,7 +11,6 @@ import argparse
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 EXIT_OK = 0
@@ -54,14 +53,6 @@ def _days(raw: str) -> float:
     return value
 
 
-def _local(ts: Any) -> str:
-    if not isinstance(ts, int | float):
-        return "-"
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _pct(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f} %" if isinstance(value, int | float) else "n/a"
 
@@ -75,7 +66,7 @@ def _secs(value: Any) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from mcp_supervisor.cli.common import client_for, emit_json
+    from mcp_supervisor.cli.common import client_for, emit_json, local_time
 
     query = {"days": f"{args.days:g}", "limit": str(args.limit)}
     if args.server:
@@ -95,7 +86,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for event in events:
         old, new = event.get("from_state"), event.get("to_state")
         change = f"{old} -> {new}" if old or new else ""
-        table.add_row(*(escape(cell) for cell in (_local(event.get("time")), event.get("server") or "-",
+        table.add_row(*(escape(cell) for cell in (local_time(event.get("time")), event.get("server") or "-",
                                                    str(event.get("kind")), change, str(event.get("detail") or ""))))
     console = Console()
     console.print(table)
@@ -110,6 +101,7 @@ def render_report(report: dict[str, Any]) -> str:
     """The report as console markup (rich); the health word in its colour, everything else escaped."""
     from rich.markup import escape
 
+    from mcp_supervisor.cli.common import local_time
     from mcp_supervisor.history.report import HEALTH_COLOURS
 
     health = str(report.get("health") or "?")
@@ -119,7 +111,7 @@ def render_report(report: dict[str, Any]) -> str:
     advice = report.get("recommendations") or []
     lines = [
         f"MCP health: [bold {colour}]{escape(health)}[/]",
-        f"window:       {_local(report.get('since'))} -> {_local(report.get('until'))} ({report.get('period')})",
+        f"window:       {local_time(report.get('since'))} -> {local_time(report.get('until'))} ({report.get('period')})",
         f"MCPs healthy: {report.get('servers_healthy', 0)}/{report.get('servers_total', 0)}",
         f"uptime:       {_pct(report.get('uptime_pct'))}  (not watching: {_secs(report.get('unknown_s'))}, "
         f"paused: {_secs(report.get('paused_s'))}, maintenance: {_secs(report.get('maintenance_s'))}, excluded)",
@@ -184,14 +176,9 @@ def _send_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
 
 
 def add_history_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import command_adder
 
-    after = common_options(suppress=True)
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
-        parser.set_defaults(func=handler)
-        return parser
+    add = command_adder(sub)
 
     history = add("history", cmd_history, "what happened: state changes, recoveries, alerts, backups, runs")
     history.add_argument("--days", type=_days, default=1.0, metavar="N", help="the last N days (default 1)")

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +135,9 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def add_import_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import command_adder
 
-    after = common_options(suppress=True)
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
-        parser.set_defaults(func=handler)
-        return parser
+    add = command_adder(sub)
 
     parser = add("import", cmd_import,
                  "write a supervisor config from the MCP clients' configs (Cursor, Claude, VS Code, Windsurf)")

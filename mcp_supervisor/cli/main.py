@@ -30,6 +30,7 @@ from mcp_supervisor.cli.common import (
     common_options,
     emit_json,
     print_error,
+    seconds_arg,
 )
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs every call a few ms
@@ -183,16 +184,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 # --- the parser ---------------------------------------------------------------------------------
 
 
-def _wait_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
-    if not (0 <= value <= 300):
-        raise argparse.ArgumentTypeError("--wait takes 0 to 300 seconds")
-    return value
-
-
 def command_word(argv: list[str]) -> str | None:
     """The COMMAND in ``argv`` (skipping the global options and their values), or None."""
     skip = False
@@ -253,7 +244,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     add("status", cmd_status, "every server's state, since when, last latency and last error")
     ready = add("ready", cmd_ready, "exit 0 when the critical (or the named) servers are ready, 1 when not")
-    ready.add_argument("--wait", type=_wait_seconds, default=None, metavar="S", help="wait up to S seconds (max 300), also for a daemon that is still starting")
+    ready.add_argument("--wait", type=seconds_arg(300), default=None, metavar="S", help="wait up to S seconds (max 300), also for a daemon that is still starting")
     ready.add_argument("--server", action="append", metavar="NAME", help="only these servers (repeatable)")
     for verb, text in (
         ("probe", "probe a server now and print the result"),

@@ -76,9 +76,20 @@ def server_message(server: dict[str, Any]) -> str:
     message = server.get("message") or ""
     if not message and server.get("state") not in ("healthy", "degraded", "rate_limited"):
         message = server.get("reason") or ""
+    if isinstance(server.get("auth"), dict):  # first: a long message must not cut it off
+        parts.append(auth_text(server["auth"]))
     if message:
         parts.append(message)
     return one_line(" ".join(parts))
+
+
+def auth_text(auth: dict[str, Any]) -> str:
+    """'(oauth token until 09:04:10)': the auth type and the token's expiry, never the token."""
+    from datetime import datetime
+
+    until = auth.get("expires_at")
+    when = f"token until {datetime.fromtimestamp(until).strftime('%H:%M:%S')}" if until else "no token"
+    return f"({auth.get('type')} {when})"
 
 
 def status_rows(status: dict[str, Any], now: float | None = None) -> list[tuple[str, str, str, str, str]]:

@@ -19,19 +19,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
-def _wait_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
-    if not (0 <= value <= MAX_WAIT):
-        raise argparse.ArgumentTypeError(f"--wait takes 0 to {MAX_WAIT:g} seconds")
-    return value
-
-
 def add_run_subcommand(sub: Any) -> None:
     """Plug-in for ``cli/main.py`` (the pattern of ``add_vault_subcommands``)."""
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import common_options, seconds_arg
 
     text = "run a job guarded: wait for ready MCP servers, watch them during the run, report afterwards"
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -44,7 +34,7 @@ def add_run_subcommand(sub: Any) -> None:
     )
     parser.set_defaults(func=_cmd_run)
     parser.add_argument(
-        "--wait", type=_wait_seconds, default=DEFAULT_WAIT, metavar="S",
+        "--wait", type=seconds_arg(MAX_WAIT), default=DEFAULT_WAIT, metavar="S",
         help=f"wait up to S seconds for the servers to be ready (default {DEFAULT_WAIT:g}, max {MAX_WAIT:g})",
     )
     parser.add_argument(

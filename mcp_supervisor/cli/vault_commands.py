@@ -216,14 +216,9 @@ def _age(seconds: float) -> str:
 
 
 def add_vault_subcommands(sub: Any) -> None:
-    from mcp_supervisor.cli.common import common_options
+    from mcp_supervisor.cli.common import command_adder
 
-    after = common_options(suppress=True)
-
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[after], help=text, description=text)
-        parser.set_defaults(func=handler)
-        return parser
+    add = command_adder(sub)
 
     add("backup", cmd_backup, "back up every watched config now (to every location)").add_argument(
         "--accept",

@@ -81,7 +81,7 @@ def expand_refs(text: str, environ: Mapping[str, str], missing: list[str] | None
 # Loading
 
 
-_SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers", "user", "group", "inherit_env")
+_SERVER_SECRET_FIELDS = ("command", "args", "env", "url", "headers", "user", "group", "inherit_env", "auth")
 _PATH_FIELDS: dict[str, tuple[str, ...]] = {
     "supervisor": ("socket", "state_dir"),
     "backup": ("key_file",),

@@ -13,8 +13,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from mcp_supervisor.config.auth import OAuthConfig
 from mcp_supervisor.config.base import _NAME_RE, Duration, Size, _Model, format_size
 
 MANAGED_START_PERIOD = 60.0
@@ -169,6 +170,17 @@ class ServerConfig(_Model):
     """Seconds between ``stop_signal`` and SIGKILL; unset: derived from ``shutdown_timeout``."""
     secret_args: list[int] = Field(default_factory=list)
     """Indexes into ``args`` whose values are secrets (masked everywhere, like env values)."""
+    auth: OAuthConfig | None = None
+    """``{ type = "oauth", grant = "client_credentials", ... }``: the daemon obtains and renews
+    this http/sse server's access token itself (config/auth.py, mcp_supervisor/auth/)."""
+
+    @field_validator("auth")
+    @classmethod
+    def _auth_needs_http(cls, value: OAuthConfig | None, info: ValidationInfo) -> OAuthConfig | None:
+        if value is not None and info.data.get("transport") == "stdio":
+            raise ValueError("OAuth is for http/sse servers; a stdio server takes its credentials from 'env'")
+        return value
+
     missing_env: tuple[str, ...] = ()
     """Filled by the loader: references in this server's fields that could not be resolved."""
     config_problem: str | None = None

@@ -12,8 +12,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
+
+from mcp_supervisor.spawn import procfs
 
 GROUP_GRACE = 5.0
 """Seconds the job's leftover processes get between SIGTERM and SIGKILL after the job exits."""
@@ -80,16 +81,5 @@ class Job:
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    """Live (non-zombie) processes whose process group is ``pgid``."""
+    return [stat.pid for stat in procfs.group_members(pgid)]

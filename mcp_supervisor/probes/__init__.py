@@ -3,8 +3,8 @@
 Public API (the daemon depends on exactly this): ``ProbeContext``, ``Prober``, ``create_prober``.
 
 What it may import: the layers below it (``config``, ``events``, ``logging``, ``redact``,
-``health``), its own layer's ``spawn`` (stdio servers start through the one spawn path) and the
-MCP SDK; never ``runtime``, ``api``, ``web``, ``proxy``, ``cli`` or ``guard``.
+``health``), its own layer's ``spawn`` (stdio servers start through the one spawn path) and ``auth.registry``
+(an OAuth server's live ``Authorization`` header and fix), and the MCP SDK; never ``runtime``, ``api``, ``web``, ``proxy``, ``cli`` or ``guard``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import IO, Any
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from mcp_supervisor.auth.registry import probe_headers
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.probes.classify import Observed
 from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
@@ -52,7 +53,7 @@ class Conn:
             self.errfile = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
             transport = self._stdio
         else:
-            self.sink = HttpSink(headers=dict(server.headers), statuses=self.obs.statuses, limits=self.obs.limits)
+            self.sink = HttpSink(headers=probe_headers(server), statuses=self.obs.statuses, limits=self.obs.limits)
             url = server.url or ""
             if server.transport == "http":
                 http_client = context.http_client(url)
@@ -103,7 +104,8 @@ class Conn:
 
     def light_request(self) -> LightRequest | None:
         """The prebuilt raw warm check of a connected Streamable-HTTP session (None: use the SDK)."""
-        if self._light is None and self.server.transport == "http" and self.sink is not None:
+        # an OAuth server's request is rebuilt each time: its Authorization header is renewed
+        if (self._light is None or self.server.auth) and self.server.transport == "http" and self.sink is not None:
             info = self.worker.info
             if info.protocol_version and self.worker.alive:
                 self._light = build_request(
@@ -111,7 +113,7 @@ class Conn:
                     legacy=info.legacy,
                     protocol_version=info.protocol_version,
                     session_id=self.sink.session_id,
-                    headers=self.server.headers,
+                    headers=self.sink.headers,
                 )
         return self._light
 

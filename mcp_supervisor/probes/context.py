@@ -23,7 +23,7 @@ import contextvars
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +69,7 @@ def _shared_ssl() -> ssl.SSLContext:
 class HttpSink:
     """Per-session HTTP facts: headers to send, statuses seen (bounded), the session id given."""
 
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
     statuses: list[int] = field(default_factory=list)
     session_id: str | None = None
     """``Mcp-Session-Id`` of a handshake-era session: the light warm check sends it back."""

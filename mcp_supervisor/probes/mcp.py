@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from mcp import Client
 from mcp_types import Tool
 
+from mcp_supervisor.auth.registry import auth_hint
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Verdict, classify, missing_tools
@@ -276,7 +277,9 @@ class McpProber:
         if info is not None and info.oom:  # the kernel ended it: not the server's own crash
             return Verdict(FailureClass.OOM, f"server {info.text}",
                            "raise limits.memory of this server, or find what makes it grow")
-        return classify(exc, conn.obs, phase=phase)
+        verdict = classify(exc, conn.obs, phase=phase)
+        oauth_fix = auth_hint(self.server) if verdict.failure is FailureClass.AUTH else None
+        return replace(verdict, hint=oauth_fix) if oauth_fix else verdict
 
     def _new_conn(self, role: Role) -> Conn | Verdict:
         spec: SpawnSpec | None = None

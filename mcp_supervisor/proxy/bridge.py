@@ -25,11 +25,11 @@ from mcp_supervisor.proxy.wire import (
     VERSION_HEADER,
     BadMessage,
     Message,
-    SseDecoder,
     error,
     is_request,
     modern_version,
     parse_message,
+    sse_parser,
 )
 
 MAX_LINE = 16 * 1024 * 1024
@@ -116,10 +116,7 @@ class Bridge:
                 if response.status == 202 or request_id is None:
                     return
                 if response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                    decoder = SseDecoder()
-                    async for line in response.content:
-                        for _event, data in decoder.feed_line(line):
-                            self._write(json.loads(data))
+                    await self._relay(response)
                     return
                 self._write(_as_rpc(await response.read(), request_id, response.status))
         except (aiohttp.ClientError, OSError) as exc:
@@ -133,10 +130,14 @@ class Bridge:
             async with self._http.get(f"http://daemon{self._path}", headers=self._headers()) as response:
                 if response.status != 200:
                     return
-                decoder = SseDecoder()
-                async for line in response.content:
-                    for _event, data in decoder.feed_line(line):
-                        self._write(json.loads(data))
+                await self._relay(response)
+
+    async def _relay(self, response: aiohttp.ClientResponse) -> None:
+        """Each event of an answer stream as one line on stdout."""
+        parser = sse_parser()
+        async for chunk in response.content.iter_any():
+            for event in parser.feed(chunk):
+                self._write(json.loads(event.data))
 
     async def _close(self) -> None:
         for task in list(self._tasks):

@@ -32,6 +32,8 @@ AUTH_SHAPED = re.compile(
     r"authentication\s+(?:failed|required)|not\s+authenticated|access\s+denied)\b", re.IGNORECASE)
 RETRY_FAILED = 10.0
 """A failed check is repeated at least this often, so a fixed upstream heals the server soon."""
+IDLE_LOOK = 5.0
+"""With nothing due the schedule looks again after this long (a reload may add checks): no busy loop."""
 CLIENT_INFO = {"name": "mcp-supervisor-deep-check", "version": "1"}
 
 
@@ -77,13 +79,17 @@ class DeepChecks:
         try:
             while True:
                 now = loop.time()
+                wake = now + IDLE_LOOK
                 for server in self._supervisor.config.servers:
                     for index, check in enumerate(server.checks):
                         key = (server.name, index)
                         task = self._running.get(key)
-                        if (task is None or task.done()) and now >= self._due.get(key, 0.0):
+                        due = self._due.get(key, 0.0)
+                        if (task is None or task.done()) and now >= due:
                             self._running[key] = asyncio.ensure_future(self._check(server, index, check))
-                await asyncio.sleep(0.25)
+                        else:
+                            wake = min(wake, max(due, now + 0.25))
+                await asyncio.sleep(wake - now)
         finally:
             for task in self._running.values():
                 task.cancel()

@@ -15,10 +15,10 @@ backend again only if it is safe (``safety.py``) or certainly never reached the 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_supervisor.proxy.actions import Abandon, Action, Call, Connect, Deliver, Link, Send, Stats
 from mcp_supervisor.proxy.safety import ToolSafety
 from mcp_supervisor.proxy.wire import (
     BACKEND_UNAVAILABLE,
@@ -32,70 +32,6 @@ from mcp_supervisor.proxy.wire import (
     progress_token,
     with_id,
 )
-
-
-class Link(enum.StrEnum):
-    DOWN = "down"
-    CONNECTING = "connecting"
-    HANDSHAKE = "handshake"
-    UP = "up"
-
-
-# --- actions (what the shell must do) ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Send:
-    """Send ``message`` to the backend of ``generation``; ``key`` is the client call it serves."""
-
-    message: Message
-    generation: int
-    key: int | None = None
-
-
-@dataclass(frozen=True)
-class Deliver:
-    """Give ``message`` to the client: on call ``key``'s answer stream, or the session stream (None)."""
-
-    message: Message
-    key: int | None
-    final: bool = False
-
-
-@dataclass(frozen=True)
-class Connect:
-    """(Re)connect the backend; report with ``on_link_up`` or ``on_link_failed``."""
-
-    generation: int
-
-
-Action = Send | Deliver | Connect
-
-
-@dataclass
-class Call:
-    key: int
-    client_id: RequestId
-    message: Message
-    safe: bool
-    arrived: float
-    backend_id: int | None = None
-    held_since: float | None = None
-    held_total: float = 0.0
-    attempts: int = 0
-    held_by_loss: bool = False
-    """Held because the backend was lost (not merely while the first connection opened)."""
-
-
-@dataclass
-class Stats:
-    """What the record and the run report count per server: calls held, retried and failed."""
-
-    held: int = 0
-    retried: int = 0
-    failed: int = 0
-    held_seconds: float = 0.0
-    max_held: float = 0.0
 
 
 @dataclass
@@ -165,11 +101,19 @@ class SessionCore:
             return []  # its backend is gone: the new one never asked
         return [Send(with_id(message, entry[1]), self.generation)]
 
-    def on_client_gone(self, key: int) -> None:
-        """The client stopped waiting for call ``key`` (disconnect); its answer is dropped."""
+    def on_client_gone(self, key: int) -> list[Action]:
+        """The client stopped waiting for call ``key`` (it disconnected or, in the 2026 era,
+        cancelled by closing the stream): its answer is dropped and the backend is told."""
         call = self.calls.pop(key, None)
-        if call is not None and call.backend_id is not None:
-            self._by_backend.pop(call.backend_id, None)
+        if call is None or call.backend_id is None:
+            return []
+        self._by_backend.pop(call.backend_id, None)
+        if self.link is not Link.UP:
+            return []
+        if self.era == "modern":
+            return [Abandon(call.backend_id, self.generation)]
+        return [Send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                      "params": {"requestId": call.backend_id, "reason": "the client went away"}}, self.generation)]
 
     # --- events from the backend ------------------------------------------------------------
 

@@ -28,9 +28,9 @@ from mcp_supervisor.proxy.wire import (
     SESSION_HEADER,
     VERSION_HEADER,
     Message,
-    SseDecoder,
     error,
     is_request,
+    sse_parser,
 )
 
 OnMessage = Callable[[Message, int | None], None]
@@ -45,6 +45,9 @@ class BackendLink(Protocol):
     def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
         """Hand a message to the backend; answers and failures come through the callbacks."""
 
+    def abandon(self, backend_id: int) -> None:
+        """Cancel a 2026-era request the client gave up on (HTTP: close its POST)."""
+
     async def close(self) -> None: ...
 
 
@@ -55,10 +58,11 @@ class _Tasks:
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
 
-    def start(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+    def start(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
     async def cancel(self) -> None:
         self.closed = True
@@ -100,10 +104,10 @@ def _http_error(message: Message, status: int, body: bytes) -> Message:
 
 
 async def _read_events(response: aiohttp.ClientResponse, deliver: Callable[[str, str], None]) -> None:
-    decoder = SseDecoder()
-    async for line in response.content:
-        for event, data in decoder.feed_line(line):
-            deliver(event, data)
+    parser = sse_parser()
+    async for chunk in response.content.iter_any():
+        for event in parser.feed(chunk):
+            deliver(event.event, event.data)
 
 
 class HttpLink:
@@ -119,6 +123,7 @@ class HttpLink:
         self._on_message = on_message
         self._on_lost = on_lost
         self._tasks = _Tasks()
+        self._posts: dict[int, asyncio.Task[None]] = {}
         self.session_id: str | None = None
         self.protocol_version: str | None = None
 
@@ -126,7 +131,21 @@ class HttpLink:
         await tcp_reachable(self.url)
 
     def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
-        self._tasks.start(self._post(message, headers))
+        task = self._tasks.start(self._post(message, headers))
+        request_id = message.get("id")
+        if isinstance(request_id, int) and "method" in message:
+            self._posts[request_id] = task
+
+            def forget(_task: asyncio.Task[None], key: int = request_id) -> None:
+                if self._posts.get(key) is _task:
+                    del self._posts[key]
+
+            task.add_done_callback(forget)
+
+    def abandon(self, backend_id: int) -> None:
+        task = self._posts.pop(backend_id, None)
+        if task is not None:
+            task.cancel()
 
     def _lost(self, reason: str, unsent: int | None) -> None:
         if not self._tasks.closed:
@@ -268,6 +287,9 @@ class SseLink:
 
     def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
         self._tasks.start(self._post(message))
+
+    def abandon(self, backend_id: int) -> None:
+        self.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": backend_id}})
 
     async def _post(self, message: Message) -> None:
         assert self._endpoint is not None

@@ -196,7 +196,9 @@ class ProxyServer:
 
     async def start(self, listen: str) -> None:
         host, _, port = listen.rpartition(":")  # validated as loopback HOST:PORT when the config loaded
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # handler_cancellation: a client that closes its answer stream cancels the call (the 2026 way)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                                     handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True).start()
         addresses: Any = self._runner.addresses

@@ -20,7 +20,8 @@ import aiohttp
 from mcp_supervisor.config import Config, ServerConfig
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.proxy.core import SessionCore, Stats
+from mcp_supervisor.proxy.actions import Stats
+from mcp_supervisor.proxy.core import SessionCore
 from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink
 from mcp_supervisor.proxy.safety import ToolSafety, patterns
 from mcp_supervisor.proxy.session import RETRY_MAX_SPAWN, ProxySession

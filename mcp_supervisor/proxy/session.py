@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 
-from mcp_supervisor.proxy.core import Action, Connect, Deliver, Link, Send, SessionCore
+from mcp_supervisor.proxy.actions import Abandon, Action, Connect, Deliver, Link, Send
+from mcp_supervisor.proxy.core import SessionCore
 from mcp_supervisor.proxy.links import BackendLink, OnLost, OnMessage
 from mcp_supervisor.proxy.standby import Standby
 from mcp_supervisor.proxy.wire import INTERNAL_ERROR, Message, error
@@ -79,9 +80,9 @@ class ProxySession:
         self._perform(self.core.on_client_response(message))
 
     def client_gone(self, key: int) -> None:
-        self.core.on_client_gone(key)
         self._waiters.pop(key, None)
         self._headers.pop(key, None)
+        self._perform(self.core.on_client_gone(key))
 
     @property
     def backend_pid(self) -> int | None:
@@ -103,6 +104,9 @@ class ProxySession:
                     self._link.send(action.message, headers)
             elif isinstance(action, Deliver):
                 self._deliver(action)
+            elif isinstance(action, Abandon):
+                if self._link is not None and action.generation == self._link_gen:
+                    self._link.abandon(action.backend_id)
             elif isinstance(action, Connect):
                 if self._standby is not None and self._standby.ready:
                     self._switch(action.generation)

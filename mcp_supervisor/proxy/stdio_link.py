@@ -74,6 +74,10 @@ class StdioLink:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
+    def abandon(self, backend_id: int) -> None:
+        """On stdio a 2026-era cancellation is the notification itself."""
+        self.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": backend_id}})
+
     async def _send(self, message: Message) -> None:
         from mcp.shared.message import SessionMessage
 

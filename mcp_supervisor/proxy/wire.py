@@ -8,8 +8,9 @@ and the server agree on, and would cost most of the proxy's latency budget.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
+
+from mcp_supervisor.sse import SseParser
 
 Message = dict[str, Any]
 RequestId = str | int
@@ -24,6 +25,7 @@ NOT_RETRIED = -32002
 """An unsafe call was in flight when the backend restarted; it was not sent again."""
 UNKNOWN_SERVER = -32003
 MODERN_VERSIONS = frozenset({"2026-07-28"})
+MAX_MESSAGE = 16 * 1024 * 1024
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 
@@ -98,33 +100,11 @@ def modern_version(message: Message, header: str | None) -> str | None:
 
 
 def sse_event(message: Message) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message, separators=(",", ":")).encode() + b"\n\n"
+    from mcp_supervisor.sse import frame
+
+    return frame(json.dumps(message, separators=(",", ":")), event="message")
 
 
-class SseDecoder:
-    """Incremental ``text/event-stream`` decoder: feed lines, get (event, data) pairs."""
-
-    def __init__(self, max_event: int = 16 * 1024 * 1024) -> None:
-        self._event = "message"
-        self._data: list[str] = []
-        self._size = 0
-        self._max = max_event
-
-    def feed_line(self, raw: bytes) -> Iterator[tuple[str, str]]:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if self._data:
-                yield self._event, "\n".join(self._data)
-            self._event, self._data, self._size = "message", [], 0
-            return
-        if line.startswith(":"):
-            return
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._size += len(value)
-            if self._size > self._max:
-                raise ValueError(f"a server-sent event is larger than {self._max} bytes")
-            self._data.append(value)
+def sse_parser() -> SseParser:
+    """The one SSE reader (``mcp_supervisor.sse``), with room for MCP messages of up to 16 MiB."""
+    return SseParser(max_line=MAX_MESSAGE)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from mcp_supervisor.auth.registry import auth_status
 from mcp_supervisor.health.model import ProbeResult, State
 from mcp_supervisor.runtime.snapshot import ServerView
 
@@ -56,6 +57,7 @@ def server_status(view: ServerView, wall_offset: float) -> dict[str, Any]:
         "hint": result.hint if result else None,
         "tool_count": view.tool_count,
         "protocol_version": result.protocol_version if result else None,
+        "auth": auth_status(view.name),
         "maintenance": dict(zip(("id", "until", "reason"), view.maintenance, strict=True)) if view.maintenance else None,
         **process_fields(view, wall_offset),
     }

@@ -28,11 +28,44 @@ Modules: ``spec`` (SpawnSpec, spec_for_server, SpawnRefused, check-config's root
 modes), ``access`` (can that account execute the command: the refusal text), ``cgroups``
 (memory/pids limits, OOM read-back), ``child`` (spawn, Child, ExitInfo), ``stdio`` (the MCP
 transport), ``sweep`` (a process group's leftovers), ``records`` + ``procfs`` (orphan records).
+
+
+Why the names load lazily: ``spawn.procfs`` is the one ``/proc`` reader, also for ``guard/``
+(``supervisorctl-mcp run``), whose start-up budget cannot pay for the MCP SDK that ``stdio``
+imports; a submodule import runs this file first, so it imports nothing until a name is used.
 """
 
-from mcp_supervisor.spawn.child import Child, ExitInfo, exit_text, spawn
-from mcp_supervisor.spawn.spec import Role, SpawnRefused, SpawnSpec, root_warning, spec_for_server
-from mcp_supervisor.spawn.stdio import stdio_transport
+import importlib
+
+TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing this package stays cheap
+if TYPE_CHECKING:
+    from mcp_supervisor.spawn.child import Child, ExitInfo, exit_text, spawn
+    from mcp_supervisor.spawn.spec import Role, SpawnRefused, SpawnSpec, root_warning, spec_for_server
+    from mcp_supervisor.spawn.stdio import stdio_transport
+
+_HOME = {
+    "Child": "child",
+    "ExitInfo": "child",
+    "exit_text": "child",
+    "spawn": "child",
+    "Role": "spec",
+    "SpawnRefused": "spec",
+    "SpawnSpec": "spec",
+    "root_warning": "spec",
+    "spec_for_server": "spec",
+    "stdio_transport": "stdio",
+}
+"""Each exported name -> the submodule that defines it."""
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Child",

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcp_supervisor.spawn import procfs
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 NOTES_SERVER = ROOT / "examples" / "notes_server.py"
@@ -57,11 +59,8 @@ def wait_port_open(port: int, timeout: float = 20.0, proc: subprocess.Popen[byte
 
 def pid_alive(pid: int) -> bool:
     """True while the process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+    stat = procfs.read_stat(pid)
+    return stat is not None and stat.alive
 
 
 def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> list[int]:
@@ -75,19 +74,49 @@ def wait_gone(pids: Sequence[int], timeout: float = 10.0) -> list[int]:
 
 
 def children_of(pid: int | None = None) -> list[int]:
-    """Live direct children of ``pid`` (default: this process)."""
-    pid = os.getpid() if pid is None else pid
-    found: list[int] = []
+    """Live (non-zombie) direct children of ``pid`` (default: this process), through psutil."""
+    import psutil
+
+    try:
+        children = psutil.Process(os.getpid() if pid is None else pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    alive = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def descendants_of(pid: int) -> dict[int, str]:
+    """Live (non-zombie) descendants of ``pid``, read from /proc: {pid: command line}."""
+    parents: dict[int, int] = {}
+    info: dict[int, tuple[str, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
+        # the command name may contain spaces or parentheses: split after the last ')'
         fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
+        parents[int(entry.name)] = int(fields[1])
+        info[int(entry.name)] = (fields[0], cmdline)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                state, cmdline = info[child]
+                if state != "Z":
+                    found[child] = cmdline
+                frontier.append(child)
     return found
 
 

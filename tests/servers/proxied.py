@@ -54,6 +54,20 @@ async def ask_name(ctx: Context) -> str:
 
 
 @server.tool(annotations=READ_ONLY)
+async def wait(seconds: float) -> str:
+    """Wait; writes 'started', then 'cancelled' when the client's cancellation reaches it, to COUNT_FILE.waits."""
+    with COUNT.with_name(COUNT.name + ".waits").open("a") as handle:
+        handle.write("started\n")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        with COUNT.with_name(COUNT.name + ".waits").open("a") as handle:
+            handle.write("cancelled\n")
+        raise
+    return "waited"
+
+
+@server.tool(annotations=READ_ONLY)
 def upstream() -> str:
     """What a deep check calls: fails with the text in COUNT_FILE.broken while that file exists."""
     broken = COUNT.with_name(COUNT.name + ".broken")
