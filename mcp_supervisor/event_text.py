@@ -205,7 +205,7 @@ def tone(event: dict[str, Any]) -> str:
     kind = event.get("kind")
     if kind == "state":
         new = event.get("new")
-        return "bad" if new in BAD_STATES else "good" if new in ("healthy", "degraded") else ""
+        return "bad" if new in BAD_STATES else "good" if new in ("healthy", "degraded", "rate_limited") else ""
     if kind in ("process_exit", "restore_failed", "config_corrupt", "vault_error") or (
         kind == "action_done" and not event.get("ok")
     ):

@@ -36,7 +36,7 @@ from mcp_supervisor.logging import get_logger
 log = get_logger("mcp_supervisor.metrics")
 PREFIX = "mcp_supervisor"
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_UP = frozenset({State.HEALTHY.value, State.DEGRADED.value})
+_UP = frozenset({State.HEALTHY.value, State.DEGRADED.value, State.RATE_LIMITED.value})
 _RESTARTING_RUNGS = frozenset({"restart", "restore_config", "recreate"})
 SERVER_LABELS = ["server", "critical", "managed"]
 CONTENT_TYPE: str = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4", CONTENT_TYPE_LATEST)

@@ -50,7 +50,8 @@ policies = st.builds(
     recovery_enabled=st.booleans(),
 )
 
-failures = st.sampled_from(list(FailureClass))
+failures = st.sampled_from([f for f in FailureClass if not f.is_answer])
+"""Failures that count; an answer (`rate_limited`, `drifted`) is none (tests/test_rate_limits.py)."""
 # Weighted toward what drives recovery (transient failures, action outcomes, timers) so short
 # histories reach the deep states; commands and human-only failures stay in the mix.
 _EVENTS: list[tuple[str, object]] = (
@@ -59,6 +60,7 @@ _EVENTS: list[tuple[str, object]] = (
     + [("fail", FailureClass.CRASHED)] * 2
     + [("fail", FailureClass.REFUSED), ("fail", FailureClass.PROTOCOL)]
     + [("fail", FailureClass.AUTH), ("fail", FailureClass.CONFIG), ("degraded", None)]
+    + [("fail", FailureClass.RATE_LIMITED), ("fail", FailureClass.DRIFTED)]  # answers, not failures
     + [("done", True)] * 2
     + [("done", False)] * 2
     + [("timer", None)] * 3
@@ -97,6 +99,8 @@ class Shell:
                     self.repair_times.append(self.now)
                 if probe is not None and probe.failure in (FailureClass.AUTH, FailureClass.CONFIG):
                     assert not isinstance(action, REPAIRS), "a restart cannot fix auth or config"
+                if probe is not None and probe.failure is not None and probe.failure.is_answer:
+                    assert not isinstance(action, REPAIRS), "a 429 or a drifted contract never restarts"
             elif isinstance(action, Notify) and action.kind in ("down", "needs_human", "fallback"):
                 if not command and "emergency" not in action.detail:  # operator-made, not an incident
                     self.incident_alerts += 1
@@ -113,7 +117,8 @@ class Shell:
         """In every state but paused, a restartable server that is failing has its next attempt
         scheduled (an action running, or a timer that starts one): healing never just stops."""
         machine = self.machine
-        if machine.state in (State.PAUSED, State.STARTING, State.HEALTHY, State.DEGRADED):
+        if machine.state in (State.PAUSED, State.STARTING, State.HEALTHY, State.DEGRADED, State.RATE_LIMITED,
+                             State.DRIFTED):
             return
         if machine.restartable_failure():
             assert machine.retry_pending(), f"{machine.state} with no next attempt: {machine.snapshot()}"

@@ -216,6 +216,9 @@ def build_app(
     from mcp_supervisor.api.alert_routes import add_alert_routes
 
     add_alert_routes(app)  # /v1/silences (silences and maintenance windows: control.notifier)
+    from mcp_supervisor.api.contract_routes import add_contract_routes
+
+    add_contract_routes(app)  # /v1/servers/{name}/tools, accept-tools (tool contracts: control.contracts)
     if extra_routes is not None:
         extra_routes(app)
     return app

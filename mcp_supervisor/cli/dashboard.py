@@ -32,6 +32,8 @@ from mcp_supervisor.sse import SseParser
 STATE_STYLE = {
     "healthy": "bold green",
     "degraded": "bold yellow",
+    "rate_limited": "yellow",
+    "drifted": "bold magenta",
     "starting": "dim",
     "paused": "dim",
     "recovering": "bold yellow",
@@ -358,7 +360,7 @@ class Dashboard(App[int]):
                 if shown[index] != seen:  # an unchanged cell costs no redraw
                     table.update_cell(name, column, cell)
                     shown[index] = seen
-        ready = sum(1 for s in self.servers.values() if s.get("state") in ("healthy", "degraded"))
+        ready = sum(1 for s in self.servers.values() if s.get("state") in ("healthy", "degraded", "rate_limited"))
         summary = Text(f"{ready}/{len(self.servers)} healthy")
         if self.recovery_rate is not None:
             summary.append(f" · recovery success today {100 * self.recovery_rate:.0f}%")  # a fraction 0..1

@@ -19,6 +19,8 @@ from mcp_supervisor.event_text import one_line as one_line  # the one flattener;
 _STATE_STYLES = {
     "healthy": "green",
     "degraded": "yellow",
+    "rate_limited": "yellow",
+    "drifted": "bold magenta",
     "starting": "cyan",
     "recovering": "yellow",
     "backoff": "yellow",
@@ -72,7 +74,7 @@ def server_message(server: dict[str, Any]) -> str:
     if server.get("failure_class"):
         parts.append(f"[{server['failure_class']}]")
     message = server.get("message") or ""
-    if not message and server.get("state") not in ("healthy", "degraded"):
+    if not message and server.get("state") not in ("healthy", "degraded", "rate_limited"):
         message = server.get("reason") or ""
     if isinstance(server.get("auth"), dict):  # first: a long message must not cut it off
         parts.append(auth_text(server["auth"]))
@@ -152,6 +154,8 @@ def ready_line(answer: dict[str, Any]) -> str:
         line = "ready"
         if fallback:
             line += f" (in fallback: {', '.join(str(n) for n in fallback)})"
+        for item in answer.get("rate_limited") or []:  # up, so ready; but calls may wait
+            line += f"; warning: {item.get('name')} is {one_line(str(item.get('reason') or 'rate limited'), 80)}"
         return line
     if answer.get("daemon") == "stopping":
         return "not ready: daemon stopping"

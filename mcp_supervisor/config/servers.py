@@ -150,6 +150,9 @@ class ServerConfig(_Model):
     ``readOnlyHint``/``idempotentHint``; shell-style patterns such as ``"search_*"``."""
     checks: list[DeepCheck] = Field(default_factory=list)
     """Deep checks run through the proxy; a failing one is the failure class ``check``."""
+    pin_tools: bool | list[str] = False
+    """Tool contracts: ``true`` (every tool) or the names of the tools the job uses; a change not yet
+    accepted (``supervisorctl-mcp accept-tools NAME``) makes the server ``drifted`` (not ready)."""
     standby: int = Field(default=0, ge=0, le=1)
     """Proxy, stdio servers: keep one more backend process per client session started and
     initialized, so a crash switches to it at once instead of waiting for a cold start."""

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-GOOD_STATES = frozenset({"healthy", "degraded"})
+GOOD_STATES = frozenset({"healthy", "degraded", "rate_limited"})
 BAD_STATES = frozenset({"failed", "recovering", "backoff", "fallback", "needs_human"})
 RECOVERABLE_STATES = frozenset({"failed", "backoff"})
 """States in which the guardian asks the daemon to recover a required server at once."""

@@ -3,12 +3,10 @@
 Inputs are probe results, outcomes of the actions it asked for, timer expiries and operator
 commands, each with ``now`` (monotonic seconds) passed in. Outputs are ``Action`` values the shell
 executes. Nothing here reads a clock, sleeps, logs or does I/O, so a server's whole behaviour can be
-driven by tables and by hypothesis with a simulated clock.
-
-The rules it implements (the lifecycle, thresholds, flapping, alert levels) are in the package's
-docstring (``health/__init__.py``) and docs/architecture.md. Its parts: the table of allowed moves
-(``transitions.py``), the incident and recovery-budget record it decides from (``incident.py``),
-and here the transition logic: which move, which actions, for each input.
+driven by tables and by hypothesis with a simulated clock. The rules (lifecycle, thresholds, flapping, alert
+levels): ``health/__init__.py`` and docs/architecture.md. Its parts: the table of allowed moves
+(``transitions.py``), the incident and recovery-budget record (``incident.py``), the rate-limit
+wait (``ratelimit.py``), and here the logic: which move, which actions, for each input.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from mcp_supervisor.health.model import (
     headline,
 )
 from mcp_supervisor.health.policy import Policy
+from mcp_supervisor.health.ratelimit import on_answer
 from mcp_supervisor.health.transitions import ALERTED, RUNNING, UP, move
 
 
@@ -62,6 +61,7 @@ class ServerMachine:
         self._timer: _Timer | None = None
         self._forced_fallback = False
         self._emergency_pending = False
+        self.hold_until: float | None = None  # rate limited: no planned probe before this
 
     @property
     def attempt(self) -> int:
@@ -118,6 +118,8 @@ class ServerMachine:
         if self.state is State.PAUSED:
             return []
         self.last_result = result
+        if result.failure is not None and result.failure.is_answer:  # 429, a drifted contract
+            return on_answer(self, result, now)
         if result.kind is ProbeKind.COLD:
             self._cold_failures = 0 if result.ok else self._cold_failures + 1
         if result.ok:
@@ -220,7 +222,7 @@ class ServerMachine:
         up = State.DEGRADED if result.degraded else State.HEALTHY
         why = f"degraded: {result.degraded}" if result.degraded else "probe succeeded"
         state = self.state
-        if state is State.STARTING:
+        if state in (State.STARTING, State.DRIFTED):  # drifted: the contract was accepted
             return [self._move(up, now, why)]
         if state in UP:
             return [self._move(up, now, why)] if state is not up else []

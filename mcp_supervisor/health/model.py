@@ -22,11 +22,23 @@ class FailureClass(StrEnum):
     CHECK = "check"
     """A deep check (``[[servers.checks]]``: a real ``tools/call``) failed while the server still
     answers probes; the message is the tool's own error text."""
+    RATE_LIMITED = "rate_limited"
+    """The server said "too many requests" (HTTP 429, or a rate-limit error in JSON-RPC or a tool
+    result): it is up, so this is no failure toward the threshold and never a restart (a restart
+    cannot lift a limit); the next probe waits for its ``Retry-After``."""
+    DRIFTED = "drifted"
+    """A pinned tool's contract changed (``pin_tools``) and nobody accepted it yet: the server
+    answers, so never a restart (a restart cannot help), but a job must not use it."""
 
     @property
     def is_exit(self) -> bool:
         """The process is gone (a fact, not a blip): a crash or an OOM kill."""
         return self in (FailureClass.CRASHED, FailureClass.OOM)
+
+    @property
+    def is_answer(self) -> bool:
+        """The server answered, just not usefully now: no failure toward the threshold, no restart."""
+        return self in (FailureClass.RATE_LIMITED, FailureClass.DRIFTED)
 
     @property
     def needs_human(self) -> bool:
@@ -44,6 +56,10 @@ class State(StrEnum):
     FALLBACK = "fallback"
     NEEDS_HUMAN = "needs_human"
     PAUSED = "paused"
+    RATE_LIMITED = "rate_limited"
+    """Up but refusing calls for a while (HTTP 429): ready, with a warning; no downtime."""
+    DRIFTED = "drifted"
+    """Up, but a pinned tool contract changed: not ready until ``accept-tools``; never restarted."""
 
 
 class ProbeKind(StrEnum):
@@ -71,6 +87,10 @@ class ProbeResult:
     tool_count: int | None = None
     hint: str | None = None
     """For needs-a-human failures: the env var/header involved and the fix."""
+    tools: dict[str, dict[str, str]] | None = None
+    """After a ``tools/list``: each tool's contract fingerprint (``probes/contracts.py``)."""
+    retry_after: float | None = None
+    """For ``rate_limited``: seconds the server asked us to wait (its ``Retry-After``), if it said."""
 
     def __post_init__(self) -> None:
         if self.ok and self.failure is not None:

@@ -42,6 +42,21 @@ ALLOWED_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
         (State.FALLBACK, State.DEGRADED),
         (State.NEEDS_HUMAN, State.HEALTHY),
         (State.NEEDS_HUMAN, State.DEGRADED),
+        # a 429 is an answer: only a server that answers is rate limited, and it is still up
+        (State.STARTING, State.RATE_LIMITED),
+        (State.HEALTHY, State.RATE_LIMITED),
+        (State.DEGRADED, State.RATE_LIMITED),
+        (State.RATE_LIMITED, State.HEALTHY),
+        (State.RATE_LIMITED, State.DEGRADED),
+        (State.RATE_LIMITED, State.FAILED),
+        # a pinned tool contract changed: only an answering server drifts; accept-tools heals it
+        (State.STARTING, State.DRIFTED),
+        (State.HEALTHY, State.DRIFTED),
+        (State.DEGRADED, State.DRIFTED),
+        (State.DRIFTED, State.HEALTHY),
+        (State.DRIFTED, State.DEGRADED),
+        (State.DRIFTED, State.FAILED),
+        (State.RATE_LIMITED, State.DRIFTED),
     }
     # operator commands: pause from anywhere, resume to starting, recover / emergency on demand
     | {(s, State.PAUSED) for s in State if s is not State.PAUSED}
@@ -51,9 +66,9 @@ ALLOWED_TRANSITIONS: frozenset[tuple[State, State]] = frozenset(
 )
 """Every (old, new) pair the machine may make; ``move`` enforces it."""
 
-UP = (State.HEALTHY, State.DEGRADED)
-"""The server answers (a degraded one answers with something missing)."""
-RUNNING = (State.STARTING, State.HEALTHY, State.DEGRADED)
+UP = (State.HEALTHY, State.DEGRADED, State.RATE_LIMITED)
+"""The server answers (a degraded one answers with something missing, a rate-limited one with 429)."""
+RUNNING = (State.STARTING, State.HEALTHY, State.DEGRADED, State.RATE_LIMITED, State.DRIFTED)
 """No incident open: failures count towards ``failure_threshold`` here."""
 ALERTED = (State.NEEDS_HUMAN, State.FALLBACK)
 """Alert levels, not stops: still probed, still restarted at the backoff cap, healed by a success."""

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-UP_STATES = frozenset({"healthy", "degraded"})
+UP_STATES = frozenset({"healthy", "degraded", "rate_limited"})
 DOWN_STATES = frozenset({"failed", "recovering", "backoff", "fallback", "needs_human"})
 GAP_TOLERANCE = 1.0
 """Seconds between one interval's end and the next one's start that still count as continuous."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 IntervalRow = tuple[int, str, str, float, "float | None"]
 """(id, server, state, began, ended): one row of the record's ``intervals`` table."""
-UP = frozenset({"healthy", "degraded"})
+UP = frozenset({"healthy", "degraded", "rate_limited"})
 NOT_COUNTED = frozenset({"paused", "starting", "unknown"})
 
 

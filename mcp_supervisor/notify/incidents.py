@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Role = Literal["alert", "followup", "resolution", "single"]
-UP_STATES = frozenset({"healthy", "degraded"})
+UP_STATES = frozenset({"healthy", "degraded", "rate_limited"})
 ESCALATIONS = frozenset({"needs_human", "fallback"})
 _HUMAN_CLASSES = frozenset({"auth", "config"})
 _SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}

@@ -22,6 +22,7 @@ _EMOJI = {
     "fallback": ":warning:",
     "flapping": ":repeat:",
     "token_expiry": ":hourglass_flowing_sand:",
+    "tools_changed": ":scroll:",
     "backup_failed": ":floppy_disk:",
     "restore_failed": ":x:",
     "config_restored": ":recycle:",
@@ -97,6 +98,8 @@ def title(n: Notification) -> str:
     if kind == "token_expiry":
         level = data.get("level")
         return f"{server}: token expired" if level == "expired" else f"{server}: token expires soon"
+    if kind == "tools_changed":
+        return f"{server}: tools changed"
     if kind == "backup_failed":
         return "Config backup is not safe"
     if kind == "restore_failed":

@@ -19,6 +19,7 @@ from mcp_types import CONNECTION_CLOSED, UNSUPPORTED_PROTOCOL_VERSION
 from pydantic import ValidationError
 
 from mcp_supervisor.health.model import FailureClass
+from mcp_supervisor.probes.ratelimit import rate_limit_verdict
 
 _MAX_MESSAGE = 300
 
@@ -34,6 +35,8 @@ class Observed:
     headers: Sequence[str] = ()
     token_env: str | None = None
     command: str | None = None
+    limits: list[tuple[str | None, str]] = field(default_factory=list)
+    """HTTP 429s seen: (``Retry-After`` header, body start); shared with the session's ``HttpSink``."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Verdict:
     failure: FailureClass
     message: str
     hint: str | None = None
+    retry_after: float | None = None
+    """``rate_limited`` only: seconds the server asked to wait, when it said."""
 
 
 def leaves(exc: BaseException) -> list[BaseException]:
@@ -91,6 +96,9 @@ def _is_closed(exc: BaseException) -> bool:
 def classify(exc: BaseException, obs: Observed, *, phase: str) -> Verdict:
     """Map one failed probe phase to a failure class and a short, secret-free message."""
     errors = leaves(exc)
+    limited = rate_limit_verdict(errors, obs.statuses, obs.limits)
+    if limited is not None:
+        return Verdict(FailureClass.RATE_LIMITED, limited[0], retry_after=limited[1])
     auth_status = next((s for s in obs.statuses if s in (401, 403)), None)
     if auth_status is not None:
         return Verdict(

@@ -53,7 +53,7 @@ class Conn:
             self.errfile = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
             transport = self._stdio
         else:
-            self.sink = HttpSink(headers=probe_headers(server), statuses=self.obs.statuses)
+            self.sink = HttpSink(headers=probe_headers(server), statuses=self.obs.statuses, limits=self.obs.limits)
             url = server.url or ""
             if server.transport == "http":
                 http_client = context.http_client(url)

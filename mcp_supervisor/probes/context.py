@@ -44,6 +44,9 @@ connection it holds on each request."""
 _SLOW_TURN_LOG_EVERY = 60.0
 """Seconds between two log lines saying handshakes queued for longer than a probe timeout."""
 
+_LIMIT_BODY = 512
+"""Bytes of a 429's body kept for the server's own words ("rate limited until ...: <words>")."""
+
 _log = logging.getLogger(__name__)
 
 OUTER_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.ContextVar(
@@ -70,6 +73,8 @@ class HttpSink:
     statuses: list[int] = field(default_factory=list)
     session_id: str | None = None
     """``Mcp-Session-Id`` of a handshake-era session: the light warm check sends it back."""
+    limits: list[tuple[str | None, str]] = field(default_factory=list)
+    """Each HTTP 429 seen: (its ``Retry-After`` header, the start of its body: the server's words)."""
 
     def record(self, status: int) -> None:
         self.statuses.append(status)
@@ -91,6 +96,9 @@ async def _on_response(response: httpx2.Response) -> None:
     sink = CURRENT_SINK.get()
     if sink is not None:
         sink.record(response.status_code)
+        if response.status_code == 429 and len(sink.limits) < 4:
+            body = await response.aread()  # small, and kept: the SDK reads the same bytes after us
+            sink.limits.append((response.headers.get("retry-after"), body[:_LIMIT_BODY].decode("utf-8", "replace")))
         session_id = response.headers.get("mcp-session-id")
         if session_id:
             sink.session_id = session_id

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from mcp import Client
+from mcp_types import Tool
 
 from mcp_supervisor.auth.registry import auth_hint
 from mcp_supervisor.config import ServerConfig
@@ -27,7 +28,9 @@ from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Verdict, classify, missing_tools
 from mcp_supervisor.probes.conn import Conn
 from mcp_supervisor.probes.context import ProbeContext
+from mcp_supervisor.probes.contracts import Memo, fingerprint
 from mcp_supervisor.probes.light import send as send_light
+from mcp_supervisor.probes.ratelimit import limited_text
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed
 from mcp_supervisor.redact import REDACTOR, Redactor, server_secrets
 from mcp_supervisor.spawn import Role, SpawnRefused, SpawnSpec, spec_for_server
@@ -51,12 +54,13 @@ async def _light_request(client: Client) -> None:
         await session.send_discover(client.protocol_version)
 
 
-async def _tool_names(client: Client) -> list[str]:
-    names: list[str] = []
+async def _tool_names(client: Client) -> list[Tool]:
+    """Every page of ``tools/list`` (the tools themselves: their contracts are fingerprinted)."""
+    names: list[Tool] = []
     cursor: str | None = None
     for _ in range(_MAX_TOOL_PAGES):
         page = await client.list_tools(cursor=cursor)
-        names.extend(tool.name for tool in page.tools)
+        names.extend(page.tools)
         cursor = page.next_cursor
         if not cursor:
             break
@@ -76,6 +80,7 @@ class McpProber:
         self._lock = asyncio.Lock()
         self._closed = False
         self._light_misses = 0
+        self._contract_memo: Memo = {}
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -311,8 +316,9 @@ class McpProber:
             await conn.aclose()
 
     def _ok(
-        self, kind: ProbeKind, started: float, phases: dict[str, float], info: ConnectInfo, names: list[str] | None
+        self, kind: ProbeKind, started: float, phases: dict[str, float], info: ConnectInfo, tools: list[Tool] | None
     ) -> ProbeResult:
+        names = [tool.name for tool in tools] if tools is not None else None
         who = " ".join(x for x in (info.server_name, info.server_version) if x) or "server"
         parts = [f"{who} answered", f"protocol {info.protocol_version}"]
         degraded: str | None = None
@@ -333,17 +339,22 @@ class McpProber:
             server_version=info.server_version,
             protocol_version=info.protocol_version,
             tool_count=len(names) if names is not None else None,
+            tools=fingerprint(tools, self._contract_memo) if tools is not None else None,
         )
 
     def _failed(self, kind: ProbeKind, started: float, phases: dict[str, float], verdict: Verdict) -> ProbeResult:
+        message = verdict.message
+        if verdict.failure is FailureClass.RATE_LIMITED:
+            message = limited_text(verdict.message, verdict.retry_after, self.server.probe.interval)
         return ProbeResult(
             ok=False,
             failure=verdict.failure,
             kind=kind,
             latency_ms=_ms(started),
-            message=self._redact(verdict.message),
+            message=self._redact(message),
             phases_ms={k: round(v, 3) for k, v in phases.items()},
             hint=self._redact(verdict.hint) if verdict.hint else None,
+            retry_after=verdict.retry_after,
         )
 
     def _redact(self, text: str) -> str:

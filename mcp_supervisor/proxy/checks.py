@@ -20,6 +20,7 @@ from mcp_supervisor.config import DeepCheck, ServerConfig
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.logging import get_logger
+from mcp_supervisor.probes.ratelimit import says_rate_limited
 from mcp_supervisor.proxy.service import ProxyService
 from mcp_supervisor.proxy.session import ProxySession
 from mcp_supervisor.proxy.wire import BACKEND_UNAVAILABLE, Message
@@ -60,6 +61,8 @@ def judge(check: DeepCheck, answer: Message) -> tuple[FailureClass | None, str]:
         else:
             return None, text
     cls = FailureClass.AUTH if AUTH_SHAPED.search(text) else FailureClass.CHECK
+    if says_rate_limited(text):  # "rate limit exceeded" in a tool result: up, held back, never restarted
+        return FailureClass.RATE_LIMITED, f"rate limited (deep check {check.tool}): {text[:300]}"
     return cls, f"deep check {check.tool}: {why[:500]}"
 
 

@@ -39,6 +39,8 @@ class RunnerEnv:
     on_view: Callable[[ServerView], None] = lambda view: None
     """Receives the runner's new ``ServerView`` after every change a reader can see."""
     lag: LoopLag | None = None
+    contracts: Any = None
+    """The ``runtime.contracts.ContractKeeper`` (tool contracts), None when there is no state dir."""
 
 
 async def _no_docker() -> None:

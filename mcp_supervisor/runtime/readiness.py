@@ -66,7 +66,8 @@ def readiness(
         items, fallback = _critical_not_ready(board, roster, replacing)
     if not board.views and roster.order and not items:
         items.append({"name": "*", "state": "starting", "reason": "no server is running"})
-    return {"ready": not items, "daemon": phase, "not_ready": items, "fallback": fallback}
+    limited = [{"name": n, "reason": board.limited[n]} for n in (servers or board.limited) if n in board.limited]
+    return {"ready": not items, "daemon": phase, "not_ready": items, "fallback": fallback, "rate_limited": limited}
 
 
 def _not_ready_item(board: Board, replacing: Mapping[str, bool], name: str) -> dict[str, str] | None:

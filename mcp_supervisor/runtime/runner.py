@@ -239,9 +239,10 @@ class ServerRunner:
             kind, self._urgent = self._urgent, None
             await self._probe(self._kind_for(kind), planned=None)
             return
+        held = self.machine.hold_until is not None and now < self.machine.hold_until  # rate limited
         taken = schedule.take(now)
         if taken is not None:
-            if not acting and not paused:
+            if not acting and not paused and not held:
                 await self._probe(self._kind_for(taken[0]), planned=taken[1])
             return  # a tick while acting or paused is skipped, not made up later
         wake_at = schedule.next_at()
@@ -280,6 +281,9 @@ class ServerRunner:
                                     settled=self.machine.state in (State.HEALTHY, State.DEGRADED))
         if result.ok and self.check_failure is not None:  # a failing deep check outweighs a passing probe
             result = self.check_failure
+        if result.ok and self.env.contracts is not None:  # tool contracts: alerts, a pinned one drifted
+            result, notes = self.env.contracts.check(self.server, result)
+            self._dispatch(notes)
         stale = epoch != self._epoch
         self.env.bus.publish(probe_event(self.server, kind, result, stale=stale, void=void))
         if stale:  # it started before an action, exit or command: it is not the check after it

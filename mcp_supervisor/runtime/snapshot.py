@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp_supervisor.health.model import ProbeResult, State
 
-READY_STATES = frozenset({State.HEALTHY, State.DEGRADED})
+READY_STATES = frozenset({State.HEALTHY, State.DEGRADED, State.RATE_LIMITED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,8 @@ class Board:
         self.not_ready: dict[str, ServerView] = {}
         """Servers that do not count as ready, in publication order (the oldest first)."""
         self.fallback: set[str] = set()
+        self.limited: dict[str, str] = {}
+        """Ready but rate limited (HTTP 429): name -> the reason ("rate limited until ...")."""
 
     def put(self, view: ServerView) -> None:
         name = view.name
@@ -79,12 +81,17 @@ class Board:
             self.fallback.add(name)
         else:
             self.fallback.discard(name)
+        if view.state is State.RATE_LIMITED:
+            self.limited[name] = view.reason
+        else:
+            self.limited.pop(name, None)
 
     def remove(self, name: str) -> None:
         self.views.pop(name, None)
         self.rendered.pop(name, None)
         self.not_ready.pop(name, None)
         self.fallback.discard(name)
+        self.limited.pop(name, None)
 
     def reorder(self, names: Iterable[str]) -> None:
         """Keep ``names``' order (the config's) for status output; views not named are dropped."""
@@ -94,6 +101,7 @@ class Board:
         for gone in [n for n in self.not_ready if n not in self.views]:
             del self.not_ready[gone]
         self.fallback &= set(order)
+        self.limited = {n: r for n, r in self.limited.items() if n in self.views}
 
     @property
     def ready_count(self) -> int:

@@ -26,6 +26,7 @@ from mcp_supervisor.config import Config, ConfigError, ServerConfig, load_config
 from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.health.model import Command, ProbeKind, Transition, UnknownServer
 from mcp_supervisor.logging import REDACTOR, collect_secrets, get_logger
+from mcp_supervisor.runtime.contracts import ContractKeeper
 from mcp_supervisor.runtime.docker_events import DockerEvents, event_facts, is_trigger
 from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.executor import Executor
@@ -91,6 +92,7 @@ class Supervisor:
         shared = self._shared = SharedResources(lambda: self.config, pressure=self.lag.pressure)
         log_dir = Path(self.config.state_dir) / "logs"
         executor = Executor(self._get_docker, self.vault, shared.get_http)
+        self.contracts = ContractKeeper(Path(self.config.state_dir))  # tool contracts (api/contract_routes.py)
         self._env = RunnerEnv(
             bus=self.bus,
             executor=executor,
@@ -103,6 +105,7 @@ class Supervisor:
             rng=self._rng,
             on_view=self._on_view,
             lag=self.lag,
+            contracts=self.contracts,
         )
         try:
             self._prepare_state_dir()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DAYS = 90
-_UP = frozenset({"healthy", "degraded"})
+_UP = frozenset({"healthy", "degraded", "rate_limited"})
 _NOT_COUNTED = frozenset({"paused", "starting", "maintenance"})
 
 

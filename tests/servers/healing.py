@@ -8,6 +8,9 @@
   renews: fix the file and it accepts again, without a restart.
 - ``exit-until PORT MARKER``: prints a fatal line, waits half a second and exits 1 on every start,
   until MARKER exists; then it is a healthy Streamable-HTTP server (the crash loop is "fixed").
+- ``contract PORT PATH``: a Streamable-HTTP server whose release is read from PATH at startup:
+  ``1.0.0`` has ``search(query)``, any other release ``search(query, limit)`` (a new required
+  argument), as an upgrade (``npx pkg@latest``) changes a tool's input schema.
 """
 
 from __future__ import annotations
@@ -65,6 +68,22 @@ def _exit_until(port: int, marker: Path) -> None:
     _server("fixed").run("streamable-http", host="127.0.0.1", port=port)
 
 
+def _contract(port: int, release_file: Path) -> None:
+    release = release_file.read_text().strip()
+    server = MCPServer("contract", version=release)
+    if release == "1.0.0":
+        @server.tool()
+        def search(query: str) -> str:
+            """Search the notes."""
+            return query
+    else:
+        @server.tool()
+        def search(query: str, limit: int) -> str:  # type: ignore[misc]  # the upgraded contract
+            """Search the notes."""
+            return query[:limit]
+    server.run("streamable-http", host="127.0.0.1", port=port)
+
+
 def main(argv: list[str]) -> None:
     mode = argv[1] if len(argv) > 1 else ""
     if mode == "datafile":
@@ -73,8 +92,10 @@ def main(argv: list[str]) -> None:
         _token_file(int(argv[2]), Path(argv[3]))
     elif mode == "exit-until":
         _exit_until(int(argv[2]), Path(argv[3]))
+    elif mode == "contract":
+        _contract(int(argv[2]), Path(argv[3]))
     else:
-        raise SystemExit(f"usage: {argv[0]} datafile PATH | token-file PORT PATH | exit-until PORT MARKER")
+        raise SystemExit(f"usage: {argv[0]} datafile PATH | token-file PORT PATH | exit-until PORT MARKER | contract PORT PATH")
 
 
 if __name__ == "__main__":

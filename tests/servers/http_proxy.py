@@ -7,7 +7,8 @@ records what the client sent: the JSON-RPC method, the routing headers and the c
 whose token was revoked, ``"html"`` answers 200 with a web page, ``"no-raw"`` answers 400 to the
 supervisor's raw light check only (a server that takes the SDK's requests but not that one),
 ``"stall"`` blocks the event loop it shares with an in-process supervisor for ``stall`` seconds
-once, then forwards (the daemon's own loop was late; the server was fine).
+once, then forwards (the daemon's own loop was late; the server was fine), ``"429"`` answers
+"too many requests" as a rate-limiting gateway (``Retry-After: retry_after`` unless None).
 Why a proxy and not a patched server: the server stays the official SDK's, untouched.
 """
 
@@ -44,6 +45,7 @@ class Proxy:
     runner: web.AppRunner | None = None
     url: str = ""
     stall: float = 1.5
+    retry_after: str | None = "5"
     _client: aiohttp.ClientSession | None = None
 
     def methods(self) -> list[str | None]:
@@ -61,6 +63,10 @@ class Proxy:
             return web.json_response({"error": "token revoked"}, status=401)
         if self.mode == "no-raw" and self.seen[-1].client_name == "mcp-supervisor":
             return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "no"}}, status=400)
+        if self.mode == "429":
+            headers = {"Retry-After": self.retry_after} if self.retry_after is not None else {}
+            return web.json_response({"error": {"code": 429, "message": "slow down: 60 requests a minute"}},
+                                     status=429, headers=headers)
         if self.mode == "html":
             return web.Response(text="<html><body>maintenance</body></html>", content_type="text/html")
         assert self._client is not None
