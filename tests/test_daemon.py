@@ -125,7 +125,7 @@ async def test_wait_ready_wakes_on_the_state_change_and_pause_stops_probing(tmp_
     async with running(make_config(tmp_path, managed_notes("notes", port))) as sup:
         assert sup.readiness()["ready"] is False
         answer = await sup.wait_ready(None, timeout=20)
-        assert answer == {"ready": True, "daemon": "running", "not_ready": [], "fallback": []}
+        assert answer == {"ready": True, "daemon": "running", "not_ready": [], "fallback": [], "rate_limited": []}
         await sup.command("notes", Command.PAUSE)
         assert state(sup, "notes") is State.PAUSED
         events = await _collect(sup, 0.8)

@@ -28,10 +28,13 @@ from pathlib import Path
 from mcp_supervisor.spawn.identity import Identity
 
 HOMES_DIR = "homes"
+
+
 def state_mode() -> int:
     """The state directory's mode: under a root daemon others may pass through to their home in
     ``homes`` (0711), never list or read; a user daemon's servers are the daemon's own account (0700)."""
     return 0o711 if os.geteuid() == 0 else 0o700
+
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _fallback_base: Path | None = None
