@@ -122,6 +122,12 @@ async def _until(condition: Any, timeout: float, what: str) -> Any:
     return await asyncio.to_thread(wait_for, condition, timeout, what, 0.2)
 
 
+def _notifier_answers(sock: Path) -> bool:
+    """The notifier has its store open: ending an unknown silence is refused (400, exit 1), not
+    left waiting (the CLI gives up after 10 s with exit 3 while the record is still opening)."""
+    return cli(sock, "unsilence", "no-such-silence", "--json").returncode == 1
+
+
 async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_maintenance_is_not_downtime(
     tmp_path: Path,
 ) -> None:
@@ -137,6 +143,7 @@ async def test_silence_survives_kill_9_holds_the_alert_records_it_until_ended_ma
             both = {"notes", "other"}
             await _until(lambda: {n for n, s in _states(sock).items() if s["state"] == "healthy"} == both, 40,
                          "both servers healthy")
+            await _until(lambda: _notifier_answers(sock), 60, "the notifier's store open")
             silence = await asyncio.to_thread(_json, sock, "silence", "notes", "--for", "1h", "--reason", "token")
             window = await asyncio.to_thread(_json, sock, "maintenance", "other", "--for", "6s", "--reason", "upgrade")
             assert silence["kind"] == "silence" and window["kind"] == "maintenance"
