@@ -9,11 +9,15 @@ listen`` on. Printed (figures only; nothing passes or fails):
   - failover: kill -9 of the backend during a loop of read-only calls through the proxy (SDK
     client, handshake era): kill to next successful answer, and the failed calls (expected 0);
     the server's cold start (spawn to answering) beside it, the floor without a standby;
+  - failover with a warm standby: a stdio server (a second process per session) and a managed
+    http server with ``standby = 1`` (a second instance on its own port, both eras), kill -9 of
+    the serving backend -> next answer, beside the killed instance's own restart (direct);
   - kills during a non-idempotent call: how many got the honest error, how many ran twice
     (executions counted inside the server; expected 0);
   - idle CPU of the daemon with sessions open, and memory (RSS) per open client session.
 
 Usage: python bench/bench_proxy.py [--calls 300] [--kills 5] [--unsafe-kills 3] [--sessions 300]
+                                  [--only latency,throughput,failover,stdio,standby,unsafe,idle]
 """
 
 from __future__ import annotations
@@ -85,6 +89,20 @@ user = "{user}"
 critical = false
 standby = 1
 probe = {{ interval = "60s", cold_interval = "60m" }}
+
+[[servers]]
+name = "pay-standby"
+transport = "http"
+url = "http://127.0.0.1:{{port}}/mcp"
+ports = [{standby_a}, {standby_b}]
+standby = 1
+managed = true
+user = "{user}"
+command = "{python}"
+args = ["{server}", "http", "{{port}}", "{counts}.standby"]
+critical = false
+probe = {{ interval = "500ms", timeout = "2s", failure_threshold = 1 }}
+recovery = {{ backoff_initial = "50ms", max_attempts = 1000, stable_after = "1s" }}
 """
 
 
@@ -92,6 +110,7 @@ class Bench:
     def __init__(self, work: Path) -> None:
         self.dir = work
         self.port, self.proxy_port = free_port(), free_port()
+        self.standby_ports = (free_port(), free_port())
         self.counts = work / "charges.txt"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -111,7 +130,8 @@ class Bench:
         config = self.dir / "bench.toml"
         config.write_text(CONFIG.format(dir=self.dir, proxy_port=self.proxy_port, port=self.port,
                                         user=pwd.getpwuid(os.geteuid()).pw_name, python=sys.executable,
-                                        server=SERVER, counts=self.counts))
+                                        server=SERVER, counts=self.counts, standby_a=self.standby_ports[0],
+                                        standby_b=self.standby_ports[1]))
         self.proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)],
                                      stderr=open(self.dir / "daemon.log", "wb"), start_new_session=True)
 
@@ -119,7 +139,8 @@ class Bench:
         import psutil
 
         assert self.proc is not None
-        kids = psutil.Process(self.proc.pid).children()
+        port = f"{self.port}"
+        kids = [k for k in psutil.Process(self.proc.pid).children() if port in k.cmdline()]
         return kids[0].pid if kids else None
 
     def stop(self) -> None:
@@ -258,6 +279,55 @@ async def stdio_failover(bench: Bench, kills: int) -> None:
         print(f"  {'':<34} failed at the client {failed}")
 
 
+async def server_entry(bench: Bench, name: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(bench.dir / "s.sock"))) as http:
+        async with http.get("http://daemon/v1/status") as response:
+            status = await response.json()
+    return dict(next(s for s in status["servers"] if s["name"] == name))
+
+
+async def standby_failover(bench: Bench, kills: int) -> None:
+    print(f"failover of a managed http server with a standby (standby = 1, ports), kill -9 of the serving "
+          f"instance -> next answer ({kills} kills per era), beside the same call without a kill:")
+    url = f"http://127.0.0.1:{bench.proxy_port}/servers/pay-standby/mcp"
+    restarts: list[float] = []
+    direct: list[float] = []
+    for mode in ("legacy", "auto"):
+        gaps: list[float] = []
+        steady: list[float] = []
+        failed = 0
+        async with sdk(url, bench.token, mode) as client:
+            await client.call_tool("lookup", {"query": "warm"})
+            for _ in range(kills):
+                while True:
+                    entry = await server_entry(bench, "pay-standby")
+                    if entry["state"] == "healthy" and (entry.get("standby") or {}).get("state") == "healthy":
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)  # the proxy's session on the standby is prepared once it is healthy
+                async with sdk(f"http://127.0.0.1:{entry['standby']['primary_port']}/mcp", None, mode) as own:
+                    for _ in range(3):  # the same call with no kill: direct to the serving instance, and proxied
+                        start = time.perf_counter()
+                        await own.call_tool("lookup", {"query": "d"})
+                        direct.append((time.perf_counter() - start) * 1000)
+                        start = time.perf_counter()
+                        await client.call_tool("lookup", {"query": "p"})
+                        steady.append((time.perf_counter() - start) * 1000)
+                killed = time.monotonic()
+                os.kill(entry["pid"], signal.SIGKILL)
+                result = await client.call_tool("lookup", {"query": "k"})
+                failed += bool(result.is_error)
+                gaps.append((time.monotonic() - killed) * 1000)
+                await wait_answering(f"http://127.0.0.1:{entry['standby']['primary_port']}/mcp", None)
+                restarts.append((time.monotonic() - killed) * 1000)
+        era = "handshake" if mode == "legacy" else "2026-07-28"
+        show(f"kill -> next answer ({era})", gaps)
+        print(f"  {'':<34} failed at the client {failed}")
+        show(f"no kill, via the proxy ({era})", steady)
+    show("no kill, direct to the instance", direct)
+    show("kill -> killed one back (direct)", restarts)
+
+
 async def unsafe_kills(bench: Bench, kills: int) -> None:
     print(f"kills during a non-idempotent tools/call ({kills}):")
     honest = other = 0
@@ -325,6 +395,8 @@ async def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--unsafe-kills", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--only", default="latency,throughput,failover,stdio,standby,unsafe,idle",
+                        help="the sections to run, comma-separated")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as work:
         bench = Bench(Path(work))
@@ -336,12 +408,21 @@ async def main() -> None:
                     raise SystemExit("the daemon did not start:\n" + (Path(work) / "daemon.log").read_text()[-3000:])
                 await asyncio.sleep(0.05)
             await wait_answering(bench.direct, None)
-            await latency(bench, args.calls)
-            await throughput(bench, args.workers, args.seconds)
-            await failover(bench, args.kills)
-            await stdio_failover(bench, args.kills)
-            await unsafe_kills(bench, args.unsafe_kills)
-            await idle_and_memory(bench, args.sessions)
+            only = set(args.only.split(","))
+            if "latency" in only:
+                await latency(bench, args.calls)
+            if "throughput" in only:
+                await throughput(bench, args.workers, args.seconds)
+            if "failover" in only:
+                await failover(bench, args.kills)
+            if "stdio" in only:
+                await stdio_failover(bench, args.kills)
+            if "standby" in only:
+                await standby_failover(bench, args.kills)
+            if "unsafe" in only:
+                await unsafe_kills(bench, args.unsafe_kills)
+            if "idle" in only:
+                await idle_and_memory(bench, args.sessions)
         finally:
             bench.stop()
 

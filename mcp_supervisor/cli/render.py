@@ -78,9 +78,18 @@ def server_message(server: dict[str, Any]) -> str:
         message = server.get("reason") or ""
     if isinstance(server.get("auth"), dict):  # first: a long message must not cut it off
         parts.append(auth_text(server["auth"]))
+    if isinstance(server.get("standby"), dict):
+        parts.append(standby_text(server["standby"]))
     if message:
         parts.append(message)
     return one_line(" ".join(parts))
+
+
+def standby_text(standby: dict[str, Any]) -> str:
+    """'(primary :8766, standby :8765 healthy, 1 swap)': the warm standby instance (runtime/standby.py)."""
+    swaps = standby.get("swaps") or 0
+    return (f"(primary :{standby.get('primary_port')}, standby :{standby.get('port')} {standby.get('state')}"
+            + (f", {swaps} swap{'s' if swaps != 1 else ''}" if swaps else "") + ")")
 
 
 def auth_text(auth: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from mcp_supervisor.config.features import (
 )
 from mcp_supervisor.config.fleet import RcloneSettings, SFTPSettings, check_location
 from mcp_supervisor.config.servers import ServerConfig
+from mcp_supervisor.config.standby import local_port_clash
 
 
 class SupervisorSettings(_Model):
@@ -134,6 +135,9 @@ class Config(_Model):
             if entry.format != "mcp-client-json":
                 raise ValueError(f"servers_from names {name!r}, whose format is {entry.format!r}; only "
                                  "'mcp-client-json' files describe servers")
+        clash = local_port_clash(self.servers)
+        if clash is not None:
+            raise ValueError(clash)
         for server in self.servers:
             if server.config is not None and server.config not in config_names:
                 raise ValueError(

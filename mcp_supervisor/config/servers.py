@@ -13,10 +13,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from mcp_supervisor.config.auth import OAuthConfig
 from mcp_supervisor.config.base import _NAME_RE, Duration, Size, _Model, format_size
+from mcp_supervisor.config.standby import Filled, instances
 
 MANAGED_START_PERIOD = 60.0
 """Default ``probe.start_period`` (seconds) of managed servers: their startup allowance."""
@@ -154,8 +155,16 @@ class ServerConfig(_Model):
     """Tool contracts: ``true`` (every tool) or the names of the tools the job uses; a change not yet
     accepted (``supervisorctl-mcp accept-tools NAME``) makes the server ``drifted`` (not ready)."""
     standby: int = Field(default=0, ge=0, le=1)
-    """Proxy, stdio servers: keep one more backend process per client session started and
-    initialized, so a crash switches to it at once instead of waiting for a cold start."""
+    """Proxy: keep a second instance ready, so a crash switches to it at once instead of waiting
+    for a cold start. stdio: one more backend process per client session, already initialized;
+    managed http/sse: a second instance on ``standby_port`` (or ``ports[1]``), started, supervised
+    and probed by the daemon (``config/standby.py``, ``runtime/standby.py``)."""
+    standby_port: int | None = None
+    """Managed http/sse with ``standby = 1``: the standby instance's port (the primary keeps url's)."""
+    ports: list[int] = Field(default_factory=list)
+    """Managed http/sse with ``standby = 1``: ``[primary, standby]``; ``{port}`` in args/env/url is
+    filled with each instance's own."""
+    _standby_fill: Filled | None = PrivateAttr(default=None)
     # --- how a process the supervisor starts runs (least privilege; see spawn/identity.py) ---
     user: str | None = None
     """Account a managed or stdio server runs as; unset under a root daemon means ``nobody``."""
@@ -247,10 +256,25 @@ class ServerConfig(_Model):
                 raise ValueError("'managed = true' needs 'command' (the program the supervisor runs)")
             if self.managed and self.container:
                 raise ValueError("use either 'managed = true' (a process) or 'container', not both")
-            if self.standby:
-                raise ValueError("standby = 1 works for stdio servers only so far (an http/sse standby needs a "
-                                 "second instance on its own port, not yet supported); remove it")
+        filled = instances(self)
+        if filled is not None:
+            primary, self._standby_fill = filled
+            # the primary is this entry with its own port filled in (frozen model: set once, here)
+            for key in ("args", "env", "url"):
+                object.__setattr__(self, key, getattr(primary, key))
         return self
+
+    @property
+    def standby_instance_port(self) -> int | None:
+        return self._standby_fill.port if self._standby_fill is not None else None
+
+    def standby_instance(self) -> ServerConfig | None:
+        """The managed standby instance: this server with the standby's port filled in (same name:
+        the runtime gives its process a record name of its own)."""
+        fill = self._standby_fill
+        if fill is None:
+            return None
+        return self.model_copy(update={"args": fill.args, "env": fill.env, "url": fill.url})
 
     @model_validator(mode="after")
     def _process_fields(self) -> ServerConfig:

@@ -21,6 +21,7 @@ from mcp_supervisor.logging import get_logger
 from mcp_supervisor.proxy.server import ProxyHandlers, ProxyServer
 from mcp_supervisor.proxy.service import ProxyService
 from mcp_supervisor.proxy.token import TokenFileError, ensure_token
+from mcp_supervisor.runtime.standby import pair_of
 
 log = get_logger("mcp_supervisor.proxy")
 SOCKET_PREFIX = "/v1/proxy"
@@ -33,7 +34,8 @@ def token_path(config: Config) -> Path:
 class ProxyRuntime:
     def __init__(self, supervisor: Any) -> None:
         self._supervisor = supervisor
-        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus)
+        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus,
+                                    lambda name: pair_of(getattr(supervisor, "runners", {}), name))
         self.server: ProxyServer | None = None
 
     def add_routes(self, app: web.Application) -> None:

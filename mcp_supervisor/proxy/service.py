@@ -25,6 +25,7 @@ from mcp_supervisor.proxy.core import SessionCore
 from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink
 from mcp_supervisor.proxy.safety import ToolSafety, patterns
 from mcp_supervisor.proxy.session import RETRY_MAX_SPAWN, ProxySession
+from mcp_supervisor.proxy.standby import Instances, Route
 
 log = get_logger("mcp_supervisor.proxy")
 SWEEP_EVERY = 60.0
@@ -55,8 +56,10 @@ class ServerProxy:
 
 class ProxyService:
     def __init__(self, config: Callable[[], Config], status: Callable[[], dict[str, Any]],
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, instances: Callable[[str], Instances | None] | None = None) -> None:
         self._config = config
+        self._instances = instances or (lambda name: None)
+        """A managed http/sse server's two instances (``standby = 1``; runtime/standby.py), by name."""
         self._status = status
         self._bus = bus
         self.servers: dict[str, ServerProxy] = {}
@@ -102,11 +105,17 @@ class ProxyService:
         proxy = self._proxy(server)
         hold = self._config().proxy.hold
         core = SessionCore(era=era, server=server.name, hold=hold, safety=proxy.safety, stats=proxy.stats)
-        session = ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id,
-                               self._episode)
+        pair = self._instances(server.name) if server.standby and server.transport != "stdio" else None
+        make_link = self._link_factory(server)
+        route = Route(pair, lambda url, m, lost: self._http_link(server, url, m, lost)) if pair is not None else None
+        session = ProxySession(core, route.primary if route is not None else make_link,
+                               lambda: self.state_text(server.name), session_id, self._episode)
         if server.transport == "stdio":
             session.retry_max = RETRY_MAX_SPAWN
             session.standby_wanted = server.standby > 0
+        elif route is not None:
+            session.standby_wanted = True
+            session.make_standby_link = route.standby
         return session
 
     def _episode(self, session: ProxySession, restoring: bool) -> None:
@@ -183,16 +192,19 @@ class ProxyService:
     def _link_factory(self, server: ServerConfig) -> Callable[[OnMessage, OnLost], BackendLink]:
         def make(on_message: OnMessage, on_lost: OnLost) -> BackendLink:
             current = self.server_config(server.name) or server  # a reload may have moved it
-            http = self._client()
-            if current.transport == "sse":
-                return SseLink(current.url or "", http, current.headers, on_message, on_lost)
             if current.transport == "stdio":
                 from mcp_supervisor.proxy.stdio_link import StdioLink
 
                 return StdioLink(current, self._config().state_dir, on_message, on_lost)
-            return HttpLink(current.url or "", http, current.headers, on_message, on_lost)
+            return self._http_link(current, current.url or "", on_message, on_lost)
 
         return make
+
+    def _http_link(self, server: ServerConfig, url: str, on_message: OnMessage, on_lost: OnLost) -> BackendLink:
+        current = self.server_config(server.name) or server
+        if current.transport == "sse":
+            return SseLink(url, self._client(), current.headers, on_message, on_lost)
+        return HttpLink(url, self._client(), current.headers, on_message, on_lost)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:

@@ -56,6 +56,8 @@ class ProxySession:
         self._fails = 0
         self.retry_max = RETRY_MAX
         self.standby_wanted = False
+        self.make_standby_link: LinkFactory | None = None
+        """Where a standby goes (service.py: the other instance of a managed http/sse server)."""
         self._standby: Standby | None = None
         self._standby_failed_at = -STANDBY_RETRY
 
@@ -203,7 +205,7 @@ class ProxySession:
             self._standby, self._standby_failed_at = None, now
         if self._standby is None and now - self._standby_failed_at >= STANDBY_RETRY:
             params = self.core.init_params if self.core.era == "legacy" else None
-            self._standby = Standby(lambda m, lost: self._make_link(m, lost), params)
+            self._standby = Standby(self.make_standby_link or (lambda m, lost: self._make_link(m, lost)), params)
 
     def _retire_standby(self, standby: Standby) -> None:
         task = asyncio.ensure_future(standby.close())

@@ -1,4 +1,4 @@
-"""A warm standby backend: a second process started, and initialized, before it is needed.
+"""A warm standby backend: a second backend session started, and initialized, before it is needed.
 
 Why: without it a crashed stdio backend costs the client its server's cold start (1.3-1.6 s for a
 Python server here) before its held calls go out again. With ``standby = 1`` the proxy keeps one
@@ -6,13 +6,19 @@ more process per session already past its own ``initialize`` (with the client's 
 so the server sees the same client), and a loss switches to it at once; a new standby is then
 started in the background. Until it is promoted a standby has no calls, so whatever it says on
 its own is dropped, and its death only means a new one is started later.
+
+Managed http/sse servers with ``standby = 1`` run two instances (``runtime/standby.py``); here a
+session's standby is a session on the *other* instance than the one its link uses (``Route``),
+opened only once the runtime finds that instance healthy (``InstanceLink``), so a restarted
+instance covers again as soon as it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from mcp_supervisor.proxy.links import BackendLink, OnLost, OnMessage
 from mcp_supervisor.proxy.wire import Message
@@ -69,6 +75,9 @@ class Standby:
         assert self.ready and self._link is not None
         self._target = (on_message, on_lost)
         link, self._link, self.ready = self._link, None, False
+        promoted = getattr(link, "promoted", None)
+        if callable(promoted):
+            promoted()  # an instance link: its session's route now points at this instance
         return link
 
     @property
@@ -83,3 +92,61 @@ class Standby:
         if self._link is not None:
             await self._link.close()
             self._link = None
+
+
+class Instances(Protocol):
+    """What the proxy asks of a managed server's two instances (``runtime.standby.StandbyPair``)."""
+
+    def serving_url(self) -> str: ...
+
+    def other_url(self, url: str) -> str: ...
+
+    async def wait_healthy(self, url: str, timeout: float) -> None: ...
+
+
+LinkTo = Callable[[str, OnMessage, OnLost], BackendLink]
+"""Makes a link to one instance's URL (service.py: an HttpLink or SseLink)."""
+
+
+class Route:
+    """Which instance a session's link uses, and so where its standby goes: the other one."""
+
+    def __init__(self, instances: Instances, link_to: LinkTo) -> None:
+        self._instances = instances
+        self._link_to = link_to
+        self.url = instances.serving_url()
+
+    def primary(self, on_message: OnMessage, on_lost: OnLost) -> BackendLink:
+        """A (re)connection without a ready standby: to the instance the runtime says serves now."""
+        self.url = self._instances.serving_url()
+        return self._link_to(self.url, on_message, on_lost)
+
+    def standby(self, on_message: OnMessage, on_lost: OnLost) -> BackendLink:
+        url = self._instances.other_url(self.url)
+        return InstanceLink(self._link_to(url, on_message, on_lost), url, self)
+
+
+class InstanceLink:
+    """A link to one instance that opens once the runtime finds it healthy, and that moves its
+    session's route to that instance when it is promoted."""
+
+    def __init__(self, inner: BackendLink, url: str, route: Route) -> None:
+        self._inner = inner
+        self.url = url
+        self._route = route
+
+    async def open(self) -> None:
+        await self._route._instances.wait_healthy(self.url, INIT_TIMEOUT)
+        await self._inner.open()
+
+    def promoted(self) -> None:
+        self._route.url = self.url
+
+    def send(self, message: Message, headers: Mapping[str, str] | None = None) -> None:
+        self._inner.send(message, headers)
+
+    def abandon(self, backend_id: int) -> None:
+        self._inner.abandon(backend_id)
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -55,6 +55,9 @@ class StdioLink:
                     message = jsonrpc_message_adapter.dump_python(item.message, by_alias=True, mode="json",
                                                                   exclude_unset=True)
                     self._on_message(message, None)
+                # at once: the transport's shutdown below (reap, sweep, cgroup) takes tens of ms
+                # that a standby waiting to take over need not wait for
+                self._lost("the server process exited", None)
         except Exception as exc:
             if not ready.done():
                 ready.set_exception(OSError(f"cannot start the server: {exc}"))

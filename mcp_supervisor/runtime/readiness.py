@@ -67,7 +67,9 @@ def readiness(
     if not board.views and roster.order and not items:
         items.append({"name": "*", "state": "starting", "reason": "no server is running"})
     limited = [{"name": n, "reason": board.limited[n]} for n in (servers or board.limited) if n in board.limited]
-    return {"ready": not items, "daemon": phase, "not_ready": items, "fallback": fallback, "rate_limited": limited}
+    on_standby = [{"name": n, "reason": board.standby[n]} for n in (servers or board.standby) if n in board.standby]
+    return {"ready": not items, "daemon": phase, "not_ready": items, "fallback": fallback, "rate_limited": limited,
+            "standby": on_standby}
 
 
 def _not_ready_item(board: Board, replacing: Mapping[str, bool], name: str) -> dict[str, str] | None:

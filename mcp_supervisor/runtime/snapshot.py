@@ -11,7 +11,7 @@ readers never touch a runner or its machine. Nothing here imports the runner.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,13 +43,21 @@ class ServerView:
     next_attempt_at: float | None = None
     maintenance: tuple[str, float, str] | None = None
     """(id, until, reason) of a maintenance window (runtime/maintenance.py): not required for ready."""
+    standby: Mapping[str, Any] | None = None
+    """The warm standby instance of a managed http/sse server (runtime/standby.py), if it has one."""
 
     @property
     def ready(self) -> bool:
         """Counts as ready for the job: healthy, degraded, in a fallback the config allows, or in maintenance."""
-        if self.state in READY_STATES or self.maintenance is not None:
+        if self.state in READY_STATES or self.maintenance is not None or self.on_standby:
             return True
         return self.state is State.FALLBACK and self.fallback_allowed
+
+
+    @property
+    def on_standby(self) -> bool:
+        """The primary is not up but its standby is healthy: ready, with a note (readiness)."""
+        return self.standby is not None and bool(self.standby.get("healthy")) and self.state not in READY_STATES
 
 
 class Board:
@@ -68,6 +76,8 @@ class Board:
         self.fallback: set[str] = set()
         self.limited: dict[str, str] = {}
         """Ready but rate limited (HTTP 429): name -> the reason ("rate limited until ...")."""
+        self.standby: dict[str, str] = {}
+        """Ready on its standby alone (runtime/standby.py): name -> the note readiness gives."""
 
     def put(self, view: ServerView) -> None:
         name = view.name
@@ -85,6 +95,11 @@ class Board:
             self.limited[name] = view.reason
         else:
             self.limited.pop(name, None)
+        if view.on_standby and view.standby is not None:
+            self.standby[name] = (f"the primary is {view.state} ({view.reason}); the standby on port "
+                                  f"{view.standby.get('port')} is healthy and serves")
+        else:
+            self.standby.pop(name, None)
 
     def remove(self, name: str) -> None:
         self.views.pop(name, None)
@@ -92,6 +107,7 @@ class Board:
         self.not_ready.pop(name, None)
         self.fallback.discard(name)
         self.limited.pop(name, None)
+        self.standby.pop(name, None)
 
     def reorder(self, names: Iterable[str]) -> None:
         """Keep ``names``' order (the config's) for status output; views not named are dropped."""
@@ -102,6 +118,7 @@ class Board:
             del self.not_ready[gone]
         self.fallback &= set(order)
         self.limited = {n: r for n, r in self.limited.items() if n in self.views}
+        self.standby = {n: r for n, r in self.standby.items() if n in self.views}
 
     @property
     def ready_count(self) -> int:

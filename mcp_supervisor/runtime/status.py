@@ -60,7 +60,17 @@ def server_status(view: ServerView, wall_offset: float) -> dict[str, Any]:
         "auth": auth_status(view.name),
         "maintenance": dict(zip(("id", "until", "reason"), view.maintenance, strict=True)) if view.maintenance else None,
         **process_fields(view, wall_offset),
+        "standby": standby_fields(view, wall_offset),
     }
+
+
+def standby_fields(view: ServerView, wall_offset: float) -> dict[str, Any] | None:
+    """The warm standby instance (runtime/standby.py): its state, port, pid, and the role swaps."""
+    if view.standby is None:
+        return None
+    entry = dict(view.standby)
+    entry["since"] = round(float(entry["since"]) + wall_offset, 3)
+    return entry
 
 
 def process_fields(view: ServerView, wall_offset: float) -> dict[str, Any]:

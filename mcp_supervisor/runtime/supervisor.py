@@ -36,6 +36,7 @@ from mcp_supervisor.runtime.reload_plan import plan_reload
 from mcp_supervisor.runtime.runner import ServerRunner
 from mcp_supervisor.runtime.shared import SharedResources
 from mcp_supervisor.runtime.snapshot import Board, ServerView
+from mcp_supervisor.runtime.standby import attach_standby
 from mcp_supervisor.runtime.status import DriftStats, result_json, server_status
 from mcp_supervisor.spawn import cgroups
 from mcp_supervisor.spawn.home import prepare_state_dir
@@ -209,6 +210,7 @@ class Supervisor:
         runner = ServerRunner(server, self._env)
         self.runners[server.name] = runner
         await runner.start(self._tg)  # publishes its first view
+        attach_standby(runner, self._tg)  # standby = 1 (managed http/sse): its second instance
 
     def _can_restore(self, server: ServerConfig) -> bool:
         return self.vault is not None and server.config is not None
