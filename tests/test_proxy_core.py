@@ -332,7 +332,7 @@ def test_proxy_config_refusals_name_the_fix(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config('[[servers]]\nname = "a"\ntransport = "http"\nurl = "http://x/mcp"\nstandby = 1\n',
                      tmp_path / "c.toml")
-    assert "standby = 1 works for stdio servers only" in str(caught.value)
+    assert "needs managed = true (the supervisor starts the second instance itself)" in str(caught.value)
     with pytest.raises(ConfigError) as caught:
         parse_config('[[servers]]\nname = "a"\ntransport = "http"\nurl = "http://x/mcp"\n'
                      '[[servers.checks]]\ntool = "t"\nexpect = "("\n', tmp_path / "c.toml")

@@ -189,3 +189,38 @@ url = "http://localhost:8766/mcp"
     assert pay.args[-1] == "8765" and standby is not None and standby.args[-1] == "8766"
     assert standby.url == "http://127.0.0.1:8766/mcp"
     assert json.dumps(pay.model_dump(mode="json"))  # still a plain model for check-config and reload
+
+
+def test_the_standby_in_the_cli_the_dashboard_text_and_the_page() -> None:
+    from mcp_supervisor.cli.render import status_table
+    from mcp_supervisor.web.summary import build_summary
+
+    standby = {"state": "backoff", "healthy": False, "reason": "the standby killed by SIGKILL", "port": 8765,
+               "url": "http://127.0.0.1:8765/mcp", "pid": None, "primary_port": 8766, "since": 1.0, "swaps": 2,
+               "last_swap": "the primary on port 8765 killed by SIGKILL; the standby took over"}
+    status = {"ready": True, "servers": [{"name": "pay", "state": "healthy", "since": 1.0, "message": "answered",
+                                          "critical": True, "standby": standby}]}
+    assert "(primary :8766, standby :8765 backoff, 2 swaps)" in status_table(status)
+    page = build_summary(status, title="t", now=2.0, scrub=str)
+    assert page["servers"][0]["standby"] == {"state": "backoff", "swaps": 2}  # no ports or pids on the page
+
+
+def test_a_healthy_standby_keeps_the_server_ready_with_a_note_and_only_while_healthy() -> None:
+    from mcp_supervisor.health.model import State
+    from mcp_supervisor.runtime.readiness import Roster, readiness
+    from mcp_supervisor.runtime.snapshot import Board, ServerView
+
+    board = Board(lambda view: {"name": view.name})
+    roster = Roster.of([("pay", True)])
+
+    def put(state: State, standby_state: str) -> dict[str, Any]:
+        board.put(ServerView("pay", True, "http", "process", False, state, 0.0, "managed process killed by SIGKILL",
+                             1, standby={"state": standby_state, "healthy": standby_state == "healthy", "port": 8766}))
+        return readiness(board, roster, phase="running", started=True, replacing={})
+
+    answer = put(State.BACKOFF, "healthy")
+    assert answer["ready"] is True
+    assert "the standby on port 8766 is healthy and serves" in answer["standby"][0]["reason"]
+    answer = put(State.BACKOFF, "starting")
+    assert answer["ready"] is False and answer["standby"] == []
+    assert put(State.HEALTHY, "failed")["ready"] is True  # a failing standby never makes a server unready

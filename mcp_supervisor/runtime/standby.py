@@ -33,6 +33,7 @@ from mcp_supervisor.logging import get_logger
 from mcp_supervisor.probes import create_prober
 from mcp_supervisor.runtime.announce import exit_event
 from mcp_supervisor.runtime.exit_report import exit_text
+from mcp_supervisor.runtime.port_conflict import managed_answer
 
 log = get_logger("mcp_supervisor.standby")
 
@@ -305,6 +306,9 @@ class StandbyPair:
             result = ProbeResult(ok=False, kind=ProbeKind.WARM, message=f"no answer within {probe.timeout:g} s")
         if gen != self._gen or self._closed:
             return  # a swap or an exit came in between: that answer was about another process
+        if result.ok:  # an answer from a process that is not our standby (a port taken) is no standby
+            result = managed_answer(self.standby.server.name, server.url, self.standby, result,
+                                    settled=self.state == "healthy")
         now = asyncio.get_running_loop().time()
         if result.ok:
             self._misses = 0

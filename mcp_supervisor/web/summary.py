@@ -98,6 +98,9 @@ def build_summary(
             "critical": bool(server.get("critical", True)),
             "latency_ms": server.get("latency_ms"),
             "message": scrub(str(server.get("message") or "")),
+            # the warm standby's state only (runtime/standby.py): ports and pids are for operators
+            "standby": {"state": server["standby"].get("state"), "swaps": server["standby"].get("swaps")}
+            if isinstance(server.get("standby"), Mapping) else None,
             "uptime_days": [{"day": day, "uptime_pct": cell} for day, cell in zip(labels, cells, strict=False)],
             "uptime_pct": round(sum(observed) / len(observed), 3) if observed else None,
         })

@@ -45,6 +45,7 @@ function renderServer(s) {
   if (s.latency_ms !== null && s.latency_ms !== undefined) meta.push(s.latency_ms.toFixed(1) + " ms");
   meta.push(s.uptime_pct === null ? "uptime: no record yet" : "uptime " + s.uptime_pct.toFixed(2) + " %");
   if (!s.critical) meta.push("not critical");
+  if (s.standby) meta.push("standby " + s.standby.state.replace("_", " "));
   head.append(el("span", "meta", meta.join(" · ")));
   card.append(head);
   if (s.message && s.state !== "healthy") card.append(el("div", "message", s.message));
