@@ -221,6 +221,9 @@ def test_a_healthy_standby_keeps_the_server_ready_with_a_note_and_only_while_hea
     answer = put(State.BACKOFF, "healthy")
     assert answer["ready"] is True
     assert "the standby on port 8766 is healthy and serves" in answer["standby"][0]["reason"]
+    from mcp_supervisor.cli.render import ready_line
+
+    assert ready_line(answer).startswith("ready; note: pay: the primary is backoff")
     answer = put(State.BACKOFF, "starting")
-    assert answer["ready"] is False and answer["standby"] == []
+    assert answer["ready"] is False and "standby" not in answer
     assert put(State.HEALTHY, "failed")["ready"] is True  # a failing standby never makes a server unready

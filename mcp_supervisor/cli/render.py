@@ -165,6 +165,8 @@ def ready_line(answer: dict[str, Any]) -> str:
             line += f" (in fallback: {', '.join(str(n) for n in fallback)})"
         for item in answer.get("rate_limited") or []:  # up, so ready; but calls may wait
             line += f"; warning: {item.get('name')} is {one_line(str(item.get('reason') or 'rate limited'), 80)}"
+        for item in answer.get("standby") or []:  # ready on its warm standby alone
+            line += f"; note: {item.get('name')}: {one_line(str(item.get('reason') or 'on its standby'), 100)}"
         return line
     if answer.get("daemon") == "stopping":
         return "not ready: daemon stopping"

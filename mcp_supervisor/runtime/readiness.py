@@ -67,9 +67,11 @@ def readiness(
     if not board.views and roster.order and not items:
         items.append({"name": "*", "state": "starting", "reason": "no server is running"})
     limited = [{"name": n, "reason": board.limited[n]} for n in (servers or board.limited) if n in board.limited]
+    answer = {"ready": not items, "daemon": phase, "not_ready": items, "fallback": fallback, "rate_limited": limited}
     on_standby = [{"name": n, "reason": board.standby[n]} for n in (servers or board.standby) if n in board.standby]
-    return {"ready": not items, "daemon": phase, "not_ready": items, "fallback": fallback, "rate_limited": limited,
-            "standby": on_standby}
+    if on_standby:  # ready on a standby alone: said only when it is so (runtime/standby.py)
+        answer["standby"] = on_standby
+    return answer
 
 
 def _not_ready_item(board: Board, replacing: Mapping[str, bool], name: str) -> dict[str, str] | None:
