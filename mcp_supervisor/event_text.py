@@ -95,6 +95,15 @@ def _process_exit(e: dict[str, Any], who: str) -> str:
     return f"the process of {who} " + (f"was {how}" if str(how).startswith("killed") else str(how))
 
 
+def _standby(e: dict[str, Any], who: str) -> str:
+    """The warm standby of a managed http/sse server (runtime/standby.py)."""
+    if e.get("event") == "promoted":
+        how = str(e.get("exit") or "exited")
+        return (f"the standby of {who} on port {e.get('port')} took over: the primary "
+                + (f"was {how}" if how.startswith("killed") else how))
+    return f"the standby of {who} on port {e.get('port')} is {e.get('state')}: {_flat(e.get('reason'))}"
+
+
 def _notify(e: dict[str, Any], who: str) -> str:
     what = str(e.get("notify") or "notice").replace("_", " ")
     detail = _flat(e.get("detail"))
@@ -160,6 +169,7 @@ _SENTENCES: dict[str, Callable[[dict[str, Any], str], str]] = {
     "action": _action,
     "action_done": _action_done,
     "process_exit": _process_exit,
+    "standby": _standby,
     "notify": _notify,
     "config": _config,
     "daemon": _daemon,

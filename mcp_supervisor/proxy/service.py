@@ -107,7 +107,10 @@ class ProxyService:
         core = SessionCore(era=era, server=server.name, hold=hold, safety=proxy.safety, stats=proxy.stats)
         pair = self._instances(server.name) if server.standby and server.transport != "stdio" else None
         make_link = self._link_factory(server)
-        route = Route(pair, lambda url, m, lost: self._http_link(server, url, m, lost)) if pair is not None else None
+        route = None
+        if pair is not None:
+            route = Route(lambda: self._instances(server.name), lambda url, m, lost: self._http_link(server, url, m, lost),
+                          lambda: (self.server_config(server.name) or server).url or "")
         session = ProxySession(core, route.primary if route is not None else make_link,
                                lambda: self.state_text(server.name), session_id, self._episode)
         if server.transport == "stdio":

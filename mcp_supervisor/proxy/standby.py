@@ -109,21 +109,32 @@ LinkTo = Callable[[str, OnMessage, OnLost], BackendLink]
 
 
 class Route:
-    """Which instance a session's link uses, and so where its standby goes: the other one."""
+    """Which instance a session's link uses, and so where its standby goes: the other one. The
+    instances are looked up at each use: a reload replaces them (or takes the standby away)."""
 
-    def __init__(self, instances: Instances, link_to: LinkTo) -> None:
-        self._instances = instances
+    def __init__(self, lookup: Callable[[], Instances | None], link_to: LinkTo, plain_url: Callable[[], str]) -> None:
+        self._lookup = lookup
         self._link_to = link_to
-        self.url = instances.serving_url()
+        self._plain_url = plain_url
+        instances = lookup()
+        self.url = instances.serving_url() if instances is not None else plain_url()
 
     def primary(self, on_message: OnMessage, on_lost: OnLost) -> BackendLink:
         """A (re)connection without a ready standby: to the instance the runtime says serves now."""
-        self.url = self._instances.serving_url()
+        instances = self._lookup()
+        self.url = instances.serving_url() if instances is not None else self._plain_url()
         return self._link_to(self.url, on_message, on_lost)
 
     def standby(self, on_message: OnMessage, on_lost: OnLost) -> BackendLink:
-        url = self._instances.other_url(self.url)
+        instances = self._lookup()
+        url = instances.other_url(self.url) if instances is not None else self.url
         return InstanceLink(self._link_to(url, on_message, on_lost), url, self)
+
+    async def wait_healthy(self, url: str, timeout: float) -> None:
+        instances = self._lookup()
+        if instances is None:
+            raise OSError("the server has no standby instance (any more)")
+        await instances.wait_healthy(url, timeout)
 
 
 class InstanceLink:
@@ -136,7 +147,7 @@ class InstanceLink:
         self._route = route
 
     async def open(self) -> None:
-        await self._route._instances.wait_healthy(self.url, INIT_TIMEOUT)
+        await self._route.wait_healthy(self.url, INIT_TIMEOUT)
         await self._inner.open()
 
     def promoted(self) -> None:
