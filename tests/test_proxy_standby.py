@@ -227,3 +227,14 @@ def test_a_healthy_standby_keeps_the_server_ready_with_a_note_and_only_while_hea
     answer = put(State.BACKOFF, "starting")
     assert answer["ready"] is False and "standby" not in answer
     assert put(State.HEALTHY, "failed")["ready"] is True  # a failing standby never makes a server unready
+
+
+def test_a_killed_standby_is_restarted_and_the_primary_never_notices(standby_daemon: StandbyDaemon) -> None:
+    daemon = standby_daemon
+    before = wait_for(daemon.both_healthy, 60, "both instances healthy")
+    os.kill(before["standby"]["pid"], signal.SIGKILL)
+    after = wait_for(lambda: (e := daemon.both_healthy()) and e["standby"]["pid"] != before["standby"]["pid"] and e,
+                     60, "the standby restarted and healthy")
+    assert after["pid"] == before["pid"] and after["since"] == before["since"]  # the primary: no incident
+    assert after["standby"]["port"] == before["standby"]["port"]
+    assert after["standby"]["swaps"] == before["standby"]["swaps"]

@@ -40,6 +40,7 @@ log = get_logger("mcp_supervisor.standby")
 SETTLED = (State.HEALTHY, State.DEGRADED, State.RATE_LIMITED)
 STARTING_EVERY = 0.1
 RETIRE_AFTER = 1.0
+RESPAWN_AFTER_SWAP = 0.05
 """While an instance boots it is checked this often: the sooner it is healthy, the sooner it covers."""
 
 
@@ -232,6 +233,9 @@ class StandbyPair:
             "event": "promoted", "port": url_port(runner.server.url or ""), "pid": self.primary.pid,
             "exit": text, "swaps": self.swaps}))
         runner.publish()  # no probe now: the standby answered its own a moment ago, and the held calls go first
+        # the dead one starts again as the standby right after the held calls went out (a spawn
+        # forks the daemon: not in the same loop turn as the switch)
+        asyncio.get_running_loop().call_later(RESPAWN_AFTER_SWAP, self._wake.set)
 
     def _retire(self, prober: Any) -> None:
         """Close a prober a second from now: not in the moment the held calls go to the new
