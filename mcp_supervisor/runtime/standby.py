@@ -33,7 +33,7 @@ from mcp_supervisor.logging import get_logger
 from mcp_supervisor.probes import create_prober
 from mcp_supervisor.runtime.announce import exit_event
 from mcp_supervisor.runtime.exit_report import exit_text
-from mcp_supervisor.runtime.port_conflict import managed_answer
+from mcp_supervisor.runtime.port_conflict import exit_port_conflict, managed_answer
 
 log = get_logger("mcp_supervisor.standby")
 
@@ -258,7 +258,8 @@ class StandbyPair:
         text = info.text if info is not None else exit_text(code)
         self._gen += 1
         self._fails += 1
-        self._set("down", f"the standby {text}")
+        held = exit_port_conflict(self.standby.server.name, self.standby_server.url, self.standby)  # a port taken
+        self._set("down", f"{held} (the standby {text})" if held else f"the standby {text}")
         log.warning("standby instance exited", server=self.name, exit=text)
         self._wake.set()
 
