@@ -164,7 +164,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         page = await _start_status_page(supervisor, config, metrics.registry)
         await proxy.start(config)
         async with asyncio.TaskGroup() as tg:
-            auth = AuthService(lambda: supervisor.config)
+            auth = AuthService(lambda: supervisor.config, supervisor.bus)
             await auth.first_tokens(timeout=20.0)
             auth_task = tg.create_task(_guard("auth", auth.run), name="auth")
             try:

@@ -36,9 +36,12 @@ SECRET = "client-secret-7f3a9c2e"
 def test_auth_table_errors_name_the_field_and_the_fix(tmp_path: Path) -> None:
     base = '[supervisor]\nstate_dir = "{d}"\n[[servers]]\nname = "jira"\ntransport = "{t}"\n{where}\nauth = {auth}\n'
     cases = [
-        ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", grant = "device_code", client_id = "a", '
-         'client_secret = "b" }', "only 'client_credentials'"),
-        ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", client_secret = "b" }', "client_id"),
+        ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", grant = "password", client_id = "a", '
+         'client_secret = "b" }', "'device_code'"),
+        ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", client_secret = "b" }', "needs client_id"),
+        ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", client_id = "a" }', "needs client_secret"),
+        ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", grant = "private_key_jwt", client_id = "a" }',
+         "needs private_key"),
         ("http", 'url = "http://127.0.0.1:1/mcp"', '{ type = "oauth", client_id = "a", client_secret = "b", '
          'token_url = "auth.example.com/token" }', "not an http(s) URL"),
         ("stdio", 'command = "true"', '{ type = "oauth", client_id = "a", client_secret = "b" }', "http/sse servers"),
