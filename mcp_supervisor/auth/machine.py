@@ -10,10 +10,14 @@ stores the new token in the encrypted storage, and the retried request proves th
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
+import jwt
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError
 from mcp.client.auth.extensions.client_credentials import (
     ClientCredentialsOAuthProvider,
@@ -22,6 +26,7 @@ from mcp.client.auth.extensions.client_credentials import (
 )
 from mcp.shared.auth import OAuthToken
 
+from mcp_supervisor.auth.exchange import GrantProblem
 from mcp_supervisor.auth.store import EncryptedTokenStorage
 from mcp_supervisor.config import ServerConfig
 
@@ -51,6 +56,44 @@ class _Signed(_Configured, PrivateKeyJWTOAuthProvider):
     pass
 
 
+def read_private_key(server: ServerConfig) -> str:
+    """The PEM key of ``auth.private_key_file``: a regular file (not a link) readable by its owner only."""
+    auth = server.auth
+    assert auth is not None and auth.private_key_file is not None
+    path = os.path.expanduser(auth.private_key_file)
+    fix = "point auth.private_key_file at the PEM key (a regular file, chmod 600), then run: supervisorctl-mcp reload"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise GrantProblem(f"the private key {path} of {server.name} cannot be opened ({exc.strerror}); {fix}",
+                           fatal=True) from None
+    with os.fdopen(fd, "r", encoding="ascii", errors="replace") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            raise GrantProblem(f"the private key {path} of {server.name} is not a regular file of mode 0600/0400 "
+                               f"(mode {stat.S_IMODE(info.st_mode):04o}); {fix}", fatal=True)
+        return handle.read()
+
+
+def _file_signer(server: ServerConfig) -> Callable[[str], Awaitable[str]]:
+    """Signs each assertion with the key read afresh (a rotated key file is used at once)."""
+    auth = server.auth
+    assert auth is not None and auth.client_id is not None
+    client_id, algorithm = auth.client_id, auth.signing_algorithm
+
+    async def sign(audience: str) -> str:
+        signer = SignedJWTParameters(issuer=client_id, subject=client_id, signing_key=read_private_key(server),
+                                     signing_algorithm=algorithm)
+        try:
+            return await signer.create_assertion_provider()(audience)
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            raise GrantProblem(f"the private key of {server.name} cannot sign a {algorithm} assertion "
+                               f"({type(exc).__name__}); point auth.private_key_file at a PEM key for "
+                               "auth.signing_algorithm, then run: supervisorctl-mcp reload", fatal=True) from None
+
+    return sign
+
+
 def machine_provider(server: ServerConfig, storage: EncryptedTokenStorage) -> OAuthClientProvider:
     auth = server.auth
     assert auth is not None and auth.client_id is not None
@@ -58,10 +101,7 @@ def machine_provider(server: ServerConfig, storage: EncryptedTokenStorage) -> OA
     with warnings.catch_warnings():  # no issuer: the discovered one (documented in configuration.md)
         warnings.simplefilter("ignore")
         if auth.grant == "private_key_jwt":
-            assert auth.private_key is not None
-            signer = SignedJWTParameters(issuer=auth.client_id, subject=auth.client_id, signing_key=auth.private_key,
-                                         signing_algorithm=auth.signing_algorithm)
-            provider = _Signed(server.url or "", storage, auth.client_id, signer.create_assertion_provider(),
+            provider = _Signed(server.url or "", storage, auth.client_id, _file_signer(server),
                                scope=auth.scope, issuer=auth.issuer)
         else:
             assert auth.client_secret is not None

@@ -126,10 +126,11 @@ class TokenOwner:
             log.info("auth: new grant picked up", server=self.server.name)
         return True
 
-    async def refresh(self) -> None:
-        """Renew now; a renewal already running is joined, never doubled (single flight)."""
+    async def refresh(self, force: bool = False) -> None:
+        """Renew now; a renewal already running is joined, never doubled (single flight).
+        ``force``: even when the stored token is fresh (``login --refresh``)."""
         if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.create_task(self._renew(), name=f"oauth {self.server.name}")
+            self._inflight = asyncio.create_task(self._renew(force), name=f"oauth {self.server.name}")
         await asyncio.shield(self._inflight)
 
     async def run(self) -> None:
@@ -205,10 +206,10 @@ class TokenOwner:
             self._alert("token_expiry", {"detail": detail, "level": "grant", "expires_at": ends,
                                          "fix": login_command(self.server)})
 
-    async def _renew(self) -> None:
+    async def _renew(self, force: bool = False) -> None:
         async with refresh_lock(self._storage.lock_path):
             record = self._storage.read()  # another process may have renewed while we waited
-            if record is not None and self._newer(record) and self._fresh(record):
+            if not force and record is not None and self._newer(record) and self._fresh(record):
                 self.adopt(record)
                 self._seen = self._storage.signature()
                 return

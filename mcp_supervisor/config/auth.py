@@ -31,8 +31,9 @@ class OAuthConfig(_Model):
     """Unset (person grants only): ``login`` registers a client (RFC 7591) and stores it."""
     client_secret: str | None = Field(default=None, min_length=1)
     """Keep it out of the file: ``client_secret = "${file:/etc/mcp-supervisor/jira.secret}"``."""
-    private_key: str | None = Field(default=None, min_length=1)
-    """``private_key_jwt``: the PEM key that signs the client assertion, ``"${file:/etc/...pem}"``."""
+    private_key_file: str | None = Field(default=None, min_length=1)
+    """``private_key_jwt``: the path of the PEM key that signs the client assertion (mode 0600 or
+    0400, a regular file; read at each signing, so a rotated key is used without a reload)."""
     signing_algorithm: str = "RS256"
     scopes: list[str] = Field(default_factory=list)
     token_url: str | None = None
@@ -73,9 +74,9 @@ class OAuthConfig(_Model):
             raise ValueError("grant 'client_credentials' needs client_secret, e.g. client_secret = "
                              "\"${file:/etc/mcp-supervisor/NAME.secret}\" (or use grant = 'private_key_jwt' "
                              "with private_key)")
-        if self.grant == "private_key_jwt" and self.private_key is None:
-            raise ValueError("grant 'private_key_jwt' needs private_key, the PEM signing key: private_key = "
-                             "\"${file:/etc/mcp-supervisor/NAME.pem}\"")
+        if self.grant == "private_key_jwt" and self.private_key_file is None:
+            raise ValueError("grant 'private_key_jwt' needs private_key_file, the path of the PEM signing key: "
+                             "private_key_file = \"/etc/mcp-supervisor/NAME.pem\"")
         return self
 
     @property
