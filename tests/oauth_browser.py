@@ -70,12 +70,19 @@ def _submit(client: httpx2.Client, page: httpx2.Response, typed: dict[str, str])
     return client.get(target, params=data)
 
 
-def approve_device(verification_uri: str, user_code: str, steps: int = 6) -> str:
-    """Open the verification page, enter ``user_code``, sign in and consent; the final page's text."""
+def sign_in(url: str, typed: dict[str, str] | None = None, steps: int = 6) -> str:
+    """Open ``url`` and submit each page's form (sign in with any name, consent) until a page has
+    none; the final page's text (a loopback redirect's answer is such a page)."""
+    fields = {"login": "tester", "password": "secret", **(typed or {})}
     with httpx2.Client(follow_redirects=True, timeout=10) as client:
-        page = client.get(verification_uri)
+        page = client.get(url)
         for _ in range(steps):
             if not forms_of(page.text) or "success" in page.text.lower():
                 break
-            page = _submit(client, page, {"user_code": user_code, "login": "tester", "password": "secret"})
+            page = _submit(client, page, fields)
         return page.text
+
+
+def approve_device(verification_uri: str, user_code: str) -> str:
+    """Open the verification page, enter ``user_code``, sign in and consent; the final page's text."""
+    return sign_in(verification_uri, {"user_code": user_code})

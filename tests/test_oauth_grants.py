@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from tests.live_daemon import BIN, api, cli, daemon_process, http_server, server_status, supervisor_table, wait_for
-from tests.oauth_browser import approve_device
+from tests.oauth_browser import approve_device, sign_in
 from tests.oidc_fixture import TTL, AuthServer, auth_server, exposed_text
+from tests.servers.fixtures import free_port
 from tests.slack_fake import FakeSlack
 from tests.test_notify_slack import fake_slack
 
@@ -161,3 +162,30 @@ async def test_device_login_rotation_across_processes_revocation_and_a_tampered_
             assert status("wiki")["state"] == "healthy" and status("wiki")["auth"]["failures"] == 0
             assert len(_notes_alerts(fake, "needs a person")) == 2, fake.titles()  # still one per incident
             assert daemon.poll() is None
+
+
+def test_authorization_code_login_with_pkce_through_the_loopback_redirect(auth_server: AuthServer,
+                                                                           tmp_path: Path) -> None:
+    """No device grant wanted: the login prints the authorization URL; the person's browser signs in
+    and is redirected to the login's loopback listener; the grant then renews by refresh token."""
+    port = free_port()
+    config = tmp_path / "c.toml"
+    config.write_text(supervisor_table(tmp_path) + http_server(
+        "docs", auth_server.resource_port, f'auth = {{ type = "oauth", grant = "authorization_code", scopes = ["mcp"], '
+        f'issuer = "{auth_server.issuer}", redirect_port = {port} }}'))
+    proc = subprocess.Popen([str(BIN / "supervisorctl-mcp"), "--config", str(config), "login", "docs", "--wait", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    page = ""
+    for line in proc.stdout:
+        if line.startswith(f"{auth_server.issuer}/"):
+            assert "code_challenge_method=S256" in line and "resource=" in line, line
+            page = sign_in(line.strip())
+            break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "signed in" in out, (out, err, page[-300:])
+    assert "Signed in" in page
+    again = subprocess.run([str(BIN / "supervisorctl-mcp"), "--config", str(config), "login", "docs", "--refresh",
+                            "--json"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and json.loads(again.stdout)["refreshed"] is True, again
+    assert "token refused" not in auth_server.log_text()

@@ -61,8 +61,8 @@ async def _client(server: ServerConfig, found: Discovered, stored: Record | None
     if _usable(previous, grant, redirect) and previous is not None and previous.issuer == str(found.metadata.issuer):
         return previous
     assert server.auth is not None
-    metadata = OAuthClientMetadata(
-        client_name="mcp-supervisor", token_endpoint_auth_method="none", scope=server.auth.scope,
+    metadata = OAuthClientMetadata(  # no scope: the client may ask for what the server challenges
+        client_name="mcp-supervisor", token_endpoint_auth_method="none",
         redirect_uris=None if grant == DEVICE else [redirect],
         grant_types=[grant, "refresh_token"], response_types=[] if grant == DEVICE else ["code"])
     request = create_client_registration_request(found.metadata, metadata, resource_url_from_server_url(server.url or ""))
@@ -73,6 +73,15 @@ async def _client(server: ServerConfig, found: Discovered, stored: Record | None
     info.issuer = str(found.metadata.issuer)
     say(f"registered OAuth client {info.client_id} at {found.metadata.issuer}")
     return info
+
+
+def _with_offline(scope: str | None, found: Discovered) -> str | None:
+    """Ask for ``offline_access`` too where the server has it (as the SDK's flow does, SEP-2207):
+    many servers issue a refresh token only then."""
+    supported = found.metadata.scopes_supported or []
+    if scope is None or "offline_access" not in supported or "offline_access" in scope.split():
+        return scope
+    return f"{scope} offline_access"
 
 
 class _Capture:
@@ -102,6 +111,10 @@ async def _code_login(server: ServerConfig, client: OAuthClientInformationFull, 
 
     async def callback(request: web.Request) -> web.Response:
         query = request.query
+        if "error" in query and not got.done():
+            why = f"{query['error']}: {query.get('error_description', '')}"[:200]
+            got.set_exception(GrantProblem(f"the authorization server refused the sign-in ({why})"))
+            return web.Response(text=f"Sign-in refused ({why}).\n", status=400)
         if not got.done():
             got.set_result(AuthorizationCodeResult(code=query.get("code", ""), state=query.get("state"),
                                                    iss=query.get("iss")))
@@ -157,7 +170,7 @@ async def login(server: ServerConfig, storage: EncryptedTokenStorage, say: Say, 
         resource = str(found.resource_metadata.resource) if found.resource_metadata else (
             resource_url_from_server_url(server.url))
         raw: dict[str, Any] = await device_login(client, found.device_endpoint or "", str(found.metadata.token_endpoint),
-                                                 auth.scope, resource, say, timeout, wait)
+                                                 _with_offline(auth.scope, found), resource, say, timeout, wait)
         token = OAuthToken.model_validate(raw)
         ends = raw.get("refresh_expires_in") or raw.get("refresh_token_expires_in")
         refresh_ends = started + float(ends) if isinstance(ends, (int, float)) and ends > 0 else None

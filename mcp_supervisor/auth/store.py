@@ -48,7 +48,12 @@ def token_key(state_dir: Path, vault_key: Path | None) -> bytes:
             return load_key(vault_key)
         except KeyFileError as exc:
             log.warning("auth: the vault key is unusable for tokens, using state_dir/auth/token.key", why=str(exc))
-    return load_key(auth_dir(state_dir) / "token.key", create=True)
+    directory = auth_dir(state_dir)
+    key = load_key(directory / "token.key", create=True)
+    owner = os.stat(directory)
+    if os.geteuid() == 0 and owner.st_uid != 0:  # a root login made it: the daemon's user must read it
+        os.chown(directory / "token.key", owner.st_uid, owner.st_gid, follow_symlinks=False)
+    return key
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from typing import Any
@@ -25,6 +26,8 @@ def _when(stamp: float | None) -> str:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    from mcp.client.auth import OAuthFlowError
+
     from mcp_supervisor.auth.discovery import DiscoveryError
     from mcp_supervisor.auth.exchange import GrantProblem
     from mcp_supervisor.auth.lock import LockError
@@ -33,6 +36,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     from mcp_supervisor.cli.common import UsageError, load_cli_config
 
     config = load_cli_config(args)
+    logging.getLogger("mcp.client.auth").setLevel(logging.CRITICAL)  # its failure is said once, below
     server = next((s for s in config.servers if s.name == args.name), None)
     if server is None or server.auth is None or not server.url:
         raise UsageError(f"no OAuth server named {args.name!r} in the config (an http/sse server with "
@@ -59,7 +63,7 @@ def cmd_login(args: argparse.Namespace) -> int:
                          "refresh_token": bool(record.token and record.token.refresh_token)}
             message = (f"{server.name}: signed in; access token valid until {_when(facts['expires_at'])}; "
                        "the daemon renews it from now on")
-    except (GrantProblem, DiscoveryError, LockError) as exc:
+    except (GrantProblem, DiscoveryError, LockError, OAuthFlowError) as exc:
         print(f"supervisorctl-mcp: {server.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except PermissionError as exc:
