@@ -10,6 +10,7 @@ Why server text is never handed to a markup parser: names, messages and reasons 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -90,6 +91,23 @@ def auth_text(auth: dict[str, Any]) -> str:
     until = auth.get("expires_at")
     when = f"token until {datetime.fromtimestamp(until).strftime('%H:%M:%S')}" if until else "no token"
     return f"({auth.get('type')} {when})"
+
+
+def defaults_lines(effective: dict[str, Any]) -> list[str]:
+    """``check-config``: per ``[defaults]`` key its value, the servers taking it and those with their own."""
+    lines = []
+    for key, entry in effective.items():
+        servers = entry.get("servers", {})
+        taking = [name for name, v in servers.items() if v.get("from") == "defaults"]
+        own = [f"{name} = {json.dumps(v.get('value'))}" for name, v in servers.items() if v.get("from") == "server"]
+        unused = [name for name, v in servers.items() if v.get("from") == "n/a"]
+        line = f"[defaults] {key} = {json.dumps(entry.get('default'))}: " + (", ".join(taking) or "no server")
+        if own:
+            line += f"; own value: {', '.join(own)}"
+        if unused:
+            line += f"; does not apply to: {', '.join(unused)}"
+        lines.append(line)
+    return lines
 
 
 def status_rows(status: dict[str, Any], now: float | None = None) -> list[tuple[str, str, str, str, str]]:
