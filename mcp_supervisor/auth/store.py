@@ -40,6 +40,22 @@ def token_key(state_dir: Path, vault_key: Path | None) -> bytes:
     return load_key(auth_dir(state_dir) / "token.key", create=True)
 
 
+def token_aad(name: str) -> bytes:
+    """The associated data binding a token file to its server's name (a file copied to another
+    server's name does not decrypt)."""
+    return f"mcp-supervisor oauth token {name}".encode()
+
+
+def token_file_opens(key: bytes, name: str, blob: bytes) -> bool:
+    """Whether ``key`` decrypts ``blob`` as server ``name``'s token file (a restore checks a file
+    from the vault with the daemon's key before writing it)."""
+    try:
+        decrypt(key, blob, token_aad(name))
+    except (IntegrityError, ValueError):
+        return False
+    return True
+
+
 class EncryptedTokenStorage:
     """One server's tokens in ``state_dir/auth/<name>.token``, bound to the name (associated data)."""
 
@@ -94,4 +110,4 @@ class EncryptedTokenStorage:
         return None
 
     def _associated(self) -> bytes:
-        return f"mcp-supervisor oauth token {self._name}".encode()
+        return token_aad(self._name)
