@@ -1,9 +1,11 @@
 """The SDK's ``TokenStorage`` kept AES-256-GCM encrypted under ``state_dir/auth/`` (mode 0600).
 
 Why encrypted although the directory is the daemon's own: ``state_dir`` is copied into backups
-and read by support bundles; a token file that leaks there must be useless. The key is the
-vault's (``[vault] key_file``) when it exists, else ``state_dir/auth/token.key`` made on first use
-(never the vault's path: a key made over a lost vault key would orphan its snapshots). A file that
+and read by support bundles; a token file that leaks there must be useless. The key is
+``state_dir/auth/token.key`` when it exists (made on first use by a daemon that started before the
+vault had a key, and kept: the first backup making a vault key must not orphan the stored tokens),
+else the vault's (``[backup] key_file``); never a new key at the vault's path (a key made over a
+lost vault key would orphan its snapshots). A file that
 does not decrypt (tampered, other key) is set aside and a fresh token obtained: for a machine grant
 nothing is lost.
 """
@@ -31,7 +33,15 @@ def auth_dir(state_dir: Path) -> Path:
 
 
 def token_key(state_dir: Path, vault_key: Path | None) -> bytes:
-    """The vault's key if it can be read, else this directory's own (created 0600 on first use)."""
+    """This directory's own key if it has one (the stored tokens were made with it: a vault key
+    that appears later, with the first backup, must not orphan them), else the vault's key if it
+    can be read, else this directory's own (created 0600 on first use)."""
+    own = auth_dir(state_dir) / "token.key"
+    if os.path.lexists(own):
+        try:
+            return load_key(own)
+        except KeyFileError as exc:
+            log.warning("auth: state_dir/auth/token.key is unusable", why=str(exc))
     if vault_key is not None and os.path.lexists(os.path.expanduser(str(vault_key))):
         try:
             return load_key(vault_key)

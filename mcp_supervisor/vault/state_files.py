@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_supervisor.vault.crypto import IntegrityError, VaultError
+from mcp_supervisor.vault.crypto import KEY_BYTES, IntegrityError, VaultError
 from mcp_supervisor.vault.manifest import FileEntry, Manifest, file_entry
 from mcp_supervisor.vault.placement import RestoreError
 from mcp_supervisor.vault.safefs import PathRefused, open_dir, read_regular, set_aside, write_replace
@@ -51,8 +51,10 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _NOT_STATE = re.compile(r"\.(corrupt|replaced|bad|old)-|\.(bad|tmp|lock)$")
 """Kept copies, set-aside files, temp and lock files: not state worth restoring."""
 
-Check = Callable[[str, str, bytes], str | None]
-"""(group, file name, content) -> what is wrong with it, or None."""
+Check = Callable[[str, str, bytes, bytes | None], str | None]
+"""(group, file name, content, the ``auth/token.key`` the daemon will find) -> what is wrong, or None."""
+TOKEN_KEY = "token.key"
+"""``auth/token.key``: the token store's own key when the daemon started before the vault had one."""
 
 
 class StateRefused(VaultError):
@@ -227,10 +229,7 @@ def restore_group(store: SnapshotStore, state_dir: Path, group: str, snapshot_id
                            "supervisorctl-mcp backup")
     result.snapshot = manifest.id
     path = _state_path(state_dir)
-    bad = [f"{path}/{group}/{filename} (snapshot {manifest.id}): {problem}"
-           for filename, content in contents.items() if (problem := check(group, filename, content))]
-    if bad:
-        raise RestoreError("nothing restored: " + "; ".join(bad))
+    forced = snapshot_id is not None
     try:
         state_fd, owner = _open_state(state_dir)
     except FileNotFoundError:
@@ -240,8 +239,15 @@ def restore_group(store: SnapshotStore, state_dir: Path, group: str, snapshot_id
         group_fd = _open_group(state_fd, owner, path, group, create=True)
         assert group_fd is not None
         try:
+            current = {name: _current(group_fd, name, owner.st_uid) for name in contents}
+            token_key = _token_key_after(contents, current, forced)
+            bad = [f"{path}/{group}/{filename} (snapshot {manifest.id}): {problem}"
+                   for filename, content in contents.items() if (problem := check(group, filename, content, token_key))]
+            if bad:
+                raise RestoreError("nothing restored: " + "; ".join(bad))
             for filename, content in sorted(contents.items()):
-                _put(group_fd, owner, group, filename, content, snapshot_id is not None, check, result)
+                _put(group_fd, owner, filename, content, current[filename], forced, token_key,
+                     lambda name, data, key: check(group, name, data, key), result)
         finally:
             os.close(group_fd)
     finally:
@@ -249,46 +255,63 @@ def restore_group(store: SnapshotStore, state_dir: Path, group: str, snapshot_id
     return result
 
 
-def _put(group_fd: int, owner: os.stat_result, group: str, filename: str, content: bytes, forced: bool,
-         check: Check, result: StateRestore) -> None:
+def _current(group_fd: int, filename: str, owner: int) -> bytes | None:
+    """What is at ``filename`` now, if it is the daemon's own regular file."""
     try:
-        current, _ = _read(group_fd, filename, owner.st_uid)
-        damaged = check(group, filename, current) is not None
-    except FileNotFoundError:
-        current, damaged = None, True
-    except OSError:  # a link, a folder, someone else's file: damage, set aside and replaced
-        current, damaged = None, True
+        return _read(group_fd, filename, owner)[0]
+    except OSError:  # missing, a link, a folder, someone else's file: nothing usable
+        return None
+
+
+def _token_key_after(contents: dict[str, bytes], current: dict[str, bytes | None], forced: bool) -> bytes | None:
+    """The ``auth/token.key`` the daemon will find once the restore is done (None: none, so the
+    daemon uses the vault's key): a present key is kept unless the snapshot was named."""
+    if TOKEN_KEY not in contents:
+        return None
+    present = current.get(TOKEN_KEY)
+    if present is not None and len(present) == KEY_BYTES and not forced:
+        return present
+    return contents[TOKEN_KEY] if len(contents[TOKEN_KEY]) == KEY_BYTES else present
+
+
+def _put(group_fd: int, owner: os.stat_result, filename: str, content: bytes, current: bytes | None, forced: bool,
+         token_key: bytes | None, check: Callable[[str, bytes, bytes | None], str | None],
+         result: StateRestore) -> None:
     if current == content:
         result.unchanged.append(filename)
         return
-    if current is not None and not damaged and not forced:
+    damaged = current is None or check(filename, current, token_key) is not None
+    if not damaged and not forced:
         result.kept_current.append(filename)
         return
-    kept = set_aside(group_fd, filename, "replaced" if current is not None and not damaged else "corrupt")
+    kept = set_aside(group_fd, filename, "corrupt" if damaged else "replaced")
     if kept is not None:
         result.kept_aside[filename] = kept
     write_replace(group_fd, filename, content, 0o600, owner.st_uid, owner.st_gid)
     result.restored.append(filename)
 
 
-def daemon_check(key: bytes, key_file: Path) -> Check:
-    """The checks of a restore: a contract is a JSON object; a token file decrypts with ``key``.
+def daemon_check(vault_key: bytes, key_file: Path) -> Check:
+    """The checks of a restore: a contract is a JSON object; a token file decrypts with the key
+    the daemon will use (``auth.store.token_key``: ``auth/token.key`` when there is one, else the
+    vault's, which a restore has just opened); ``token.key`` itself is a 256-bit key."""
 
-    Why the vault's key: the daemon encrypts its tokens with the vault's key whenever that exists
-    (``auth.store.token_key``), and a restore has just opened the vault with it."""
-
-    def check(group: str, filename: str, content: bytes) -> str | None:
+    def check(group: str, filename: str, content: bytes, token_key: bytes | None) -> str | None:
         if group == "contracts":
             return contract_problem(content)
+        if filename == TOKEN_KEY:
+            return None if len(content) == KEY_BYTES else f"not a {KEY_BYTES * 8}-bit key ({len(content)} bytes)"
         if filename.endswith(".token"):
             from mcp_supervisor.auth.store import token_file_opens  # the SDK's models: only when restoring tokens
 
             server = filename[: -len(".token")]
-            if not token_file_opens(key, server, content):
-                return (f"the daemon's key ({key_file}) cannot decrypt it (it was encrypted with another key); "
-                        "fix: put that key back (supervisorctl-mcp key import FILE --force) and restore again, "
-                        f"or let the daemon obtain a new token for {server} (a machine grant needs nothing; a "
-                        f"person's grant: supervisorctl-mcp login {server})")
+            if not token_file_opens(token_key or vault_key, server, content):
+                which = "state_dir/auth/token.key" if token_key else f"the vault key {key_file}"
+                return (f"the daemon's key ({which}) cannot decrypt it (it was encrypted with another key); fix: "
+                        "put that key back (supervisorctl-mcp key import FILE --force, or restore the "
+                        "token.key of the same snapshot with --snapshot ID) and restore again, or let the daemon "
+                        f"obtain a new token for {server} (a machine grant needs nothing; a person's grant: "
+                        f"supervisorctl-mcp login {server})")
         return None
 
     return check
