@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp.shared.auth import OAuthToken
@@ -161,3 +162,24 @@ def test_restore_needs_one_of_config_or_state(tmp_path: Path, args: list[str]) -
     config, _, _ = setup(tmp_path)
     answer = run(config, *args)
     assert answer.returncode == 2 and "--state auth|contracts|all" in answer.stderr
+
+
+def test_the_daemon_backs_up_changed_state_once_per_change(tmp_path: Path) -> None:
+    """No [[configs]] at all: the daemon's vault still keeps a renewed token (its scheduled check)."""
+    from mcp_supervisor.config import load_config
+    from mcp_supervisor.vault.service import VaultService
+
+    config, state, key = setup(tmp_path)
+
+    async def story() -> list[dict[str, Any]]:
+        vault = VaultService(load_config(config))
+        await vault.backup("first")
+        await vault._back_up_changed_state()  # nothing changed: no snapshot
+        storage = EncryptedTokenStorage(state, "jira", key)
+        await storage.set_tokens(OAuthToken(access_token="renewed-access", refresh_token="rotated-refresh"))
+        await vault._back_up_changed_state()  # the renewal: one snapshot
+        await vault._back_up_changed_state()
+        return await vault.list_snapshots()
+
+    snapshots = asyncio.run(story())
+    assert [s["reason"] for s in snapshots] == ["change of daemon state (tokens, tool contracts)", "first"]

@@ -129,6 +129,8 @@ class VaultOperations:
         state, refused = collect_state(self.config.state_dir)  # the token store and tool contracts
         files += state
         skipped.update(refused)
+        if not files and not skipped:
+            raise VaultError("nothing to back up yet (no [[configs]], and no tokens or tool contracts in state_dir)")
         if not files:
             raise VaultError("nothing to back up: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         report = store.write(files, reason)
