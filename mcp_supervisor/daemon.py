@@ -265,7 +265,7 @@ def _make_vault(config: Config, on_event: Any) -> Any:
     if config.configs and not config.backup.locations:
         log.warning("[[configs]] are listed but [backup] locations is empty: configs are neither backed up nor "
                     "watched (add locations = [\"...\"] under [backup])")
-    if not (config.configs and config.backup.locations):
+    if not config.backup.locations:  # without [[configs]] it still keeps the token store and tool contracts
         return None
     from mcp_supervisor.vault.service import VaultService
 
