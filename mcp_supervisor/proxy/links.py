@@ -23,6 +23,8 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from mcp_supervisor.probes.ratelimit import parse_retry_after
+from mcp_supervisor.proxy.limits import limit_answer
 from mcp_supervisor.proxy.wire import (
     INTERNAL_ERROR,
     SESSION_HEADER,
@@ -91,14 +93,19 @@ def _session_gone(status: int, body: bytes, had_session: bool) -> bool:
     return status == 404 or (status == 400 and b"session" in body.lower())
 
 
-def _http_error(message: Message, status: int, body: bytes) -> Message:
-    """A JSON-RPC error for a request the backend answered with an HTTP error."""
-    try:
+def _http_error(message: Message, status: int, body: bytes, retry_after: str | None = None) -> Message:
+    """A JSON-RPC error for a request the backend answered with an HTTP error; a 429 becomes the
+    rate-limit error the core holds safe calls on (its words, its ``Retry-After`` in seconds)."""
+    parsed: Any = None
+    with contextlib.suppress(ValueError):
         parsed = json.loads(body)
-        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-            return {"jsonrpc": "2.0", "id": message["id"], "error": parsed["error"]}
-    except ValueError:
-        pass
+    found = parsed.get("error") if isinstance(parsed, dict) else None
+    if status == 429:
+        found = found if isinstance(found, dict) else {"message": body.decode("utf-8", "replace")[:160].strip()}
+        return {"jsonrpc": "2.0", "id": message["id"], "error": limit_answer(status, found,
+                                                                             parse_retry_after(retry_after))}
+    if isinstance(found, dict):
+        return {"jsonrpc": "2.0", "id": message["id"], "error": found}
     return error(message["id"], INTERNAL_ERROR, f"the server answered HTTP {status}",
                  {"status": status})
 
@@ -183,7 +190,8 @@ class HttpLink:
                     if _session_gone(response.status, body, had_session):
                         self._lost("the server no longer knows the session (it restarted)", related)
                     elif request_id is not None:
-                        self._on_message(_http_error(message, response.status, body), related)
+                        self._on_message(_http_error(message, response.status, body,
+                                                     response.headers.get("Retry-After")), related)
                     return
                 if message.get("method") == "initialize":
                     self.session_id = response.headers.get(SESSION_HEADER) or None
@@ -303,7 +311,8 @@ class SseLink:
                 if _session_gone(response.status, body, True):
                     self._lost("the server no longer knows the session (it restarted)", related)
                 elif response.status >= 400 and request_id is not None:
-                    self._on_message(_http_error(message, response.status, body), related)
+                    self._on_message(_http_error(message, response.status, body,
+                                                 response.headers.get("Retry-After")), related)
         except aiohttp.ClientConnectorError as exc:
             self._lost(f"cannot connect: {exc.os_error or exc}", related)
         except (aiohttp.ClientError, OSError) as exc:

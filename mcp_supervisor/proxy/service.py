@@ -55,9 +55,11 @@ class ServerProxy:
 
 class ProxyService:
     def __init__(self, config: Callable[[], Config], status: Callable[[], dict[str, Any]],
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, limits: Callable[[str], tuple[float, str] | None] | None = None) -> None:
         self._config = config
         self._status = status
+        self._limits = limits
+        """A server's rate limit as the supervisor knows it (until, on the loop's clock; its words)."""
         self._bus = bus
         self.servers: dict[str, ServerProxy] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -104,6 +106,9 @@ class ProxyService:
         core = SessionCore(era=era, server=server.name, hold=hold, safety=proxy.safety, stats=proxy.stats)
         session = ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id,
                                self._episode)
+        if self._limits is not None:
+            limits, name = self._limits, server.name
+            session.limits = lambda: limits(name)
         if server.transport == "stdio":
             session.retry_max = RETRY_MAX_SPAWN
             session.standby_wanted = server.standby > 0
