@@ -22,7 +22,7 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.proxy.actions import Stats
 from mcp_supervisor.proxy.core import SessionCore
-from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink
+from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink, link_auth
 from mcp_supervisor.proxy.safety import ToolSafety, patterns
 from mcp_supervisor.proxy.session import RETRY_MAX_SPAWN, ProxySession
 
@@ -189,13 +189,14 @@ class ProxyService:
         def make(on_message: OnMessage, on_lost: OnLost) -> BackendLink:
             current = self.server_config(server.name) or server  # a reload may have moved it
             http = self._client()
-            if current.transport == "sse":
-                return SseLink(current.url or "", http, current.headers, on_message, on_lost)
             if current.transport == "stdio":
                 from mcp_supervisor.proxy.stdio_link import StdioLink
 
                 return StdioLink(current, self._config().state_dir, on_message, on_lost)
-            return HttpLink(current.url or "", http, current.headers, on_message, on_lost)
+            auth = link_auth(current)
+            if current.transport == "sse":
+                return SseLink(current.url or "", http, current.headers, on_message, on_lost, auth)
+            return HttpLink(current.url or "", http, current.headers, on_message, on_lost, auth)
 
         return make
 
