@@ -245,6 +245,9 @@ def test_read_only_calls_go_on_across_kills_and_the_session_id_stays(proxy_daemo
 
     events = wait_for(restored, 20, "the proxy's restore in the record")
     assert "held=" in str(events[-1]) and "failed=0" in str(events[-1]), events[-1]
+    _status, report = api(proxy_daemon.sock, "/v1/report?period=day")
+    counted = report["servers"]["pay"]["proxy"]  # folded per incident (history/proxy_counts.py)
+    assert counted["failed"] == 0 and any(row["incident"] and row["held"] for row in counted["incidents"]), counted
 
 
 def test_unsafe_call_in_flight_gets_the_honest_error_and_ran_at_most_once(proxy_daemon: ProxyDaemon) -> None:

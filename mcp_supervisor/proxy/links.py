@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from mcp_supervisor.auth import registry
 from mcp_supervisor.config import ServerConfig
@@ -147,6 +148,7 @@ class HttpLink:
     def __init__(self, url: str, http: aiohttp.ClientSession, headers: Mapping[str, str],
                  on_message: OnMessage, on_lost: OnLost, auth: LinkAuth | None = None) -> None:
         self.url = url
+        self._target = URL(url)  # parsed once, not per request
         self._http = http
         self._auth = auth
         self._headers = {**headers, "Accept": "application/json, text/event-stream",
@@ -183,7 +185,7 @@ class HttpLink:
             self._tasks.closed = True
             self._on_lost(reason, unsent)
 
-    def _deliver(self, data: str, related: int | None, handshake: bool = False) -> None:
+    def _deliver(self, data: str | bytes, related: int | None, handshake: bool = False) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -213,11 +215,11 @@ class HttpLink:
         related = request_id if isinstance(request_id, int) else None
         had_session = self.session_id is not None
         handshake = message.get("method") == "initialize"
-        data = json.dumps(message)
+        data = json.dumps(message, separators=(",", ":")).encode()
         try:
             for attempt in (1, 2):
                 headers = self._request_headers(extra)
-                async with self._http.post(self.url, data=data, headers=headers) as response:
+                async with self._http.post(self._target, data=data, headers=headers) as response:
                     if response.status >= 400:
                         body = await response.read()
                         if response.status == 401 and attempt == 1 and self._auth is not None:
@@ -233,7 +235,7 @@ class HttpLink:
                     if response.headers.get("Content-Type", "").startswith("text/event-stream"):
                         await _read_events(response, lambda _event, data: self._deliver(data, related, handshake))
                     else:
-                        self._deliver((await response.read()).decode("utf-8", errors="replace"), related, handshake)
+                        self._deliver(await response.read(), related, handshake)
                     return
         except aiohttp.ClientConnectorError as exc:
             self._lost(f"cannot connect: {exc.os_error or exc}", related)

@@ -62,6 +62,8 @@ class ProxyService:
         """A server's rate limit as the supervisor knows it (until, on the loop's clock; its words)."""
         self._bus = bus
         self.servers: dict[str, ServerProxy] = {}
+        self._indexed: Config | None = None
+        self._by_name: dict[str, ServerConfig] = {}
         self._http: aiohttp.ClientSession | None = None
         self.unauthorized = 0
         self.rejected = 0
@@ -70,7 +72,10 @@ class ProxyService:
     # --- lookups -----------------------------------------------------------------------------
 
     def server_config(self, name: str) -> ServerConfig | None:
-        return next((s for s in self._config().servers if s.name == name), None)
+        config = self._config()
+        if config is not self._indexed:  # once per config (a reload makes a new one), not per request
+            self._indexed, self._by_name = config, {s.name: s for s in config.servers}
+        return self._by_name.get(name)
 
     def known_names(self) -> list[str]:
         return sorted(s.name for s in self._config().servers)
@@ -204,7 +209,9 @@ class ProxyService:
         if self._http is None or self._http.closed:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
-            self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+            # no cookies (a backend's cookie must not travel to another job's call), nothing from the environment
+            self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                               cookie_jar=aiohttp.DummyCookieJar())
         return self._http
 
     # --- lifecycle ---------------------------------------------------------------------------
