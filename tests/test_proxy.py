@@ -189,13 +189,16 @@ def test_stdio_bridge_speaks_mcp_over_the_control_socket(proxy_daemon: ProxyDaem
     params = StdioServerParameters(command=str(BIN / "supervisorctl-mcp"),
                                    args=["--socket", str(proxy_daemon.sock), "proxy", "pay"])
 
-    async def run(mode: str) -> tuple[str, str]:
+    async def run(mode: str) -> tuple[str, str, str]:
         async with Client(params, mode=mode) as client:
-            return client.protocol_version, text(await client.call_tool("lookup", {"query": "bridge"}))
+            # a stdio client sends no headers: the bridge adds Mcp-Param-Region from the tool's schema
+            regional = await client.call_tool("regional_lookup", {"region": "eu-west", "query": "r"})
+            return (client.protocol_version, text(await client.call_tool("lookup", {"query": "bridge"})),
+                    text(regional))
 
     for mode in ("legacy", "auto"):
-        version, answer = asyncio.run(run(mode))
-        assert answer.startswith("found bridge")
+        version, answer, regional = asyncio.run(run(mode))
+        assert answer.startswith("found bridge") and regional == "found r in eu-west", regional
         assert (version == "2026-07-28") == (mode == "auto")
 
 
@@ -551,13 +554,16 @@ def test_a_failing_deep_check_is_its_own_failure_class_and_an_auth_shaped_one_ne
     wait_for(lambda: server()["state"] == "healthy", 60, "healthy again once the check passes")
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("mode", ["legacy", "auto", "bridge-auto"])
 def test_a_cancelled_call_is_cancelled_at_the_server(proxy_daemon: ProxyDaemon, mode: str) -> None:
     waits = proxy_daemon.directory / "stdio-charges.txt.waits"
     waits.unlink(missing_ok=True)
+    bridge = StdioServerParameters(command=str(BIN / "supervisorctl-mcp"),
+                                   args=["--socket", str(proxy_daemon.sock), "proxy", "pay-stdio"])
 
     async def run() -> None:
-        async with connect(proxy_daemon, "pay-stdio", mode) as client:
+        opened = Client(bridge, mode="auto") if mode == "bridge-auto" else connect(proxy_daemon, "pay-stdio", mode)
+        async with opened as client:
             await client.list_tools()
             task = asyncio.ensure_future(client.call_tool("wait", {"seconds": 30}))
             loop = asyncio.get_running_loop()
