@@ -576,3 +576,28 @@ def test_a_cancelled_call_is_cancelled_at_the_server(proxy_daemon: ProxyDaemon, 
                                        "the server saw the cancellation")
 
     asyncio.run(run())
+
+
+def test_mcp_inspector_cli_a_client_no_one_here_wrote(proxy_daemon: ProxyDaemon) -> None:
+    """MCP Inspector's CLI (npm), with the bearer token, lists and calls tools through the proxy."""
+    from tests.test_spawn_nobody import BASE, _install
+
+    target = BASE / "inspector"
+    exe = target / "node_modules" / ".bin" / "mcp-inspector"
+    problem = _install(exe, [["npm", "install", "--prefix", str(target), "--no-audit", "--no-fund",
+                              "@modelcontextprotocol/inspector@2"]])
+    if problem:
+        pytest.skip(f"cannot install @modelcontextprotocol/inspector from npm: {problem}")
+
+    def inspector(*args: str) -> dict[str, Any]:
+        done = subprocess.run([str(exe), "--cli", proxy_daemon.url("pay"), "--transport", "http", "--header",
+                               f"Authorization: Bearer {proxy_daemon.token}", *args],
+                              capture_output=True, text=True, timeout=120, cwd=proxy_daemon.directory,
+                              env={"PATH": os.environ["PATH"], "HOME": str(proxy_daemon.directory)})
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return dict(json.loads(done.stdout))
+
+    listed = inspector("--method", "tools/list")
+    assert {"lookup", "charge"} <= {tool["name"] for tool in listed["tools"]}
+    called = inspector("--method", "tools/call", "--tool-name", "lookup", "--tool-arg", "query=inspector")
+    assert text(types.CallToolResult.model_validate(called)).startswith("found inspector"), called
