@@ -49,20 +49,6 @@ class LiveHeaders(Mapping[str, str]):
         return len(self._now())
 
 
-async def refresh_now(name: str) -> bool:
-    """Renew ``name``'s token now (the proxy met a 401 with the current one); joins a renewal in
-    flight, never doubles it. False when there is no owner or the renewal failed (its own loop
-    records the problem)."""
-    owner = _OWNERS.get(name)
-    if owner is None or owner.fatal:
-        return False
-    try:
-        await owner.refresh()
-    except Exception:  # the owner's run loop retries and reports; the caller only learns "no"
-        return False
-    return True
-
-
 def probe_headers(server: ServerConfig) -> Mapping[str, str]:
     """The headers a probe sends to ``server`` (live ones for an OAuth server)."""
     return LiveHeaders(server.headers, server.name) if server.auth is not None else dict(server.headers)
