@@ -15,7 +15,7 @@ listen`` on. Printed (figures only; nothing passes or fails):
   - idle CPU of the daemon with sessions open, and memory (RSS) per open client session.
 
 Usage: python bench/bench_proxy.py [--calls 300] [--kills 5] [--unsafe-kills 3] [--sessions 300]
-       [--parts latency,throughput,...]
+                                  [--only latency,throughput,failover,stdio,unsafe,idle]
 """
 
 from __future__ import annotations
@@ -366,10 +366,10 @@ async def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--unsafe-kills", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=300)
-    parser.add_argument("--parts", default="latency,throughput,failover,stdio,unsafe,idle",
-                        help="which figures, comma-separated (default: all)")
+    parser.add_argument("--only", default="latency,throughput,failover,stdio,unsafe,idle",
+                        help="the sections to run, comma-separated")
     args = parser.parse_args()
-    parts = set(args.parts.split(","))
+    parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as work:
         bench = Bench(Path(work))
         bench.start()
