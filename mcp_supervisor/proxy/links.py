@@ -1,9 +1,10 @@
 """The proxy's backend transports: Streamable HTTP, legacy HTTP+SSE, and stdio.
 
-Why aiohttp and not the SDK's client transports for HTTP: the proxy must see the HTTP status of
-every answer (404 or 400 means "session not found": re-run the handshake; a refused connection
-means the request never reached the server, so even an unsafe call may be sent again), and the
-added latency budget per call (about a millisecond) leaves no room for a second framing layer.
+Why aiohttp (and ``http1.py`` for the per-call POSTs) and not the SDK's client transports for HTTP:
+the proxy must see the HTTP status of every answer (404 or 400 means "session not found": re-run
+the handshake; a refused connection means the request never reached the server, so even an unsafe
+call may be sent again), and the added latency budget per call (about a millisecond) leaves no
+room for a second framing layer.
 
 A link is one connection generation: the shell makes a new one after every loss. It reports what
 it sees through two callbacks and never decides anything: ``on_message(message, related)``
