@@ -11,7 +11,6 @@ server's words and when the limit lifts, and that call never reached the server.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,13 +27,12 @@ from tests.live_daemon import (
     free_port,
     http_server,
     server_status,
-    stop,
     supervisor_table,
     wait_for,
 )
-from tests.servers.fixtures import start_http_server, wait_port_open
+from tests.oidc_fixture import SECRET, TTL, AuthServer, auth_server
+from tests.servers.fixtures import start_http_server
 from tests.servers.http_proxy import Proxy
-from tests.test_oauth import RESOURCE_SERVER, SECRET, TTL, AuthServer, auth_server
 from tests.test_proxy import PROXIED, text
 
 __all__ = ["auth_server"]  # the module's own oidc-provider (pytest fixture)
@@ -91,14 +89,10 @@ def test_the_proxy_sends_the_owners_token_and_renews_it_once_on_a_401(auth_serve
     """The job holds only the proxy's token; the daemon adds the OAuth access token. When the
     server revokes the token the daemon holds (401), the proxy asks the owner for a new one once
     and the job's call goes through; the job never sees either token."""
-    seen, revoked = short_tmp / "seen", short_tmp / "revoked"
-    with open(short_tmp / "resource.log", "ab") as log:
-        resource = subprocess.Popen([PY, str(RESOURCE_SERVER), str(auth_server.resource_port), auth_server.issuer,
-                                     str(seen), str(revoked)], stdout=log, stderr=log)
+    seen, revoked = auth_server.seen, auth_server.revoked
     port = free_port()
     sock = short_tmp / "ctl.sock"
     try:
-        wait_port_open(auth_server.resource_port, 30, resource)
         secret = short_tmp / "jira.secret"
         secret.write_text(SECRET)
         secret.chmod(0o600)
@@ -131,7 +125,7 @@ def test_the_proxy_sends_the_owners_token_and_renews_it_once_on_a_401(auth_serve
             tokens = seen.read_text().split()
             log = (short_tmp / "daemon.log").read_text()
     finally:
-        stop(resource)
+        revoked.unlink(missing_ok=True)
     assert tokens[-1] != held and tokens.index(held) == len(tokens) - 2, "one new token, obtained on the 401"
     assert not any(t in log for t in tokens)
     print(f"call across the revoked token took {took:.2f} s (one renewal on the 401)")
