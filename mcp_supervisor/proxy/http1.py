@@ -41,6 +41,8 @@ class Response:
         self._reader = reader
         chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         length = headers.get("Content-Length")
+        if length is not None and not length.isdigit():
+            raise OSError(f"the answer's Content-Length is not a number: {length[:40]!r}")
         self._left = 0 if no_body else None if chunked or length is None else int(length)
         self._chunked = chunked and not no_body
         self.complete = self._left == 0
@@ -50,7 +52,11 @@ class Response:
         reader = self._reader
         if self._chunked:
             while True:
-                size = int((await reader.readline()).split(b";", 1)[0].strip() or b"x", 16)
+                line = (await reader.readline()).split(b";", 1)[0].strip()
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    raise OSError(f"a chunk size that is not hexadecimal: {line[:40]!r}") from None
                 if size == 0:
                     while (await reader.readline()) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
@@ -155,21 +161,24 @@ class Pool:
     async def _send(conn: Conn, request: bytes) -> Response:
         reader, writer = conn
         writer.write(request)
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise OSError("the answer's headers are larger than 64 KiB") from None
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise OSError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
-        status = int(rest.split(" ", 1)[0])
+        status = 100
+        while 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints) precedes the real one
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.LimitOverrunError:
+                raise OSError("the answer's headers are larger than 64 KiB") from None
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            version, _, rest = status_line.partition(" ")
+            code = rest.split(" ", 1)[0]
+            if not version.startswith("HTTP/1.") or not code.isdigit():
+                raise OSError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
+            status = int(code)
         headers: CIMultiDict[str] = CIMultiDict()
         for line in lines:
             name, sep, value = line.partition(":")
             if sep:
                 headers.add(name.strip(), value.strip())
-        return Response(status, headers, reader, no_body=status in (204, 304) or status < 200)
+        return Response(status, headers, reader, no_body=status in (204, 304))
 
     def _release(self, origin: Origin, conn: Conn, response: Response) -> None:
         if self.closed or not response.complete or not response.reusable or conn[1].is_closing():
