@@ -27,6 +27,7 @@ from mcp_supervisor.auth.lock import LockError, refresh_lock
 from mcp_supervisor.auth.owner import TokenOwner
 from mcp_supervisor.auth.store import EncryptedTokenStorage, Record, token_key
 from mcp_supervisor.config import ServerConfig
+from mcp_supervisor.redact import REDACTOR
 from tests.live_daemon import BIN
 
 ACCESS = "eyJhbGciOiJSUzI1NiJ9.access-1c4e.sig-77aa"
@@ -167,6 +168,9 @@ async def test_a_failed_refresh_keeps_the_token_and_says_why(liar: Liar, tmp_pat
     assert await owner.renew_now() and owner.bearer == f"{ACCESS}-{liar.token_requests}"
     stored = storage.read()
     assert stored is not None and stored.token is not None and stored.token.refresh_token == liar.current
+    # the held tokens are known to the process's redactor: an echo anywhere is masked
+    said = REDACTOR.text(f"server said: {owner.bearer} / {liar.current}")
+    assert owner.bearer not in said and liar.current not in said
     await owner.aclose()
 
 
