@@ -60,6 +60,11 @@ class AuthServer:
         return self.directory / "tokens-seen"
 
     @property
+    def revoked(self) -> Path:
+        """Tokens written here are refused by the resource server (a revocation at the server)."""
+        return self.directory / "tokens-revoked"
+
+    @property
     def log(self) -> Path:
         return self.directory / "provider.log"
 
@@ -79,7 +84,7 @@ class AuthServer:
     def start_resource(self) -> None:
         with open(self.directory / "resource.log", "ab") as log:
             self.resource_proc = subprocess.Popen([PY, str(RESOURCE_SERVER), str(self.resource_port), self.issuer,
-                                                   str(self.seen)], stdout=log, stderr=log)
+                                                   str(self.seen), str(self.revoked)], stdout=log, stderr=log)
         wait_port_open(self.resource_port, 30, self.resource_proc)
 
     def revoke_grants(self) -> int:

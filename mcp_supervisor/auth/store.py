@@ -1,9 +1,11 @@
 """The SDK's ``TokenStorage`` kept AES-256-GCM encrypted under ``state_dir/auth/`` (mode 0600).
 
 Why encrypted although the directory is the daemon's own: ``state_dir`` is copied into backups
-and read by support bundles; a token file that leaks there must be useless. The key is the
-vault's (``[vault] key_file``) when it exists, else ``state_dir/auth/token.key`` made on first use
-(never the vault's path: a key made over a lost vault key would orphan its snapshots).
+and read by support bundles; a token file that leaks there must be useless. The key is
+``state_dir/auth/token.key`` when it exists (made on first use by a daemon that started before the
+vault had a key, and kept: the first backup making a vault key must not orphan the stored tokens),
+else the vault's (``[backup] key_file``); never a new key at the vault's path (a key made over a
+lost vault key would orphan its snapshots).
 
 One file per server holds one record: the tokens, when they were asked for, when the grant began
 (``login``), the client a dynamic registration made, and the authorization server's metadata (so
@@ -42,17 +44,25 @@ def auth_dir(state_dir: Path) -> Path:
 
 
 def token_key(state_dir: Path, vault_key: Path | None) -> bytes:
-    """The vault's key if it can be read, else this directory's own (created 0600 on first use)."""
+    """This directory's own key if it has one (the stored tokens were made with it: a vault key
+    that appears later, with the first backup, must not orphan them), else the vault's key if it
+    can be read, else this directory's own (created 0600 on first use)."""
+    directory = auth_dir(state_dir)
+    own = directory / "token.key"
+    if os.path.lexists(own):
+        try:
+            return load_key(own)
+        except KeyFileError as exc:
+            log.warning("auth: state_dir/auth/token.key is unusable", why=str(exc))
     if vault_key is not None and os.path.lexists(os.path.expanduser(str(vault_key))):
         try:
             return load_key(vault_key)
         except KeyFileError as exc:
             log.warning("auth: the vault key is unusable for tokens, using state_dir/auth/token.key", why=str(exc))
-    directory = auth_dir(state_dir)
-    key = load_key(directory / "token.key", create=True)
+    key = load_key(own, create=True)
     owner = os.stat(directory)
     if os.geteuid() == 0 and owner.st_uid != 0:  # a root login made it: the daemon's user must read it
-        os.chown(directory / "token.key", owner.st_uid, owner.st_gid, follow_symlinks=False)
+        os.chown(own, owner.st_uid, owner.st_gid, follow_symlinks=False)
     return key
 
 
@@ -91,6 +101,22 @@ class Record:
 
 def _num(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def token_aad(name: str) -> bytes:
+    """The associated data binding a token file to its server's name (a file copied to another
+    server's name does not decrypt)."""
+    return f"mcp-supervisor oauth token {name}".encode()
+
+
+def token_file_opens(key: bytes, name: str, blob: bytes) -> bool:
+    """Whether ``key`` decrypts ``blob`` as server ``name``'s token file (a restore checks a file
+    from the vault with the daemon's key before writing it)."""
+    try:
+        decrypt(key, blob, token_aad(name))
+    except (IntegrityError, ValueError):
+        return False
+    return True
 
 
 class EncryptedTokenStorage:
@@ -188,4 +214,4 @@ class EncryptedTokenStorage:
         self.update(client_info=client_info)
 
     def _associated(self) -> bytes:
-        return f"mcp-supervisor oauth token {self._name}".encode()
+        return token_aad(self._name)
