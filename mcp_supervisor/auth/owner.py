@@ -128,6 +128,10 @@ class TokenOwner:
             log.info("auth: new grant picked up", server=self.server.name)
         return True
 
+    async def load(self) -> None:
+        """Take the stored token, as at the start of ``run`` (kept for callers of the first API)."""
+        self._look()
+
     async def refresh(self, force: bool = False) -> None:
         """Renew now; a renewal already running is joined, never doubled (single flight).
         ``force``: even when the stored token is fresh (``login --refresh``)."""
