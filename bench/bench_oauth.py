@@ -42,7 +42,7 @@ from mcp.client.streamable_http import streamable_http_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tests.test_oauth as oauth_fixture  # noqa: E402  (the test's authorization server, reused)
+import tests.oidc_fixture as oauth_fixture  # noqa: E402  (the OAuth tests' authorization server, reused)
 from mcp_supervisor.auth.registry import auth_status, probe_headers  # noqa: E402
 from mcp_supervisor.auth.service import AuthService  # noqa: E402
 from mcp_supervisor.config import Config, ServerConfig, parse_config  # noqa: E402

@@ -10,6 +10,7 @@ only the provider's tokens for its own URL and writes every token it accepted to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -110,16 +111,21 @@ def _signing_key(directory: Path) -> str:
     return json.dumps({**public, "use": "sig", "alg": "RS256", "kid": "mcp-jwt-1"})
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def install_provider(directory: Path) -> str | None:
+    """``oidc-provider`` installed into ``directory`` with the script; why not, when it cannot be."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to run oidc-provider (apt-get install nodejs npm)")
-    directory = tmp_path_factory.mktemp("oidc")
+        return "node and npm are needed to run oidc-provider (apt-get install nodejs npm)"
     installed = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline", "oidc-provider@9"],
                                cwd=directory, capture_output=True, text=True, timeout=300)
     if installed.returncode != 0:
-        pytest.skip(f"npm cannot install oidc-provider: {installed.stderr.strip()[-300:]}")
+        return f"npm cannot install oidc-provider: {installed.stderr.strip()[-300:]}"
     shutil.copy(PROVIDER_SCRIPT, directory / "oidc_provider.mjs")
+    return None
+
+
+@contextlib.contextmanager
+def running_auth_server(directory: Path) -> Iterator[AuthServer]:
+    """The provider and the resource server started in ``directory`` (installed there), stopped after."""
     server = AuthServer(directory, free_port(), free_port(), jwk=_signing_key(directory))
     server.start()
     try:
@@ -129,6 +135,16 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
         if server.resource_proc is not None:
             stop(server.resource_proc)
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    directory = tmp_path_factory.mktemp("oidc")
+    why = install_provider(directory)
+    if why is not None:
+        pytest.skip(why)
+    with running_auth_server(directory) as server:
+        yield server
 
 
 def exposed_text(*places: Path) -> bytes:

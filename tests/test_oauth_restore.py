@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-import tests.test_oauth as oauth_fixture
+import tests.oidc_fixture as oauth_fixture  # the OAuth tests' authorization server
 from tests.live_daemon import PY, cli, daemon_process, http_server, server_status, stop, supervisor_table, wait_for
 from tests.servers.fixtures import free_port, wait_port_open
 

@@ -35,8 +35,8 @@ def token_path(config: Config) -> Path:
 class ProxyRuntime:
     def __init__(self, supervisor: Any) -> None:
         self._supervisor = supervisor
-        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus, self._limit,
-                                    lambda name: pair_of(getattr(supervisor, "runners", {}), name))
+        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus, limits=self._limit,
+                                    instances=lambda name: pair_of(getattr(supervisor, "runners", {}), name))
         self.server: ProxyServer | None = None
 
     def _limit(self, name: str) -> tuple[float, str] | None:

@@ -56,7 +56,8 @@ class ServerProxy:
 
 class ProxyService:
     def __init__(self, config: Callable[[], Config], status: Callable[[], dict[str, Any]],
-                 bus: EventBus | None = None, limits: Callable[[str], tuple[float, str] | None] | None = None,
+                 bus: EventBus | None = None, *,
+                 limits: Callable[[str], tuple[float, str] | None] | None = None,
                  instances: Callable[[str], Instances | None] | None = None) -> None:
         self._config = config
         self._instances = instances or (lambda name: None)
