@@ -25,8 +25,11 @@ uninstall:
 run: $(STAMP)
 	MCP_SUPERVISOR_USER=$$(id -un) MCP_SUPERVISOR_PYTHON=$(abspath $(BIN))/python MCP_SUPERVISOR_BIN=$(abspath $(BIN)) $(BIN)/mcp-supervisor --config etc/mcp-supervisor.toml
 
+# Two pytest-xdist workers (the machines have 2 cores; most tests wait on child processes): tests
+# sharing a module/session fixture stay on one worker (tests/conftest.py); TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mcp_supervisor tests bench
