@@ -27,9 +27,10 @@ run: $(STAMP)
 
 # Two pytest-xdist workers (the machines have 2 cores; most tests wait on child processes): tests
 # sharing a module/session fixture stay on one worker (tests/conftest.py); TEST_WORKERS=0 runs serially.
+# --durations: the slowest tests in every CI log, to keep the suite within its ~10 min.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mcp_supervisor tests bench
