@@ -25,10 +25,11 @@ uninstall:
 run: $(STAMP)
 	MCP_SUPERVISOR_USER=$$(id -un) MCP_SUPERVISOR_PYTHON=$(abspath $(BIN))/python MCP_SUPERVISOR_BIN=$(abspath $(BIN)) $(BIN)/mcp-supervisor --config etc/mcp-supervisor.toml
 
-# Two pytest-xdist workers (the machines have 2 cores; most tests wait on child processes): tests
-# sharing a module/session fixture stay on one worker (tests/conftest.py); TEST_WORKERS=0 runs serially.
+# TEST_WORKERS=2: two pytest-xdist workers (2 cores; most tests wait on child processes); tests sharing
+# a module/session fixture stay on one worker (tests/conftest.py). Serial (0) by default until
+# test_e2e's module daemon losing its socket under two workers is understood (seen 2 of 2 runs).
 # --durations: the slowest tests in every CI log, to keep the suite within its ~10 min.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 0
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
 
