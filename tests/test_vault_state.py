@@ -183,3 +183,23 @@ def test_the_daemon_backs_up_changed_state_once_per_change(tmp_path: Path) -> No
 
     snapshots = asyncio.run(story())
     assert [s["reason"] for s in snapshots] == ["change of daemon state (tokens, tool contracts)", "first"]
+
+
+def test_tokens_made_before_the_vault_had_a_key_come_back_readable(tmp_path: Path) -> None:
+    """A daemon that started before the first backup keeps its tokens under state_dir/auth/token.key;
+    the vault key the first backup makes must not orphan them, before or after a restore."""
+    from mcp_supervisor.auth.store import token_key
+
+    config, state, _ = setup(tmp_path)
+    vault_key = tmp_path / "keys" / "vault.key"
+    shutil.rmtree(state / "auth")
+    vault_key.unlink()  # no vault key yet: the token store makes its own
+    own = token_key(state, vault_key)
+    asyncio.run(EncryptedTokenStorage(state, "jira", own).set_tokens(OAuthToken(access_token=ACCESS)))
+    assert run(config, "backup").returncode == 0 and vault_key.exists()  # the first backup made the vault key
+    assert token_key(state, vault_key) == own  # ... and the daemon still reads its tokens with its own key
+    shutil.rmtree(state / "auth")
+    restored = run(config, "restore", "--state", "auth")
+    assert restored.returncode == 0 and "token.key" in restored.stdout, restored.stderr
+    assert read_back(state, token_key(state, vault_key)).access_token == ACCESS  # type: ignore[union-attr]
+    assert (state / "auth" / "token.key").stat().st_mode & 0o777 == 0o600
