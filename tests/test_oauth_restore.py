@@ -2,7 +2,7 @@
 
 The story, against a real authorization server (npm ``oidc-provider``, the OAuth tests' own, with
 two-minute tokens here) and an MCP server that checks every token: the daemon holds a token for
-``jira``; ``status``, ``status --json`` and the status page say when it expires and when it is
+``jira``; ``status``, ``status --json`` and the status page (in Chromium when installed) say when it expires and when it is
 refreshed next, and none of them (nor the backup listing) carries the token. A backup through
 the daemon holds the token store; the daemon stops, ``state_dir/auth`` is deleted, ``restore
 --state auth`` puts it back, and the restarted daemon serves ``jira`` with the very token it had
@@ -25,6 +25,7 @@ import pytest
 import tests.test_oauth as oauth_fixture
 from tests.live_daemon import PY, cli, daemon_process, http_server, server_status, stop, supervisor_table, wait_for
 from tests.servers.fixtures import free_port, wait_port_open
+from tests.test_status_page import chrome
 
 TTL = 120
 """Long enough that the restarted daemon still finds the restored token inside its 80 % window."""
@@ -85,6 +86,22 @@ listen = "127.0.0.1:{web}"
     return config, web
 
 
+def _page_text(web: int) -> str | None:
+    """The status page's auth line as Chromium renders it, and the whole page's source."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return None
+    driver = chrome()
+    try:
+        driver.get(f"http://127.0.0.1:{web}/")
+        line = "return Array.from(document.querySelectorAll('.server .auth')).map((e) => e.textContent).join()"
+        wait_for(lambda: "token until" in driver.execute_script(line), 20, "the page's auth line")
+        text = str(driver.execute_script(line))
+        assert text.startswith("oauth: token until ") and "next refresh" in text and "client_credentials" in text
+        return text + str(driver.page_source)
+    finally:
+        driver.quit()
+
+
 def _healthy(sock: Path) -> dict[str, Any]:
     wait_for(lambda: server_status(sock, "jira")["state"] == "healthy", 40, "jira healthy with its token",
              ignore=(OSError, KeyError, StopIteration, AssertionError))
@@ -106,13 +123,14 @@ def test_token_store_shown_backed_up_restored_and_used_again(authority: tuple[An
         assert "(oauth token until " in table and "next " in table, table
         shown = json.loads(page)["servers"][0]["auth"]
         assert shown["expires_at"] == pytest.approx(before["expires_at"], abs=1) and shown["next_refresh"]
+        rendered = _page_text(web)  # what a person sees in a browser (None: no chromium here)
         backup = cli(sock, "--config", str(config), "backup", "--json")  # through the daemon
         assert backup.returncode == 0 and "auth/jira.token" in json.loads(backup.stdout)["files"], backup
         listing = cli(sock, "--config", str(config), "backups", "--json").stdout
     tokens = [line for line in seen.read_text().splitlines() if line]
     assert tokens
     for token in tokens:  # the token text: in none of the outputs
-        for output in (table, as_json, page, backup.stdout, listing):
+        for output in (table, as_json, page, backup.stdout, listing, rendered or ""):
             assert token not in output and token.split(".")[2] not in output
 
     shutil.rmtree(token_file.parent)
