@@ -33,7 +33,7 @@ REFRESH = "refresh-token-text-9e0b"
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NO_COLOR": "1"})
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
 
 
 def setup(tmp_path: Path, state_owner: int | None = None) -> tuple[Path, Path, bytes]:
@@ -77,6 +77,7 @@ def test_deleted_token_store_comes_back_whole_and_the_daemon_reads_the_token(tmp
     assert "auth/jira.token" in files and "contracts/jira.json" in files, files
     listed = run(config, "backups", "--json").stdout
     assert ACCESS not in listed and REFRESH not in listed
+    assert "auth/ (1 file), contracts/ (1 file)" in run(config, "backups").stdout
 
     shutil.rmtree(state / "auth")
     (state / "contracts" / "jira.json").write_text("{ torn")
