@@ -95,7 +95,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"snapshot {result['snapshot']}: {', '.join(result['files'])} -> {len(result['copies'])} location(s)")
+        print(f"snapshot {result['snapshot']}: {_files_text(result['files'])} -> {len(result['copies'])} location(s)")
         for location, error in result["failed_locations"].items():
             print(f"  FAILED {location}: {error}")
         for name, problem in result["skipped"].items():
