@@ -204,3 +204,23 @@ def test_tokens_made_before_the_vault_had_a_key_come_back_readable(tmp_path: Pat
     assert restored.returncode == 0 and "token.key" in restored.stdout, restored.stderr
     assert read_back(state, token_key(state, vault_key)).access_token == ACCESS  # type: ignore[union-attr]
     assert (state / "auth" / "token.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_state_backup_that_reaches_no_location_is_not_retried_every_minute(tmp_path: Path) -> None:
+    from mcp_supervisor.config import load_config
+    from mcp_supervisor.vault.service import VaultService
+
+    config, _, _ = setup(tmp_path)
+    (tmp_path / "blocked").write_text("a file where the locations' folder should be")
+    config.write_text(config.read_text().replace(f'["{tmp_path}/backup0", "{tmp_path}/backup1"]',
+                                                 f'["{tmp_path}/blocked/backup0"]'))
+    events: list[dict[str, Any]] = []
+
+    async def story() -> None:
+        vault = VaultService(load_config(config), on_event=lambda kind, data: events.append(data)
+                             if kind == "backup" else None)
+        for _ in range(3):
+            await vault._back_up_changed_state()
+
+    asyncio.run(story())
+    assert len(events) == 1 and events[0]["copies"] == [] and events[0]["failed_locations"], events
