@@ -14,6 +14,7 @@ listen`` on. Printed (figures only; nothing passes or fails):
   - idle CPU of the daemon with sessions open, and memory (RSS) per open client session.
 
 Usage: python bench/bench_proxy.py [--calls 300] [--kills 5] [--unsafe-kills 3] [--sessions 300]
+       [--parts latency,throughput,...]
 """
 
 from __future__ import annotations
@@ -325,7 +326,10 @@ async def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--unsafe-kills", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=300)
+    parser.add_argument("--parts", default="latency,throughput,failover,stdio,unsafe,idle",
+                        help="which figures, comma-separated (default: all)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as work:
         bench = Bench(Path(work))
         bench.start()
@@ -336,12 +340,15 @@ async def main() -> None:
                     raise SystemExit("the daemon did not start:\n" + (Path(work) / "daemon.log").read_text()[-3000:])
                 await asyncio.sleep(0.05)
             await wait_answering(bench.direct, None)
-            await latency(bench, args.calls)
-            await throughput(bench, args.workers, args.seconds)
-            await failover(bench, args.kills)
-            await stdio_failover(bench, args.kills)
-            await unsafe_kills(bench, args.unsafe_kills)
-            await idle_and_memory(bench, args.sessions)
+            steps = {"latency": lambda: latency(bench, args.calls),
+                     "throughput": lambda: throughput(bench, args.workers, args.seconds),
+                     "failover": lambda: failover(bench, args.kills),
+                     "stdio": lambda: stdio_failover(bench, args.kills),
+                     "unsafe": lambda: unsafe_kills(bench, args.unsafe_kills),
+                     "idle": lambda: idle_and_memory(bench, args.sessions)}
+            for name, step in steps.items():
+                if name in parts:
+                    await step()
         finally:
             bench.stop()
 

@@ -279,7 +279,7 @@ def startup(count: int, backends: int, timeout: float | None, interval: float, b
         run.stop()
 
 
-def storm(count: int, window: float, interval: float) -> None:
+def storm(count: int, window: float, interval: float, profile: Path | None = None) -> None:
     """All ``count`` servers behind one gateway fail at once: daemon CPU, and raw ``ready`` latency."""
     from bench.bench_daemon import pct, ready_roundtrips
 
@@ -295,7 +295,8 @@ def storm(count: int, window: float, interval: float) -> None:
             during.extend(asyncio.run(ready_roundtrips(run.sock, 20)))
             time.sleep(0.2)
 
-        cpu, wall = measured(run, window, ask)
+        with spied(run, profile, "storm", window):
+            cpu, wall = measured(run, window, ask)
         figures = run.figures()
         print(f"  storm: {count} servers failing at once, {wall:.0f} s: daemon CPU {cpu:.1f} s "
               f"({100 * cpu / wall:.1f} % of a core); raw ready p50/p99/max at rest "
@@ -307,15 +308,81 @@ def storm(count: int, window: float, interval: float) -> None:
         run.stop()
 
 
-def daemon_main(quick: bool) -> None:
+def first_silence(count: int, interval: float) -> None:
+    """How soon the notifier answers after a start: the first ``silence`` (``DELETE /v1/silences/X``,
+    answered 404 once the notifier's store is open) after a fresh start and after a kill -9, with
+    ``count`` servers starting at the same time; the CLI gives up after 10 s (exit 3)."""
+    from bench.bench_daemon import BIN
+
+    run = Daemon(1)
+    try:
+        config = daemon_config(run.directory, [run.gateways[0].port], count, interval=interval, timeout=None)
+        figures = []
+        for start in ("fresh", "after kill -9"):
+            t0 = time.monotonic()
+            run.proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)],
+                                        stderr=open(run.directory / "daemon.log", "ab"))
+            while not run.sock.exists():
+                time.sleep(0.01)
+            sock_s = time.monotonic() - t0
+            while asyncio.run(_status_of(run.sock, "DELETE", "/v1/silences/none")) != 404:
+                time.sleep(0.02)
+            figures.append(f"{start}: socket after {sock_s:.2f} s, first silence answered after "
+                           f"{time.monotonic() - t0:.2f} s")
+            asyncio.run(_status_of(run.sock, "GET", "/v1/ready?wait=600"))
+            time.sleep(2.5)  # a heartbeat or two in the record, as a daemon that ran a while
+            run.proc.kill()
+            run.proc.wait()
+            run.sock.unlink(missing_ok=True)
+        print(f"  notifier start with {count} servers: " + "; ".join(figures))
+    finally:
+        run.stop()
+
+
+async def _status_of(sock: Path, method: str, path: str) -> int:
+    """The HTTP status of one request (0: no answer within 30 s)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
+                                         timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.request(method, f"http://localhost{path}") as response:
+                await response.read()
+                return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return 0
+
+
+@contextlib.contextmanager
+def spied(run: Daemon, profile: Path | None, name: str, seconds: float) -> Any:
+    """With ``--profile DIR``: py-spy samples the daemon over the window (a flame graph per phase)."""
+    spy = None
+    if profile is not None and run.proc is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        out = profile / f"{name}.txt"
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(run.proc.pid),
+                                "-d", str(int(seconds)), "-r", "50", "-f", "raw", "-o", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        if spy is not None:
+            spy.wait(30)
+
+
+def daemon_main(quick: bool, only: str | None = None, profile: Path | None = None) -> None:
     print(f"the daemon at scale (load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     interval = 2.0 if quick else 10.0
     many, one, stormers = (100, 60, 60) if quick else (500, 300, 200)
-    base_mb = baseline_rss(interval)
-    for timeout in (None, 2.0):
-        startup(many, 5, timeout, interval, base_mb)
-        startup(one, 1, timeout, interval, base_mb)
-    storm(stormers, 20.0 if quick else 80.0, interval)
+    if only in (None, "startup"):
+        base_mb = baseline_rss(interval)
+        for timeout in (None, 2.0):
+            startup(many, 5, timeout, interval, base_mb)
+            startup(one, 1, timeout, interval, base_mb)
+    if only in (None, "notify"):
+        first_silence(stormers, interval)
+    if only in (None, "storm"):
+        storm(stormers, 20.0 if quick else 80.0, interval, profile)
 
 
 if __name__ == "__main__":
@@ -330,9 +397,11 @@ if __name__ == "__main__":
     parser.add_argument("--daemon", action="store_true",
                         help="the real daemon: start-up of 500 (5 backends) and 300 (one address), a storm of 200")
     parser.add_argument("--quick", action="store_true", help="with --daemon: 100/60/60 servers, 2 s interval")
+    parser.add_argument("--only", choices=["startup", "steady", "notify", "storm"], help="with --daemon: one part only")
+    parser.add_argument("--profile", type=Path, help="with --daemon: py-spy raw profiles of the windows into DIR")
     args = parser.parse_args()
     if args.daemon:
-        daemon_main(args.quick)
+        daemon_main(args.quick, args.only, args.profile)
         raise SystemExit(0)
     asyncio.run(main([int(c) for c in args.counts.split(",")], args.duration, args.interval,
                      [float(x) for x in args.slots.split(",")]))

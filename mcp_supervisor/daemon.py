@@ -164,7 +164,10 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
         page = await _start_status_page(supervisor, config, metrics.registry)
         await proxy.start(config)
         async with asyncio.TaskGroup() as tg:
-            auth = AuthService(lambda: supervisor.config)
+            # the notifier's store opens first: a `silence` right after a (re)start must not wait
+            # for the tokens, a previous life's processes to stop or every runner to start
+            notify_task = tg.create_task(_guard("notifier", notify_service.run), name="notifier")
+            auth = AuthService(lambda: supervisor.config, supervisor.bus)
             await auth.first_tokens(timeout=20.0)
             auth_task = tg.create_task(_guard("auth", auth.run), name="auth")
             try:
@@ -188,7 +191,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
                     name="token-watch",
                 )
             )
-            background.append(tg.create_task(_guard("notifier", notify_service.run), name="notifier"))
+            background.append(notify_task)
             background.append(tg.create_task(_guard("maintenance", _maintenance(supervisor, notify_service)),
                                              name="maintenance"))
             background.append(tg.create_task(_guard("metrics", metrics.run), name="metrics"))

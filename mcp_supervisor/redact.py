@@ -98,7 +98,7 @@ def server_secrets(server: ServerConfig, environ: Mapping[str, str] | None = Non
     environ = os.environ if environ is None else environ
     found: set[str] = set(server.env.values())
     if server.auth is not None:
-        found.add(server.auth.client_secret)
+        found.update(s for s in (server.auth.client_secret,) if s)
     for value in server.headers.values():
         found.update(_credential_parts(value))
     found.update(url_secrets(server.url))

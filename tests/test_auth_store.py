@@ -12,7 +12,7 @@ from pathlib import Path
 from mcp.client.auth import OAuthTokenError
 from mcp.shared.auth import OAuthToken
 
-from mcp_supervisor.auth.owner import problem_text
+from mcp_supervisor.auth.exchange import problem_text
 from mcp_supervisor.auth.store import EncryptedTokenStorage, token_key
 from mcp_supervisor.config import ServerConfig
 
@@ -34,7 +34,8 @@ def test_tokens_are_encrypted_0600_and_bound_to_the_server(tmp_path: Path) -> No
     other = EncryptedTokenStorage(tmp_path, "gitlab", key)
     other.path.write_bytes(raw)
     assert asyncio.run(other.get_tokens()) is None
-    assert not other.path.exists() and other.path.with_suffix(".token.bad").exists()
+    assert not other.path.exists() and list(tmp_path.glob("auth/gitlab.token.bad-*"))
+    assert other.problem is not None and "supervisorctl-mcp login gitlab" in other.problem
 
     # one flipped byte: the same
     store.path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))

@@ -147,6 +147,28 @@ async def test_a_server_that_refuses_the_raw_check_is_checked_through_the_sdk(
     assert len(proxy.seen) == before + 1, "then one SDK request on the kept-open session, no reconnect"
 
 
+@pytest.mark.parametrize("protocol", ["auto", "legacy"])
+async def test_a_server_that_went_away_is_refused_at_once_and_found_when_it_is_back(
+    context: ProbeContext, probers: list[Prober], proxy: Proxy, http_server: ServerProcess, protocol: str
+) -> None:
+    prober = prober_for(probers, context, proxy.url, protocol)
+    assert (await prober.probe(ProbeKind.WARM)).ok
+    assert (await prober.probe(ProbeKind.WARM)).ok  # the light check on the kept-open session
+    port = int(proxy.url.rsplit(":", 1)[1].split("/")[0])
+    await proxy.stop()  # nothing listens on the port any more
+    for _ in range(3):  # the light check's refusal, then the port checked again: the same words
+        down = await prober.probe(ProbeKind.WARM)
+        assert not down.ok and down.failure is FailureClass.REFUSED, down.message
+        assert down.message == "connection refused during handshake (is the server listening?)"
+    back = await Proxy(http_server.url).start(port)
+    try:
+        result = await prober.probe(ProbeKind.WARM)
+        assert result.ok, result.message
+        assert back.methods()[0] in ("server/discover", "initialize"), "a new session, negotiated again"
+    finally:
+        await back.stop()
+
+
 async def test_configured_headers_go_with_the_light_check(
     context: ProbeContext, probers: list[Prober], proxy: Proxy
 ) -> None:

@@ -15,18 +15,20 @@ Timing figures (how long until all ready, CPU per probe, ``ready`` latency in a 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mcp_supervisor.events import Event
 from mcp_supervisor.health.model import State
 from mcp_supervisor.runtime.supervisor import Supervisor
-from tests.live_daemon import make_config, running, state, until
+from tests.live_daemon import make_config, running, state, until, wait_until
 from tests.servers.fixtures import PYTHON, ROOT, ServerProcess, kill_pids, running_http_server, start_http_server
 from tests.servers.http_proxy import Proxy
 
@@ -153,3 +155,34 @@ probe = {{ interval = "300ms", timeout = "1s", failure_threshold = 1 }}
                 assert sup.status()["daemon"]["loop_lag"]["max_ms"] >= 1000
         finally:
             await proxy.stop()
+
+
+async def test_a_burst_of_state_changes_is_stored_in_few_transactions_and_survives(tmp_path: Path) -> None:
+    """200 servers failing within half a second: the notifier's state (every incident open) is
+    stored, in a handful of transactions instead of one per server (the alert itself waits for
+    ``group_wait``)."""
+    from mcp_supervisor.notify.outbox import Outbox
+    from tests.test_notify_slack import down, fake_slack, notifier, webhook
+    from tests.test_notify_slack import make_config as notify_config
+
+    async with fake_slack() as fake, notifier(notify_config(tmp_path, webhook(fake), notify="")) as (service, bus):
+        outbox = service.outbox
+        assert outbox is not None
+        writes: list[int] = []
+        real = outbox.enqueue
+
+        def counted(rows: Any, state: Any, now: Any = None) -> list[int]:
+            writes.append(len(rows))
+            return real(rows, state, now)
+
+        outbox.enqueue = counted  # type: ignore[method-assign]  # the real write, counted
+        for batch in range(40):  # 5 every 10 ms: they trickle in, as a storm's probes finish
+            for i in range(5):
+                down(bus, f"s{batch * 5 + i}")
+            await asyncio.sleep(0.01)
+        stored = Outbox(service.db_path)
+        try:
+            await wait_until(lambda: len(stored.load_state().get("open") or {}) == 200, 20, "every incident stored")
+        finally:
+            stored.close()
+        assert len(writes) <= 3, f"{len(writes)} transactions for 200 state changes"

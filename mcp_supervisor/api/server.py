@@ -123,7 +123,20 @@ async def ready(request: web.Request) -> web.Response:
         answer = waited if waited is not None else control.readiness(servers)
     if request.app[STOPPING_KEY].is_set():
         answer = stopping_answer(answer)  # a daemon on its way out is never "ready"
-    return web.json_response(answer, status=200 if answer["ready"] else 503)
+    return web.Response(body=_encoded(answer), status=200 if answer["ready"] else 503,
+                        content_type="application/json")
+
+
+_last_ready: tuple[dict[str, Any], bytes] | None = None
+
+
+def _encoded(answer: dict[str, Any]) -> bytes:
+    """The JSON of a readiness answer; the runtime hands out the same dict until the answer
+    changes, so a job polling through a storm gets the bytes encoded once (issue 22)."""
+    global _last_ready
+    if _last_ready is None or _last_ready[0] is not answer:
+        _last_ready = (answer, json.dumps(answer).encode())
+    return _last_ready[1]
 
 
 def stopping_answer(answer: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ PLUGINS: tuple[tuple[str, str], ...] = (
     ("mcp_supervisor.cli.alert_commands", "add_alert_subcommands"),
     ("mcp_supervisor.cli.proxy_commands", "add_proxy_subcommands"),
     ("mcp_supervisor.cli.contract_commands", "add_contract_subcommands"),
+    ("mcp_supervisor.cli.login_commands", "add_login_subcommands"),
 )
 """(module, function) of each plug-in command module: ``function(sub)`` adds its subparsers.
 

@@ -110,10 +110,16 @@ class Outbox:
             os.close(fd)
         try:
             db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            # an existing store is opened without writing: a write would wait for the record's
+            # writer (the same file), which may be closing a crashed run's intervals just then
+            present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"outbox", "notify_state", "silences"} <= present:
+                db.executescript(_SCHEMA)
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise OutboxError(f"{self.path}: {exc} (move the file aside; pending messages in it are lost)") from None
         return db
@@ -177,7 +183,9 @@ class Outbox:
     def load_silences(self, since: float) -> list[dict[str, Any]]:
         """Silences still active or ended after ``since`` (older ones are pruned)."""
         with self._lock:
-            self._db.execute("DELETE FROM silences WHERE coalesce(ended_at, ends_at) < ?", (since - 7 * 86400.0,))
+            old = since - 7 * 86400.0
+            if self._db.execute("SELECT 1 FROM silences WHERE coalesce(ended_at, ends_at) < ? LIMIT 1", (old,)).fetchone():
+                self._db.execute("DELETE FROM silences WHERE coalesce(ended_at, ends_at) < ?", (old,))
             found = self._db.execute(f"SELECT {', '.join(_SILENCE_COLUMNS)} FROM silences "
                                      "WHERE coalesce(ended_at, ends_at) >= ? ORDER BY starts_at", (since,)).fetchall()
         return [dict(zip(_SILENCE_COLUMNS, r, strict=True)) for r in found]
@@ -326,3 +334,18 @@ class Outbox:
             found = self._db.execute(query + " ORDER BY id", args).fetchall()
         keys = ("id", "channel", "incident", "role", "kind", "status", "attempts", "last_error", "remote_ts")
         return [dict(zip(keys, r, strict=True)) for r in found]
+
+
+def open_store(path: Path, old: Path | None, now: float) -> tuple[Outbox, int, dict[str, Any],
+                                                                  list[dict[str, Any]], dict[str, int]]:
+    """What the notifier needs before it answers anything, in one worker-thread hop: the store open
+    (without writing: the record's writer shares the file), an older outbox (``old``) taken over,
+    the tracker state, the silences and the counts. Why one hop: under load each hop waited its turn
+    on the shared executor, and the first ``silence`` after a start waited for all of them."""
+    outbox = Outbox(path)
+    try:
+        taken = outbox.migrate_from(old) if old is not None else 0
+        return outbox, taken, outbox.load_state(), outbox.load_silences(now), outbox.counts()
+    except BaseException:
+        outbox.close()
+        raise

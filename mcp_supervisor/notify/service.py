@@ -25,13 +25,14 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import Redactor, collect_secrets, get_logger
 from mcp_supervisor.notify.advice import instruction_for
 from mcp_supervisor.notify.causes import DOCKER_ENGINE, alert_labels, engine_unreachable, headline_cause
-from mcp_supervisor.notify.channels import Channel, Delivery
+from mcp_supervisor.notify.channels import Channel
+from mcp_supervisor.notify.delivery import DeliveryLoop
 from mcp_supervisor.notify.grouping import Grouper, GroupSettings
 from mcp_supervisor.notify.incidents import IncidentTracker, Notification, severity_rank
-from mcp_supervisor.notify.outbox import Outbox, Row
-from mcp_supervisor.notify.policy import quiet_until, retry_delay
+from mcp_supervisor.notify.outbox import Outbox, open_store
+from mcp_supervisor.notify.policy import quiet_until
 from mcp_supervisor.notify.render import title
-from mcp_supervisor.notify.sending import build_channels, targets
+from mcp_supervisor.notify.sending import targets
 from mcp_supervisor.notify.silence_book import SilenceBook
 
 log = get_logger("mcp_supervisor.notify")
@@ -39,6 +40,9 @@ _RELEVANT = frozenset({"state", "notify", "config", "backup", "backup_failed", "
 _TICK = 5.0
 _BATCH = 1000
 _PRUNE_EVERY = 3600.0
+STATE_EVERY = 1.0
+"""Seconds a change of the tracker's state alone (no message) may wait to be stored: a storm of
+200 state changes is one transaction, not 200 (a message is stored with the state at once)."""
 OUTBOX_FILE = "outbox.sqlite3"
 """An older daemon's separate outbox file; migrated into the record at start-up."""
 
@@ -48,7 +52,7 @@ def group_settings(config: Config) -> GroupSettings:
     return GroupSettings(tuple(n.group_by), n.group_wait, n.group_interval, n.repeat_interval)
 
 
-class NotifyService:
+class NotifyService(DeliveryLoop):
     def __init__(
         self,
         config: Callable[[], Config],
@@ -86,6 +90,8 @@ class NotifyService:
         self._failures: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
+        self._state_due: float | None = None
+        """When the tracker state changed without a message, it is stored by then (``STATE_EVERY``)."""
         # subscribe now, not when run() starts: the first state changes happen before that
         self._subscription = bus.subscription()
         self._queue: asyncio.Queue[Event] = self._subscription.__enter__()
@@ -93,19 +99,19 @@ class NotifyService:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        outbox = await asyncio.to_thread(Outbox, self.db_path)
+        began = time.monotonic()
+        old = self.old_outbox if self.old_outbox != self.db_path else None
+        outbox, taken, state, silences, counts = await asyncio.to_thread(open_store, self.db_path, old, self._clock())
         self.outbox = outbox
         try:
-            if self.old_outbox != self.db_path:
-                taken = await asyncio.to_thread(outbox.migrate_from, self.old_outbox)
-                if taken or self.old_outbox.with_name(OUTBOX_FILE + ".migrated").exists():
-                    log.info("outbox moved into the record", pending=taken, path=str(self.db_path))
-            state = await asyncio.to_thread(outbox.load_state)
+            if taken or self.old_outbox.with_name(OUTBOX_FILE + ".migrated").exists():
+                log.info("outbox moved into the record", pending=taken, path=str(self.db_path))
             self.tracker.load_json(state)
             self.grouper.load_json(state.get("grouper") or {})
-            await self.silences.load(outbox, self._clock())
-            await self._refresh_counts()
+            self.silences.loaded(silences, self._clock())
+            self.counts = counts
             self._ready.set()
+            log.info("notifier ready", took_s=round(time.monotonic() - began, 3))
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._deliver_loop(), name="notify-deliver")
                 tg.create_task(self._intake_loop(), name="notify-intake")
@@ -113,6 +119,9 @@ class NotifyService:
             self._ready.clear()
             await self._close_channels()
             self.outbox = None
+            if self._state_due is not None:  # the last state change, not yet stored
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(outbox.enqueue, [], self._state(), self._clock())
             await asyncio.to_thread(outbox.close)
 
     def close(self) -> None:
@@ -129,7 +138,8 @@ class NotifyService:
         while True:
             event: Event | None = None
             now = self._clock()
-            wake = [t for t in (self.grouper.next_due(), self.silences.next_change(now)) if t is not None]
+            wake = [t for t in (self.grouper.next_due(), self.silences.next_change(now), self._state_due)
+                    if t is not None]
             timeout = max(0.0, min([_TICK, *(t - now for t in wake)]))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -153,7 +163,10 @@ class NotifyService:
                                         {"event": "expired", **ended.to_json()}))
                 self.grouper.silence_changed(now)
             notes += self._route(self.tracker.tick(now), now) + self._flush(now)
-            if notes or dirty:
+            if dirty and self._state_due is None:
+                self._state_due = now + STATE_EVERY
+            if notes or (self._state_due is not None and now >= self._state_due):
+                self._state_due = None
                 await self._store(notes, self._state())
             if now - last_prune >= _PRUNE_EVERY and self.outbox is not None:
                 last_prune = now
@@ -210,10 +223,10 @@ class NotifyService:
             self._suppressed(server, kind, silence, f"{server}: {kind}")
         self.alert_stats["grouped"] += result.grouped
         self.alert_stats["inhibited"] += result.inhibited
-        http = frozenset(s.name for s in self._config().servers if s.transport in ("http", "sse"))
         out = []
         for n in result.notes:
             if n.kind == "group":
+                http = frozenset(s.name for s in self._config().servers if s.transport in ("http", "sse"))
                 firing = {str(m.get("server")) for m in n.data.get("members", []) if m.get("resolved_at") is None}
                 n = replace(n, data={**n.data, "headline": headline_cause(str(n.data.get("cause") or ""), firing, http)})
             out.append(n)
@@ -255,8 +268,9 @@ class NotifyService:
             log.info("notification", kind=n.kind, server=n.server, role=n.role, severity=n.severity,
                      channels=[c for c, m, _ in rows if m is n])
         await asyncio.to_thread(outbox.enqueue, rows, state, now)
-        await self._refresh_counts()
-        self._wake.set()
+        if rows:  # the tracker's state alone changes neither the counts nor what is due
+            await self._refresh_counts()
+            self._wake.set()
 
     def _refresh_redactor(self) -> None:
         config = self._config()
@@ -300,97 +314,3 @@ class NotifyService:
         self._bus.publish(Event("silence", None if ended.server == "*" else ended.server,
                                 {"event": "ended", **ended.to_json()}))
         return ended.to_json(now)
-
-    # --- delivery --------------------------------------------------------------------------------
-
-    async def _ensure_channels(self) -> dict[str, Channel]:
-        """(Re)build the channels when their settings changed (a reload); close the old ones."""
-        config = self._config()
-        key = (config.notify.slack, config.notify.apprise, config.slack)
-        if key != self._built_for:
-            await self._close_channels()
-            self._channels, self._channel_errors = build_channels(config)
-            self._built_for = key
-            for problem in self._channel_errors.values():
-                log.error("notification channel cannot run; its messages wait in the outbox", problem=problem)
-        return self._channels
-
-    async def _close_channels(self) -> None:
-        for channel in self._channels.values():
-            with contextlib.suppress(Exception):
-                await channel.aclose()
-        self._channels = {}
-        self._built_for = None
-
-    async def _deliver_loop(self) -> None:
-        while True:
-            self._wake.clear()
-            outbox = self.outbox
-            if outbox is None:
-                return
-            channels = await self._ensure_channels()
-            now = self._clock()
-            open_channels = {name for name in channels if self._held_until(name) <= now}
-            rows = await asyncio.to_thread(outbox.due, now, open_channels)
-            for row in rows:
-                if self._held_until(row.channel) > self._clock():
-                    continue  # this channel failed, or sent its one message of this second, earlier in this batch
-                await self._deliver(outbox, channels[row.channel], row)
-                # proactive pacing: Slack allows about one message per second per channel
-                self._next_send[row.channel] = self._clock() + self._config().notify.pace
-            if rows:
-                await self._refresh_counts()
-                continue
-            next_at = await asyncio.to_thread(outbox.next_due_at, open_channels)
-            candidates = [t for name in channels if (t := self._held_until(name)) > now]
-            if next_at is not None:
-                candidates.append(next_at)
-            wait = min(candidates) - now if candidates else 60.0
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.01, min(wait, 60.0))):
-                    await self._wake.wait()
-
-    def _held_until(self, channel: str) -> float:
-        return max(self._blocked_until.get(channel, 0.0), self._next_send.get(channel, 0.0))
-
-    async def _deliver(self, outbox: Outbox, channel: Channel, row: Row) -> None:
-        thread = None
-        if channel.threads and row.role in ("followup", "resolution"):
-            thread = await asyncio.to_thread(outbox.thread_root, row.channel, row.incident)
-        try:
-            result = await channel.deliver(row.notification, thread)
-        except Exception as exc:  # a channel bug must not stop delivery to the others
-            log.exception("notification channel raised")
-            result = Delivery(ok=False, error=f"{type(exc).__name__}")
-        now = self._clock()
-        error = str(self._redactor.scrub(result.error))
-        if result.ok:
-            await asyncio.to_thread(outbox.mark_sent, row.id, now, result.remote_channel, result.ts)
-            self._failures[row.channel] = 0
-            self.stats[(row.channel, "sent")] += 1
-            log.info("notification delivered", channel=row.channel, kind=row.notification.kind,
-                     server=row.notification.server, attempts=row.attempts + 1)
-            return
-        if result.permanent:
-            await asyncio.to_thread(outbox.mark_dead, row.id, error)
-            self.stats[(row.channel, "rejected")] += 1
-            log.error("notification rejected by the receiver; kept in the outbox as dead", channel=row.channel,
-                      kind=row.notification.kind, status=result.status, error=error)
-            return
-        settings = self._config().notify
-        failures = self._failures.get(row.channel, 0) + 1
-        self._failures[row.channel] = failures
-        if result.retry_after is not None:
-            delay = result.retry_after
-            self.stats[(row.channel, "rate_limited")] += 1
-        else:
-            delay = retry_delay(failures, settings.retry_initial, settings.retry_max, self._rng)
-            self.stats[(row.channel, "retry")] += 1
-        self._blocked_until[row.channel] = now + delay
-        await asyncio.to_thread(outbox.mark_retry, row.id, now + delay, error)
-        log.warning("notification not delivered; will retry", channel=row.channel, kind=row.notification.kind,
-                    status=result.status, error=error, retry_in_s=round(delay, 2), failures=failures)
-
-    async def _refresh_counts(self) -> None:
-        if self.outbox is not None:
-            self.counts = await asyncio.to_thread(self.outbox.counts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from mcp_supervisor.notify import silences as rules
 from mcp_supervisor.notify.outbox import Outbox
@@ -23,7 +24,10 @@ class SilenceBook:
         """Ids active at the last ``expired`` call (to notice the ones that ended by themselves)."""
 
     async def load(self, outbox: Outbox, now: float) -> None:
-        rows = await asyncio.to_thread(outbox.load_silences, now)
+        self.loaded(await asyncio.to_thread(outbox.load_silences, now), now)
+
+    def loaded(self, rows: list[dict[str, Any]], now: float) -> None:
+        """Take the rows ``Outbox.load_silences`` read (in the notifier's one start-up hop)."""
         self.items = [rules.from_row(r) for r in rows]
         self._active = {s.id for s in self.items if s.active(now)}
 

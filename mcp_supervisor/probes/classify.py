@@ -120,6 +120,16 @@ def classify(exc: BaseException, obs: Observed, *, phase: str) -> Verdict:
     return Verdict(FailureClass.PROTOCOL, _short(f"{phase} failed: {type(first).__name__}: {first}"))
 
 
+def refused_verdict(phase: str) -> Verdict:
+    """A port nobody listens on: the one wording, whichever path found it (``probes/refusal.py``)."""
+    return Verdict(FailureClass.REFUSED, f"connection refused during {phase} (is the server listening?)")
+
+
+def is_refused(verdict: Verdict) -> bool:
+    """Whether ``verdict`` is ``refused_verdict``'s: nobody listened (not a connection closed later)."""
+    return verdict.failure is FailureClass.REFUSED and verdict.message.startswith("connection refused during ")
+
+
 def _garbage(obs: Observed, phase: str) -> Verdict:
     sample = obs.garbage[0][:80]
     return Verdict(
@@ -138,11 +148,11 @@ def _classify_one(err: BaseException, obs: Observed, phase: str) -> Verdict | No
         text = str(err)
         if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
             return Verdict(FailureClass.CONFIG, f"cannot resolve the host in the URL during {phase}; fix 'url'")
-        return Verdict(FailureClass.REFUSED, f"connection refused during {phase} (is the server listening?)")
+        return refused_verdict(phase)
     if isinstance(err, httpx2.InvalidURL | httpx2.UnsupportedProtocol):
         return Verdict(FailureClass.CONFIG, f"bad URL ({type(err).__name__}); fix 'url'")
     if isinstance(err, ConnectionRefusedError):
-        return Verdict(FailureClass.REFUSED, f"connection refused during {phase} (is the server listening?)")
+        return refused_verdict(phase)
     if isinstance(err, httpx2.HTTPStatusError):
         status = err.response.status_code
         return Verdict(FailureClass.PROTOCOL, f"unexpected HTTP {status} during {phase}")

@@ -141,6 +141,16 @@ class ProbeContext:
         self._http: dict[tuple[str, str, int | None], httpx2.AsyncClient] = {}
         self._light: aiohttp.ClientSession | None = None
         self._closed = False
+        self._direct: bool | None = None
+
+    @property
+    def direct(self) -> bool:
+        """No proxy in the environment: a TCP connect to a server's port is what a request would make."""
+        if self._direct is None:
+            import urllib.request
+
+            self._direct = not urllib.request.getproxies_environment()
+        return self._direct
 
     @property
     def cold_slots(self) -> asyncio.Semaphore:

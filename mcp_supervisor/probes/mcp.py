@@ -25,12 +25,13 @@ from mcp_types import Tool
 from mcp_supervisor.auth.registry import auth_hint
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
-from mcp_supervisor.probes.classify import Verdict, classify, missing_tools
+from mcp_supervisor.probes.classify import Verdict, classify, is_refused, missing_tools, refused_verdict
 from mcp_supervisor.probes.conn import Conn
 from mcp_supervisor.probes.context import ProbeContext
 from mcp_supervisor.probes.contracts import Memo, fingerprint
 from mcp_supervisor.probes.light import send as send_light
 from mcp_supervisor.probes.ratelimit import limited_text
+from mcp_supervisor.probes.refusal import is_refusal, port_refuses
 from mcp_supervisor.probes.session import ConnectInfo, PhaseTimeout, SessionClosed
 from mcp_supervisor.redact import REDACTOR, Redactor, server_secrets
 from mcp_supervisor.spawn import Role, SpawnRefused, SpawnSpec, spec_for_server
@@ -39,6 +40,8 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 _MAX_TOOL_PAGES = 50
+_REFUSED_PHASE = "handshake"
+"""The phase the SDK's connect names for a refusal (its first request opens the connection)."""
 _LIGHT_MISSES_MAX = 3
 """Light checks in a row that failed where the SDK's reconnect then succeeded: past this, the
 server evidently does not take the raw request (an unusual implementation) and its warm checks go
@@ -81,6 +84,9 @@ class McpProber:
         self._closed = False
         self._light_misses = 0
         self._contract_memo: Memo = {}
+        self._refusing = False
+        """The last check was refused (nobody listening): the next connect is a TCP connect first
+        (``probes/refusal.py``), and only a port that accepts gets an SDK connect."""
 
     # ---- public ------------------------------------------------------------------------------
 
@@ -166,8 +172,10 @@ class McpProber:
             slots.release()
 
     async def _cold_once(self, kind: ProbeKind, started: float) -> ProbeResult:
-        conn = self._new_conn("probe")
         phases: dict[str, float] = {}
+        if await self._still_refused():
+            return self._failed(kind, started, phases, refused_verdict(_REFUSED_PHASE))
+        conn = self._new_conn("probe")
         if isinstance(conn, Verdict):
             return self._failed(kind, started, phases, conn)
         try:
@@ -204,6 +212,8 @@ class McpProber:
                 return self._failed(kind, started, phases, verdict)
             if conn is None or not conn.worker.alive:
                 await self._drop_warm()
+                if await self._still_refused():
+                    return self._failed(kind, started, phases, refused_verdict(_REFUSED_PHASE))
                 made = self._new_conn("warm")
                 if isinstance(made, Verdict):
                     return self._failed(kind, started, phases, made)
@@ -228,8 +238,13 @@ class McpProber:
                     verdict = await self._verdict(conn, PhaseTimeout(phase, self.server.probe.timeout), phase)
                     await self._drop_warm()
                     return self._failed(kind, started, phases, verdict)
-                except Exception as exc:  # refused, 401, 404 (expired session), bad reply: the SDK says which
-                    _log.debug("light check of %s failed (%s); reconnecting", self.server.name, type(exc).__name__)
+                except Exception as exc:  # 401, 404 (expired session), bad reply: the SDK says which
+                    if is_refusal(exc):  # nobody listens: a fact, no SDK connect needed to learn it
+                        await self._drop_warm(force=True)  # no goodbye (DELETE) to a closed port
+                        return self._failed(kind, started, phases, refused_verdict(_REFUSED_PHASE))
+                    if _log.isEnabledFor(logging.DEBUG):
+                        _log.debug("light check of %s failed (%s); reconnecting", self.server.name,
+                                   type(exc).__name__)
                     await self._drop_warm()
                     retry, light_missed = False, True
                     continue
@@ -256,6 +271,12 @@ class McpProber:
             return self._ok(kind, started, phases, conn.worker.info, names)
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    async def _still_refused(self) -> bool:
+        """A server that refused last time gets one TCP connect before any SDK connect (``refusal.py``)."""
+        if not self._refusing or self.server.transport == "stdio" or not self._context.direct:
+            return False
+        return bool(await port_refuses(self.server.url or "", self.server.probe.timeout))
 
     async def _connect(self, conn: Conn, phases: dict[str, float]) -> ConnectInfo | Verdict:
         try:
@@ -310,14 +331,15 @@ class McpProber:
             except Exception:  # best effort; the next probe starts clean anyway
                 continue
 
-    async def _drop_warm(self) -> None:
+    async def _drop_warm(self, *, force: bool = False) -> None:
         conn, self._warm = self._warm, None
         if conn is not None:
-            await conn.aclose()
+            await conn.aclose(force=force)
 
     def _ok(
         self, kind: ProbeKind, started: float, phases: dict[str, float], info: ConnectInfo, tools: list[Tool] | None
     ) -> ProbeResult:
+        self._refusing = False
         names = [tool.name for tool in tools] if tools is not None else None
         who = " ".join(x for x in (info.server_name, info.server_version) if x) or "server"
         parts = [f"{who} answered", f"protocol {info.protocol_version}"]
@@ -343,6 +365,7 @@ class McpProber:
         )
 
     def _failed(self, kind: ProbeKind, started: float, phases: dict[str, float], verdict: Verdict) -> ProbeResult:
+        self._refusing = is_refused(verdict)
         message = verdict.message
         if verdict.failure is FailureClass.RATE_LIMITED:
             message = limited_text(verdict.message, verdict.retry_after, self.server.probe.interval)

@@ -68,9 +68,16 @@ class Board:
         self.fallback: set[str] = set()
         self.limited: dict[str, str] = {}
         """Ready but rate limited (HTTP 429): name -> the reason ("rate limited until ...")."""
+        self.ready_version = 0
+        """Bumped whenever what ``/v1/ready`` says may change: an answer made for one version is
+        the answer until the next (in a storm, 200 failing servers re-publish the same state and
+        reason on every probe; the answer is not rebuilt for that)."""
 
     def put(self, view: ServerView) -> None:
         name = view.name
+        before = self.views.get(name)
+        if before is None or _ready_facts(before) != _ready_facts(view):
+            self.ready_version += 1
         self.views[name] = view
         self.rendered[name] = self._render(view)
         if view.ready:
@@ -87,6 +94,7 @@ class Board:
             self.limited.pop(name, None)
 
     def remove(self, name: str) -> None:
+        self.ready_version += 1
         self.views.pop(name, None)
         self.rendered.pop(name, None)
         self.not_ready.pop(name, None)
@@ -95,6 +103,7 @@ class Board:
 
     def reorder(self, names: Iterable[str]) -> None:
         """Keep ``names``' order (the config's) for status output; views not named are dropped."""
+        self.ready_version += 1
         order = [n for n in names if n in self.views]
         self.views = {n: self.views[n] for n in order}
         self.rendered = {n: self.rendered[n] for n in order}
@@ -109,3 +118,9 @@ class Board:
 
     def __len__(self) -> int:
         return len(self.views)
+
+
+def _ready_facts(view: ServerView) -> tuple[object, ...]:
+    """What a readiness answer reads of a view (a change in anything else leaves it as it was)."""
+    return (view.ready, view.critical, view.fallback_allowed, view.state,
+            None if view.ready and view.state is not State.RATE_LIMITED else view.reason)

@@ -69,6 +69,7 @@ class Supervisor:
         self._docker_events = DockerEvents(self._get_docker, self._on_docker_event)
         self.board = Board(self._render)
         self.roster = Roster.of([(s.name, s.critical) for s in config.servers])
+        self._ready_cache: tuple[Board, Roster, tuple[int, str, bool], dict[str, Any]] | None = None
         self.lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
         self._drift = DriftStats()
@@ -268,8 +269,17 @@ class Supervisor:
         }
 
     def readiness(self, servers: list[str] | None = None) -> dict[str, Any]:
-        return readiness(self.board, self.roster, phase=self.phase, started=self._started,
-                         replacing=self._replacing, servers=servers)
+        """The ``/v1/ready`` answer; the one for every critical server is kept until the board,
+        the phase or a reload changes it (the same dict: callers never modify it)."""
+        if servers or self._replacing:
+            return readiness(self.board, self.roster, phase=self.phase, started=self._started,
+                             replacing=self._replacing, servers=servers)
+        key = (self.board.ready_version, self.phase, self._started)
+        cache = self._ready_cache
+        if cache is None or cache[0] is not self.board or cache[1] is not self.roster or cache[2] != key:
+            cache = self._ready_cache = (self.board, self.roster, key, readiness(
+                self.board, self.roster, phase=self.phase, started=self._started, replacing=self._replacing))
+        return cache[3]
 
     async def wait_ready(self, servers: list[str] | None, timeout: float) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

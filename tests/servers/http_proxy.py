@@ -99,13 +99,13 @@ class Proxy:
                               request.headers.get("Mcp-Session-Id"), client, request_id,
                               request.headers.get("Authorization")))
 
-    async def start(self) -> Proxy:
+    async def start(self, port: int = 0) -> Proxy:
         self._client = aiohttp.ClientSession(auto_decompress=False)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port)  # a port again: the same address back
         await site.start()
         server = site._server
         assert server is not None and server.sockets
@@ -113,7 +113,8 @@ class Proxy:
         return self
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self._client is not None:
-            await self._client.close()
+        runner, client, self.runner, self._client = self.runner, self._client, None, None
+        if runner is not None:
+            await runner.cleanup()
+        if client is not None:
+            await client.close()
