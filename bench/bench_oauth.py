@@ -4,7 +4,7 @@ Goal (issue 21): p99 added latency <= 5 ms: the token owner refreshes ahead of e
 the lifetime), never inside a call, so a call made while a refresh runs, or just after, costs what
 any other call costs.
 
-Real parts: npm ``oidc-provider`` (two of them: one issuing 8-second tokens, one hour-long ones),
+Real parts: npm ``oidc-provider`` (two of them, ``tests/oidc_fixture.provider``: one issuing 8-second tokens, one hour-long ones),
 two MCP servers built on the SDK's resource-server support (``tests/servers/oauth_resource.py``:
 each checks the JWT's signature, issuer, audience and expiry), the daemon's own token owners
 (``auth.service.AuthService``: discovery, the token request, the renewal at 80 %), and a job's
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,25 +40,12 @@ from mcp.client.streamable_http import streamable_http_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tests.test_oauth as oauth_fixture  # noqa: E402  (the test's authorization server, reused)
 from mcp_supervisor.auth.registry import auth_status, probe_headers  # noqa: E402
 from mcp_supervisor.auth.service import AuthService  # noqa: E402
 from mcp_supervisor.config import Config, ServerConfig, parse_config  # noqa: E402
-from tests.live_daemon import PY, api, start_daemon, stop, wait_for  # noqa: E402
-from tests.servers.fixtures import free_port, wait_port_open  # noqa: E402
-from tests.test_oauth_restore import install_provider  # noqa: E402
-
-
-def start_pair(directory: Path, ttl: int) -> tuple[Any, subprocess.Popen[bytes]]:
-    """An authorization server issuing ``ttl``-second tokens and the MCP server that checks them."""
-    oauth_fixture.TTL = ttl  # AuthServer.start passes the module's TTL to the provider
-    auth = oauth_fixture.AuthServer(directory, free_port(), free_port())
-    auth.start()
-    with open(directory / f"resource-{ttl}.log", "ab") as log:
-        resource = subprocess.Popen([PY, str(oauth_fixture.RESOURCE_SERVER), str(auth.resource_port), auth.issuer],
-                                    stdout=log, stderr=log)
-    wait_port_open(auth.resource_port, 30, resource)
-    return auth, resource
+from tests.live_daemon import api, start_daemon, stop, wait_for  # noqa: E402
+from tests.oidc_fixture import SECRET, install_provider, provider  # noqa: E402  (the OAuth tests' servers)
+from tests.servers.fixtures import free_port  # noqa: E402
 
 
 def config_text(root: Path, state: Path, secret: Path, servers: dict[str, Any], probe: str = "") -> str:
@@ -208,19 +193,15 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=20.0, help="ms between rounds of calls")
     parser.add_argument("--via", choices=["direct", "proxy", "both"], default="both")
     args = parser.parse_args()
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        raise SystemExit("node and npm are needed (apt-get install nodejs npm)")
     with tempfile.TemporaryDirectory(prefix="bench-oauth-") as tmp:
         root = Path(tmp)
         problem = install_provider(root)
         if problem:
             raise SystemExit(problem)
         secret = root / "client.secret"
-        secret.write_text(oauth_fixture.SECRET + "\n")
+        secret.write_text(SECRET + "\n")
         secret.chmod(0o600)
-        short_auth, short_resource = start_pair(root, args.ttl)
-        long_auth, long_resource = start_pair(root, 3600)
-        try:
+        with provider(root, ttl=args.ttl) as short_auth, provider(root, ttl=3600) as long_auth:
             servers = {"short": short_auth, "long": long_auth}
             if args.via in ("direct", "both"):
                 (root / "direct-state").mkdir(mode=0o700)
@@ -231,11 +212,6 @@ def main() -> None:
                 text = config_text(root, root / "state", secret, servers, probe='probe = { interval = "1s" }')
                 report("a job's SDK client through the daemon's proxy (the daemon owns the tokens)",
                        asyncio.run(proxied(root, text, args.refreshes, args.gap)), args.ttl)
-        finally:
-            for proc in (short_resource, long_resource):
-                stop(proc)
-            short_auth.stop()
-            long_auth.stop()
 
 
 if __name__ == "__main__":
