@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -140,14 +141,23 @@ def provider(directory: Path, ttl: int = TTL) -> Iterator[AuthServer]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    directory = tmp_path_factory.mktemp("oidc")
-    problem = install_provider(directory)
-    if problem:
-        pytest.skip(problem)
-    with provider(directory) as server:
-        yield server
+def provider_fixture(name: str, ttl: int = TTL) -> Any:
+    """A module-scoped fixture ``name`` of a provider issuing ``ttl``-second tokens (skipped, saying
+    why, when npm cannot install it): ``authority = provider_fixture("authority", 120)``."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+        directory = tmp_path_factory.mktemp("oidc")
+        problem = install_provider(directory)
+        if problem:
+            pytest.skip(problem)
+        with provider(directory, ttl) as server:
+            yield server
+
+    return fixture
+
+
+auth_server = provider_fixture("auth_server")
 
 
 def exposed_text(*places: Path) -> bytes:

@@ -15,14 +15,13 @@ import json
 import shutil
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.live_daemon import cli, daemon_process, http_server, server_status, supervisor_table, wait_for
-from tests.oidc_fixture import SECRET, AuthServer, install_provider, provider
+from tests.oidc_fixture import SECRET, AuthServer, provider_fixture
 from tests.servers.fixtures import free_port
 from tests.test_status_page import chrome
 
@@ -30,15 +29,8 @@ TTL = 120
 """Long enough that the restarted daemon still finds the restored token inside its 80 % window."""
 
 
-@pytest.fixture(scope="module")
-def authority(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    """The OAuth tests' authorization server and resource server, issuing TTL-second tokens."""
-    directory = tmp_path_factory.mktemp("oidc")
-    problem = install_provider(directory)
-    if problem:
-        pytest.skip(problem)
-    with provider(directory, ttl=TTL) as server:
-        yield server
+authority = provider_fixture("authority", TTL)
+"""The OAuth tests' authorization server and resource server, issuing TTL-second tokens."""
 
 
 def _config(tmp_path: Path, server: AuthServer) -> tuple[Path, int]:
