@@ -308,6 +308,51 @@ def storm(count: int, window: float, interval: float, profile: Path | None = Non
         run.stop()
 
 
+def steady(count: int, interval: float, window: float, profile: Path | None = None) -> None:
+    """Steady state: the daemon's CPU per warm probe of ``count`` healthy servers (kept-open
+    sessions, light checks), beside the CPU of the same exchange as a raw aiohttp POST made by
+    this process at the same pace, in the same run (what the machine's load does to both)."""
+    run = Daemon(1)
+    try:
+        port = run.gateways[0].port
+        run.start(daemon_config(run.directory, [port], count, interval=interval, timeout=None))
+        measured(run, interval * 1.5)  # every server past its first (tools) probe
+        before = run.figures()["probes"]
+        with spied(run, profile, "steady", window):
+            cpu, wall = measured(run, window)
+        probes = run.figures()["probes"] - before
+        raw = asyncio.run(raw_requests(f"http://127.0.0.1:{port}", count, interval, min(window, 20.0)))
+        print(f"  steady, {count} servers every {interval:g} s (load {os.getloadavg()[0]:.1f}): daemon CPU "
+              f"{1000 * cpu / max(1, probes):.2f} ms per probe ({probes} probes, {100 * cpu / wall:.1f} % of a core); "
+              f"raw aiohttp keep-alive POST of server/discover at the same pace: {raw:.2f} ms CPU per request")
+    finally:
+        run.stop()
+
+
+async def raw_requests(base: str, count: int, interval: float, seconds: float) -> float:
+    """CPU per raw request: a prebuilt ``server/discover`` POST on a kept-alive aiohttp connection,
+    to ``count`` paths in turn, ``count / interval`` requests a second (the daemon's probe pace)."""
+    import aiohttp
+
+    from mcp_supervisor.probes.light import build_request
+
+    requests = [build_request(f"{base}/s/{i}/mcp", legacy=False, protocol_version="2026-07-28", session_id=None,
+                              headers={}) for i in range(count)]
+    gap = interval / count
+    async with aiohttp.ClientSession() as session:
+        for request in requests[:5]:  # connections open, code warm
+            async with session.post(request.url, data=request.body, headers=request.headers) as response:
+                await response.read()
+        done, cpu0, end = 0, time.process_time(), time.monotonic() + seconds
+        while time.monotonic() < end:
+            request = requests[done % count]
+            async with session.post(request.url, data=request.body, headers=request.headers) as response:
+                await response.read()
+            done += 1
+            await asyncio.sleep(gap)
+        return 1000 * (time.process_time() - cpu0) / max(1, done)
+
+
 def first_silence(count: int, interval: float) -> None:
     """How soon the notifier answers after a start: the first ``silence`` (``DELETE /v1/silences/X``,
     answered 404 once the notifier's store is open) after a fresh start and after a kill -9, with
@@ -379,6 +424,8 @@ def daemon_main(quick: bool, only: str | None = None, profile: Path | None = Non
         for timeout in (None, 2.0):
             startup(many, 5, timeout, interval, base_mb)
             startup(one, 1, timeout, interval, base_mb)
+    if only in (None, "steady"):
+        steady(stormers, interval, 30.0 if quick else 60.0, profile)
     if only in (None, "notify"):
         first_silence(stormers, interval)
     if only in (None, "storm"):

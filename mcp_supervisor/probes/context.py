@@ -94,7 +94,7 @@ async def _on_request(request: httpx2.Request) -> None:
 
 async def _on_response(response: httpx2.Response) -> None:
     sink = CURRENT_SINK.get()
-    if sink is not None:
+    if sink is not None and not response.extensions.get(_LOCAL):
         sink.record(response.status_code)
         if response.status_code == 429 and len(sink.limits) < 4:
             body = await response.aread()  # small, and kept: the SDK reads the same bytes after us
@@ -104,18 +104,49 @@ async def _on_response(response: httpx2.Response) -> None:
             sink.session_id = session_id
 
 
+_LOCAL = "mcp_supervisor_local"
+"""Marks a response this process made up (never a server's: its status is not recorded)."""
+
+
+class _NoListeningStream(httpx2.AsyncBaseTransport):
+    """Declines the SDK's optional GET stream (server-initiated messages) of a probe session: 405.
+
+    Why: a probe never needs a message the server sends on its own, and each kept-open GET stream
+    held a connection per server and woke the daemon for every keep-alive ping the server sends
+    (every 15 s per stream: 13 wake-ups a second at 200 servers, a tenth of the steady CPU). The
+    specification lets a client not open it (and a server answer 405); the SDK then tries once
+    more after a second and goes on without it. Everything else goes to the network.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and "text/event-stream" in request.headers.get("accept", ""):
+            return httpx2.Response(405, request=request, extensions={_LOCAL: True})
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def make_http_client(
     headers: dict[str, str] | None = None,
     timeout: httpx2.Timeout | None = None,
     auth: httpx2.Auth | None = None,
+    *,
+    listen: bool = True,
 ) -> httpx2.AsyncClient:
-    """An httpx2 client with the probe hooks; also usable as the SSE transport's client factory."""
+    """An httpx2 client with the probe hooks; also usable as the SSE transport's client factory
+    (whose GET is the connection itself: ``listen`` stays True there)."""
     return httpx2.AsyncClient(
         headers=headers,
         verify=_shared_ssl(),
         timeout=timeout or _HTTP_TIMEOUT,
         auth=auth,
         limits=_LIMITS,
+        transport=None if listen else _NoListeningStream(httpx2.AsyncHTTPTransport(verify=_shared_ssl(),
+                                                                                  limits=_LIMITS)),
         event_hooks={"request": [_on_request], "response": [_on_response]},
     )
 
@@ -213,7 +244,7 @@ class ProbeContext:
         key = (parts.scheme, parts.hostname or "", parts.port)
         client = self._http.get(key)
         if client is None:
-            client = self._http[key] = make_http_client()
+            client = self._http[key] = make_http_client(listen=False)  # Streamable HTTP only
         return client
 
     def light_session(self) -> aiohttp.ClientSession:
