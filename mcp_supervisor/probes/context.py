@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.probes.turns import Turns
 
 if TYPE_CHECKING:
@@ -53,6 +54,16 @@ OUTER_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.Con
     "mcp_probe_outer_deadline", default=None
 )
 """The runner's last-resort deadline around a whole probe; a wait for a turn pushes it back."""
+
+TIMEOUT_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("mcp_probe_timeout_scale", default=1.0)
+"""How many times ``probe.timeout`` this check's deadlines are: the runner widens them for a check
+re-run because the last one timed out while the daemon's own event loop was late (``observe.py``)."""
+
+
+def probe_timeout(server: ServerConfig) -> float:
+    """The deadline of one probe phase of ``server`` for the check running now."""
+    return server.probe.timeout * TIMEOUT_SCALE.get()
+
 
 _ssl_context: ssl.SSLContext | None = None
 
