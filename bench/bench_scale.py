@@ -195,9 +195,10 @@ class Daemon:
             if time.monotonic() - t0 > 60 or self.proc.poll() is not None:
                 raise SystemExit(f"the daemon did not start; see {self.directory}/daemon.log")
             time.sleep(0.05)
-        status, body = asyncio.run(http_json(self.sock, "/v1/ready?wait=600"))
+        status = asyncio.run(_status_of(self.sock, "GET", "/v1/ready?wait=600", 610))
         if status != 200:
-            raise SystemExit(f"not all ready: {str(body)[:300]}")
+            _, body = asyncio.run(http_json(self.sock, "/v1/ready"))
+            raise SystemExit(f"not all ready after {time.monotonic() - t0:.0f} s: {str(body)[:300]}")
         return time.monotonic() - t0
 
     def figures(self) -> dict[str, Any]:
@@ -384,13 +385,13 @@ def first_silence(count: int, interval: float) -> None:
         run.stop()
 
 
-async def _status_of(sock: Path, method: str, path: str) -> int:
-    """The HTTP status of one request (0: no answer within 30 s)."""
+async def _status_of(sock: Path, method: str, path: str, within: float = 30.0) -> int:
+    """The HTTP status of one request (0: no answer within ``within`` seconds)."""
     import aiohttp
 
     try:
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
-                                         timeout=aiohttp.ClientTimeout(total=30)) as session:
+                                         timeout=aiohttp.ClientTimeout(total=within)) as session:
             async with session.request(method, f"http://localhost{path}") as response:
                 await response.read()
                 return response.status
@@ -415,13 +416,14 @@ def spied(run: Daemon, profile: Path | None, name: str, seconds: float) -> Any:
             spy.wait(30)
 
 
-def daemon_main(quick: bool, only: str | None = None, profile: Path | None = None) -> None:
+def daemon_main(quick: bool, only: str | None = None, profile: Path | None = None,
+                timeouts: tuple[float | None, ...] = (None, 2.0)) -> None:
     print(f"the daemon at scale (load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     interval = 2.0 if quick else 10.0
     many, one, stormers = (100, 60, 60) if quick else (500, 300, 200)
     if only in (None, "startup"):
         base_mb = baseline_rss(interval)
-        for timeout in (None, 2.0):
+        for timeout in timeouts:
             startup(many, 5, timeout, interval, base_mb)
             startup(one, 1, timeout, interval, base_mb)
     if only in (None, "steady"):
@@ -446,9 +448,12 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="with --daemon: 100/60/60 servers, 2 s interval")
     parser.add_argument("--only", choices=["startup", "steady", "notify", "storm"], help="with --daemon: one part only")
     parser.add_argument("--profile", type=Path, help="with --daemon: py-spy raw profiles of the windows into DIR")
+    parser.add_argument("--timeouts", default="default,2",
+                        help="with --daemon: the probe timeouts of the start-ups (seconds; 'default' = 5 s)")
     args = parser.parse_args()
     if args.daemon:
-        daemon_main(args.quick, args.only, args.profile)
+        daemon_main(args.quick, args.only, args.profile,
+                    tuple(None if t == "default" else float(t) for t in args.timeouts.split(",")))
         raise SystemExit(0)
     asyncio.run(main([int(c) for c in args.counts.split(",")], args.duration, args.interval,
                      [float(x) for x in args.slots.split(",")]))

@@ -55,6 +55,11 @@ OUTER_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.Con
 )
 """The runner's last-resort deadline around a whole probe; a wait for a turn pushes it back."""
 
+TURN_GRANTED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "mcp_probe_turn_granted", default=None
+)
+"""Called when a waited-for handshake turn comes: the probe's deadline starts then, and so does the
+runner's measure of how late the loop was during it (a wait in the queue is no part of it)."""
 TIMEOUT_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("mcp_probe_timeout_scale", default=1.0)
 """How many times ``probe.timeout`` this check's deadlines are: the runner widens them for a check
 re-run because the last one timed out while the daemon's own event loop was late (``observe.py``)."""
@@ -235,6 +240,9 @@ class ProbeContext:
             if outer is not None and when is not None:
                 with contextlib.suppress(RuntimeError):  # the outer scope is already leaving
                     outer.reschedule(when + waited)
+        granted = TURN_GRANTED.get()
+        if granted is not None:
+            granted()
         self.turns_waited += 1
         self.longest_turn_wait = max(self.longest_turn_wait, waited)
         if waited > timeout and time.monotonic() - self._slow_logged_at > _SLOW_TURN_LOG_EVERY:

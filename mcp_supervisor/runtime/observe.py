@@ -24,7 +24,7 @@ from typing import Any
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.probes.context import OUTER_DEADLINE, TIMEOUT_SCALE
+from mcp_supervisor.probes.context import OUTER_DEADLINE, TIMEOUT_SCALE, TURN_GRANTED
 from mcp_supervisor.runtime.loop_lag import LoopLag
 
 log = get_logger("mcp_supervisor.observe")
@@ -136,11 +136,17 @@ async def observe(
     scale: float = 1.0,
 ) -> Observation:
     """``observe_once``, and whether its timeout happened while the loop itself was late."""
-    mark = lag.mark() if lag is not None else 0.0
-    result = await observe_once(server, kind, probe, docker, scale)
-    if result.ok or result.failure is not FailureClass.TIMEOUT or lag is None:
+    if lag is None:
+        return Observation(await observe_once(server, kind, probe, docker, scale))
+    marks = [lag.mark()]
+    token = TURN_GRANTED.set(lambda: marks.__setitem__(0, lag.mark()))  # a queue wait is not the check's
+    try:
+        result = await observe_once(server, kind, probe, docker, scale)
+    finally:
+        TURN_GRANTED.reset(token)
+    if result.ok or result.failure is not FailureClass.TIMEOUT:
         return Observation(result)
-    stolen = lag.stolen_since(mark)
+    stolen = lag.stolen_since(marks[0])
     return Observation(result, stolen) if loop_was_late(stolen, server.probe.timeout * scale) else Observation(result)
 
 
