@@ -167,7 +167,7 @@ async def serve(config: Config, config_path: Path, socket_path: Path, notifier: 
             # the notifier's store opens first: a `silence` right after a (re)start must not wait
             # for the tokens, a previous life's processes to stop or every runner to start
             notify_task = tg.create_task(_guard("notifier", notify_service.run), name="notifier")
-            auth = AuthService(lambda: supervisor.config)
+            auth = AuthService(lambda: supervisor.config, supervisor.bus)
             await auth.first_tokens(timeout=20.0)
             auth_task = tg.create_task(_guard("auth", auth.run), name="auth")
             try:
@@ -268,7 +268,7 @@ def _make_vault(config: Config, on_event: Any) -> Any:
     if config.configs and not config.backup.locations:
         log.warning("[[configs]] are listed but [backup] locations is empty: configs are neither backed up nor "
                     "watched (add locations = [\"...\"] under [backup])")
-    if not (config.configs and config.backup.locations):
+    if not config.backup.locations:  # without [[configs]] it still keeps the token store and tool contracts
         return None
     from mcp_supervisor.vault.service import VaultService
 

@@ -251,3 +251,21 @@ def test_a_maintenance_window_is_neither_up_nor_down_and_ends_an_incident_withou
     assert server["uptime_pct"] == pytest.approx(348 / 398 * 100, abs=1e-3)
     assert [i.outcome for i in incidents(rows)] == ["interrupted"]
     assert cli_json(report)["overall"]["maintenance_s"] == 600
+
+
+def test_proxy_counts_fold_onto_the_incident_they_happened_in() -> None:
+    from mcp_supervisor.history.proxy_counts import Episode, add_to
+
+    intervals = [iv("pay", "healthy", 0, 100), iv("pay", "failed", 100, 101, "crashed"),
+                 iv("pay", "recovering", 101, 102), iv("pay", "healthy", 102, None)]
+    episodes = [Episode("pay", 99.5, 102.5, held=3, retried=3, failed=0, max_held_s=0.6),  # just before the probe saw it
+                Episode("pay", 100.5, 101.8, held=1, retried=0, failed=1, max_held_s=1.2),
+                Episode("pay", 150.0, 152.0, held=2, retried=2, failed=0, max_held_s=2.0)]  # a rate limit: no incident
+    report: dict[str, object] = {"servers": {"pay": {"uptime_pct": 99.0}}}
+    add_to(report, intervals, episodes, Window(0, 200))
+    proxy = report["servers"]["pay"]["proxy"]  # type: ignore[index]
+    assert (proxy["held"], proxy["retried"], proxy["failed"]) == (6, 5, 1)
+    during, outside = proxy["incidents"]
+    assert during["incident"] == {"start": 100, "end": 102, "failure_class": "crashed"}
+    assert (during["held"], during["failed"], during["max_held_s"]) == (4, 1, 1.2)
+    assert outside["incident"] is None and outside["held"] == 2

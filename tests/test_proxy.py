@@ -189,13 +189,16 @@ def test_stdio_bridge_speaks_mcp_over_the_control_socket(proxy_daemon: ProxyDaem
     params = StdioServerParameters(command=str(BIN / "supervisorctl-mcp"),
                                    args=["--socket", str(proxy_daemon.sock), "proxy", "pay"])
 
-    async def run(mode: str) -> tuple[str, str]:
+    async def run(mode: str) -> tuple[str, str, str]:
         async with Client(params, mode=mode) as client:
-            return client.protocol_version, text(await client.call_tool("lookup", {"query": "bridge"}))
+            # a stdio client sends no headers: the bridge adds Mcp-Param-Region from the tool's schema
+            regional = await client.call_tool("regional_lookup", {"region": "eu-west", "query": "r"})
+            return (client.protocol_version, text(await client.call_tool("lookup", {"query": "bridge"})),
+                    text(regional))
 
     for mode in ("legacy", "auto"):
-        version, answer = asyncio.run(run(mode))
-        assert answer.startswith("found bridge")
+        version, answer, regional = asyncio.run(run(mode))
+        assert answer.startswith("found bridge") and regional == "found r in eu-west", regional
         assert (version == "2026-07-28") == (mode == "auto")
 
 
@@ -245,6 +248,9 @@ def test_read_only_calls_go_on_across_kills_and_the_session_id_stays(proxy_daemo
 
     events = wait_for(restored, 20, "the proxy's restore in the record")
     assert "held=" in str(events[-1]) and "failed=0" in str(events[-1]), events[-1]
+    _status, report = api(proxy_daemon.sock, "/v1/report?period=day")
+    counted = report["servers"]["pay"]["proxy"]  # folded per incident (history/proxy_counts.py)
+    assert counted["failed"] == 0 and any(row["incident"] and row["held"] for row in counted["incidents"]), counted
 
 
 def test_unsafe_call_in_flight_gets_the_honest_error_and_ran_at_most_once(proxy_daemon: ProxyDaemon) -> None:
@@ -548,13 +554,16 @@ def test_a_failing_deep_check_is_its_own_failure_class_and_an_auth_shaped_one_ne
     wait_for(lambda: server()["state"] == "healthy", 60, "healthy again once the check passes")
 
 
-@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("mode", ["legacy", "auto", "bridge-auto"])
 def test_a_cancelled_call_is_cancelled_at_the_server(proxy_daemon: ProxyDaemon, mode: str) -> None:
     waits = proxy_daemon.directory / "stdio-charges.txt.waits"
     waits.unlink(missing_ok=True)
+    bridge = StdioServerParameters(command=str(BIN / "supervisorctl-mcp"),
+                                   args=["--socket", str(proxy_daemon.sock), "proxy", "pay-stdio"])
 
     async def run() -> None:
-        async with connect(proxy_daemon, "pay-stdio", mode) as client:
+        opened = Client(bridge, mode="auto") if mode == "bridge-auto" else connect(proxy_daemon, "pay-stdio", mode)
+        async with opened as client:
             await client.list_tools()
             task = asyncio.ensure_future(client.call_tool("wait", {"seconds": 30}))
             loop = asyncio.get_running_loop()
@@ -567,3 +576,28 @@ def test_a_cancelled_call_is_cancelled_at_the_server(proxy_daemon: ProxyDaemon, 
                                        "the server saw the cancellation")
 
     asyncio.run(run())
+
+
+def test_mcp_inspector_cli_a_client_no_one_here_wrote(proxy_daemon: ProxyDaemon) -> None:
+    """MCP Inspector's CLI (npm), with the bearer token, lists and calls tools through the proxy."""
+    from tests.test_spawn_nobody import BASE, _install
+
+    target = BASE / "inspector"
+    exe = target / "node_modules" / ".bin" / "mcp-inspector"
+    problem = _install(exe, [["npm", "install", "--prefix", str(target), "--no-audit", "--no-fund",
+                              "@modelcontextprotocol/inspector@2"]])
+    if problem:
+        pytest.skip(f"cannot install @modelcontextprotocol/inspector from npm: {problem}")
+
+    def inspector(*args: str) -> dict[str, Any]:
+        done = subprocess.run([str(exe), "--cli", proxy_daemon.url("pay"), "--transport", "http", "--header",
+                               f"Authorization: Bearer {proxy_daemon.token}", *args],
+                              capture_output=True, text=True, timeout=120, cwd=proxy_daemon.directory,
+                              env={"PATH": os.environ["PATH"], "HOME": str(proxy_daemon.directory)})
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return dict(json.loads(done.stdout))
+
+    listed = inspector("--method", "tools/list")
+    assert {"lookup", "charge"} <= {tool["name"] for tool in listed["tools"]}
+    called = inspector("--method", "tools/call", "--tool-name", "lookup", "--tool-arg", "query=inspector")
+    assert text(types.CallToolResult.model_validate(called)).startswith("found inspector"), called

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from mcp_supervisor.proxy.actions import Connect, Deliver, Link, Send
 from mcp_supervisor.proxy.core import SessionCore
+from mcp_supervisor.proxy.limits import RATE_LIMITED
 from mcp_supervisor.proxy.safety import ToolSafety
 from mcp_supervisor.proxy.wire import BACKEND_UNAVAILABLE, NOT_RETRIED
 
@@ -355,3 +356,41 @@ def test_token_file_is_made_private_and_a_readable_one_is_refused(tmp_path: Any)
     path.symlink_to(tmp_path / "elsewhere")
     with pytest.raises(TokenFileError):
         ensure_token(path)
+
+
+def _limited(backend_id: int, retry_after: float | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"status": 429} if retry_after is None else {"status": 429, "retryAfter": retry_after}
+    return {"jsonrpc": "2.0", "id": backend_id, "error": {"code": -32029, "message": "slow down", "data": data}}
+
+
+def test_a_429_holds_a_safe_call_until_retry_after_and_answers_an_unsafe_one_with_when_it_lifts() -> None:
+    c = core()
+    c.on_request(call(1, "search"), 0.0)
+    c.on_link_up(1, 0.0)
+    c.on_request(call(2, "pay"), 0.0)
+    c.on_request(call(3, "upsert"), 0.0)
+    [search_send] = [k for k, v in c._by_backend.items() if v == 1]
+    assert finals(c.on_backend(1, _limited(search_send, 2.0), None, 0.1)) == []  # held, not an error
+    assert c.next_deadline() == 2.1
+    [pay_send] = [k for k, v in c._by_backend.items() if v == 2]
+    [refused] = finals(c.on_backend(1, _limited(pay_send, 2.0), None, 0.2))
+    text = refused.message["error"]["message"]
+    assert refused.message["error"]["code"] == RATE_LIMITED and "'pay'" in text and "slow down" in text
+    assert "rate limited until" in text and "not marked safe to repeat" in text
+    assert sends(c.on_request(call(4, "search"), 0.5)) == []  # the server is still limited: wait with the others
+    assert sends(c.on_timer(1.0, "rate_limited")) == []
+    resent = sends(c.on_timer(2.2, "rate_limited"))
+    assert [s.message["params"]["name"] for s in resent] == ["search", "search"]
+    for send in resent:
+        c.on_backend(1, {"jsonrpc": "2.0", "id": send.message["id"], "result": {}}, None, 2.3)
+    assert (c.stats.held, c.stats.retried, c.stats.failed) == (2, 1, 1)
+
+
+def test_a_limit_longer_than_the_hold_is_answered_at_once() -> None:
+    c = core()
+    c.note_limit(100.0, "quota exceeded")
+    c.on_request(call(1, "search"), 0.0)
+    [answer] = finals(c.on_link_up(1, 0.0))
+    assert answer.message["id"] == 1 and "past the proxy's hold of 30 s" in answer.message["error"]["message"]
+    assert "quota exceeded" in answer.message["error"]["message"]
+    assert sends(c.on_request(call(2, "pay"), 1.0)[1])  # an unsafe call goes to the server: it decides

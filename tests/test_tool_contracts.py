@@ -39,7 +39,11 @@ def test_the_memo_gives_the_same_fingerprints_and_sees_changes() -> None:
     first = fingerprint([tool(), tool("b")], memo)
     assert fingerprint([tool(), tool("b")], memo) == first
     assert fingerprint([tool(props=("q",)), tool("b")], memo)["search"] != first["search"]
-    assert set(memo) == {"search", "b"}
+    assert set(memo) == {"search", "b", None}  # None: the whole list's quick digest
+    # the quick bytes tell 1, 1.0 and true apart: a value that only compares equal is a change
+    flags = [fingerprint([{"name": "search", "inputSchema": {"properties": {"n": {"default": value}}}}], memo)
+             for value in (1, 1.0, True)]
+    assert flags[0] != flags[1] != flags[2] != flags[0]
 
 
 def _ok(tools: list[Tool], version: str) -> ProbeResult:

@@ -19,7 +19,7 @@ def _vault(request: web.Request) -> Any:
     vault = request.app[VAULT_KEY]
     if vault is None:
         raise ApiError(
-            404, "no_vault", "no config vault configured (add [backup] locations and [[configs]] to the config)"
+            404, "no_vault", "no vault configured (add [backup] locations = [...] to the config)"
         )
     return vault
 

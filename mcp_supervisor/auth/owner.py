@@ -1,16 +1,17 @@
-"""One server's access token: obtained with the SDK's client-credentials provider, renewed ahead.
+"""One server's access token: obtained (machine grants) or refreshed (person grants), ahead of expiry.
 
-Why the SDK's provider driven as an httpx Auth flow: ``ClientCredentialsOAuthProvider`` carries
-the whole protocol (the 401 challenge, RFC 9728 and RFC 8414 discovery, issuer checks, the RFC 8707
-``resource`` parameter, client authentication, the token response's validation) but only runs
-inside a request. So a renewal is one request to the MCP server with the provider as ``auth`` and
-no token held: the server's 401 starts the flow, the provider stores the new token in our
-encrypted storage, and the retried request proves the server takes it. One renewal is in flight
-per server (``refresh`` joins a running one); it starts at 80 % of the token's lifetime, so a
-probe (or a job) never waits for it. A refusal of the client itself (``invalid_client``,
-``invalid_grant``, ``unauthorized_client``) is a person's problem: the token is dropped, the
-probes' 401 then makes the server ``needs_human`` with ``problem`` as the fix, and no retry is made
-until the config changes (a reload).
+Why one owner per server in the daemon: a headless job cannot wait for a person's browser, and a
+rotating refresh token is single-use. The owner renews at 80 % of the token's lifetime (or
+``refresh_before`` ahead), so a probe or a job never waits for it. Every renewal, in this process
+or any other, happens under the server's lock file (``lock.py``) after re-reading the store: if
+another process (a ``login``, a CLI refresh) already renewed, its token is taken as is and nothing
+is sent. The new refresh token is written to the store (fsync'd) before the new access token is
+used. A transient failure is retried with backoff (the current token stays in use until it
+expires); a refusal only a person can fix (``invalid_grant``: run ``login``; ``invalid_client``:
+fix the config) drops the token, so the probes' 401 makes the server ``needs_human`` naming that
+fix (one alert, never a restart), and the owner waits for a new grant in the store (a ``login``
+from another process is picked up within a second, no restart). A known end of the grant
+(``refresh_expires_in``, or ``refresh_lifetime`` after ``login``) is warned about ahead.
 """
 
 from __future__ import annotations
@@ -18,19 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import httpx2
-from mcp.client.auth import OAuthFlowError
-from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
-
-from mcp_supervisor.auth.store import EncryptedTokenStorage
+from mcp_supervisor.auth.discovery import http_client
+from mcp_supervisor.auth.exchange import GrantProblem, login_command, problem_text, refresh
+from mcp_supervisor.auth.lock import refresh_lock
+from mcp_supervisor.auth.machine import machine_provider, obtain
+from mcp_supervisor.auth.store import EncryptedTokenStorage, Record
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.logging import get_logger
+from mcp_supervisor.redact import REDACTOR
 
 log = get_logger("mcp_supervisor.auth")
 
@@ -39,41 +39,11 @@ RENEW_AT = 0.8
 DEFAULT_LIFETIME = 3600.0
 """Assumed lifetime of a token whose response has no ``expires_in``."""
 MAX_BACKOFF = 60.0
-FATAL_ERRORS = ("invalid_client", "invalid_grant", "unauthorized_client")
-_PING = b'{"jsonrpc":"2.0","id":"mcp-supervisor-auth","method":"ping"}'
-_ERROR_CODE = re.compile(r'"error"\s*:\s*"([a-z_]+)"')
+WATCH = 1.0
+"""How often the store is looked at for a token another process wrote."""
 
-
-class _Provider(ClientCredentialsOAuthProvider):
-    """The SDK provider, with a configured ``token_url`` taking the place of the discovered one."""
-
-    def __init__(self, server: ServerConfig) -> None:
-        auth = server.auth
-        assert auth is not None
-        self._token_url = auth.token_url
-        with warnings.catch_warnings():  # no issuer: the discovered one (documented in configuration.md)
-            warnings.simplefilter("ignore")
-            super().__init__(server.url or "", _NoStorage(), auth.client_id, auth.client_secret,
-                             scope=auth.scope, issuer=auth.issuer)
-
-    def _get_token_endpoint(self) -> str:
-        return self._token_url or super()._get_token_endpoint()
-
-
-class _NoStorage:
-    """The provider's storage until the owner sets its own (the constructor needs one)."""
-
-    async def get_tokens(self) -> None:
-        return None
-
-    async def set_tokens(self, tokens: Any) -> None:
-        return None
-
-    async def get_client_info(self) -> None:
-        return None
-
-    async def set_client_info(self, client_info: Any) -> None:
-        return None
+Alert = Callable[[str, dict[str, object]], None]
+"""(what, data): a notification the service publishes (the refresh-token end warning)."""
 
 
 @dataclass
@@ -82,45 +52,35 @@ class TokenFacts:
 
     expires_at: float | None = None
     obtained_at: float | None = None
+    last_refresh_at: float | None = None
     next_refresh_at: float | None = None
+    refresh_expires_at: float | None = None
     renewals: int = 0
     failures: int = 0
     problem: str | None = None
 
 
-def _lifetime(expires_in: int | None) -> float:
+def lifetime(expires_in: int | None) -> float:
     return float(expires_in) if expires_in and expires_in > 0 else DEFAULT_LIFETIME
-
-
-def problem_text(server: ServerConfig, exc: BaseException) -> tuple[str, bool]:
-    """A secret-free sentence for a failed renewal, and whether only a person can fix it."""
-    auth = server.auth
-    assert auth is not None
-    text = str(exc)
-    match = _ERROR_CODE.search(text)
-    code = match.group(1) if match else None
-    if code in FATAL_ERRORS:
-        return (f"the authorization server refused OAuth client '{auth.client_id}' ({code}): check "
-                "auth.client_id and the secret auth.client_secret points to, or that the client is still "
-                "enabled there, then run: supervisorctl-mcp reload", True)
-    if isinstance(exc, OAuthFlowError):
-        first = text.split(":", 1)[0][:160]
-        return f"OAuth token request failed ({first}); retrying with backoff", False
-    return f"OAuth token request failed ({type(exc).__name__}); retrying with backoff", False
 
 
 class TokenOwner:
     """The single holder of one server's access token in the daemon."""
 
-    def __init__(self, server: ServerConfig, storage: EncryptedTokenStorage, timeout: float = 15.0) -> None:
+    def __init__(self, server: ServerConfig, storage: EncryptedTokenStorage, timeout: float = 15.0,
+                 alert: Alert | None = None) -> None:
+        assert server.auth is not None
         self.server = server
+        self.auth = server.auth
         self.facts = TokenFacts()
         self._storage = storage
         self._timeout = timeout
-        self._provider = _Provider(server)
-        self._provider.context.storage = storage
+        self._alert = alert
+        self._provider = machine_provider(server, storage) if self.auth.machine else None
         self._bearer: str | None = None
         self._renew_at = 0.0  # monotonic
+        self._seen: tuple[int, int, int] | None = None
+        self._warned: float | None = None
         self._inflight: asyncio.Task[None] | None = None
         self.fatal = False
         self.settled = asyncio.Event()
@@ -128,80 +88,176 @@ class TokenOwner:
 
     @property
     def bearer(self) -> str | None:
-        """The current access token, for the probes' Authorization header only."""
+        """The current access token, for the probes' and the proxy's Authorization header only."""
         return self._bearer
 
-    async def load(self) -> None:
-        """A token stored by an earlier run, if still inside its renewal window, is used as is."""
-        token = await self._storage.get_tokens()
-        obtained = self._storage.obtained_at
-        if token is None or obtained is None:
-            return
-        lifetime = _lifetime(token.expires_in)
-        age = time.time() - obtained
-        if age < lifetime * RENEW_AT:
-            self._take(token.access_token, obtained, lifetime, time.monotonic() - age)
+    def _renew_point(self, span: float) -> float:
+        before = self.auth.refresh_before
+        return max(span - before, span * 0.1) if before is not None else span * RENEW_AT
 
-    async def refresh(self) -> None:
-        """Renew now; a renewal already running is joined, never doubled (single flight)."""
+    def _newer(self, record: Record) -> bool:
+        return record.token is not None and (record.obtained_at or 0.0) > (self.facts.obtained_at or 0.0)
+
+    def _fresh(self, record: Record) -> bool:
+        """The stored token is inside its renewal window (another process renewed it)."""
+        if record.token is None or record.obtained_at is None:
+            return False
+        return time.time() - record.obtained_at < self._renew_point(lifetime(record.token.expires_in))
+
+    def adopt(self, record: Record | None) -> bool:
+        """Take a stored record newer than what is held; True when something changed."""
+        if record is None or not self._newer(record):
+            return False
+        assert record.token is not None and record.obtained_at is not None
+        self.facts.refresh_expires_at = record.refresh_expires_at or (
+            record.granted_at + self.auth.refresh_lifetime
+            if record.granted_at and self.auth.refresh_lifetime else None)
+        span = lifetime(record.token.expires_in)
+        age = time.time() - record.obtained_at
+        self.facts.obtained_at = record.obtained_at
+        if age < span:
+            self._take(record.token.access_token, record.obtained_at, span, time.monotonic() - age,
+                       record.token.refresh_token)
+        elif record.token.refresh_token or self.auth.machine:
+            self._renew_at = time.monotonic()  # expired while nobody held it: renew now
+        else:
+            return False
+        if self.fatal and (age < span or record.token.refresh_token):
+            self.fatal = False  # a new grant (a login): back to work without a restart
+            self.facts.problem = None
+            log.info("auth: new grant picked up", server=self.server.name)
+        return True
+
+    async def load(self) -> None:
+        """Take the stored token, as at the start of ``run`` (kept for callers of the first API)."""
+        self._look()
+
+    async def refresh(self, force: bool = False) -> None:
+        """Renew now; a renewal already running is joined, never doubled (single flight).
+        ``force``: even when the stored token is fresh (``login --refresh``)."""
         if self._inflight is None or self._inflight.done():
-            self._inflight = asyncio.create_task(self._renew(), name=f"oauth {self.server.name}")
+            self._inflight = asyncio.create_task(self._renew(force), name=f"oauth {self.server.name}")
         await asyncio.shield(self._inflight)
 
     async def run(self) -> None:
-        """Renew at 80 % of each lifetime; after a transient failure retry with backoff."""
-        await self.load()
-        if self._bearer is not None:
+        """Renew ahead of each expiry; retry transient failures with backoff; wait out a dead grant."""
+        self._look()
+        if self._bearer is None and not self.auth.machine and self._renew_at == 0.0:
+            self._dead(GrantProblem(self._storage.problem or f"no OAuth grant yet for {self.server.name} (a person "
+                                    f"signs in once): run: {login_command(self.server)}", fatal=True))
+        if self._bearer is not None or self.fatal:
             self.settled.set()
         backoff = 1.0
-        while not self.fatal:
-            delay = self._renew_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                await self.refresh()
+        while True:
+            await self._until_due()
+            if await self.renew_now(backoff):
                 backoff = 1.0
-                self.settled.set()
-            except Exception as exc:  # every failure becomes a sentence, never a crash
-                self.settled.set()
-                problem, fatal = problem_text(self.server, exc)
-                self.facts.failures += 1
-                self.facts.problem = problem
-                log.warning("auth: token renewal failed", server=self.server.name, problem=problem)
-                if fatal:
-                    self.fatal = True
-                    self._bearer = None  # the probes' 401 makes it needs_human with the problem
-                    self.facts.next_refresh_at = None
-                    return
-                self._renew_at = time.monotonic() + backoff * (0.75 + random.random() / 2)
+            else:
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            self.settled.set()
 
-    async def _renew(self) -> None:
-        context = self._provider.context
-        # the lifetime counts from the request's start: the token cannot be older than that
-        started_wall, started_mono = time.time(), time.monotonic()
-        self._storage.requested_at = started_wall
-        context.clear_tokens()  # no token held: the server's 401 starts the SDK's flow
-        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-        async with httpx2.AsyncClient(auth=self._provider, timeout=self._timeout) as client:
-            await client.post(self.server.url or "", content=_PING, headers=headers)
-        token = context.current_tokens
-        if token is None:
-            raise OAuthFlowError("the server did not ask for a token (no 401 challenge): is auth needed here?")
-        self._take(token.access_token, started_wall, _lifetime(token.expires_in), started_mono)
+    async def renew_now(self, backoff: float = 1.0) -> bool:
+        """Renew now (also ``registry.refresh_now`` on a 401); a failure becomes a sentence and a
+        retry after ``backoff``, or a dead grant; never an exception."""
+        try:
+            await self.refresh()
+            return True
+        except Exception as exc:  # every failure becomes a sentence, never a crash
+            problem, fatal = problem_text(self.server, exc)
+            self.facts.failures += 1
+            self.facts.problem = problem
+            log.warning("auth: token renewal failed", server=self.server.name, problem=problem)
+            if fatal:
+                self._dead(exc)
+            else:
+                self._renew_at = time.monotonic() + backoff * (0.75 + random.random() / 2)
+                self.facts.next_refresh_at = time.time() + (self._renew_at - time.monotonic())
+            return False
+
+    def _dead(self, exc: BaseException) -> None:
+        self.fatal = True
+        self.facts.problem = problem_text(self.server, exc)[0]
+        self._bearer = None  # the probes' 401 makes it needs_human with the problem
+        self.facts.next_refresh_at = None
+
+    def _look(self) -> None:
+        """Adopt what another process wrote since the last look (one stat when nothing changed)."""
+        signature = self._storage.signature()
+        if signature == self._seen:
+            return
+        self._seen = signature
+        self.adopt(self._storage.read())
+        if signature is not None and self._storage.signature() is None and not self.auth.machine:
+            self._dead(GrantProblem(self._storage.problem or "token file set aside", fatal=True))
+
+    async def _until_due(self) -> None:
+        while True:
+            self._look()
+            self._warn_grant_end()
+            remaining = self._renew_at - time.monotonic()
+            if not self.fatal and remaining <= 0:
+                return
+            await asyncio.sleep(WATCH if self.fatal else min(WATCH, remaining))
+
+    def _warn_grant_end(self) -> None:
+        ends = self.facts.refresh_expires_at
+        if ends is None or self.fatal or self._warned == ends or time.time() < ends - self.auth.refresh_warn:
+            return
+        self._warned = ends
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ends))
+        detail = (f"the OAuth grant of {self.server.name} ends at {when} (its refresh token expires); before "
+                  f"then a person runs: {login_command(self.server)}")
+        log.warning("auth: grant ends soon", server=self.server.name, ends_at=round(ends))
+        if self._alert is not None:
+            self._alert("token_expiry", {"detail": detail, "level": "grant", "expires_at": ends,
+                                         "fix": login_command(self.server)})
+
+    async def _renew(self, force: bool = False) -> None:
+        async with refresh_lock(self._storage.lock_path):
+            record = self._storage.read()  # another process may have renewed while we waited
+            if not force and record is not None and self._newer(record) and self._fresh(record):
+                self.adopt(record)
+                self._seen = self._storage.signature()
+                return
+            started_wall, started_mono = time.time(), time.monotonic()
+            self._storage.requested_at = started_wall
+            if self._provider is not None:
+                token = await obtain(self._provider, self.server, self._timeout)
+                refresh_ends = None
+            elif record is not None and record.token is not None and record.token.refresh_token:
+                async with http_client(self._timeout) as client:
+                    refreshed = await refresh(client, self.server, record, self._storage)
+                token = refreshed.token
+                refresh_ends = started_wall + refreshed.refresh_expires_in if refreshed.refresh_expires_in else (
+                    record.refresh_expires_at)
+                # the new refresh token is on disk (fsync'd) before the new access token is used
+                self._storage.update(token=token, obtained_at=started_wall, refresh_expires_at=refresh_ends)
+            else:
+                raise GrantProblem(self._storage.problem or f"no refresh token is stored for {self.server.name}: run: "
+                                   f"{login_command(self.server)}", fatal=True)
+            self._seen = self._storage.signature()
+        if refresh_ends is not None:
+            self.facts.refresh_expires_at = refresh_ends
+        self._take(token.access_token, started_wall, lifetime(token.expires_in), started_mono, token.refresh_token)
         self.facts.renewals += 1
+        self.facts.last_refresh_at = time.time()
         self.facts.problem = None
-        log.info("auth: access token renewed", server=self.server.name,
-                 expires_in=token.expires_in, renewals=self.facts.renewals)
+        log.info("auth: access token renewed", server=self.server.name, expires_in=token.expires_in,
+                 renewals=self.facts.renewals)
 
-    def _take(self, access_token: str, obtained_wall: float, lifetime: float, obtained_mono: float) -> None:
+    def _take(self, access_token: str, obtained_wall: float, span: float, obtained_mono: float,
+              refresh_token: str | None = None) -> None:
         self._bearer = access_token
-        self._renew_at = obtained_mono + lifetime * RENEW_AT
+        held = [access_token, refresh_token] if refresh_token else [access_token]
+        REDACTOR.live(f"oauth {self.server.name}", held)  # masked wherever either might surface
+        point = self._renew_point(span)
+        self._renew_at = obtained_mono + point
         self.facts.obtained_at = obtained_wall
-        self.facts.expires_at = obtained_wall + lifetime
-        self.facts.next_refresh_at = obtained_wall + lifetime * RENEW_AT
+        self.facts.expires_at = obtained_wall + span
+        self.facts.next_refresh_at = obtained_wall + point
 
     async def aclose(self) -> None:
+        REDACTOR.live(f"oauth {self.server.name}", [])
         if self._inflight is not None and not self._inflight.done():
             self._inflight.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -61,12 +61,26 @@ def auth_hint(server: ServerConfig) -> str | None:
     owner = _OWNERS.get(server.name)
     if owner is not None and owner.facts.problem:
         return owner.facts.problem
+    if not server.auth.machine:
+        return (f"the server rejected the OAuth access token of {server.name}: check auth.scopes, or sign in again: "
+                f"supervisorctl-mcp login {server.name}")
     return (f"the server rejected the access token of OAuth client '{server.auth.client_id}': check "
             "auth.scopes and that the authorization server issues tokens for this server's URL (resource)")
 
 
+async def refresh_now(name: str) -> bool:
+    """Renew ``name``'s token now (a 401 with a token believed fresh); joins a renewal in flight.
+    False: no owner, or the renewal failed (its sentence is in ``auth_status``'s ``problem``)."""
+    owner = _OWNERS.get(name)
+    if owner is None or owner.fatal:
+        return False
+    return await owner.renew_now() and owner.bearer is not None
+
+
 def auth_status(name: str, server: ServerConfig | None = None) -> dict[str, Any] | None:
-    """``status``'s ``auth`` entry: type, grant, expiry and renewals; never a token."""
+    """``status``'s ``auth`` entry, the one source for every display of it (CLI, dashboard, page):
+    type, grant, client, the access token's expiry, the last and next refresh, the grant's end (a
+    known refresh-token expiry), counts and the problem with its fix; never a token."""
     owner = _OWNERS.get(name)
     if owner is None:
         return None
@@ -77,10 +91,17 @@ def auth_status(name: str, server: ServerConfig | None = None) -> dict[str, Any]
         "type": auth.type,
         "grant": auth.grant,
         "client_id": auth.client_id,
-        "expires_at": round(facts.expires_at, 3) if facts.expires_at else None,
-        "obtained_at": round(facts.obtained_at, 3) if facts.obtained_at else None,
-        "next_refresh_at": round(facts.next_refresh_at, 3) if facts.next_refresh_at else None,
+        "expires_at": _rounded(facts.expires_at),
+        "obtained_at": _rounded(facts.obtained_at),
+        "last_refresh_at": _rounded(facts.last_refresh_at),
+        "next_refresh_at": _rounded(facts.next_refresh_at),
+        "refresh_expires_at": _rounded(facts.refresh_expires_at),
+        "login_needed": owner.fatal and not auth.machine,
         "renewals": facts.renewals,
         "failures": facts.failures,
         "problem": facts.problem,
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 3) if value else None

@@ -16,14 +16,16 @@ from mcp_supervisor.auth.owner import TokenOwner
 from mcp_supervisor.auth.registry import register, unregister
 from mcp_supervisor.auth.store import EncryptedTokenStorage, token_key
 from mcp_supervisor.config import Config, ServerConfig
+from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
 
 log = get_logger("mcp_supervisor.auth")
 
 
 class AuthService:
-    def __init__(self, config: Callable[[], Config], interval: float = 1.0) -> None:
+    def __init__(self, config: Callable[[], Config], bus: EventBus | None = None, interval: float = 1.0) -> None:
         self._config = config
+        self._bus = bus
         self._interval = interval
         self._running: dict[str, tuple[tuple[object, ...], TokenOwner, asyncio.Task[None]]] = {}
 
@@ -64,11 +66,18 @@ class AuthService:
             if key is None:
                 key = token_key(config.state_dir, config.backup.key_file)
             storage = EncryptedTokenStorage(Path(config.state_dir), name, key)
-            owner = TokenOwner(server, storage)
+            owner = TokenOwner(server, storage, alert=self._alerter(name))
             register(name, owner)
             task = asyncio.create_task(owner.run(), name=f"oauth owner {name}")
             self._running[name] = (self._identity(server), owner, task)
             log.info("auth: token owner started", server=name, grant=server.auth.grant if server.auth else None)
+
+    def _alerter(self, name: str) -> Callable[[str, dict[str, object]], None]:
+        def alert(what: str, data: dict[str, object]) -> None:
+            if self._bus is not None:
+                self._bus.publish(Event(kind="notify", server=name,
+                                        data={"notify": what, "severity": "warning", **data}))
+        return alert
 
     async def _stop(self, name: str) -> None:
         _, owner, task = self._running.pop(name)

@@ -25,7 +25,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
-from mcp_supervisor.cli.render import maintenance_text
+from mcp_supervisor.cli.render import auth_text, maintenance_text
 from mcp_supervisor.event_text import QUIET_KINDS, clock, sentence, tone
 from mcp_supervisor.sse import SseParser
 
@@ -341,6 +341,8 @@ class Dashboard(App[int]):
             quiet = state == "healthy"
             message = str(maintenance_text(server) or ("" if quiet else server.get("message") or server.get("reason"))
                           or "")
+            if isinstance(server.get("auth"), dict):  # times only (auth_facts), never the token
+                message = f"{auth_text(server['auth'], now)} {message}".strip()
             cells = [
                 Text(name, style="bold" if server.get("critical", True) else ""),
                 Text(state, style=STATE_STYLE.get(state, "")),

@@ -35,6 +35,7 @@ from mcp_supervisor.cli.common import (
 
 TYPE_CHECKING = False  # not ``typing.TYPE_CHECKING``: importing typing costs every call a few ms
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 PLUGINS: tuple[tuple[str, str], ...] = (
@@ -46,6 +47,7 @@ PLUGINS: tuple[tuple[str, str], ...] = (
     ("mcp_supervisor.cli.alert_commands", "add_alert_subcommands"),
     ("mcp_supervisor.cli.proxy_commands", "add_proxy_subcommands"),
     ("mcp_supervisor.cli.contract_commands", "add_contract_subcommands"),
+    ("mcp_supervisor.cli.login_commands", "add_login_subcommands"),
 )
 """(module, function) of each plug-in command module: ``function(sub)`` adds its subparsers.
 
@@ -165,14 +167,39 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     with contextlib.suppress(OSError, ValueError):
         warnings = inline_secret_warnings(tomllib.loads(path.read_text(encoding="utf-8")))
     warnings += spawn_warnings(config)
+    effective = _effective_defaults(path, config)
     if args.json:
         emit_json({"valid": True, "path": str(path), "servers": servers, "watched_configs": watched,
-                   "warnings": warnings})
+                   "warnings": warnings, "defaults": effective})
     else:
+        from mcp_supervisor.cli.render import defaults_lines
+
         print(f"{path}: ok ({servers} server(s), {watched} watched config(s))")
+        for line in defaults_lines(effective):
+            print(line)
         for warning in warnings:
             print(f"warning: {path}: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _effective_defaults(path: Path, config: Any) -> dict[str, Any]:
+    """Each ``[defaults]`` key's effective value per server (its own, the default, or n/a)."""
+    import tomllib
+
+    from mcp_supervisor.config.defaults import effective_defaults
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    defaults = raw.get("defaults")
+    if not isinstance(defaults, dict):
+        return {}
+    explicit = [s for s in raw.get("servers", []) if isinstance(s, dict)]
+    named = {s.get("name") for s in explicit}
+    imported = [{"name": s.name, "transport": s.transport, "managed": s.managed}  # servers_from: no own keys
+                for s in config.servers if s.name not in named]
+    return effective_defaults(defaults, explicit + imported)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

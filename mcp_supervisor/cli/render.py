@@ -10,6 +10,7 @@ Why server text is never handed to a markup parser: names, messages and reasons 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -76,20 +77,60 @@ def server_message(server: dict[str, Any]) -> str:
     message = server.get("message") or ""
     if not message and server.get("state") not in ("healthy", "degraded", "rate_limited"):
         message = server.get("reason") or ""
-    if isinstance(server.get("auth"), dict):  # first: a long message must not cut it off
-        parts.append(auth_text(server["auth"]))
+    auth = auth_text(server["auth"]) if isinstance(server.get("auth"), dict) else ""
+    if auth:  # first, and on top of the message's 80 characters: a long message must not cut it off
+        parts.append(auth)
     if message:
         parts.append(message)
-    return one_line(" ".join(parts))
+    return one_line(" ".join(parts), 80 + len(auth))
 
 
-def auth_text(auth: dict[str, Any]) -> str:
-    """'(oauth token until 09:04:10)': the auth type and the token's expiry, never the token."""
+def _clock(at: float, now: float) -> str:
+    """``09:04:10`` today, ``Dec 09 09:04`` on another day."""
     from datetime import datetime
 
-    until = auth.get("expires_at")
-    when = f"token until {datetime.fromtimestamp(until).strftime('%H:%M:%S')}" if until else "no token"
-    return f"({auth.get('type')} {when})"
+    moment = datetime.fromtimestamp(at)
+    same_day = moment.date() == datetime.fromtimestamp(now).date()
+    return moment.strftime("%H:%M:%S") if same_day else moment.strftime("%b %d %H:%M")
+
+
+def auth_text(auth: dict[str, Any], now: float | None = None) -> str:
+    """``(oauth token until 09:04:10, next 09:03:20, refreshed 08:56:10, refresh token until Dec 09 09:00,
+    grant client_credentials)``, most wanted first: what is known about the token, never the token
+    (``auth_facts``)."""
+    from mcp_supervisor.health.auth_view import auth_facts
+
+    facts = auth_facts(auth) or {}
+    now = time.time() if now is None else now
+    expires, last, upcoming, refresh_end = (facts.get(k) for k in ("expires_at", "last_refresh", "next_refresh",
+                                                                    "refresh_expires_at"))
+    parts = [f"token until {_clock(expires, now)}" if isinstance(expires, float) else "no token"]
+    if isinstance(upcoming, float):
+        parts.append(f"next {_clock(upcoming, now)}")
+    if isinstance(last, float):
+        parts.append(f"refreshed {_clock(last, now)}")
+    if isinstance(refresh_end, float):
+        parts.append(f"refresh token until {_clock(refresh_end, now)}")
+    if facts.get("grant"):
+        parts.append(f"grant {facts['grant']}")
+    return f"({facts.get('type', 'oauth')} {', '.join(parts)})"
+
+
+def defaults_lines(effective: dict[str, Any]) -> list[str]:
+    """``check-config``: per ``[defaults]`` key its value, the servers taking it and those with their own."""
+    lines = []
+    for key, entry in effective.items():
+        servers = entry.get("servers", {})
+        taking = [name for name, v in servers.items() if v.get("from") == "defaults"]
+        own = [f"{name} = {json.dumps(v.get('value'))}" for name, v in servers.items() if v.get("from") == "server"]
+        unused = [name for name, v in servers.items() if v.get("from") == "n/a"]
+        line = f"[defaults] {key} = {json.dumps(entry.get('default'))}: " + (", ".join(taking) or "no server")
+        if own:
+            line += f"; own value: {', '.join(own)}"
+        if unused:
+            line += f"; does not apply to: {', '.join(unused)}"
+        lines.append(line)
+    return lines
 
 
 def status_rows(status: dict[str, Any], now: float | None = None) -> list[tuple[str, str, str, str, str]]:

@@ -132,7 +132,37 @@ def cmd_backups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _restore_state(args: argparse.Namespace) -> int:
+    groups = ["auth", "contracts"] if args.state == "all" else [args.state]
+    code, result = _run(args, lambda v: v.restore_state(groups, args.snapshot))
+    if result is None:
+        return code
+    if args.json:
+        print(json.dumps(result))
+        return EXIT_OK if result["ok"] else EXIT_FAILED
+    for group in result["state"]:
+        where = f"state_dir/{group['group']}/"
+        if "error" in group:
+            print(f"supervisorctl-mcp: {where}: {group['error']}", file=sys.stderr)
+            continue
+        print(f"{where} from snapshot {group['snapshot']}: restored {', '.join(group['restored']) or 'nothing'}")
+        if group["kept_current"]:
+            print(f"  kept (present and readable, newer than the backup): {', '.join(group['kept_current'])}; "
+                  "name the snapshot (--snapshot ID) to replace them")
+        for name, kept in group["kept_aside"].items():
+            print(f"  the {name} it replaced is kept as {kept}")
+    if any(group.get("restored") for group in result["state"]):
+        print("a running daemon keeps the tokens and contracts it holds: restart it to use the restored ones")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
+    if (args.config_name is None) == (args.state is None) or (args.state and args.to):
+        print("supervisorctl-mcp: restore needs a CONFIG name or --state auth|contracts|all (one of them; "
+              "--to only with CONFIG)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.state:
+        return _restore_state(args)
     code, result = _run(args, lambda v: v.restore(args.config_name, args.snapshot, args.to))
     if result is None:
         return code
@@ -226,8 +256,12 @@ def add_vault_subcommands(sub: Any) -> None:
         help="servers removed from a client config were removed on purpose (the daemon keeps them removed)",
     )
     add("backups", cmd_backups, "list snapshots with age, files and copies")
-    restore = add("restore", cmd_restore, "restore a watched config from the newest valid (or the given) snapshot")
-    restore.add_argument("config_name", metavar="CONFIG")
+    restore = add("restore", cmd_restore, "restore a watched config, or the daemon's token store / tool contracts "
+                  "(--state), from the newest valid (or the given) snapshot")
+    restore.add_argument("config_name", metavar="CONFIG", nargs="?", default=None)
+    restore.add_argument("--state", choices=["auth", "contracts", "all"], default=None,
+                         help="restore state_dir/auth (OAuth tokens, client registrations) and/or state_dir/contracts "
+                              "(accepted tool contracts): missing or damaged files only, unless --snapshot is named")
     restore.add_argument("--snapshot", metavar="ID", default=None)
     restore.add_argument("--to", metavar="PATH", default=None, help="write there instead of the watched path")
     restore.add_argument("--from", dest="source", metavar="LOCATION", default=None,

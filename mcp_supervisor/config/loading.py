@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_supervisor.config.defaults import ServerDefaults, merge_defaults
 from mcp_supervisor.config.fleet import remote_kind
 from mcp_supervisor.config.models import Config
 
@@ -179,10 +180,13 @@ def _prepare(raw: dict[str, Any], environ: Mapping[str, str], base: Path) -> dic
         imported = servers_from_clients(data["servers_from"], data.get("configs", []), explicit, _LOADER_MARK)
         servers = [*explicit, *imported]
         data["servers"] = servers
+    defaults = data.get("defaults")
     if isinstance(servers, list):
         prepared: list[Any] = []
         for entry in servers:
             if isinstance(entry, dict):
+                if isinstance(defaults, dict):  # checked by parse_config before: values are valid
+                    entry = merge_defaults(defaults, entry)
                 for loader_field in ("missing_env", "config_problem"):
                     if loader_field in entry and entry.get("_from_client") is not _LOADER_MARK:
                         raise _FieldProblem(("servers", len(prepared), loader_field), "is set by the loader, not by you")
@@ -235,10 +239,12 @@ def _format_loc(loc: tuple[str | int, ...], raw: Mapping[str, Any]) -> str:
     return "".join(parts) or "(top level)"
 
 
-def _describe_validation_error(exc: ValidationError, raw: Mapping[str, Any]) -> list[str]:
+def _describe_validation_error(
+    exc: ValidationError, raw: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> list[str]:
     problems = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc = prefix + tuple(err["loc"])
         # pydantic appends the union arm / validator name to loc for some errors; drop non-fields
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
         where = _format_loc(loc, raw)
@@ -257,6 +263,24 @@ def _describe_validation_error(exc: ValidationError, raw: Mapping[str, Any]) -> 
     return problems
 
 
+def _check_defaults(raw: Mapping[str, Any], source: Path) -> None:
+    """``[defaults]`` checked on its own first: a bad value is one problem at ``defaults.KEY``,
+    not one per server it would be merged into."""
+    if "defaults" not in raw:
+        return
+    table = raw["defaults"]
+    if not isinstance(table, dict):
+        raise ConfigError(source, ["defaults: must be a table ([defaults] with keys such as pin_tools = true)"])
+    try:
+        ServerDefaults.model_validate(table)
+    except ValidationError as exc:
+        problems = _describe_validation_error(exc, raw, prefix=("defaults",))
+        takes = ", ".join(ServerDefaults.model_fields)
+        raise ConfigError(source, [p.split(": unknown key", 1)[0] + f": unknown key in [defaults] (it takes: {takes}; "
+                                   "other keys belong in a server's own table)" if ": unknown key" in p and p.split(":", 1)[0].count(".") == 1 else p
+                                   for p in problems]) from None
+
+
 def parse_config(
     text: str, source: Path | str = "<string>", environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -270,6 +294,7 @@ def parse_config(
     base = source.parent.resolve() if source.name != "<string>" else Path.cwd()
     if "file_secrets" in raw:
         raise ConfigError(source, ["file_secrets: is set by the loader, not by you"])
+    _check_defaults(raw, source)
     file_values: set[str] = set()
     token = _FILE_VALUES.set(file_values)
     try:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mcp_supervisor.config.base import _NAME_RE, Duration, _Model
+from mcp_supervisor.config.defaults import ServerDefaults
 from mcp_supervisor.config.features import (
     HistorySettings,
     MetricsSettings,
@@ -107,6 +108,9 @@ class Config(_Model):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     proxy: ProxySettings = Field(default_factory=ProxySettings)
+    defaults: ServerDefaults = Field(default_factory=ServerDefaults)
+    """``[defaults]``: merged into every ``[[servers]]`` table by the loader (config/defaults.py);
+    kept here for ``check-config``."""
     servers: list[ServerConfig] = Field(default_factory=list)
     configs: list[WatchedConfig] = Field(default_factory=list)
     servers_from: list[str] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from mcp_supervisor.config import Config
 from mcp_supervisor.events import Event, EventBus
+from mcp_supervisor.history import proxy_counts
 from mcp_supervisor.history.ingest import Op, Recorder
 from mcp_supervisor.history.metrics import Interval, Window
 from mcp_supervisor.history.report import build_report, due_reports, next_check
@@ -307,8 +308,11 @@ class HistoryService:
         tokens = live_token_expiries(config) if until >= now - 60 else None
 
         def compute() -> dict[str, Any]:
-            return build_report(db.load_record(since, until), Window(since, until), now, period, critical, tz,
-                                tokens)
+            record = db.load_record(since, until)
+            report = build_report(record, Window(since, until), now, period, critical, tz, tokens)
+            proxy_counts.add_to(report, record.intervals, proxy_counts.load(db.conn, since, until),
+                                Window(since, until))
+            return report
 
         return await self._call(compute)
 

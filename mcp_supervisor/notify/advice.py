@@ -24,6 +24,8 @@ def instruction_for(n: Notification, config: Config) -> str:
             names = ", ".join(server.missing_env)
             return (f"set {names} in the supervisor's environment (systemd: Environment= or EnvironmentFile=; "
                     f"or a ${{file:...}} reference in {source}), then run `supervisorctl-mcp reload`")
+        if n.data.get("failure_class") == "auth" and server is not None and server.auth is not None:
+            return _oauth_fix(server)
         if n.data.get("failure_class") == "auth" and server is not None:
             where = _token_place(server)
             return (f"renew the token in {where}, then run `supervisorctl-mcp reload` and `{recover}` "
@@ -38,6 +40,8 @@ def instruction_for(n: Notification, config: Config) -> str:
         return (f"the job must use the service's API directly until {name} is back; it heals by itself at the next "
                 f"successful probe, or retry now with `{recover}` (`supervisorctl-mcp resume {name}` ends a forced "
                 "emergency mode)")
+    if n.kind == "token_expiry" and server is not None and server.auth is not None:
+        return _oauth_fix(server)
     if n.kind == "token_expiry" and server is not None:
         return f"renew the token in {_token_place(server)}, then run `supervisorctl-mcp reload`"
     if n.kind == "flapping":
@@ -72,3 +76,14 @@ def _token_place(server: ServerConfig) -> str:
     if server.env:
         return f"the server's env ({', '.join(sorted(server.env))})"
     return f"the credentials of server {server.name}"
+
+
+def _oauth_fix(server: ServerConfig) -> str:
+    """An OAuth server's token is the daemon's: a person signs in again (person grants) or fixes
+    the client (machine grants); never "renew the token" by hand."""
+    assert server.auth is not None
+    if server.auth.machine:
+        return (f"check auth.client_id of server {server.name} and the secret or key it points to (is the client still "
+                "enabled at the authorization server?), then run `supervisorctl-mcp reload`")
+    return (f"run `supervisorctl-mcp login {server.name}` (as the daemon's user or root); the daemon takes the new "
+            "grant by itself, no restart")

@@ -49,22 +49,28 @@ def _tool_fields(tool: Any) -> tuple[str, tuple[Any, ...]]:
     return tool.name, (tool.title, tool.description, tool.input_schema, tool.output_schema, tool.annotations)
 
 
-Memo = dict[str, tuple[bytes, Fingerprint]]
-"""A prober's last fingerprints with a quick digest of each tool's fields as they came."""
+Memo = dict[str | None, tuple[bytes, Fingerprint]]
+"""A prober's last fingerprints with a quick digest of each tool's fields as they came; under the
+key None the quick digest of the whole list (its fingerprint unused)."""
 
 
 def fingerprint(tools: Iterable[Any], memo: Memo | None = None) -> Contract:
     """Every tool's fingerprint, by name (a name listed twice: the last one wins, as for a client).
 
-    ``memo`` (the prober's, kept between lists) makes the usual case cheap: a tool whose fields
-    serialise to the same bytes as last time (pydantic-core's JSON writer, ~5 us a tool) keeps
-    its fingerprint (that quick digest is BLAKE2b, internal only); only a tool that changed pays
-    for canonical JSON and SHA-256. Canonical JSON is what is
-    kept, so a server that merely reorders keys is no change."""
+    ``memo`` (the prober's, kept between lists) makes the usual case cheap: when the whole list's
+    fields serialise to the same bytes as last time (pydantic-core's JSON writer, one call, ~5 us a
+    tool, BLAKE2b over it) nothing changed and the last fingerprints are the answer; else a tool
+    whose own bytes are the same keeps its fingerprint, and only a tool that changed pays for
+    canonical JSON and SHA-256. Those bytes tell ``1``, ``1.0`` and ``true`` apart, so they never
+    call a change "the same"; canonical JSON is what is kept, so a server that merely reorders
+    keys is no change."""
+    fields = [_tool_fields(tool) for tool in tools]
+    whole = hashlib.blake2b(pydantic_core.to_json(fields), digest_size=16).digest()
+    if memo is not None and (last := memo.get(None)) is not None and last[0] == whole:
+        return {name: kept[1] for name, kept in memo.items() if name is not None}
     out: Contract = {}
-    seen: Memo = {}
-    for tool in tools:
-        name, values = _tool_fields(tool)
+    seen: Memo = {None: (whole, {})}
+    for name, values in fields:
         quick = hashlib.blake2b(pydantic_core.to_json(values), digest_size=16).digest()
         hit = memo.get(name) if memo is not None else None
         if hit is not None and hit[0] == quick:

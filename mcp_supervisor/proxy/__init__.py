@@ -11,6 +11,6 @@ and SSE helpers, ``links.py`` the backend transports (Streamable HTTP, legacy SS
 ``session.py`` the shell that drives a core over a link, ``server.py`` the loopback HTTP endpoint,
 ``token.py`` the bearer token file, ``bridge.py`` the stdio bridge of ``supervisorctl-mcp proxy``.
 
-What it may import: config, events, health, probes, spawn, runtime (the api/web layer); only
+What it may import: config, events, health, probes, auth (the token owner's registry), spawn, runtime (the api/web layer); only
 daemon.py and cli/ import it.
 """

@@ -71,6 +71,9 @@ class Call:
     attempts: int = 0
     held_by_loss: bool = False
     """Held because the backend was lost (not merely while the first connection opened)."""
+    wait_until: float | None = None
+    """Held by a rate limit: not sent before this (the server's ``Retry-After``)."""
+    held_by_limit: bool = False
 
 
 @dataclass

@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_supervisor.proxy.actions import Abandon, Action, Call, Connect, Deliver, Link, Send, Stats
+from mcp_supervisor.proxy.limits import DEFAULT_WAIT, limit_of, limited_error
 from mcp_supervisor.proxy.safety import ToolSafety
 from mcp_supervisor.proxy.wire import (
     BACKEND_UNAVAILABLE,
     INTERNAL_ERROR,
-    NOT_RETRIED,
     Message,
     RequestId,
+    call_label,
     error,
     is_request,
     is_response,
+    not_retried,
     progress_token,
     with_id,
 )
@@ -57,6 +59,9 @@ class SessionCore:
     _progress: dict[Any, int] = field(default_factory=dict)
     _init_key: int | None = None
     _lost: bool = False
+    limited_until: float | None = None  # rate limited until (a 429's Retry-After, or the machine's hold)
+    limit_words: str = ""
+    wall_offset: float = 0.0  # wall clock minus now's clock: "rate limited until 09:04:10"
 
     # --- events from the client -------------------------------------------------------------
 
@@ -80,9 +85,16 @@ class SessionCore:
         if token is not None:
             self._progress[token] = key
         if self.link is Link.UP:
+            if call.safe and self.limited_until is not None and now < self.limited_until:
+                return key, self._wait_limit(call, now)
             return key, [self._send(call)]
         self._hold(call, now)
         return key, self._connect() if self.link is Link.DOWN else []
+
+    def note_limit(self, until: float, words: str) -> None:
+        """The server is rate limited until ``until`` (the supervisor's probes saw a 429)."""
+        if self.limited_until is None or until > self.limited_until:
+            self.limited_until, self.limit_words = until, words
 
     def on_notification(self, message: Message, now: float) -> list[Action]:
         method = message["method"]
@@ -168,7 +180,7 @@ class SessionCore:
             reached = call.backend_id != unsent
             call.backend_id = None
             if reached and not call.safe and call.key != self._init_key:
-                actions.append(self._finish(call, self._not_retried(call), now))
+                actions.append(self._finish(call, not_retried(call.client_id, self.server, call.message), now))
                 self.stats.failed += 1
             else:
                 self._hold(call, now)
@@ -177,8 +189,18 @@ class SessionCore:
         return actions
 
     def on_timer(self, now: float, state: str) -> list[Action]:
-        """Calls held past ``hold`` get an error naming the server's ``state`` (from status)."""
+        """Calls whose rate-limit wait is over go out; calls held past ``hold`` get an error naming
+        the server's ``state`` (from status)."""
         actions: list[Action] = []
+        for call in sorted(self.calls.values(), key=lambda c: c.key):
+            if call.wait_until is not None and call.wait_until <= now:
+                call.wait_until = None
+                if self.limited_until is not None and now < self.limited_until:
+                    actions += self._wait_limit(call, now)
+                elif self.link is Link.UP and call.backend_id is None and call.held_since is not None:
+                    call.held_total += now - call.held_since
+                    call.held_since = None
+                    actions.append(self._send(call))
         for call in list(self.calls.values()):
             if call.held_since is not None and now - call.held_since >= self.hold:
                 text = (f"server {self.server!r} did not come back within {self.hold:g} s "
@@ -191,13 +213,14 @@ class SessionCore:
         return actions
 
     def next_deadline(self) -> float | None:
-        held = [c.held_since for c in self.calls.values() if c.held_since is not None]
-        return min(held) + self.hold if held else None
+        times = [c.held_since + self.hold for c in self.calls.values() if c.held_since is not None]
+        times += [c.wait_until for c in self.calls.values() if c.wait_until is not None]
+        return min(times) if times else None
 
     @property
     def restoring(self) -> bool:
-        """Between a loss and the moment every call held by it has its answer."""
-        return self._lost or any(c.held_by_loss for c in self.calls.values())
+        """Between a loss (or a rate limit) and the moment every call held by it has its answer."""
+        return self._lost or any(c.held_by_loss or c.held_by_limit for c in self.calls.values())
 
     @property
     def wants_link(self) -> bool:
@@ -241,7 +264,10 @@ class SessionCore:
         self._lost = False
         actions: list[Action] = []
         for call in sorted(self.calls.values(), key=lambda c: c.key):
-            if call.key == self._init_key:
+            if call.key == self._init_key or (call.wait_until is not None and call.wait_until > now):
+                continue
+            if call.safe and self.limited_until is not None and now < self.limited_until:
+                actions += self._wait_limit(call, now)
                 continue
             if call.held_since is not None:
                 held = now - call.held_since
@@ -259,6 +285,12 @@ class SessionCore:
         call = self.calls.get(key) if key is not None else None
         if call is None:
             return []  # answered after the client left or after a cancel
+        limit = limit_of(message) if "error" in message and key != self._init_key else None
+        if limit is not None:
+            wait = DEFAULT_WAIT if limit[1] is None else limit[1]
+            self.note_limit(now + wait, limit[0])
+            call.backend_id = None
+            return self._wait_limit(call, now)
         self._observe(call.message, message)
         return [self._finish(call, with_id(message, call.client_id), now)]
 
@@ -309,6 +341,23 @@ class SessionCore:
         elif method == "logging/setLevel" and isinstance(params.get("level"), str):
             self.log_level = params["level"]
 
+    def _wait_limit(self, call: Call, now: float) -> list[Action]:
+        """Hold a safe call until the limit lifts, if that is within ``hold`` of its first wait;
+        else (or an unsafe call the server refused with a 429) the honest error at once."""
+        until = self.limited_until if self.limited_until is not None else now
+        start = call.held_since if call.held_since is not None else now
+        if call.safe and until - start <= self.hold:
+            call.wait_until, call.held_by_limit = until, True
+            if call.held_since is None:
+                self._hold(call, now)
+            return []
+        why = (f"not waited for: that is past the proxy's hold of {self.hold:g} s" if call.safe else
+               "not sent again: it is not marked safe to repeat")
+        self.stats.failed += 1
+        answer = limited_error(call.client_id, self.server, call_label(call.message), self.limit_words, until - now,
+                               now + self.wall_offset, why)
+        return [self._finish(call, answer, now)]
+
     def _finish(self, call: Call, answer: Message, now: float) -> Deliver:
         self.calls.pop(call.key, None)
         if call.backend_id is not None:
@@ -318,21 +367,13 @@ class SessionCore:
             del self._progress[token]
         if call.held_since is not None:
             call.held_total += now - call.held_since
-        if call.held_by_loss:
+        if call.held_by_loss or call.held_by_limit:
             self.stats.held += 1
             self.stats.held_seconds += call.held_total
             self.stats.max_held = max(self.stats.max_held, call.held_total)
         if call.key == self._init_key:
             self._init_key = None
         return Deliver(answer, call.key, final=True)
-
-    def _not_retried(self, call: Call) -> Message:
-        params = call.message.get("params") or {}
-        tool = params.get("name") if isinstance(params, dict) else None
-        what = f"tools/call {tool!r}" if tool else call.message["method"]
-        text = (f"{what} on server {self.server!r}: backend restarted during the call; not retried because it "
-                "may have taken effect")
-        return error(call.client_id, NOT_RETRIED, text, {"server": self.server, "tool": tool, "retried": False})
 
     def _cancel(self, message: Message) -> list[Action]:
         params = message.get("params") or {}
@@ -355,6 +396,4 @@ class SessionCore:
             (message.get("params") or {}).get("progressToken"))
         if token is not None and token in self._progress:
             return self._progress[token]
-        if related is not None:
-            return self._by_backend.get(related)
-        return None
+        return self._by_backend.get(related) if related is not None else None

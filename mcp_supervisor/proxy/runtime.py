@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mcp_supervisor.config import Config
+from mcp_supervisor.health.model import State
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.proxy.server import ProxyHandlers, ProxyServer
 from mcp_supervisor.proxy.service import ProxyService
@@ -33,8 +34,16 @@ def token_path(config: Config) -> Path:
 class ProxyRuntime:
     def __init__(self, supervisor: Any) -> None:
         self._supervisor = supervisor
-        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus)
+        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus, limits=self._limit)
         self.server: ProxyServer | None = None
+
+    def _limit(self, name: str) -> tuple[float, str] | None:
+        """(until, the reason) while the server's machine holds it back for a rate limit."""
+        runner = self._supervisor.runners.get(name)
+        machine = getattr(runner, "machine", None)
+        if machine is None or machine.state is not State.RATE_LIMITED or machine.hold_until is None:
+            return None
+        return machine.hold_until, machine.reason
 
     def add_routes(self, app: web.Application) -> None:
         """``/v1/proxy/<name>/mcp`` on the control socket, for the stdio bridge (no token), and

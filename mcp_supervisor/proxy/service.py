@@ -22,7 +22,7 @@ from mcp_supervisor.events import Event, EventBus
 from mcp_supervisor.logging import get_logger
 from mcp_supervisor.proxy.actions import Stats
 from mcp_supervisor.proxy.core import SessionCore
-from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink
+from mcp_supervisor.proxy.links import BackendLink, HttpLink, OnLost, OnMessage, SseLink, link_auth
 from mcp_supervisor.proxy.safety import ToolSafety, patterns
 from mcp_supervisor.proxy.session import RETRY_MAX_SPAWN, ProxySession
 
@@ -55,11 +55,16 @@ class ServerProxy:
 
 class ProxyService:
     def __init__(self, config: Callable[[], Config], status: Callable[[], dict[str, Any]],
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, *,
+                 limits: Callable[[str], tuple[float, str] | None] | None = None) -> None:
         self._config = config
         self._status = status
+        self._limits = limits
+        """A server's rate limit as the supervisor knows it (until, on the loop's clock; its words)."""
         self._bus = bus
         self.servers: dict[str, ServerProxy] = {}
+        self._indexed: Config | None = None
+        self._by_name: dict[str, ServerConfig] = {}
         self._http: aiohttp.ClientSession | None = None
         self.unauthorized = 0
         self.rejected = 0
@@ -68,7 +73,10 @@ class ProxyService:
     # --- lookups -----------------------------------------------------------------------------
 
     def server_config(self, name: str) -> ServerConfig | None:
-        return next((s for s in self._config().servers if s.name == name), None)
+        config = self._config()
+        if config is not self._indexed:  # once per config (a reload makes a new one), not per request
+            self._indexed, self._by_name = config, {s.name: s for s in config.servers}
+        return self._by_name.get(name)
 
     def known_names(self) -> list[str]:
         return sorted(s.name for s in self._config().servers)
@@ -104,6 +112,9 @@ class ProxyService:
         core = SessionCore(era=era, server=server.name, hold=hold, safety=proxy.safety, stats=proxy.stats)
         session = ProxySession(core, self._link_factory(server), lambda: self.state_text(server.name), session_id,
                                self._episode)
+        if self._limits is not None:
+            limits, name = self._limits, server.name
+            session.limits = lambda: limits(name)
         if server.transport == "stdio":
             session.retry_max = RETRY_MAX_SPAWN
             session.standby_wanted = server.standby > 0
@@ -184,13 +195,14 @@ class ProxyService:
         def make(on_message: OnMessage, on_lost: OnLost) -> BackendLink:
             current = self.server_config(server.name) or server  # a reload may have moved it
             http = self._client()
-            if current.transport == "sse":
-                return SseLink(current.url or "", http, current.headers, on_message, on_lost)
             if current.transport == "stdio":
                 from mcp_supervisor.proxy.stdio_link import StdioLink
 
                 return StdioLink(current, self._config().state_dir, on_message, on_lost)
-            return HttpLink(current.url or "", http, current.headers, on_message, on_lost)
+            auth = link_auth(current)
+            if current.transport == "sse":
+                return SseLink(current.url or "", http, current.headers, on_message, on_lost, auth)
+            return HttpLink(current.url or "", http, current.headers, on_message, on_lost, auth)
 
         return make
 
@@ -198,7 +210,9 @@ class ProxyService:
         if self._http is None or self._http.closed:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0)
-            self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+            # no cookies (a backend's cookie must not travel to another job's call), nothing from the environment
+            self._http = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                               cookie_jar=aiohttp.DummyCookieJar())
         return self._http
 
     # --- lifecycle ---------------------------------------------------------------------------

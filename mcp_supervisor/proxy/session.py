@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 
 import aiohttp
@@ -40,6 +41,9 @@ class ProxySession:
         self._state_text = state_text
         self._loop = asyncio.get_running_loop()
         self.last_used = self._loop.time()
+        core.wall_offset = time.time() - self.last_used
+        self.limits: Callable[[], tuple[float, str] | None] | None = None
+        """The supervisor's word on a rate limit: (until, on the loop's clock; the server's words)."""
         self._link: BackendLink | None = None
         self._link_gen = 0
         self._waiters: dict[int, asyncio.Queue[Answer]] = {}
@@ -63,6 +67,8 @@ class ProxySession:
 
     def request(self, message: Message, headers: Mapping[str, str] | None = None) -> tuple[int, asyncio.Queue[Answer]]:
         self.last_used = self._loop.time()
+        if self.limits is not None and (limit := self.limits()) is not None:
+            self.core.note_limit(*limit)
         key, actions = self.core.on_request(message, self.last_used)
         queue: asyncio.Queue[Answer] = asyncio.Queue()
         self._waiters[key] = queue
@@ -117,6 +123,8 @@ class ProxySession:
         restoring = self.core.restoring
         if restoring != self._restoring:
             self._restoring = restoring
+            if restoring and any(c.held_by_limit for c in self.core.calls.values()):
+                self.last_loss = f"rate limited: {self.core.limit_words}"
             if self._on_episode is not None:
                 self._on_episode(self, restoring)
 

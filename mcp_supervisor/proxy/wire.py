@@ -83,6 +83,22 @@ def with_id(message: Message, new_id: RequestId | None) -> Message:
     return {**message, "id": new_id}
 
 
+def call_label(message: Message) -> str:
+    """``tools/call 'charge'`` or the method: how an error names the call."""
+    params = message.get("params")
+    tool = params.get("name") if isinstance(params, dict) and message.get("method") == "tools/call" else None
+    return f"tools/call {tool!r}" if isinstance(tool, str) else str(message.get("method"))
+
+
+def not_retried(request_id: RequestId | None, server: str, message: Message) -> Message:
+    """The honest error for an unsafe call in flight when the backend restarted."""
+    params = message.get("params")
+    tool = params.get("name") if isinstance(params, dict) else None
+    text = (f"{call_label(message)} on server {server!r}: backend restarted during the call; not retried "
+            "because it may have taken effect")
+    return error(request_id, NOT_RETRIED, text, {"server": server, "tool": tool, "retried": False})
+
+
 def progress_token(message: Message) -> Any:
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None

@@ -21,12 +21,14 @@ from typing import Any
 
 from mcp_supervisor.config import Config, WatchedConfig
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.vault.crypto import IntegrityError, VaultError
+from mcp_supervisor.vault.crypto import IntegrityError, VaultError, load_key
 from mcp_supervisor.vault.filecheck import FileCheck, check_file
 from mcp_supervisor.vault.manifest import FileEntry, Manifest, file_entry, sha256
 from mcp_supervisor.vault.opening import NoBackupsYet, key_file_of, open_store
 from mcp_supervisor.vault.placement import RestoreError, place, read_target
 from mcp_supervisor.vault.snapshots import SnapshotStore
+from mcp_supervisor.vault.state_files import collect as collect_state
+from mcp_supervisor.vault.state_files import daemon_check, restore_groups
 from mcp_supervisor.vault.validate import LossVerdict, Validation, judge_server_loss, merge_server_map, validate
 
 log = get_logger("mcp_supervisor.vault")
@@ -124,6 +126,11 @@ class VaultOperations:
             files.append((file_entry(watched.name, watched.path, check.content, check.info), check.content))
             if check.validation is not None and (check.validation.servers or wanted_empty):
                 servers[watched.name] = check.validation.servers
+        state, refused = collect_state(self.config.state_dir)  # the token store and tool contracts
+        files += state
+        skipped.update(refused)
+        if not files and not skipped:
+            raise VaultError("nothing to back up yet (no [[configs]], and no tokens or tool contracts in state_dir)")
         if not files:
             raise VaultError("nothing to back up: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         report = store.write(files, reason)
@@ -316,6 +323,18 @@ class VaultOperations:
             "only_server_map": partial,
             "reason": why,
         }
+
+    async def restore_state(self, groups: list[str], snapshot_id: str | None = None) -> dict[str, Any]:
+        """``state_dir/auth`` and/or ``state_dir/contracts`` from the vault (``state_files.py``)."""
+        async with self._lock:
+            result: dict[str, Any] = await asyncio.to_thread(self._restore_state_sync, groups, snapshot_id)
+        log.warning("daemon state restored", **{r["group"]: r.get("restored", r.get("error")) for r in result["state"]})
+        return result
+
+    def _restore_state_sync(self, groups: list[str], snapshot_id: str | None) -> dict[str, Any]:
+        store = self._open_store(create_key=False)
+        check = daemon_check(load_key(self.key_file), self.key_file)
+        return restore_groups(store, self.config.state_dir, groups, snapshot_id, check)
 
     # --- verify / repair -----------------------------------------------------------------------
 

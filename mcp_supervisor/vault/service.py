@@ -20,6 +20,7 @@ from mcp_supervisor.vault.manifest import FileEntry
 from mcp_supervisor.vault.opening import NoBackupsYet
 from mcp_supervisor.vault.operations import Events, VaultOperations
 from mcp_supervisor.vault.placement import RestoreError
+from mcp_supervisor.vault.state_files import collect as collect_state
 from mcp_supervisor.vault.validate import validate
 from mcp_supervisor.vault.watcher import FolderWatcher, watch_loop
 
@@ -28,6 +29,8 @@ __all__ = ["NoBackupsYet", "RestoreError", "VaultService", "utc_stamp"]
 log = get_logger("mcp_supervisor.vault")
 
 RETRY_INTERVAL = 30.0
+STATE_CHECK_INTERVAL = 60.0
+"""How often the state directory's token store and contracts are compared with the last backup."""
 
 
 def utc_stamp(now: datetime | None = None) -> str:
@@ -83,9 +86,8 @@ class VaultService(VaultOperations):
         return result
 
     async def run(self) -> None:
-        """Watch every file (inotify + a slow re-check), verify and back up on schedule."""
-        if not self.watched:
-            return
+        """Watch every file (inotify + a slow re-check), verify and back up on schedule; back up the
+        daemon's state (token store, tool contracts) within a minute of a change."""
         watcher = FolderWatcher({name: w.path for name, w in self.watched.items()})
         inotify = asyncio.create_task(watcher.run(), name="vault-inotify")
         try:
@@ -101,12 +103,20 @@ class VaultService(VaultOperations):
                         self.settings.full_backup_interval,
                         lambda: self._scheduled("full backup", lambda: self.backup("scheduled full backup")),
                     ),
+                    (STATE_CHECK_INTERVAL, lambda: self._scheduled("state backup", self._back_up_changed_state)),
                 ],
             )
         finally:
             inotify.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await inotify
+
+    async def _back_up_changed_state(self) -> None:
+        """A renewed token or an accepted contract reaches the vault within ``STATE_CHECK_INTERVAL``:
+        a rotating refresh token restored from an older snapshot would be refused as already used."""
+        files, _ = await asyncio.to_thread(collect_state, self.config.state_dir)
+        if any(self._last_backed_up.get(entry.name) != entry.sha256 for entry, _ in files):
+            await self.backup("change of daemon state (tokens, tool contracts)")
 
     async def _verify_and_repair(self) -> None:
         result = await self.verify()

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from mcp_supervisor.health.auth_view import auth_facts
+
 DAYS = 90
 _UP = frozenset({"healthy", "degraded", "rate_limited"})
 _NOT_COUNTED = frozenset({"paused", "starting", "maintenance"})
@@ -71,6 +73,14 @@ def day_labels(now: float, days: int = DAYS) -> list[str]:
     return [(today - dt.timedelta(days=days - 1 - i)).isoformat() for i in range(days)]
 
 
+def _page_auth(entry: object) -> dict[str, Any] | None:
+    """The token's kind and times for the page; not the problem text (it names commands)."""
+    facts = auth_facts(entry)
+    if facts is None:
+        return None
+    return {k: v for k, v in facts.items() if k != "problem"}
+
+
 def build_summary(
     status: Mapping[str, Any],
     *,
@@ -98,6 +108,7 @@ def build_summary(
             "critical": bool(server.get("critical", True)),
             "latency_ms": server.get("latency_ms"),
             "message": scrub(str(server.get("message") or "")),
+            "auth": _page_auth(server.get("auth")),
             "uptime_days": [{"day": day, "uptime_pct": cell} for day, cell in zip(labels, cells, strict=False)],
             "uptime_pct": round(sum(observed) / len(observed), 3) if observed else None,
         })

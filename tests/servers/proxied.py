@@ -5,6 +5,7 @@ Usage: python tests/servers/proxied.py (stdio | http PORT | sse PORT) COUNT_FILE
 ``charge`` appends one line to COUNT_FILE when it starts, then waits ``delay`` seconds: the test
 kills the server in that window and reads the file to prove the call ran at most once.
 ``lookup`` is annotated readOnlyHint; ``slow_lookup`` too, with a delay and progress notifications;
+``regional_lookup`` declares ``x-mcp-header`` (a 2026-era HTTP call needs ``Mcp-Param-Region``);
 ``ask_name`` sends the client an elicitation and a roots/list request; ``upstream`` fails with the
 text of COUNT_FILE.broken while it exists (a broken upstream behind a healthy server).
 """
@@ -15,11 +16,12 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 server = MCPServer("proxied", version="1.0.0")
 COUNT = Path(sys.argv[3] if len(sys.argv) > 3 else sys.argv[2] if len(sys.argv) > 2 else os.devnull)
@@ -38,6 +40,12 @@ async def slow_lookup(query: str, delay: float, ctx: Context) -> str:
     await ctx.report_progress(0.5, 1.0, "half way")
     await asyncio.sleep(delay)
     return f"found {query} slowly"
+
+
+@server.tool(annotations=READ_ONLY)
+def regional_lookup(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], query: str) -> str:
+    """Find something in a region; the region is mirrored into an ``Mcp-Param-Region`` header (2026 era)."""
+    return f"found {query} in {region}"
 
 
 class Name(BaseModel):

@@ -34,6 +34,20 @@ function cellClass(pct) {
   return "cell down";
 }
 
+function clock(seconds) {
+  return new Date(seconds * 1000).toLocaleString([], {month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit"});
+}
+
+// The token's kind and times (the server sends nothing else about it): never the token.
+function authLine(a) {
+  const parts = [a.expires_at ? "token until " + clock(a.expires_at) : "no token"];
+  if (a.last_refresh) parts.push("refreshed " + clock(a.last_refresh));
+  if (a.next_refresh) parts.push("next refresh " + clock(a.next_refresh));
+  if (a.refresh_expires_at) parts.push("refresh token until " + clock(a.refresh_expires_at));
+  if (a.grant) parts.push("grant " + a.grant);
+  return (a.type || "oauth") + ": " + parts.join(" · ");
+}
+
 function renderServer(s) {
   const card = el("div", "server");
   card.dataset.server = s.name;
@@ -48,6 +62,7 @@ function renderServer(s) {
   head.append(el("span", "meta", meta.join(" · ")));
   card.append(head);
   if (s.message && s.state !== "healthy") card.append(el("div", "message", s.message));
+  if (s.auth) card.append(el("div", "auth", authLine(s.auth)));
   const bar = el("div", "bar");
   for (const day of s.uptime_days) {
     const cell = el("div", cellClass(day.uptime_pct));
