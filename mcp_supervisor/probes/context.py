@@ -6,9 +6,10 @@ open across probes; per-server headers are added by a request hook from a contex
 inside each session's task, and a response hook records statuses there, so a 401 is classified as
 ``auth`` even though the SDK turns it into a generic error.
 
-Why no connection cap per origin: every kept-open session of the ``initialize`` era holds one
-connection for its GET stream as long as it lives, so a cap of C connections silently starved the
-(C+1)th server behind one gateway forever ("no answer within the deadline"). The number of
+Why no connection cap per origin: every kept-open session of the ``initialize`` era held one
+connection for its GET stream as long as it lived, so a cap of C connections silently starved the
+(C+1)th server behind one gateway forever ("no answer within the deadline"); probe sessions no
+longer open that stream (``_NoListeningStream``), and no cap comes back. The number of
 connections is already bounded by the config (one session per HTTP server, one stream and one
 request each); the one limit that matters under load, how many handshakes run at once, is a
 config key (``[supervisor] max_concurrent_handshakes``), and a turn waited for is never counted
