@@ -5,7 +5,8 @@ listen`` on. Printed (figures only; nothing passes or fails):
   - latency per ``tools/call`` (the SDK client, 2026-07-28 era), direct and through the proxy,
     alternating call by call: p50/p99 and the difference (the proxy's added latency);
   - throughput: raw 2026-07-28 ``tools/call`` POSTs from C concurrent workers for S seconds,
-    direct and through the proxy (aiohttp, so the client is not the bottleneck);
+    direct and through the proxy (aiohttp, so the client is not the bottleneck), to the SDK server
+    and to an instant backend (``fast_backend.py``: the proxy's own latency and capacity);
   - failover: kill -9 of the backend during a loop of read-only calls through the proxy (SDK
     client, handshake era): kill to next successful answer, and the failed calls (expected 0);
     the server's cold start (spawn to answering) beside it, the floor without a standby;
@@ -14,7 +15,7 @@ listen`` on. Printed (figures only; nothing passes or fails):
   - idle CPU of the daemon with sessions open, and memory (RSS) per open client session.
 
 Usage: python bench/bench_proxy.py [--calls 300] [--kills 5] [--unsafe-kills 3] [--sessions 300]
-       [--parts latency,throughput,...]
+                                  [--only latency,throughput,failover,stdio,unsafe,idle]
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ probe = {{ interval = "500ms", timeout = "2s", failure_threshold = 1 }}
 recovery = {{ backoff_initial = "50ms", max_attempts = 1000, stable_after = "1s" }}
 
 [[servers]]
+name = "fast"
+transport = "http"
+url = "http://127.0.0.1:{fast_port}/mcp"
+critical = false
+probe = {{ interval = "60s", cold_interval = "60m", tools_interval = "60m" }}
+
+[[servers]]
 name = "stdio"
 transport = "stdio"
 command = "{python}"
@@ -92,7 +100,8 @@ probe = {{ interval = "60s", cold_interval = "60m" }}
 class Bench:
     def __init__(self, work: Path) -> None:
         self.dir = work
-        self.port, self.proxy_port = free_port(), free_port()
+        self.port, self.proxy_port, self.fast_port = free_port(), free_port(), free_port()
+        self.fast: subprocess.Popen[bytes] | None = None
         self.counts = work / "charges.txt"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -110,7 +119,10 @@ class Bench:
 
     def start(self) -> None:
         config = self.dir / "bench.toml"
+        self.fast = subprocess.Popen([sys.executable, str(Path(__file__).with_name("fast_backend.py")),
+                                      str(self.fast_port)], start_new_session=True)
         config.write_text(CONFIG.format(dir=self.dir, proxy_port=self.proxy_port, port=self.port,
+                                        fast_port=self.fast_port,
                                         user=pwd.getpwuid(os.geteuid()).pw_name, python=sys.executable,
                                         server=SERVER, counts=self.counts))
         self.proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)],
@@ -127,6 +139,9 @@ class Bench:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(15)
+        if self.fast is not None:
+            self.fast.terminate()
+            self.fast.wait(5)
 
 
 @contextlib.asynccontextmanager
@@ -173,30 +188,55 @@ async def latency(bench: Bench, calls: int) -> None:
           f"   p99 {percentile(proxied, 99) - percentile(direct, 99):8.2f} ms")
 
 
+async def _raw_post(http: aiohttp.ClientSession, url: str, body: str, headers: dict[str, str]) -> bool:
+    async with http.post(url, data=body, headers=headers) as response:
+        return response.status == 200 and '"result"' in await response.text()
+
+
 async def throughput(bench: Bench, workers: int, seconds: float) -> None:
-    print(f"throughput (raw 2026-07-28 tools/call POSTs, {workers} concurrent, {seconds:g} s):")
+    """Raw 2026-07-28 tools/call POSTs (aiohttp, so the client is not the bottleneck): the SDK server
+    direct and proxied, then an instant backend (``fast_backend.py``): the proxy's own latency and
+    capacity, without the SDK server's ~200 calls/s ceiling."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                        "params": {"name": "lookup", "arguments": {"query": "t"}, "_meta": MODERN}})
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "lookup"}
-    for label, url, extra in (("direct", bench.direct, {}),
-                              ("through the proxy", bench.proxied, {"Authorization": f"Bearer {bench.token}"})):
-        done = errors = 0
-        async with aiohttp.ClientSession() as http:
+    token = {"Authorization": f"Bearer {bench.token}"}
+    fast = f"http://127.0.0.1:{bench.fast_port}/mcp"
+    fast_proxied = f"http://127.0.0.1:{bench.proxy_port}/servers/fast/mcp"
+    async with aiohttp.ClientSession() as http:
+        print("latency per raw tools/call to an instant backend (alternating; the proxy's own cost):")
+        direct: list[float] = []
+        proxied: list[float] = []
+        for _ in range(300):
+            for url, extra, out in ((fast, {}, direct), (fast_proxied, token, proxied)):
+                start = time.perf_counter()
+                await _raw_post(http, url, body, {**headers, **extra})
+                out.append((time.perf_counter() - start) * 1000)
+        show("direct", direct[50:])
+        show("through the proxy", proxied[50:])
+        print(f"  added by the proxy                 p50 {percentile(proxied[50:], 50) - percentile(direct[50:], 50):8.2f}"
+              f" ms   p99 {percentile(proxied[50:], 99) - percentile(direct[50:], 99):8.2f} ms")
+        print(f"throughput (raw tools/call POSTs, {workers} concurrent, {seconds:g} s each):")
+        for label, url, extra in (("SDK server direct", bench.direct, {}),
+                                  ("SDK server through the proxy", bench.proxied, token),
+                                  ("instant backend direct", fast, {}),
+                                  ("instant backend through the proxy", fast_proxied, token)):
+            done = errors = 0
             stop_at = time.monotonic() + seconds
+            assert bench.proc is not None
+            cpu = cpu_seconds(bench.proc.pid)
 
-            async def worker(http: aiohttp.ClientSession = http, url: str = url, extra: dict[str, str] = extra,
-                             stop_at: float = stop_at) -> None:
+            async def worker(url: str = url, extra: dict[str, str] = extra, stop_at: float = stop_at) -> None:
                 nonlocal done, errors
                 while time.monotonic() < stop_at:
-                    async with http.post(url, data=body, headers={**headers, **extra}) as response:
-                        text = await response.text()
-                        ok = response.status == 200 and '"result"' in text
-                        done += ok
-                        errors += not ok
+                    ok = await _raw_post(http, url, body, {**headers, **extra})
+                    done += ok
+                    errors += not ok
 
             await asyncio.gather(*(worker() for _ in range(workers)))
-        print(f"  {label:<34} {done / seconds:8.0f} calls/s   errors {errors}")
+            cpu = (cpu_seconds(bench.proc.pid) - cpu) * 1000 / max(1, done)
+            print(f"  {label:<34} {done / seconds:8.0f} calls/s   errors {errors}   daemon CPU {cpu:.2f} ms per call")
 
 
 async def failover(bench: Bench, kills: int) -> None:
@@ -326,10 +366,10 @@ async def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--unsafe-kills", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=300)
-    parser.add_argument("--parts", default="latency,throughput,failover,stdio,unsafe,idle",
-                        help="which figures, comma-separated (default: all)")
+    parser.add_argument("--only", default="latency,throughput,failover,stdio,unsafe,idle",
+                        help="the sections to run, comma-separated")
     args = parser.parse_args()
-    parts = set(args.parts.split(","))
+    parts = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-proxy-") as work:
         bench = Bench(Path(work))
         bench.start()

@@ -32,10 +32,23 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._pattern: re.Pattern[str] | None = None
+        self._config: set[str] = set()
+        self._live: dict[str, frozenset[str]] = {}
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
+        self._config = set(secrets)
+        self._compile()
+
+    def live(self, owner: str, secrets: Iterable[str]) -> None:
+        """Secrets that appear at run time (an OAuth owner's current tokens), kept across ``update``
+        and replaced per ``owner``: a renewed token replaces the old one."""
+        self._live[owner] = frozenset(secrets)
+        self._compile()
+
+    def _compile(self) -> None:
+        every = self._config.union(*self._live.values())
+        values = sorted({s for s in every if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def text(self, value: str) -> str:

@@ -10,6 +10,7 @@ only the provider's tokens for its own URL and writes every token it accepted to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -41,6 +43,8 @@ class AuthServer:
     jwk: str = ""
     proc: subprocess.Popen[bytes] | None = None
     resource_proc: subprocess.Popen[bytes] | None = None
+    ttl: int = TTL
+    """Seconds its access tokens live (a test of restarts wants minutes, a bench of renewals seconds)."""
 
     @property
     def issuer(self) -> str:
@@ -70,7 +74,7 @@ class AuthServer:
     def start(self, *extra: str) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["node", str(self.directory / "oidc_provider.mjs"), str(self.port), self.resource, str(TTL), *extra],
+                ["node", str(self.directory / "oidc_provider.mjs"), str(self.port), self.resource, str(self.ttl), *extra],
                 cwd=self.directory, stdout=log, stderr=log,
                 env={"PATH": "/usr/bin:/bin:/usr/local/bin", "OIDC_CLIENT_SECRET": SECRET, "OIDC_JWT_CLIENT_JWK": self.jwk})
         wait_port_open(self.port, 20, self.proc)
@@ -110,17 +114,23 @@ def _signing_key(directory: Path) -> str:
     return json.dumps({**public, "use": "sig", "alg": "RS256", "kid": "mcp-jwt-1"})
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def install_provider(directory: Path) -> str | None:
+    """npm ``oidc-provider`` and the provider script into ``directory``; the reason when it cannot be."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed to run oidc-provider (apt-get install nodejs npm)")
-    directory = tmp_path_factory.mktemp("oidc")
+        return "node and npm are needed to run oidc-provider (apt-get install nodejs npm)"
     installed = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline", "oidc-provider@9"],
                                cwd=directory, capture_output=True, text=True, timeout=300)
     if installed.returncode != 0:
-        pytest.skip(f"npm cannot install oidc-provider: {installed.stderr.strip()[-300:]}")
+        return f"npm cannot install oidc-provider: {installed.stderr.strip()[-300:]}"
     shutil.copy(PROVIDER_SCRIPT, directory / "oidc_provider.mjs")
-    server = AuthServer(directory, free_port(), free_port(), jwk=_signing_key(directory))
+    return None
+
+
+@contextlib.contextmanager
+def provider(directory: Path, ttl: int = TTL) -> Iterator[AuthServer]:
+    """A provider issuing ``ttl``-second tokens and its resource server, in an installed ``directory``
+    (``install_provider``), stopped at the end (also for ``bench/bench_oauth.py``)."""
+    server = AuthServer(directory, free_port(), free_port(), jwk=_signing_key(directory), ttl=ttl)
     server.start()
     try:
         server.start_resource()
@@ -129,6 +139,25 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
         if server.resource_proc is not None:
             stop(server.resource_proc)
         server.stop()
+
+
+def provider_fixture(name: str, ttl: int = TTL) -> Any:
+    """A module-scoped fixture ``name`` of a provider issuing ``ttl``-second tokens (skipped, saying
+    why, when npm cannot install it): ``authority = provider_fixture("authority", 120)``."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+        directory = tmp_path_factory.mktemp("oidc")
+        problem = install_provider(directory)
+        if problem:
+            pytest.skip(problem)
+        with provider(directory, ttl) as server:
+            yield server
+
+    return fixture
+
+
+auth_server = provider_fixture("auth_server")
 
 
 def exposed_text(*places: Path) -> bytes:

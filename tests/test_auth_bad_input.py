@@ -10,6 +10,7 @@ the discovery and the refresh are the daemon's own code paths (``auth.discovery`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import time
@@ -26,6 +27,7 @@ from mcp_supervisor.auth.lock import LockError, refresh_lock
 from mcp_supervisor.auth.owner import TokenOwner
 from mcp_supervisor.auth.store import EncryptedTokenStorage, Record, token_key
 from mcp_supervisor.config import ServerConfig
+from mcp_supervisor.redact import REDACTOR
 from tests.live_daemon import BIN
 
 ACCESS = "eyJhbGciOiJSUzI1NiJ9.access-1c4e.sig-77aa"
@@ -39,6 +41,9 @@ class Liar:
         self.mode = "honest"
         self.port = 0
         self.token_requests = 0
+        self.current = REFRESH
+        """The one refresh token that may be used next (rotation); any other is a reuse."""
+        self.reused = 0
         self.release = asyncio.Event()
         """Set at teardown: a hanging answer ends then (the test's client gave up long before)."""
 
@@ -75,12 +80,17 @@ class Liar:
             return web.Response(status=502, text=f"<html>Bad gateway {REFRESH}</html>", content_type="text/html")
         if self.mode == "invalid_grant":
             return web.json_response({"error": "invalid_grant", "error_description": "grant revoked"}, status=400)
-        return web.json_response({"access_token": ACCESS + "-new", "token_type": "Bearer", "expires_in": 60,
-                                  "refresh_token": REFRESH + "-next"})
+        sent = (await request.post()).get("refresh_token")
+        if sent is not None and sent != self.current:
+            self.reused += 1  # a real server would now revoke the whole grant
+            return web.json_response({"error": "invalid_grant", "error_description": "reused"}, status=400)
+        self.current = f"{REFRESH}-{self.token_requests}"
+        return web.json_response({"access_token": f"{ACCESS}-{self.token_requests}", "token_type": "Bearer",
+                                  "expires_in": 60, "refresh_token": self.current})
 
 
-@pytest.fixture
-async def liar() -> AsyncIterator[Liar]:
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Liar]:
     server = Liar()
     app = web.Application()
     app.router.add_post("/mcp", server.mcp)
@@ -99,6 +109,12 @@ async def liar() -> AsyncIterator[Liar]:
     finally:
         server.release.set()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def liar() -> AsyncIterator[Liar]:
+    async with serving() as server:
+        yield server
 
 
 def _server(liar: Liar, **auth: Any) -> ServerConfig:
@@ -148,9 +164,13 @@ async def test_a_failed_refresh_keeps_the_token_and_says_why(liar: Liar, tmp_pat
     storage.update(token=OAuthToken(access_token=ACCESS + "-login", token_type="Bearer", expires_in=60,
                                     refresh_token=REFRESH + "-login"), obtained_at=time.time())
     assert owner.adopt(storage.read()) and not owner.fatal and owner.bearer == ACCESS + "-login"
-    assert await owner.renew_now() and owner.bearer == ACCESS + "-new"
+    liar.current = REFRESH + "-login"
+    assert await owner.renew_now() and owner.bearer == f"{ACCESS}-{liar.token_requests}"
     stored = storage.read()
-    assert stored is not None and stored.token is not None and stored.token.refresh_token == REFRESH + "-next"
+    assert stored is not None and stored.token is not None and stored.token.refresh_token == liar.current
+    # the held tokens are known to the process's redactor: an echo anywhere is masked
+    said = REDACTOR.text(f"server said: {owner.bearer} / {liar.current}")
+    assert owner.bearer not in said and liar.current not in said
     await owner.aclose()
 
 

@@ -7,12 +7,16 @@ rest, never the answer's body (it can echo what was sent).
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 from pathlib import Path
 
+import pytest
 from mcp.client.auth import OAuthTokenError
 from mcp.shared.auth import OAuthToken
 
 from mcp_supervisor.auth.exchange import problem_text
+from mcp_supervisor.auth.lock import refresh_lock
 from mcp_supervisor.auth.store import EncryptedTokenStorage, token_key
 from mcp_supervisor.config import ServerConfig
 
@@ -52,3 +56,24 @@ def test_a_refused_client_is_a_persons_fix_and_the_body_is_never_repeated() -> N
     assert not fatal and "retrying" in text and TOKEN not in text
     text, fatal = problem_text(server, TimeoutError())
     assert not fatal and "TimeoutError" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can write files another user owns")
+def test_a_root_login_leaves_files_the_daemons_user_owns(tmp_path: Path) -> None:
+    """The daemon runs as its own user; ``login`` run as root writes the token file, the lock file
+    and the key as that user (the owner of ``state_dir/auth``), never as root."""
+    daemon_user = pwd.getpwnam("nobody")
+    (tmp_path / "auth").mkdir(mode=0o700)
+    os.chown(tmp_path / "auth", daemon_user.pw_uid, daemon_user.pw_gid)
+    key = token_key(tmp_path, None)
+    store = EncryptedTokenStorage(tmp_path, "notes", key)
+    asyncio.run(store.set_tokens(OAuthToken(access_token=TOKEN, token_type="Bearer", expires_in=60)))
+
+    async def locked() -> None:
+        async with refresh_lock(store.lock_path):
+            pass
+
+    asyncio.run(locked())
+    for path in (store.path, store.lock_path, tmp_path / "auth" / "token.key"):
+        info = path.stat()
+        assert (info.st_uid, info.st_mode & 0o777) == (daemon_user.pw_uid, 0o600), path

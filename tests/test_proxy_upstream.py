@@ -129,3 +129,45 @@ def test_the_proxy_sends_the_owners_token_and_renews_it_once_on_a_401(auth_serve
     assert tokens[-1] != held and tokens.index(held) == len(tokens) - 2, "one new token, obtained on the 401"
     assert not any(t in log for t in tokens)
     print(f"call across the revoked token took {took:.2f} s (one renewal on the 401)")
+
+
+async def test_the_hot_path_http_client_follows_a_redirect_streams_chunks_and_survives_a_closed_idle_connection(
+        ) -> None:
+    """``proxy/http1.py`` against aiohttp's server: a 307 to ``/mcp/`` (a server mounted there), a
+    chunked answer read as it comes, and a kept-alive connection the server closed while idle (the
+    request is sent again on a new one, never lost)."""
+    from aiohttp import web
+
+    from mcp_supervisor.proxy.http1 import ConnectError, Pool
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/mcp/")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for part in (b"data: one\n\n", b"data: " + await request.read() + b"\n\n"):
+            await response.write(part)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/mcp", redirect)
+    app.router.add_post("/mcp/", stream)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    pool = Pool()
+    try:
+        for _ in range(2):
+            async with pool.post(f"http://127.0.0.1:{port}/mcp", b"two", {"Accept": "text/event-stream"}) as response:
+                assert response.status == 200 and response.headers["content-type"] == "text/event-stream"
+                assert b"".join([c async for c in response.chunks()]) == b"data: one\n\ndata: two\n\n"
+            await asyncio.sleep(0.5)  # past the server's keep-alive: it closes the idle connection
+        with pytest.raises(ConnectError):
+            async with pool.post(f"http://127.0.0.1:{free_port()}/mcp", b"", {}):
+                pass
+    finally:
+        pool.close()
+        await runner.cleanup()

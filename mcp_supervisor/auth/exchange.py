@@ -27,6 +27,8 @@ from mcp.shared.auth import (
 from mcp_types import LATEST_PROTOCOL_VERSION
 from pydantic import ValidationError
 
+from mcp_supervisor.auth.discovery import DiscoveryError
+from mcp_supervisor.auth.lock import LockError
 from mcp_supervisor.auth.store import EncryptedTokenStorage, Record
 from mcp_supervisor.config import ServerConfig
 
@@ -70,6 +72,8 @@ def problem_text(server: ServerConfig, exc: BaseException) -> tuple[str, bool]:
     """A secret-free sentence for a failed token request, and whether only a person can fix it."""
     if isinstance(exc, GrantProblem):
         return str(exc), exc.fatal
+    if isinstance(exc, (LockError, DiscoveryError)):
+        return f"{exc}; retrying with backoff", False
     text = str(exc)
     match = _ERROR_CODE.search(text)
     code = match.group(1) if match else None

@@ -30,6 +30,7 @@ from mcp_supervisor.auth.machine import machine_provider, obtain
 from mcp_supervisor.auth.store import EncryptedTokenStorage, Record
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.logging import get_logger
+from mcp_supervisor.redact import REDACTOR
 
 log = get_logger("mcp_supervisor.auth")
 
@@ -115,7 +116,8 @@ class TokenOwner:
         age = time.time() - record.obtained_at
         self.facts.obtained_at = record.obtained_at
         if age < span:
-            self._take(record.token.access_token, record.obtained_at, span, time.monotonic() - age)
+            self._take(record.token.access_token, record.obtained_at, span, time.monotonic() - age,
+                       record.token.refresh_token)
         elif record.token.refresh_token or self.auth.machine:
             self._renew_at = time.monotonic()  # expired while nobody held it: renew now
         else:
@@ -125,6 +127,10 @@ class TokenOwner:
             self.facts.problem = None
             log.info("auth: new grant picked up", server=self.server.name)
         return True
+
+    async def load(self) -> None:
+        """Take the stored token, as at the start of ``run`` (kept for callers of the first API)."""
+        self._look()
 
     async def refresh(self, force: bool = False) -> None:
         """Renew now; a renewal already running is joined, never doubled (single flight).
@@ -232,15 +238,18 @@ class TokenOwner:
             self._seen = self._storage.signature()
         if refresh_ends is not None:
             self.facts.refresh_expires_at = refresh_ends
-        self._take(token.access_token, started_wall, lifetime(token.expires_in), started_mono)
+        self._take(token.access_token, started_wall, lifetime(token.expires_in), started_mono, token.refresh_token)
         self.facts.renewals += 1
         self.facts.last_refresh_at = time.time()
         self.facts.problem = None
         log.info("auth: access token renewed", server=self.server.name, expires_in=token.expires_in,
                  renewals=self.facts.renewals)
 
-    def _take(self, access_token: str, obtained_wall: float, span: float, obtained_mono: float) -> None:
+    def _take(self, access_token: str, obtained_wall: float, span: float, obtained_mono: float,
+              refresh_token: str | None = None) -> None:
         self._bearer = access_token
+        held = [access_token, refresh_token] if refresh_token else [access_token]
+        REDACTOR.live(f"oauth {self.server.name}", held)  # masked wherever either might surface
         point = self._renew_point(span)
         self._renew_at = obtained_mono + point
         self.facts.obtained_at = obtained_wall
@@ -248,6 +257,7 @@ class TokenOwner:
         self.facts.next_refresh_at = obtained_wall + point
 
     async def aclose(self) -> None:
+        REDACTOR.live(f"oauth {self.server.name}", [])
         if self._inflight is not None and not self._inflight.done():
             self._inflight.cancel()
             with contextlib.suppress(asyncio.CancelledError):

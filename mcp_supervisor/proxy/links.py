@@ -1,9 +1,10 @@
 """The proxy's backend transports: Streamable HTTP, legacy HTTP+SSE, and stdio.
 
-Why aiohttp and not the SDK's client transports for HTTP: the proxy must see the HTTP status of
-every answer (404 or 400 means "session not found": re-run the handshake; a refused connection
-means the request never reached the server, so even an unsafe call may be sent again), and the
-added latency budget per call (about a millisecond) leaves no room for a second framing layer.
+Why aiohttp (and ``http1.py`` for the per-call POSTs) and not the SDK's client transports for HTTP:
+the proxy must see the HTTP status of every answer (404 or 400 means "session not found": re-run
+the handshake; a refused connection means the request never reached the server, so even an unsafe
+call may be sent again), and the added latency budget per call (about a millisecond) leaves no
+room for a second framing layer.
 
 A link is one connection generation: the shell makes a new one after every loss. It reports what
 it sees through two callbacks and never decides anything: ``on_message(message, related)``
@@ -23,11 +24,11 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from yarl import URL
 
 from mcp_supervisor.auth import registry
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.probes.ratelimit import parse_retry_after
+from mcp_supervisor.proxy.http1 import ConnectError, Pool, Response
 from mcp_supervisor.proxy.limits import limit_answer
 from mcp_supervisor.proxy.wire import (
     INTERNAL_ERROR,
@@ -148,7 +149,7 @@ class HttpLink:
     def __init__(self, url: str, http: aiohttp.ClientSession, headers: Mapping[str, str],
                  on_message: OnMessage, on_lost: OnLost, auth: LinkAuth | None = None) -> None:
         self.url = url
-        self._target = URL(url)  # parsed once, not per request
+        self._pool = Pool()  # the hot path's own HTTP/1.1 client (http1.py); GET/DELETE use aiohttp
         self._http = http
         self._auth = auth
         self._headers = {**headers, "Accept": "application/json, text/event-stream",
@@ -219,7 +220,7 @@ class HttpLink:
         try:
             for attempt in (1, 2):
                 headers = self._request_headers(extra)
-                async with self._http.post(self._target, data=data, headers=headers) as response:
+                async with self._pool.post(self.url, data, headers) as response:
                     if response.status >= 400:
                         body = await response.read()
                         if response.status == 401 and attempt == 1 and self._auth is not None:
@@ -231,18 +232,22 @@ class HttpLink:
                     if message.get("method") == "initialize":
                         self.session_id = response.headers.get(SESSION_HEADER) or None
                     if request_id is None:
+                        await response.read()
                         return
                     if response.headers.get("Content-Type", "").startswith("text/event-stream"):
-                        await _read_events(response, lambda _event, data: self._deliver(data, related, handshake))
+                        parser = sse_parser()
+                        async for chunk in response.chunks():
+                            for event in parser.feed(chunk):
+                                self._deliver(event.data, related, handshake)
                     else:
                         self._deliver(await response.read(), related, handshake)
                     return
-        except aiohttp.ClientConnectorError as exc:
-            self._lost(f"cannot connect: {exc.os_error or exc}", related)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except ConnectError as exc:
+            self._lost(f"cannot connect: {exc}", related)
+        except (OSError, EOFError, ValueError) as exc:
             self._lost(f"the connection broke: {type(exc).__name__}: {exc}", None)
 
-    def _refused(self, message: Message, response: aiohttp.ClientResponse, body: bytes, had_session: bool,
+    def _refused(self, message: Message, response: Response, body: bytes, had_session: bool,
                  related: int | None) -> None:
         """An HTTP error to a POST: the session is gone, or the call gets an error (an OAuth
         server's 401/403 after a renewal names the fix; a 429 is the core's rate limit)."""
@@ -282,6 +287,7 @@ class HttpLink:
 
     async def close(self) -> None:
         await self._tasks.cancel()
+        self._pool.close()
         if self.session_id:
             headers = self._request_headers(None)
             with contextlib.suppress(Exception):

@@ -34,7 +34,7 @@ def token_path(config: Config) -> Path:
 class ProxyRuntime:
     def __init__(self, supervisor: Any) -> None:
         self._supervisor = supervisor
-        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus, self._limit)
+        self.service = ProxyService(lambda: supervisor.config, supervisor.status, supervisor.bus, limits=self._limit)
         self.server: ProxyServer | None = None
 
     def _limit(self, name: str) -> tuple[float, str] | None:

@@ -55,7 +55,8 @@ class ServerProxy:
 
 class ProxyService:
     def __init__(self, config: Callable[[], Config], status: Callable[[], dict[str, Any]],
-                 bus: EventBus | None = None, limits: Callable[[str], tuple[float, str] | None] | None = None) -> None:
+                 bus: EventBus | None = None, *,
+                 limits: Callable[[str], tuple[float, str] | None] | None = None) -> None:
         self._config = config
         self._status = status
         self._limits = limits
