@@ -25,8 +25,13 @@ uninstall:
 run: $(STAMP)
 	MCP_SUPERVISOR_USER=$$(id -un) MCP_SUPERVISOR_PYTHON=$(abspath $(BIN))/python MCP_SUPERVISOR_BIN=$(abspath $(BIN)) $(BIN)/mcp-supervisor --config etc/mcp-supervisor.toml
 
+# TEST_WORKERS=2: two pytest-xdist workers (2 cores; most tests wait on child processes); tests sharing
+# a module/session fixture stay on one worker (tests/conftest.py). Serial (0) by default until
+# test_e2e's module daemon losing its socket under two workers is understood (seen 2 of 2 runs).
+# --durations: the slowest tests in every CI log, to keep the suite within its ~10 min.
+TEST_WORKERS ?= 0
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mcp_supervisor tests bench

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.live_daemon import BIN, api, daemon_process, http_server, server_status, supervisor_table, wait_for  # noqa: E402
 from tests.oauth_browser import approve_device  # noqa: E402
-from tests.oidc_fixture import TTL, exposed_text, install_provider, running_auth_server  # noqa: E402
+from tests.oidc_fixture import TTL, exposed_text, install_provider, provider  # noqa: E402
 
 
 def _login(config: Path) -> int:
@@ -49,7 +49,7 @@ def main(seconds: float) -> None:
         if why is not None:
             print(f"skipped: {why}")
             return
-        with running_auth_server(work / "oidc") as server:
+        with provider(work / "oidc") as server:
             config = work / "mcp-supervisor.toml"
             auth = (f'auth = {{ type = "oauth", grant = "device_code", client_id = "mcp-device", scopes = ["mcp"], '
                     f'issuer = "{server.issuer}" }}')

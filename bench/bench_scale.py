@@ -14,7 +14,10 @@ servers served by ``tests/servers/many_paths.py`` gateways (one SDK app answerin
 until all ready and the false failures at start (``mcp_supervisor_probe_failures_total``, every
 server is healthy all along), steady CPU per probe and RSS per server; then 200 servers behind one
 address failing at once: the daemon's CPU over 80 s and the raw ``/v1/ready`` latency during the
-storm beside its latency at rest in the same run.
+storm beside its latency at rest in the same run; steady CPU per probe of 200 servers beside a raw
+aiohttp POST made at the same pace in the same run; how soon the first ``silence`` is answered
+after a fresh start and after a kill -9. ``--only PART`` runs one part, ``--profile DIR`` records
+py-spy samples of the daemon over each measured window, ``--timeouts`` picks the start-ups'.
 """
 
 from __future__ import annotations
@@ -195,9 +198,10 @@ class Daemon:
             if time.monotonic() - t0 > 60 or self.proc.poll() is not None:
                 raise SystemExit(f"the daemon did not start; see {self.directory}/daemon.log")
             time.sleep(0.05)
-        status, body = asyncio.run(http_json(self.sock, "/v1/ready?wait=600"))
+        status = asyncio.run(_status_of(self.sock, "GET", "/v1/ready?wait=600", 610))
         if status != 200:
-            raise SystemExit(f"not all ready: {str(body)[:300]}")
+            _, body = asyncio.run(http_json(self.sock, "/v1/ready"))
+            raise SystemExit(f"not all ready after {time.monotonic() - t0:.0f} s: {str(body)[:300]}")
         return time.monotonic() - t0
 
     def figures(self) -> dict[str, Any]:
@@ -308,6 +312,51 @@ def storm(count: int, window: float, interval: float, profile: Path | None = Non
         run.stop()
 
 
+def steady(count: int, interval: float, window: float, profile: Path | None = None) -> None:
+    """Steady state: the daemon's CPU per warm probe of ``count`` healthy servers (kept-open
+    sessions, light checks), beside the CPU of the same exchange as a raw aiohttp POST made by
+    this process at the same pace, in the same run (what the machine's load does to both)."""
+    run = Daemon(1)
+    try:
+        port = run.gateways[0].port
+        run.start(daemon_config(run.directory, [port], count, interval=interval, timeout=None))
+        measured(run, interval * 1.5)  # every server past its first (tools) probe
+        before = run.figures()["probes"]
+        with spied(run, profile, "steady", window):
+            cpu, wall = measured(run, window)
+        probes = run.figures()["probes"] - before
+        raw = asyncio.run(raw_requests(f"http://127.0.0.1:{port}", count, interval, min(window, 20.0)))
+        print(f"  steady, {count} servers every {interval:g} s (load {os.getloadavg()[0]:.1f}): daemon CPU "
+              f"{1000 * cpu / max(1, probes):.2f} ms per probe ({probes} probes, {100 * cpu / wall:.1f} % of a core); "
+              f"raw aiohttp keep-alive POST of server/discover at the same pace: {raw:.2f} ms CPU per request")
+    finally:
+        run.stop()
+
+
+async def raw_requests(base: str, count: int, interval: float, seconds: float) -> float:
+    """CPU per raw request: a prebuilt ``server/discover`` POST on a kept-alive aiohttp connection,
+    to ``count`` paths in turn, ``count / interval`` requests a second (the daemon's probe pace)."""
+    import aiohttp
+
+    from mcp_supervisor.probes.light import build_request
+
+    requests = [build_request(f"{base}/s/{i}/mcp", legacy=False, protocol_version="2026-07-28", session_id=None,
+                              headers={}) for i in range(count)]
+    gap = interval / count
+    async with aiohttp.ClientSession() as session:
+        for request in requests[:5]:  # connections open, code warm
+            async with session.post(request.url, data=request.body, headers=request.headers) as response:
+                await response.read()
+        done, cpu0, end = 0, time.process_time(), time.monotonic() + seconds
+        while time.monotonic() < end:
+            request = requests[done % count]
+            async with session.post(request.url, data=request.body, headers=request.headers) as response:
+                await response.read()
+            done += 1
+            await asyncio.sleep(gap)
+        return 1000 * (time.process_time() - cpu0) / max(1, done)
+
+
 def first_silence(count: int, interval: float) -> None:
     """How soon the notifier answers after a start: the first ``silence`` (``DELETE /v1/silences/X``,
     answered 404 once the notifier's store is open) after a fresh start and after a kill -9, with
@@ -339,13 +388,13 @@ def first_silence(count: int, interval: float) -> None:
         run.stop()
 
 
-async def _status_of(sock: Path, method: str, path: str) -> int:
-    """The HTTP status of one request (0: no answer within 30 s)."""
+async def _status_of(sock: Path, method: str, path: str, within: float = 30.0) -> int:
+    """The HTTP status of one request (0: no answer within ``within`` seconds)."""
     import aiohttp
 
     try:
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
-                                         timeout=aiohttp.ClientTimeout(total=30)) as session:
+                                         timeout=aiohttp.ClientTimeout(total=within)) as session:
             async with session.request(method, f"http://localhost{path}") as response:
                 await response.read()
                 return response.status
@@ -370,15 +419,18 @@ def spied(run: Daemon, profile: Path | None, name: str, seconds: float) -> Any:
             spy.wait(30)
 
 
-def daemon_main(quick: bool, only: str | None = None, profile: Path | None = None) -> None:
+def daemon_main(quick: bool, only: str | None = None, profile: Path | None = None,
+                timeouts: tuple[float | None, ...] = (None, 2.0)) -> None:
     print(f"the daemon at scale (load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     interval = 2.0 if quick else 10.0
     many, one, stormers = (100, 60, 60) if quick else (500, 300, 200)
     if only in (None, "startup"):
         base_mb = baseline_rss(interval)
-        for timeout in (None, 2.0):
+        for timeout in timeouts:
             startup(many, 5, timeout, interval, base_mb)
             startup(one, 1, timeout, interval, base_mb)
+    if only in (None, "steady"):
+        steady(stormers, interval, 30.0 if quick else 60.0, profile)
     if only in (None, "notify"):
         first_silence(stormers, interval)
     if only in (None, "storm"):
@@ -399,9 +451,12 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="with --daemon: 100/60/60 servers, 2 s interval")
     parser.add_argument("--only", choices=["startup", "steady", "notify", "storm"], help="with --daemon: one part only")
     parser.add_argument("--profile", type=Path, help="with --daemon: py-spy raw profiles of the windows into DIR")
+    parser.add_argument("--timeouts", default="default,2",
+                        help="with --daemon: the probe timeouts of the start-ups (seconds; 'default' = 5 s)")
     args = parser.parse_args()
     if args.daemon:
-        daemon_main(args.quick, args.only, args.profile)
+        daemon_main(args.quick, args.only, args.profile,
+                    tuple(None if t == "default" else float(t) for t in args.timeouts.split(",")))
         raise SystemExit(0)
     asyncio.run(main([int(c) for c in args.counts.split(",")], args.duration, args.interval,
                      [float(x) for x in args.slots.split(",")]))

@@ -33,11 +33,13 @@ class Event:
 
 class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
-        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._subscribers: dict[asyncio.Queue[Event], frozenset[str] | None] = {}
         self._queue_size = queue_size
 
     def publish(self, event: Event) -> None:
-        for queue in list(self._subscribers):
+        for queue, kinds in list(self._subscribers.items()):
+            if kinds is not None and event.kind not in kinds:
+                continue
             if queue.full():
                 try:
                     queue.get_nowait()
@@ -48,14 +50,16 @@ class EventBus:
             queue.put_nowait(event)
 
     @contextmanager
-    def subscription(self, size: int | None = None) -> Any:
-        """``size`` overrides the bound for a subscriber that drains in memory (e.g. the record)."""
+    def subscription(self, size: int | None = None, kinds: frozenset[str] | None = None) -> Any:
+        """``size`` overrides the bound for a subscriber that drains in memory (e.g. the record);
+        ``kinds``: only events of these kinds (and ``lagged``) are queued. Why: a probe event per
+        check (20 a second at 200 servers) would otherwise wake every subscriber that ignores it."""
         queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size if size is None else size)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = kinds
         try:
             yield queue
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.pop(queue, None)
 
     async def stream(self) -> AsyncIterator[Event]:
         with self.subscription() as queue:

@@ -12,6 +12,39 @@ import pytest
 
 from tests.servers.fixtures import descendants_of
 
+_SHARED_SCOPES = ("module", "package", "session")
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The worker group of a test under ``pytest -n N --dist loadgroup`` (``make test``): tests that
+    share a module-, package- or session-scoped fixture of their own (a live daemon per module, the
+    private Docker engine, an npm install) run on one worker, so that fixture starts once; the rest
+    are spread one by one. The conftest's own session fixtures run on every worker (per process)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    groups = set()
+    for name in info.names_closure:
+        for fixturedef in info.name2fixturedefs.get(name, ()):
+            if fixturedef.scope not in _SHARED_SCOPES or fixturedef.baseid in ("", "tests"):
+                continue  # plugins' and this conftest's fixtures: per worker by design
+            if fixturedef.scope == "module" and fixturedef.baseid.endswith(".py"):
+                groups.add(fixturedef.baseid)
+            else:
+                groups.add(f"{fixturedef.scope}:{name}")
+    return "+".join(sorted(groups)) if groups else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests for xdist's ``loadgroup`` (before xdist reads the marks); no-op without xdist."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = _xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 def leftover_children(timeout: float = 5.0) -> dict[int, str]:
     """Wait (with a deadline) for children that are on their way out; return what is still alive."""

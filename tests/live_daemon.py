@@ -39,7 +39,7 @@ BIN = Path(PY).parent
 EXAMPLE = NOTES_SERVER
 CLI = BIN / "supervisorctl-mcp"
 
-__all__ = ["BIN", "CLI", "EXAMPLE", "PY", "ROOT", "RUN_AS", "LiveDaemon", "UnixHTTPConnection", "api", "cli",
+__all__ = ["BIN", "CLI", "EXAMPLE", "PY", "ROOT", "RUN_AS", "LiveDaemon", "UnixHTTPConnection", "answering", "api", "cli",
            "daemon_env", "daemon_process", "free_port", "http_server", "live_daemon", "make_config", "make_config_text",
            "managed_notes", "managed_server", "notes_http", "notes_pair", "probe_table", "running", "server_status", "start_daemon", "state", "stop", "supervisor_table", "unauthorized", "until", "vault_watching",
            "wait_for", "wait_until"]
@@ -159,6 +159,14 @@ def api(sock: Path, path: str, method: str = "GET", timeout: float = 10.0) -> tu
         return response.status, json.loads(body) if body else None
     finally:
         conn.close()
+
+
+def answering(sock: Path) -> bool:
+    """The daemon answers ``GET /v1/status`` on its socket: a cheap poll in this process (a CLI
+    start per poll costs most of a second of CPU, which a daemon starting beside it needs)."""
+    with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+        return api(sock, "/v1/status", timeout=5)[0] == 200
+    return False
 
 
 def server_status(sock: Path, name: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -42,6 +43,8 @@ class AuthServer:
     jwk: str = ""
     proc: subprocess.Popen[bytes] | None = None
     resource_proc: subprocess.Popen[bytes] | None = None
+    ttl: int = TTL
+    """Seconds its access tokens live (a test of restarts wants minutes, a bench of renewals seconds)."""
 
     @property
     def issuer(self) -> str:
@@ -71,7 +74,7 @@ class AuthServer:
     def start(self, *extra: str) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["node", str(self.directory / "oidc_provider.mjs"), str(self.port), self.resource, str(TTL), *extra],
+                ["node", str(self.directory / "oidc_provider.mjs"), str(self.port), self.resource, str(self.ttl), *extra],
                 cwd=self.directory, stdout=log, stderr=log,
                 env={"PATH": "/usr/bin:/bin:/usr/local/bin", "OIDC_CLIENT_SECRET": SECRET, "OIDC_JWT_CLIENT_JWK": self.jwk})
         wait_port_open(self.port, 20, self.proc)
@@ -112,7 +115,7 @@ def _signing_key(directory: Path) -> str:
 
 
 def install_provider(directory: Path) -> str | None:
-    """``oidc-provider`` installed into ``directory`` with the script; why not, when it cannot be."""
+    """npm ``oidc-provider`` and the provider script into ``directory``; the reason when it cannot be."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         return "node and npm are needed to run oidc-provider (apt-get install nodejs npm)"
     installed = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefer-offline", "oidc-provider@9"],
@@ -124,9 +127,10 @@ def install_provider(directory: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def running_auth_server(directory: Path) -> Iterator[AuthServer]:
-    """The provider and the resource server started in ``directory`` (installed there), stopped after."""
-    server = AuthServer(directory, free_port(), free_port(), jwk=_signing_key(directory))
+def provider(directory: Path, ttl: int = TTL) -> Iterator[AuthServer]:
+    """A provider issuing ``ttl``-second tokens and its resource server, in an installed ``directory``
+    (``install_provider``), stopped at the end (also for ``bench/bench_oauth.py``)."""
+    server = AuthServer(directory, free_port(), free_port(), jwk=_signing_key(directory), ttl=ttl)
     server.start()
     try:
         server.start_resource()
@@ -137,14 +141,23 @@ def running_auth_server(directory: Path) -> Iterator[AuthServer]:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    directory = tmp_path_factory.mktemp("oidc")
-    why = install_provider(directory)
-    if why is not None:
-        pytest.skip(why)
-    with running_auth_server(directory) as server:
-        yield server
+def provider_fixture(name: str, ttl: int = TTL) -> Any:
+    """A module-scoped fixture ``name`` of a provider issuing ``ttl``-second tokens (skipped, saying
+    why, when npm cannot install it): ``authority = provider_fixture("authority", 120)``."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+        directory = tmp_path_factory.mktemp("oidc")
+        problem = install_provider(directory)
+        if problem:
+            pytest.skip(problem)
+        with provider(directory, ttl) as server:
+            yield server
+
+    return fixture
+
+
+auth_server = provider_fixture("auth_server")
 
 
 def exposed_text(*places: Path) -> bytes:

@@ -48,8 +48,9 @@ auth = {{ type = "oauth", grant = "client_credentials", client_id = "mcp-supervi
     server = config.server("jira")
     storage = EncryptedTokenStorage(tmp_path / "state", "jira", os.urandom(32))
     asyncio.run(storage.set_tokens(OAuthToken(access_token=ACCESS, refresh_token=REFRESH, expires_in=3600)))
+    storage.update(refresh_expires_at=time.time() + 30 * 86400)  # the authorization server said when it ends
     owner = TokenOwner(server, storage)
-    asyncio.run(owner.load())
+    assert owner.adopt(storage.read())  # what the owner does with the stored record at start
     assert owner.bearer == ACCESS  # it holds the token: the outputs below must not show it
     registry.register("jira", owner)
     try:
@@ -79,7 +80,7 @@ def test_every_output_shows_the_tokens_times_and_never_the_token(owner: TokenOwn
     # the CLI table (and status --json is the entry itself)
     table = status_table(status)
     assert "(oauth token until " in table and "next " in table and "grant client_credentials" in table, table
-    assert "refreshed " in table
+    assert "refreshed " in table and "refresh token until " in table
     _no_token(table + json.dumps(status))
     # the dashboard's message cell (the same words)
     cell = auth_text(entry)

@@ -119,3 +119,15 @@ def test_check_config_shows_each_servers_effective_value(tmp_path: Path) -> None
     refused = subprocess.run([str(CLI), "check-config", str(bad)], capture_output=True, text=True, timeout=60,
                              env=daemon_env(NO_COLOR="1"))
     assert refused.returncode == 1 and "defaults.pinn_tools: unknown key in [defaults]" in refused.stderr
+
+
+def test_a_reload_that_changes_defaults_replaces_exactly_the_servers_it_reaches(tmp_path: Path) -> None:
+    from mcp_supervisor.runtime.reload_plan import plan_reload
+
+    old = load_config(_write(tmp_path, CONFIG))
+    # pin_tools: notes sets its own, so only jira and api change; user: only spawned servers
+    new = load_config(_write(tmp_path, CONFIG.replace("pin_tools = true", "pin_tools = [\"search\"]", 1)))
+    assert plan_reload(old, new).changed == ["jira", "api"]
+    assert new.server("jira").pin_tools == ["search"] and new.server("notes").pin_tools is False
+    stop = load_config(_write(tmp_path, CONFIG.replace('stop_timeout = "3s"', 'stop_timeout = "9s"', 1)))
+    assert plan_reload(old, stop).changed == ["api"]  # the only managed one

@@ -25,6 +25,7 @@ from mcp_supervisor.runtime.supervisor import Supervisor
 from tests.live_daemon import (
     CLI,
     UnixHTTPConnection,
+    answering,
     cli,
     daemon_process,
     free_port,
@@ -209,7 +210,7 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
     rounds = int(os.environ.get("HISTORY_KILL_ROUNDS", "6"))  # issue 9 asks 20: HISTORY_KILL_ROUNDS=20
     for _ in range(rounds):
         with daemon_process(config) as proc:
-            wait_for(lambda: cli(sock, "status").returncode == 0, 60, "the daemon answering")
+            wait_for(lambda: answering(sock), 60, "the daemon answering")
             wait_for(lambda: cli(sock, "history", "--json").returncode == 0, 30, "the record answering")
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
@@ -222,7 +223,7 @@ def test_kill_9_of_the_daemon_while_it_writes_leaves_a_consistent_record(short_t
         return None if state in ("starting", "reloading", "stopping") else str(state)
 
     with daemon_process(config):
-        wait_for(lambda: cli(sock, "status").returncode == 0, 60, "the daemon answering")
+        wait_for(lambda: answering(sock), 60, "the daemon answering")
         wait_for(down_state, 30, "the first verdict on the down server (not 'starting')")
         result = cli(sock, "report", "--json")
         assert result.returncode == 0, result.stderr

@@ -90,6 +90,7 @@ async def test_warm_checks_after_the_handshake_are_one_light_request_each(
     tools = await prober.probe(ProbeKind.TOOLS)  # tools/list still goes through the SDK session
     assert tools.ok and tools.tool_count == 3
     assert proxy.methods()[-1] == "tools/list"
+    assert None not in proxy.methods(), "no listening GET stream: a probe needs no server-initiated message"
 
 
 @pytest.mark.parametrize("protocol", ["auto", "legacy"])

@@ -120,7 +120,8 @@ interval = "1s"
         proc = subprocess.Popen([str(BIN / "mcp-supervisor"), "--config", str(config)], stderr=log)
     daemon = ProxyDaemon(directory, directory / "ctl.sock", port, proc, counts, sse)
     try:
-        wait_for(lambda: daemon.sock.exists() and daemon.pid("pay") is not None, 60, "the managed server healthy")
+        wait_for(lambda: daemon.sock.exists() and daemon.pid("pay") is not None, 60, "the managed server healthy",
+                 ignore=(OSError,))  # the socket file exists a moment before the daemon listens
         yield daemon
     finally:
         stop(proc)

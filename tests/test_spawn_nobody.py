@@ -8,6 +8,7 @@ the interpreter under /root could not be used, so the PyPI one gets a venv of De
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -28,11 +29,18 @@ DAEMON_CANARY = "daemon-only-canary-5d1e"
 
 
 def _install(marker: Path, steps: list[list[str]]) -> str | None:
-    """Run the install steps unless ``marker`` exists; None on success, else why not."""
+    """Run the install steps unless ``marker`` exists; None on success, else why not. Under a lock
+    on BASE: xdist workers and other test sessions on this machine share the install."""
     if marker.exists():
         return None
     BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
     BASE.chmod(0o755)
+    with open(BASE / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return None if marker.exists() else _run_steps(marker, steps)
+
+
+def _run_steps(marker: Path, steps: list[list[str]]) -> str | None:
     for step in steps:
         try:
             done = subprocess.run(step, capture_output=True, text=True, timeout=400, env={**os.environ},

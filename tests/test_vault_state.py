@@ -33,7 +33,7 @@ REFRESH = "refresh-token-text-9e0b"
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, "--config", str(config), *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NO_COLOR": "1"})
+                          env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
 
 
 def setup(tmp_path: Path, state_owner: int | None = None) -> tuple[Path, Path, bytes]:
@@ -77,6 +77,7 @@ def test_deleted_token_store_comes_back_whole_and_the_daemon_reads_the_token(tmp
     assert "auth/jira.token" in files and "contracts/jira.json" in files, files
     listed = run(config, "backups", "--json").stdout
     assert ACCESS not in listed and REFRESH not in listed
+    assert "auth/ (1 file), contracts/ (1 file)" in run(config, "backups").stdout
 
     shutil.rmtree(state / "auth")
     (state / "contracts" / "jira.json").write_text("{ torn")
@@ -183,3 +184,43 @@ def test_the_daemon_backs_up_changed_state_once_per_change(tmp_path: Path) -> No
 
     snapshots = asyncio.run(story())
     assert [s["reason"] for s in snapshots] == ["change of daemon state (tokens, tool contracts)", "first"]
+
+
+def test_tokens_made_before_the_vault_had_a_key_come_back_readable(tmp_path: Path) -> None:
+    """A daemon that started before the first backup keeps its tokens under state_dir/auth/token.key;
+    the vault key the first backup makes must not orphan them, before or after a restore."""
+    from mcp_supervisor.auth.store import token_key
+
+    config, state, _ = setup(tmp_path)
+    vault_key = tmp_path / "keys" / "vault.key"
+    shutil.rmtree(state / "auth")
+    vault_key.unlink()  # no vault key yet: the token store makes its own
+    own = token_key(state, vault_key)
+    asyncio.run(EncryptedTokenStorage(state, "jira", own).set_tokens(OAuthToken(access_token=ACCESS)))
+    assert run(config, "backup").returncode == 0 and vault_key.exists()  # the first backup made the vault key
+    assert token_key(state, vault_key) == own  # ... and the daemon still reads its tokens with its own key
+    shutil.rmtree(state / "auth")
+    restored = run(config, "restore", "--state", "auth")
+    assert restored.returncode == 0 and "token.key" in restored.stdout, restored.stderr
+    assert read_back(state, token_key(state, vault_key)).access_token == ACCESS  # type: ignore[union-attr]
+    assert (state / "auth" / "token.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_state_backup_that_reaches_no_location_is_not_retried_every_minute(tmp_path: Path) -> None:
+    from mcp_supervisor.config import load_config
+    from mcp_supervisor.vault.service import VaultService
+
+    config, _, _ = setup(tmp_path)
+    (tmp_path / "blocked").write_text("a file where the locations' folder should be")
+    config.write_text(config.read_text().replace(f'["{tmp_path}/backup0", "{tmp_path}/backup1"]',
+                                                 f'["{tmp_path}/blocked/backup0"]'))
+    events: list[dict[str, Any]] = []
+
+    async def story() -> None:
+        vault = VaultService(load_config(config), on_event=lambda kind, data: events.append(data)
+                             if kind == "backup" else None)
+        for _ in range(3):
+            await vault._back_up_changed_state()
+
+    asyncio.run(story())
+    assert len(events) == 1 and events[0]["copies"] == [] and events[0]["failed_locations"], events

@@ -95,7 +95,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"snapshot {result['snapshot']}: {', '.join(result['files'])} -> {len(result['copies'])} location(s)")
+        print(f"snapshot {result['snapshot']}: {_files_text(result['files'])} -> {len(result['copies'])} location(s)")
         for location, error in result["failed_locations"].items():
             print(f"  FAILED {location}: {error}")
         for name, problem in result["skipped"].items():
@@ -122,7 +122,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
             unreadable += 1
             table.add_row(snap["id"], "?", "CANNOT DECRYPT", "0", snap.get("problem", ""))
             continue
-        files = ", ".join(f["name"] for f in snap["files"])
+        files = _files_text([f["name"] for f in snap["files"]])
         copies = f"{snap['copies']}" + ("" if snap["safe"] else " (not safe)")
         table.add_row(snap["id"], _age(snap["age_s"]), files, copies, snap["reason"])
     Console().print(table)
@@ -154,6 +154,19 @@ def _restore_state(args: argparse.Namespace) -> int:
     if any(group.get("restored") for group in result["state"]):
         print("a running daemon keeps the tokens and contracts it holds: restart it to use the restored ones")
     return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def _files_text(names: list[str]) -> str:
+    """``cursor, secrets, auth/ (3 files), contracts/ (2 files)``: the daemon's state counted, not listed."""
+    groups: dict[str, int] = {}
+    plain = []
+    for name in names:
+        group, slash, _ = name.partition("/")
+        if slash:
+            groups[group] = groups.get(group, 0) + 1
+        else:
+            plain.append(name)
+    return ", ".join(plain + [f"{g}/ ({n} file{'s' if n != 1 else ''})" for g, n in groups.items()])
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

@@ -93,7 +93,7 @@ class NotifyService(DeliveryLoop):
         self._state_due: float | None = None
         """When the tracker state changed without a message, it is stored by then (``STATE_EVERY``)."""
         # subscribe now, not when run() starts: the first state changes happen before that
-        self._subscription = bus.subscription()
+        self._subscription = bus.subscription(kinds=_RELEVANT)
         self._queue: asyncio.Queue[Event] = self._subscription.__enter__()
 
     # --- lifecycle -------------------------------------------------------------------------------

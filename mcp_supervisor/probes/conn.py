@@ -21,7 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_supervisor.auth.registry import probe_headers
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.probes.classify import Observed
-from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client
+from mcp_supervisor.probes.context import HttpSink, ProbeContext, make_http_client, probe_timeout
 from mcp_supervisor.probes.light import LightRequest, build_request
 from mcp_supervisor.probes.session import ConnectInfo, SessionWorker
 from mcp_supervisor.spawn import Child, ExitInfo, SpawnSpec, stdio_transport
@@ -60,12 +60,12 @@ class Conn:
                 transport = lambda: streamable_http_client(url, http_client=http_client)  # noqa: E731
             else:
                 transport = lambda: sse_client(  # noqa: E731
-                    url, timeout=server.probe.timeout, httpx_client_factory=make_http_client
+                    url, timeout=probe_timeout(server), httpx_client_factory=make_http_client
                 )
         self.worker = SessionWorker(
             transport,
             mode=server.protocol,
-            timeout=server.probe.timeout,
+            timeout=probe_timeout(server),
             sink=self.sink,
             first_phase=first_phase,
             message_handler=self._on_message,

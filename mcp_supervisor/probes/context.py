@@ -6,9 +6,10 @@ open across probes; per-server headers are added by a request hook from a contex
 inside each session's task, and a response hook records statuses there, so a 401 is classified as
 ``auth`` even though the SDK turns it into a generic error.
 
-Why no connection cap per origin: every kept-open session of the ``initialize`` era holds one
-connection for its GET stream as long as it lives, so a cap of C connections silently starved the
-(C+1)th server behind one gateway forever ("no answer within the deadline"). The number of
+Why no connection cap per origin: every kept-open session of the ``initialize`` era held one
+connection for its GET stream as long as it lived, so a cap of C connections silently starved the
+(C+1)th server behind one gateway forever ("no answer within the deadline"); probe sessions no
+longer open that stream (``_NoListeningStream``), and no cap comes back. The number of
 connections is already bounded by the config (one session per HTTP server, one stream and one
 request each); the one limit that matters under load, how many handshakes run at once, is a
 config key (``[supervisor] max_concurrent_handshakes``), and a turn waited for is never counted
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
+from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.probes.turns import Turns
 
 if TYPE_CHECKING:
@@ -53,6 +55,21 @@ OUTER_DEADLINE: contextvars.ContextVar[asyncio.Timeout | None] = contextvars.Con
     "mcp_probe_outer_deadline", default=None
 )
 """The runner's last-resort deadline around a whole probe; a wait for a turn pushes it back."""
+
+TURN_GRANTED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "mcp_probe_turn_granted", default=None
+)
+"""Called when a waited-for handshake turn comes: the probe's deadline starts then, and so does the
+runner's measure of how late the loop was during it (a wait in the queue is no part of it)."""
+TIMEOUT_SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("mcp_probe_timeout_scale", default=1.0)
+"""How many times ``probe.timeout`` this check's deadlines are: the runner widens them for a check
+re-run because the last one timed out while the daemon's own event loop was late (``observe.py``)."""
+
+
+def probe_timeout(server: ServerConfig) -> float:
+    """The deadline of one probe phase of ``server`` for the check running now."""
+    return server.probe.timeout * TIMEOUT_SCALE.get()
+
 
 _ssl_context: ssl.SSLContext | None = None
 
@@ -94,7 +111,7 @@ async def _on_request(request: httpx2.Request) -> None:
 
 async def _on_response(response: httpx2.Response) -> None:
     sink = CURRENT_SINK.get()
-    if sink is not None:
+    if sink is not None and not response.extensions.get(_LOCAL):
         sink.record(response.status_code)
         if response.status_code == 429 and len(sink.limits) < 4:
             body = await response.aread()  # small, and kept: the SDK reads the same bytes after us
@@ -104,18 +121,49 @@ async def _on_response(response: httpx2.Response) -> None:
             sink.session_id = session_id
 
 
+_LOCAL = "mcp_supervisor_local"
+"""Marks a response this process made up (never a server's: its status is not recorded)."""
+
+
+class _NoListeningStream(httpx2.AsyncBaseTransport):
+    """Declines the SDK's optional GET stream (server-initiated messages) of a probe session: 405.
+
+    Why: a probe never needs a message the server sends on its own, and each kept-open GET stream
+    held a connection per server and woke the daemon for every keep-alive ping the server sends
+    (every 15 s per stream: 13 wake-ups a second at 200 servers, a tenth of the steady CPU). The
+    specification lets a client not open it (and a server answer 405); the SDK then tries once
+    more after a second and goes on without it. Everything else goes to the network.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and "text/event-stream" in request.headers.get("accept", ""):
+            return httpx2.Response(405, request=request, extensions={_LOCAL: True})
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def make_http_client(
     headers: dict[str, str] | None = None,
     timeout: httpx2.Timeout | None = None,
     auth: httpx2.Auth | None = None,
+    *,
+    listen: bool = True,
 ) -> httpx2.AsyncClient:
-    """An httpx2 client with the probe hooks; also usable as the SSE transport's client factory."""
+    """An httpx2 client with the probe hooks; also usable as the SSE transport's client factory
+    (whose GET is the connection itself: ``listen`` stays True there)."""
     return httpx2.AsyncClient(
         headers=headers,
         verify=_shared_ssl(),
         timeout=timeout or _HTTP_TIMEOUT,
         auth=auth,
         limits=_LIMITS,
+        transport=None if listen else _NoListeningStream(httpx2.AsyncHTTPTransport(verify=_shared_ssl(),
+                                                                                  limits=_LIMITS)),
         event_hooks={"request": [_on_request], "response": [_on_response]},
     )
 
@@ -193,6 +241,9 @@ class ProbeContext:
             if outer is not None and when is not None:
                 with contextlib.suppress(RuntimeError):  # the outer scope is already leaving
                     outer.reschedule(when + waited)
+        granted = TURN_GRANTED.get()
+        if granted is not None:
+            granted()
         self.turns_waited += 1
         self.longest_turn_wait = max(self.longest_turn_wait, waited)
         if waited > timeout and time.monotonic() - self._slow_logged_at > _SLOW_TURN_LOG_EVERY:
@@ -213,7 +264,7 @@ class ProbeContext:
         key = (parts.scheme, parts.hostname or "", parts.port)
         client = self._http.get(key)
         if client is None:
-            client = self._http[key] = make_http_client()
+            client = self._http[key] = make_http_client(listen=False)  # Streamable HTTP only
         return client
 
     def light_session(self) -> aiohttp.ClientSession:

@@ -27,7 +27,7 @@ from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.probes.classify import Verdict, classify, is_refused, missing_tools, refused_verdict
 from mcp_supervisor.probes.conn import Conn
-from mcp_supervisor.probes.context import ProbeContext
+from mcp_supervisor.probes.context import ProbeContext, probe_timeout
 from mcp_supervisor.probes.contracts import Memo, fingerprint
 from mcp_supervisor.probes.light import send as send_light
 from mcp_supervisor.probes.ratelimit import limited_text
@@ -161,7 +161,7 @@ class McpProber:
         """A spawn slot from the context, waiting at most one timeout (False: none came free)."""
         slots = self._context.cold_slots
         try:
-            async with asyncio.timeout(self.server.probe.timeout):
+            async with asyncio.timeout(probe_timeout(self.server)):
                 await slots.acquire()
         except TimeoutError:
             yield False
@@ -184,7 +184,7 @@ class McpProber:
                 return self._failed(kind, started, phases, info)
             t0 = time.perf_counter()
             try:
-                names = await conn.worker.run(_tool_names, phase="tools")
+                names = await conn.worker.run(_tool_names, phase="tools", timeout=probe_timeout(self.server))
             except Exception as exc:
                 return self._failed(kind, started, phases, await self._verdict(conn, exc, "tools"))
             phases["tools"] = _ms(t0)
@@ -232,10 +232,10 @@ class McpProber:
             light = conn.light_request() if use_light else None
             if light is not None:
                 try:
-                    async with asyncio.timeout(self.server.probe.timeout):
+                    async with asyncio.timeout(probe_timeout(self.server)):
                         await send_light(self._context.light_session(), light)
                 except TimeoutError:
-                    verdict = await self._verdict(conn, PhaseTimeout(phase, self.server.probe.timeout), phase)
+                    verdict = await self._verdict(conn, PhaseTimeout(phase, probe_timeout(self.server)), phase)
                     await self._drop_warm()
                     return self._failed(kind, started, phases, verdict)
                 except Exception as exc:  # 401, 404 (expired session), bad reply: the SDK says which
@@ -252,7 +252,7 @@ class McpProber:
                 phases[phase] = _ms(t0)
                 return self._ok(kind, started, phases, conn.worker.info, None)
             try:
-                value = await conn.worker.run(job, phase=phase)
+                value = await conn.worker.run(job, phase=phase, timeout=probe_timeout(self.server))
             except Exception as exc:
                 if retry and not fresh and not isinstance(exc, TimeoutError):
                     await self._drop_warm()  # expired session / restarted server: reconnect once
@@ -276,14 +276,14 @@ class McpProber:
         """A server that refused last time gets one TCP connect before any SDK connect (``refusal.py``)."""
         if not self._refusing or self.server.transport == "stdio" or not self._context.direct:
             return False
-        return bool(await port_refuses(self.server.url or "", self.server.probe.timeout))
+        return bool(await port_refuses(self.server.url or "", probe_timeout(self.server)))
 
     async def _connect(self, conn: Conn, phases: dict[str, float]) -> ConnectInfo | Verdict:
         try:
             if self.server.transport == "stdio":  # spawns take cold slots instead
                 info = await conn.start()
             else:  # the deadline starts inside conn.start(), when the turn has come
-                async with self._context.handshake_turn(self.server.probe.timeout):
+                async with self._context.handshake_turn(probe_timeout(self.server)):
                     info = await conn.start()
         except Exception as exc:
             phase = exc.phase if isinstance(exc, PhaseTimeout) else conn.worker.phase.name

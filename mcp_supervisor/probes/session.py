@@ -114,13 +114,13 @@ class SessionWorker:
             await self._close_after_cancel()
             raise
 
-    async def run(self, fn: Callable[[Client], Awaitable[T]], *, phase: str) -> T:
-        """Run ``fn(client)`` in the worker under the phase deadline."""
+    async def run(self, fn: Callable[[Client], Awaitable[T]], *, phase: str, timeout: float | None = None) -> T:
+        """Run ``fn(client)`` in the worker under the phase deadline (``timeout``: this job's own)."""
         if not self.alive:
             raise self.error if isinstance(self.error, Exception) else SessionClosed("session is closed")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(_consume)
-        self._jobs.put_nowait((fn, fut, self._timeout, phase))
+        self._jobs.put_nowait((fn, fut, self._timeout if timeout is None else timeout, phase))
         try:
             result: T = await asyncio.shield(fut)
             return result

@@ -17,6 +17,7 @@ from mcp_supervisor.events import EventBus
 from mcp_supervisor.health.model import Transition
 from mcp_supervisor.runtime.executor import Executor
 from mcp_supervisor.runtime.loop_lag import LoopLag
+from mcp_supervisor.runtime.observe import OverloadNotice
 from mcp_supervisor.runtime.snapshot import ServerView
 
 
@@ -39,6 +40,8 @@ class RunnerEnv:
     on_view: Callable[[ServerView], None] = lambda view: None
     """Receives the runner's new ``ServerView`` after every change a reader can see."""
     lag: LoopLag | None = None
+    overload: OverloadNotice = field(default_factory=OverloadNotice)
+    """Says (once a minute at most) that checks are re-run because the daemon itself was late."""
     contracts: Any = None
     """The ``runtime.contracts.ContractKeeper`` (tool contracts), None when there is no state dir."""
 

@@ -32,7 +32,7 @@ class MaintenanceKeeper:
 
     async def run(self) -> None:
         await self.notifier.wait_ready()
-        with self.supervisor.bus.subscription() as queue:
+        with self.supervisor.bus.subscription(kinds=_WAKE_KINDS) as queue:
             while True:
                 await self.apply()
                 with contextlib.suppress(TimeoutError):

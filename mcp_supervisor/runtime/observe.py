@@ -5,9 +5,13 @@ Why apart from the runner: the runner decides what an observation means (the mac
 the events); this module only answers "what did the server say", and owns the one rule that keeps
 the daemon's load out of the servers' record: a timeout that expired while the event loop was late
 (``LoopLag``) says nothing about the server. The runner then drops the verdict and checks again
-at once, for as long as ``void_grace`` since the first void check of the run; after that the
-timeout counts (a real outage under a daemon that stays overloaded is still reported, that much
-later), and its message says how late the loop was.
+at once with deadlines twice as long (``widened``: 2, 4, then 8 times ``probe.timeout``), so a
+server that answers slowly only because the daemon (or the machine) is short of CPU gets the time
+it needs, while one that does not answer at all is still caught: the longer the deadline, the more
+of it the loop must lose for a timeout to be void again. Only at the widest deadline does the old
+rule apply: void checks for ``void_grace`` more, then the timeout counts (its message says how late
+the loop was). The daemon's overload is said once a minute in the log (``OverloadNotice``), in
+``status`` (``daemon.timeouts_rerun``, ``loop_lag``) and in the metrics, never as a server's failure.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from mcp_supervisor.config import ServerConfig
 from mcp_supervisor.health.model import FailureClass, ProbeKind, ProbeResult
 from mcp_supervisor.logging import get_logger
-from mcp_supervisor.probes.context import OUTER_DEADLINE
+from mcp_supervisor.probes.context import OUTER_DEADLINE, TIMEOUT_SCALE, TURN_GRANTED
 from mcp_supervisor.runtime.loop_lag import LoopLag
 
 log = get_logger("mcp_supervisor.observe")
@@ -28,11 +32,36 @@ log = get_logger("mcp_supervisor.observe")
 PROBE_SAFETY_MARGIN = 5.0
 """The prober enforces its own deadlines; this outer one only guards against a prober bug."""
 VOID_GRACE = 60.0
-"""Seconds (at least; five intervals when longer) during which void timeouts are checked again."""
+"""Seconds (at least; five intervals when longer) during which void timeouts at the widest deadline
+are checked again."""
+MAX_WIDEN = 8.0
+"""The widest deadline of a re-run check, in units of ``probe.timeout``."""
+OVERLOAD_TOLD_EVERY = 60.0
 
 
 def void_grace(interval: float) -> float:
     return max(VOID_GRACE, 5 * interval)
+
+
+def widened(void_runs: int) -> float:
+    """How many times ``probe.timeout`` the deadlines of a check are after ``void_runs`` void ones."""
+    return min(MAX_WIDEN, 2.0 ** void_runs)
+
+
+class OverloadNotice:
+    """One log line a minute at most while checks are re-run because the daemon itself was late."""
+
+    def __init__(self) -> None:
+        self._told_at = -OVERLOAD_TOLD_EVERY
+
+    def tell(self, now: float, late: float, reruns: int) -> None:
+        if now - self._told_at >= OVERLOAD_TOLD_EVERY:
+            self._told_at = now
+            log.warning("the supervisor is short of CPU: probe timeouts are checked again with longer "
+                        "deadlines instead of being counted against the servers", loop_late_s=round(late, 3),
+                        timeouts_rerun=reruns)
+
+
 LATE_FRACTION = 0.1
 """The loop losing this share of a probe's timeout during the probe makes its timeout untrustworthy."""
 
@@ -47,13 +76,16 @@ async def observe_once(
     kind: ProbeKind,
     probe: Callable[[ProbeKind], Awaitable[ProbeResult]],
     docker: Callable[[], Awaitable[Any]],
+    scale: float = 1.0,
 ) -> ProbeResult:
-    """One probe; never raises but CancelledError. CONTAINER asks the engine, the rest the server."""
+    """One probe; never raises but CancelledError. CONTAINER asks the engine, the rest the server.
+    ``scale``: its deadlines are that many times ``probe.timeout`` (``widened``)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        async with asyncio.timeout(server.probe.timeout * 4 + PROBE_SAFETY_MARGIN) as outer:
+        async with asyncio.timeout(server.probe.timeout * scale * 4 + PROBE_SAFETY_MARGIN) as outer:
             token = OUTER_DEADLINE.set(outer)  # a wait for a handshake turn moves it (probes/context.py)
+            widen = TIMEOUT_SCALE.set(scale)
             try:
                 if kind is ProbeKind.CONTAINER:  # the engine's view (state, health), when there is one
                     engine = await docker() if server.container else None
@@ -64,6 +96,7 @@ async def observe_once(
                     kind = ProbeKind.WARM
                 return await probe(kind)
             finally:
+                TIMEOUT_SCALE.reset(widen)
                 OUTER_DEADLINE.reset(token)
     except TimeoutError:
         return ProbeResult(
@@ -100,14 +133,21 @@ async def observe(
     probe: Callable[[ProbeKind], Awaitable[ProbeResult]],
     docker: Callable[[], Awaitable[Any]],
     lag: LoopLag | None,
+    scale: float = 1.0,
 ) -> Observation:
     """``observe_once``, and whether its timeout happened while the loop itself was late."""
-    mark = lag.mark() if lag is not None else 0.0
-    result = await observe_once(server, kind, probe, docker)
-    if result.ok or result.failure is not FailureClass.TIMEOUT or lag is None:
+    if lag is None:
+        return Observation(await observe_once(server, kind, probe, docker, scale))
+    marks = [lag.mark()]
+    token = TURN_GRANTED.set(lambda: marks.__setitem__(0, lag.mark()))  # a queue wait is not the check's
+    try:
+        result = await observe_once(server, kind, probe, docker, scale)
+    finally:
+        TURN_GRANTED.reset(token)
+    if result.ok or result.failure is not FailureClass.TIMEOUT:
         return Observation(result)
-    stolen = lag.stolen_since(mark)
-    return Observation(result, stolen) if loop_was_late(stolen, server.probe.timeout) else Observation(result)
+    stolen = lag.stolen_since(marks[0])
+    return Observation(result, stolen) if loop_was_late(stolen, server.probe.timeout * scale) else Observation(result)
 
 
 def counted_anyway(observation: Observation) -> ProbeResult:

@@ -36,7 +36,7 @@ from mcp_supervisor.runtime.actions import ActionSlot
 from mcp_supervisor.runtime.announce import exit_event, notify_event, probe_event, state_event
 from mcp_supervisor.runtime.env import RunnerEnv
 from mcp_supervisor.runtime.exit_report import exit_result, exit_text, start_failure
-from mcp_supervisor.runtime.observe import counted_anyway, observe, void_grace
+from mcp_supervisor.runtime.observe import MAX_WIDEN, counted_anyway, observe, void_grace, widened
 from mcp_supervisor.runtime.port_conflict import managed_answer
 from mcp_supervisor.runtime.schedule import ProbeSchedule
 from mcp_supervisor.runtime.snapshot import ServerView
@@ -92,8 +92,8 @@ class ServerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._fired_deadline: float | None = None
-        self._void_since: float | None = None
-        """When the current run of void timeouts (the loop was late) began (``runtime/observe.py``)."""
+        self._void_runs = 0  # void timeouts in a row (the loop was late): the next deadlines are ``widened``
+        self._void_since: float | None = None  # when void timeouts at the widest deadline began
         self.publish()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -268,11 +268,13 @@ class ServerRunner:
             if planned is not None:
                 self.env.drift_ms.append((_clock() - planned) * 1000.0)
             self.env.counters["probes"] += 1
-            seen = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag)
-        first_void = seen.void and self._void_since is None
-        if first_void:
-            self._void_since = _clock()
-        void = seen.void and _clock() - (self._void_since or 0.0) < void_grace(self.server.probe.interval)
+            scale = widened(self._void_runs)
+            seen = await observe(self.server, kind, self.prober.probe, self.env.docker, self.env.lag, scale)
+        first_void = seen.void and self._void_runs == 0
+        if seen.void and scale >= MAX_WIDEN and self._void_since is None:
+            self._void_since = _clock()  # only the widest deadline's void checks are bounded in time
+        void = seen.void and (self._void_since is None
+                              or _clock() - self._void_since < void_grace(self.server.probe.interval))
         result = seen.result
         if seen.void and not void:
             result = counted_anyway(seen)
@@ -289,14 +291,16 @@ class ServerRunner:
         if stale:  # it started before an action, exit or command: it is not the check after it
             self._log.debug("stale probe result dropped", kind=str(kind), ok=result.ok)
             return result
-        if void:  # the daemon could not ask in time: no verdict on the server; ask again now
+        if void:  # the daemon could not ask in time: no verdict on the server; ask again now, given longer
             self.env.counters["reruns"] += 1
+            self._void_runs += 1
+            self.env.overload.tell(_clock(), seen.loop_late, self.env.counters["reruns"])
             (self._log.info if first_void else self._log.debug)(
-                "timeout while the event loop was late; checking again",
-                loop_late_s=round(seen.loop_late, 3), message=result.message)
+                "timeout while the event loop was late; checking again with a longer deadline",
+                loop_late_s=round(seen.loop_late, 3), message=result.message, widened=widened(self._void_runs))
             self.request_probe(kind)
             return result
-        self._void_since = None
+        self._void_since, self._void_runs = None, 0
         previous, self.last_result = self.last_result, result
         self.last_probe_wall = time.time()
         if result.tool_count is not None:

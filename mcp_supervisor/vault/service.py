@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,8 @@ log = get_logger("mcp_supervisor.vault")
 RETRY_INTERVAL = 30.0
 STATE_CHECK_INTERVAL = 60.0
 """How often the state directory's token store and contracts are compared with the last backup."""
+STATE_RETRY_INTERVAL = 1800.0
+"""A state backup that reached no location is tried again after this (or at the next change)."""
 
 
 def utc_stamp(now: datetime | None = None) -> str:
@@ -39,6 +42,9 @@ def utc_stamp(now: datetime | None = None) -> str:
 
 class VaultService(VaultOperations):
     """The vault operations plus the watcher the daemon runs (``run()``)."""
+
+    _state_tried: tuple[frozenset[tuple[str, str]], float] | None = None
+    """The last state change a backup was tried for, and when (monotonic)."""
 
     async def heal(self, name: str, why: str = "watch") -> dict[str, Any] | None:
         """Check one file now: back up a valid change, restore a damaged one; never raises.
@@ -115,8 +121,14 @@ class VaultService(VaultOperations):
         """A renewed token or an accepted contract reaches the vault within ``STATE_CHECK_INTERVAL``:
         a rotating refresh token restored from an older snapshot would be refused as already used."""
         files, _ = await asyncio.to_thread(collect_state, self.config.state_dir)
-        if any(self._last_backed_up.get(entry.name) != entry.sha256 for entry, _ in files):
-            await self.backup("change of daemon state (tokens, tool contracts)")
+        changed = frozenset((e.name, e.sha256) for e, _ in files if self._last_backed_up.get(e.name) != e.sha256)
+        if not changed:
+            return
+        tried = self._state_tried
+        if tried is not None and tried[0] == changed and time.monotonic() - tried[1] < STATE_RETRY_INTERVAL:
+            return  # the same change failed to reach a location: not one failed backup (and alert) a minute
+        self._state_tried = (changed, time.monotonic())
+        await self.backup("change of daemon state (tokens, tool contracts)")
 
     async def _verify_and_repair(self) -> None:
         result = await self.verify()

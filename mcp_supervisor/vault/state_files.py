@@ -239,14 +239,15 @@ def restore_group(store: SnapshotStore, state_dir: Path, group: str, snapshot_id
         group_fd = _open_group(state_fd, owner, path, group, create=True)
         assert group_fd is not None
         try:
-            current = {name: _current(group_fd, name, owner.st_uid) for name in contents}
+            names = {*contents, TOKEN_KEY} if group == "auth" else set(contents)
+            current = {name: _current(group_fd, name, owner.st_uid) for name in names}
             token_key = _token_key_after(contents, current, forced)
             bad = [f"{path}/{group}/{filename} (snapshot {manifest.id}): {problem}"
                    for filename, content in contents.items() if (problem := check(group, filename, content, token_key))]
             if bad:
                 raise RestoreError("nothing restored: " + "; ".join(bad))
             for filename, content in sorted(contents.items()):
-                _put(group_fd, owner, filename, content, current[filename], forced, token_key,
+                _put(group_fd, owner, filename, content, current.get(filename), forced, token_key,
                      lambda name, data, key: check(group, name, data, key), result)
         finally:
             os.close(group_fd)
@@ -266,10 +267,10 @@ def _current(group_fd: int, filename: str, owner: int) -> bytes | None:
 def _token_key_after(contents: dict[str, bytes], current: dict[str, bytes | None], forced: bool) -> bytes | None:
     """The ``auth/token.key`` the daemon will find once the restore is done (None: none, so the
     daemon uses the vault's key): a present key is kept unless the snapshot was named."""
-    if TOKEN_KEY not in contents:
-        return None
     present = current.get(TOKEN_KEY)
-    if present is not None and len(present) == KEY_BYTES and not forced:
+    if present is not None and len(present) != KEY_BYTES:
+        present = None
+    if TOKEN_KEY not in contents or (present is not None and not forced):
         return present
     return contents[TOKEN_KEY] if len(contents[TOKEN_KEY]) == KEY_BYTES else present
 
