@@ -392,7 +392,6 @@ class ServerRunner:
             last_exit=self.last_exit,
             next_attempt_at=machine.next_attempt_at(),
             maintenance=self.maintenance,
-            standby=process.standby_view() if hasattr(process, "standby_view") else None,  # runtime/standby.py
         )
 
     def publish(self) -> None:

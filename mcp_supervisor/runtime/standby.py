@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 from mcp_supervisor.actuators.process import ManagedProcess, ProcessStartError
@@ -34,6 +35,7 @@ from mcp_supervisor.probes import create_prober
 from mcp_supervisor.runtime.announce import exit_event
 from mcp_supervisor.runtime.exit_report import exit_text
 from mcp_supervisor.runtime.port_conflict import exit_port_conflict, managed_answer
+from mcp_supervisor.runtime.snapshot import ServerView
 
 log = get_logger("mcp_supervisor.standby")
 
@@ -345,6 +347,12 @@ def attach_standby(runner: Any, tg: asyncio.TaskGroup) -> None:
     runner.process = pair
     pair.attach(tg)
     runner.publish()
+
+
+def with_standby(view: ServerView, runner: Any) -> ServerView:
+    """The runner's view with its standby's state (``ServerView.standby``), if it has one."""
+    process = getattr(runner, "process", None)
+    return replace(view, standby=process.standby_view()) if isinstance(process, StandbyPair) else view
 
 
 def pair_of(runners: dict[str, Any], name: str) -> StandbyPair | None:

@@ -36,7 +36,7 @@ from mcp_supervisor.runtime.reload_plan import plan_reload
 from mcp_supervisor.runtime.runner import ServerRunner
 from mcp_supervisor.runtime.shared import SharedResources
 from mcp_supervisor.runtime.snapshot import Board, ServerView
-from mcp_supervisor.runtime.standby import attach_standby
+from mcp_supervisor.runtime.standby import attach_standby, with_standby
 from mcp_supervisor.runtime.status import DriftStats, result_json, server_status
 from mcp_supervisor.spawn import cgroups
 from mcp_supervisor.spawn.home import prepare_state_dir
@@ -139,7 +139,7 @@ class Supervisor:
 
     def _on_view(self, view: ServerView) -> None:
         if view.name in self.runners:  # a runner a reload took out may still say something
-            self.board.put(view)
+            self.board.put(with_standby(view, self.runners[view.name]))  # runtime/standby.py
 
     def _prepare_state_dir(self) -> None:
         """The state directory is the daemon's own, 0711: servers reach their HOME in ``homes``, no more."""
