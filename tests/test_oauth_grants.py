@@ -132,7 +132,9 @@ async def test_device_login_rotation_across_processes_revocation_and_a_tampered_
             log = auth_server.log_text()
             assert "token refused" not in log, log[-2000:]  # a reused refresh token would say so (and revoke)
             facts = answers[-1]["auth"]
-            assert log.count("refresh rotated") >= len(refreshes) + 2 and facts["renewals"] >= 1, (facts, len(refreshes))
+            # every CLI refresh rotated the grant, and the daemon renewed it too (how often depends on
+            # how fresh the CLI kept the token: each of its refreshes moves the daemon's next one)
+            assert log.count("refresh rotated") >= len(refreshes) + 1 and facts["renewals"] >= 1, (facts, len(refreshes))
             assert facts["refresh_expires_at"] > time.time() + 3000 and facts["grant"] == "device_code"
 
             # the token text: only encrypted under state_dir; never in the log, the API, the CLI or Slack
